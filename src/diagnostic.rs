@@ -1,0 +1,148 @@
+//! User-facing errors that point into a file: the message, `file:line:col`, the offending line
+//! with a caret under it, the key path, and an optional hint. YAML, template and Python load
+//! errors all end up here so they look the same.
+
+use std::fmt;
+
+use crate::yaml::Span;
+
+/// A place in a file, with the line's text when it is known.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub width: usize,
+    pub source_line: Option<String>,
+}
+
+impl From<&Span> for Location {
+    fn from(span: &Span) -> Self {
+        Location {
+            file: span.file.display.clone(),
+            line: span.line,
+            col: span.col,
+            width: span.width,
+            source_line: span.file.line_text(span.line).map(str::to_owned),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub message: String,
+    pub location: Option<Location>,
+    /// Dotted key path inside the document, e.g. `config.environment.API_KEY`.
+    pub key_path: Option<String>,
+    /// Pre-rendered excerpt (e.g. from the template engine) used instead of `source_line`.
+    pub excerpt: Option<String>,
+    pub notes: Vec<String>,
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(message: impl Into<String>) -> Self {
+        Diagnostic {
+            message: message.into(),
+            location: None,
+            key_path: None,
+            excerpt: None,
+            notes: Vec::new(),
+            hint: None,
+        }
+    }
+
+    #[must_use]
+    pub fn at(mut self, span: &Span) -> Self {
+        self.location = Some(Location::from(span));
+        if let Some(from) = &span.file.included_from {
+            self.notes.push(format!("included from {from}"));
+        }
+        self
+    }
+
+    #[must_use]
+    pub fn at_location(mut self, location: Location) -> Self {
+        self.location = Some(location);
+        self
+    }
+
+    #[must_use]
+    pub fn with_path(mut self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        if !path.is_empty() {
+            self.key_path = Some(path);
+        }
+        self
+    }
+
+    #[must_use]
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    #[must_use]
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+
+    /// `file:line:col` when known, for one-line summaries.
+    pub fn position(&self) -> Option<String> {
+        self.location.as_ref().map(|l| format!("{}:{}:{}", l.file, l.line, l.col))
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(loc) = &self.location {
+            let gutter = loc.line.to_string().len();
+            let pad = " ".repeat(gutter);
+            write!(f, "\n{pad}--> {}:{}:{}", loc.file, loc.line, loc.col)?;
+            if let Some(path) = &self.key_path {
+                write!(f, " (at `{path}`)")?;
+            }
+            if self.excerpt.is_none()
+                && let Some(text) = &loc.source_line
+            {
+                let caret_pad = " ".repeat(loc.col.saturating_sub(1));
+                let carets = "^".repeat(loc.width.max(1));
+                write!(f, "\n{pad} |\n{} | {text}\n{pad} | {caret_pad}{carets}", loc.line)?;
+            }
+        } else if let Some(path) = &self.key_path {
+            write!(f, "\n  at `{path}`")?;
+        }
+        if let Some(excerpt) = &self.excerpt {
+            write!(f, "\n{}", excerpt.trim_end())?;
+        }
+        for note in &self.notes {
+            write!(f, "\n  = note: {note}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\nhint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+/// Several diagnostics reported together (e.g. by `validate`).
+#[derive(Debug)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n\nerror: ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}

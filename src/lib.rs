@@ -1,0 +1,5 @@
+//! lfeval: an evaluation harness for custom LLM integrations.
+
+pub mod diagnostic;
+pub mod variables;
+pub mod yaml;

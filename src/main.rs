@@ -1,0 +1,3 @@
+fn main() {
+    let _ = lfeval::yaml::load_str("x", "a: 1");
+}

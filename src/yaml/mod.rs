@@ -1,0 +1,62 @@
+//! The AI GO! YAML dialect: parse a file into a spanned tree ([`parse`]), apply `!include`,
+//! `$ref`, `$VAR` and `((TODO))` ([`resolve`]), then deserialize into typed definitions with
+//! located errors ([`de`]). The parser is serde-saphyr's (granit-parser event stream).
+
+mod de;
+mod node;
+mod parse;
+mod resolve;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use de::{Located, MetaWire, SourceText, deserialize_meta, from_node, unset_error};
+pub use node::{Key, Node, SourceFile, Span, Style, Value};
+pub use parse::display_path;
+pub use resolve::join;
+
+use crate::diagnostic::Diagnostic;
+use crate::variables::Variables;
+
+/// Loads `path` (inside `root`), resolving every directive. A file that still holds the
+/// `((TODO))` sentinel is rejected with every key path that needs filling in.
+pub fn load(path: &Path, root: &Path, vars: &Variables) -> Result<Node, Diagnostic> {
+    let path = path.canonicalize().map_err(|e| {
+        Diagnostic::new(format!("cannot read `{}`: {e}", display_path(root, path)))
+    })?;
+    let mut parser = parse::FileParser { root, stack: Vec::new() };
+    let mut node = parser.parse_file(&path, None)?;
+    resolve::Resolver { root, vars }.resolve(&mut node, &mut vec![path])?;
+    check_todos(&node)?;
+    Ok(node)
+}
+
+/// Loads YAML text that is not on disk (built-in definitions compiled into the binary).
+pub fn load_str(display: &str, text: &str) -> Result<Node, Diagnostic> {
+    let file = Arc::new(SourceFile {
+        path: Path::new(display).to_path_buf(),
+        display: display.to_owned(),
+        text: text.to_owned(),
+        included_from: None,
+    });
+    parse::parse_embedded(&file)
+}
+
+fn check_todos(node: &Node) -> Result<(), Diagnostic> {
+    let mut found = Vec::new();
+    resolve::find_todos(node, "", &mut found);
+    let Some((first_path, first)) = found.first() else { return Ok(()) };
+    let paths: Vec<String> = found.iter().map(|(p, _)| format!("`{p}`")).collect();
+    Err(Diagnostic::new(format!(
+        "`{}` still has {} placeholder(s) to fill in: {}",
+        resolve::TODO_SENTINEL,
+        found.len(),
+        paths.join(", ")
+    ))
+    .at(&first.span)
+    .with_path(first_path.clone())
+    .with_hint("replace every `((TODO))` with a real value"))
+}
+
+#[cfg(test)]
+mod tests;

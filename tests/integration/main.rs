@@ -1,0 +1,1 @@
+//! Integration tests: one binary driving the real `lfeval` executable.
