@@ -1,3 +1,3 @@
-fn main() {
-    let _ = lfeval::yaml::load_str("x", "a: 1");
+fn main() -> std::process::ExitCode {
+    lfeval::main()
 }

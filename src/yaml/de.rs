@@ -403,10 +403,30 @@ impl<'de> MapAccess<'de> for MetaDe<'_> {
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         match self.pending.take() {
             Some(MetaValue::Node(node, path)) => seed.deserialize(NodeDe { node, path }),
-            Some(MetaValue::Str(s)) => seed.deserialize(s.into_deserializer()),
+            Some(MetaValue::Str(s)) => seed.deserialize(MetaStr(s)),
             Some(MetaValue::Num(n)) => seed.deserialize(n.into_deserializer()),
             _ => Err(de::Error::custom("value requested before key")),
         }
+    }
+}
+
+/// A string in a meta map; unlike serde's own string deserializer it also fills `Option`s.
+struct MetaStr(String);
+
+impl<'de> de::Deserializer<'de> for MetaStr {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_string(self.0)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_some(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf unit
+        unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
     }
 }
 

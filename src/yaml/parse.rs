@@ -73,10 +73,15 @@ impl<'input> Builder<'_, '_, 'input> {
     }
 
     fn next(&mut self) -> Result<(Event<'input>, RawSpan), Diagnostic> {
-        match self.parser.next_event() {
-            Some(Ok(ev)) => Ok(ev),
-            Some(Err(e)) => Err(self.scan_error(&e)),
-            None => Err(Diagnostic::new(format!("unexpected end of `{}`", self.file.display))),
+        loop {
+            match self.parser.next_event() {
+                // Comments and anchor metadata are presentation, not data.
+                Some(Ok((Event::Anchor(..), _))) => {}
+                Some(Ok(ev)) if is_data(&ev.0) => return Ok(ev),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(self.scan_error(&e)),
+                None => return Err(Diagnostic::new(format!("unexpected end of `{}`", self.file.display))),
+            }
         }
     }
 
@@ -244,6 +249,22 @@ impl<'input> Builder<'_, '_, 'input> {
         let node = Node::new(Value::Str(text.trim().to_owned()), span.clone(), Style::Included(file, skipped));
         Ok(node)
     }
+}
+
+fn is_data(event: &Event<'_>) -> bool {
+    matches!(
+        event,
+        Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart(..)
+            | Event::DocumentEnd
+            | Event::Alias(_)
+            | Event::Scalar(..)
+            | Event::SequenceStart(..)
+            | Event::SequenceEnd
+            | Event::MappingStart(..)
+            | Event::MappingEnd
+    )
 }
 
 fn merge_into(merged: &mut Vec<(Key, Node)>, value: &Node) -> Result<(), Diagnostic> {

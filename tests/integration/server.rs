@@ -288,6 +288,12 @@ impl TestServer {
         self.shared.next_connection.load(Ordering::SeqCst)
     }
 
+    /// Number of accepted TCP connections still open on the server side. Connections are only
+    /// closed by the client, by `Connection: close` / HTTP/1.0, on a protocol error or on drop.
+    pub fn open_connections(&self) -> usize {
+        lock(&self.shared.connections).len()
+    }
+
     /// Polls until `count() >= n` or `timeout` passes; returns whether the count was reached.
     pub fn wait_for_count(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -675,16 +681,15 @@ fn serve_connection(
             seq
         };
         let guard = InFlight::enter(shared);
-        let response = catch_unwind(AssertUnwindSafe(|| handler(&request))).unwrap_or_else(
-            |payload| {
+        let response =
+            catch_unwind(AssertUnwindSafe(|| handler(&request))).unwrap_or_else(|payload| {
                 let msg = payload
                     .downcast_ref::<&str>()
                     .map(|s| (*s).to_owned())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 Response::text(500, &format!("test server handler panicked: {msg}\n"))
-            },
-        );
+            });
         if let Some(delay) = response.delay
             && !sleep_unless_shutdown(shared, delay)
         {
@@ -870,7 +875,10 @@ fn parse_chat(req: &Request, expected_key: Option<&str>) -> Result<ChatRequest, 
         .as_object()
         .ok_or_else(|| openai_error(400, "request body must be a json object"))?;
     if obj.get("stream") == Some(&Value::Bool(true)) {
-        return Err(openai_error(400, "streaming is not supported by the test server"));
+        return Err(openai_error(
+            400,
+            "streaming is not supported by the test server",
+        ));
     }
     let raw = obj
         .get("messages")
@@ -977,9 +985,10 @@ pub fn judge_verdict(text: &str) -> (bool, String) {
         Some(rest[..end].trim().to_owned())
     };
     match (value(EXPECTED_MARKER), value(ANSWER_MARKER)) {
-        (Some(expected), Some(answer)) if !expected.is_empty() && expected == answer => {
-            (true, format!("answer `{answer}` matches expected `{expected}`"))
-        }
+        (Some(expected), Some(answer)) if !expected.is_empty() && expected == answer => (
+            true,
+            format!("answer `{answer}` matches expected `{expected}`"),
+        ),
         (Some(expected), Some(answer)) => (
             false,
             format!("answer `{answer}` does not match expected `{expected}`"),
@@ -1162,7 +1171,9 @@ pub fn session_poll_with(pending_polls: usize) -> impl Handler {
 /// next), then `fallback` forever. Typical use: `[429 + Retry-After, 503]` then a 200.
 pub fn scripted(responses: Vec<Response>, fallback: Response) -> impl Handler {
     let queue = Mutex::new(VecDeque::from(responses));
-    move |_req: &Request| -> Response { lock(&queue).pop_front().unwrap_or_else(|| fallback.clone()) }
+    move |_req: &Request| -> Response {
+        lock(&queue).pop_front().unwrap_or_else(|| fallback.clone())
+    }
 }
 
 /// Adds `d` to the delay of every response `inner` produces.

@@ -1,0 +1,198 @@
+//! Command-line arguments (clap derive). Parsing only: commands turn these into settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::printer::ColorChoice;
+
+/// Evaluate custom LLM integrations described in AI GO! YAML.
+///
+/// Exit codes: 0 success, 1 failed checks or samples, 2 usage or configuration error.
+#[derive(Debug, Parser)]
+#[command(name = "lfeval", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Project directory (default: the current directory).
+    #[arg(short = 'C', long = "project", global = true, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// Extra `.env` file; its values override the project's `.env`.
+    #[arg(long = "env", global = true, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
+    /// Virtualenv whose packages snippets may import (default: `$VIRTUAL_ENV`).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub python_env: Option<PathBuf>,
+    /// When to use colours.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List and test models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// List and test model adapters.
+    #[command(subcommand)]
+    Adapter(AdapterCommand),
+    /// Load every model and adapter (or the given files) and report every error.
+    Validate(ValidateArgs),
+    /// Manage the local secret store used by `<< secrets.NAME >>`.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Show the embedded Python: version, prefix, `sys.path`, and whether `httpx` imports.
+    Doctor,
+    /// Run an evaluation described by a run config.
+    Run(RunArgs),
+    /// `lf`-style spelling: `lfeval test model KEY`.
+    #[command(subcommand, hide = true)]
+    Test(TestCommand),
+    /// `lf`-style spelling: `lfeval list model`.
+    #[command(subcommand, hide = true)]
+    List(ListCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// List the project's models.
+    List(ListArgs),
+    /// Push one request through the whole chain and show every step.
+    Test(ModelTestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TestCommand {
+    Model(ModelTestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListCommand {
+    Model(ListArgs),
+    #[command(name = "model-adapter", alias = "adapter")]
+    Adapter(ListArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdapterCommand {
+    /// List built-in and project adapters.
+    List(ListArgs),
+    /// Render an adapter's templates offline (no endpoint) and validate the result.
+    Test(AdapterTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(short, long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelTestArgs {
+    /// The model's key.
+    pub key: String,
+    /// JSON file with the model input (required for tasks other than `chat_completion`).
+    #[arg(long, value_name = "FILE")]
+    pub model_input: Option<PathBuf>,
+    /// Load the model from this file instead of the project's `models/`.
+    #[arg(short = 'f', long = "file", value_name = "MODEL.yaml")]
+    pub file: Option<PathBuf>,
+    /// Print one JSON document instead of the four steps.
+    #[arg(short, long)]
+    pub json: bool,
+    /// Show full Python tracebacks.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AdapterTestArgs {
+    /// The adapter's key.
+    pub key: String,
+    /// JSON file with the canonical model input (default: one user message "Hello!").
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// File with a raw response body to run through `process_output`.
+    #[arg(long, value_name = "FILE")]
+    pub body: Option<PathBuf>,
+    /// Status code given to `process_output`.
+    #[arg(long, default_value_t = 200)]
+    pub status_code: u16,
+    /// `model_info.model_key` seen by the templates.
+    #[arg(long)]
+    pub model_key: Option<String>,
+    /// The task whose output shape is checked.
+    #[arg(long, value_enum, default_value_t = TaskArg::ChatCompletion)]
+    pub task: TaskArg,
+    /// Print JSON.
+    #[arg(short, long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TaskArg {
+    ChatCompletion,
+    Embeddings,
+    Custom,
+}
+
+impl From<TaskArg> for crate::model_io::Task {
+    fn from(t: TaskArg) -> Self {
+        match t {
+            TaskArg::ChatCompletion => crate::model_io::Task::ChatCompletion,
+            TaskArg::Embeddings => crate::model_io::Task::Embeddings,
+            TaskArg::Custom => crate::model_io::Task::Custom,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Files or directories to check (default: the whole project).
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a secret; the value is read from stdin (or a prompt), never from the command line.
+    Set { name: String },
+    /// List stored secret names (never values).
+    List(ListArgs),
+    /// Remove a stored secret.
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The run config.
+    #[arg(short = 'f', long = "file", value_name = "RUN.yaml", required_unless_present = "resume")]
+    pub file: Option<PathBuf>,
+    /// Finish an interrupted run in this directory.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "file")]
+    pub resume: Option<PathBuf>,
+    /// Where to write results (default: `runs/<time>-<evaluation>/`).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Stop at the first failed sample.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Stop after this many failed samples.
+    #[arg(long, value_name = "N")]
+    pub max_errors: Option<usize>,
+    /// Neither read nor write the response cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// No progress bar or progress lines.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print the summary as JSON.
+    #[arg(short, long)]
+    pub json: bool,
+}

@@ -1,0 +1,73 @@
+//! One file per command. Each takes parsed arguments and a [`Printer`] and returns an
+//! [`ExitStatus`]; errors bubble up to [`crate::run`], the only place that prints them.
+
+mod adapter_list;
+mod adapter_test;
+mod model_list;
+mod secret;
+mod validate;
+
+use std::path::PathBuf;
+
+use crate::cli::{AdapterCommand, Cli, Command, GlobalArgs, ListCommand, ModelCommand, TestCommand};
+use crate::exit_status::ExitStatus;
+use crate::printer::Printer;
+use crate::project::Project;
+
+pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
+    let global = cli.global;
+    match cli.command {
+        Command::Model(ModelCommand::List(args)) | Command::List(ListCommand::Model(args)) => {
+            model_list::run(&load_project(&global)?, &args, printer)
+        }
+        Command::Adapter(AdapterCommand::List(args)) | Command::List(ListCommand::Adapter(args)) => {
+            adapter_list::run(&load_project(&global)?, &args, printer)
+        }
+        Command::Adapter(AdapterCommand::Test(args)) => adapter_test::run(&load_project(&global)?, &args, printer),
+        Command::Validate(args) => validate::run(&global, &args, printer),
+        Command::Secret(command) => secret::run(command, printer),
+        Command::Model(ModelCommand::Test(_)) | Command::Test(TestCommand::Model(_)) | Command::Doctor | Command::Run(_) => {
+            anyhow::bail!("this command is not available in this build")
+        }
+    }
+}
+
+pub fn project_dir(global: &GlobalArgs) -> PathBuf {
+    global.project.clone().unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn load_project(global: &GlobalArgs) -> anyhow::Result<Project> {
+    Project::load(&project_dir(global), global.env_file.as_deref())
+}
+
+/// Warns about entity files that failed to load, pointing at `validate` for details.
+pub fn warn_load_errors(project: &Project, kind: &str, printer: &Printer) {
+    let failed: Vec<&str> =
+        project.errors.iter().filter(|e| e.kind == kind).map(|e| e.file.as_str()).collect();
+    if !failed.is_empty() {
+        printer.warn(&format!(
+            "{} {kind} file(s) failed to load: {}\nhint: run `lfeval validate` for details",
+            failed.len(),
+            failed.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+}
+
+/// Left-aligned columns, for the list commands.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| if i + 1 == row.len() { cell.clone() } else { format!("{cell:<width$}", width = widths[i]) })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

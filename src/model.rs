@@ -1,0 +1,315 @@
+//! Model definitions (aigo.md §2): the wire form read from YAML, validated into [`Model`] with
+//! real types. `custom_inference` runs a Python snippet; `custom_connection` POSTs to a URL.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::config_value::ConfigValue;
+use crate::diagnostic::{Diagnostic, Location};
+use crate::model_io::Task;
+use crate::yaml::{Located, Node, SourceText, from_node};
+
+pub const DEFAULT_ADAPTER: &str = "latticeflow$identity";
+const DEFAULT_HTTP_TIMEOUT: f64 = 60.0;
+const DEFAULT_SNIPPET_TIMEOUT: f64 = 60.0;
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub key: String,
+    pub display_name: String,
+    pub description: Option<String>,
+    /// Requests per minute.
+    pub rate_limit: Option<u32>,
+    pub max_concurrent_requests: Option<u32>,
+    pub task: Task,
+    pub secrets: IndexMap<String, ConfigValue>,
+    pub adapter: Located<String>,
+    pub connection: Connection,
+    pub retry: RetryPolicy,
+    /// The file that defined the model (project-relative).
+    pub file: String,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone)]
+pub enum Connection {
+    CustomInference(CustomInference),
+    CustomConnection(CustomConnection),
+}
+
+impl Connection {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Connection::CustomInference(_) => "custom_inference",
+            Connection::CustomConnection(_) => "custom_connection",
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        match self {
+            Connection::CustomInference(c) => c.timeout,
+            Connection::CustomConnection(c) => c.timeout,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CustomInference {
+    pub snippet: SourceText,
+    pub environment: IndexMap<String, ConfigValue>,
+    /// Bound on one snippet call.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CustomConnection {
+    pub url: ConfigValue,
+    pub api_key: Option<ConfigValue>,
+    pub model_key: Option<String>,
+    pub custom_headers: IndexMap<String, ConfigValue>,
+    pub trusted_ca: Option<ConfigValue>,
+    pub accept_untrusted: bool,
+    pub timeout: Duration,
+}
+
+/// How failed attempts are retried (an lfeval extension: `retry:` on a model).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts in total, including the first.
+    pub max_attempts: u32,
+    /// Seconds before the first retry; doubles each time, with jitter.
+    pub initial_backoff: f64,
+    /// Upper bound on one backoff, in seconds.
+    pub max_backoff: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: 3, initial_backoff: 1.0, max_backoff: 30.0 }
+    }
+}
+
+impl Model {
+    pub fn model_key(&self) -> Option<&str> {
+        match &self.connection {
+            Connection::CustomConnection(c) => c.model_key.as_deref(),
+            Connection::CustomInference(_) => None,
+        }
+    }
+
+    /// Concurrency cap used when the model sets none.
+    pub fn concurrency(&self) -> usize {
+        self.max_concurrent_requests.map_or(4, |n| n as usize)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelWire {
+    key: Located<String>,
+    display_name: Located<String>,
+    description: Option<String>,
+    rate_limit: Option<Located<u32>>,
+    max_concurrent_requests: Option<Located<u32>>,
+    task: Option<Task>,
+    secrets: Option<IndexMap<String, ConfigValue>>,
+    retry: Option<Located<RetryPolicy>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdapterRef {
+    key: Located<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomInferenceWire {
+    #[serde(rename = "connection_type")]
+    _connection_type: String,
+    adapter: Option<AdapterRef>,
+    run_inference_snippet: SourceText,
+    #[serde(default)]
+    environment: IndexMap<String, ConfigValue>,
+    timeout: Option<Located<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomConnectionWire {
+    #[serde(rename = "connection_type")]
+    _connection_type: Option<String>,
+    adapter: Option<AdapterRef>,
+    url: ConfigValue,
+    api_key: Option<ConfigValue>,
+    model_key: Option<String>,
+    custom_headers: Option<IndexMap<String, ConfigValue>>,
+    tls_context: Option<TlsContextWire>,
+    timeout: Option<Located<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsContextWire {
+    validation_context: Option<ValidationContextWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidationContextWire {
+    trusted_ca: Option<ConfigValue>,
+    trust_chain_verification: Option<TrustChain>,
+}
+
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum TrustChain {
+    VerifyTrustChain,
+    AcceptUntrusted,
+}
+
+/// Legacy adapter keys and what they mean now.
+pub fn canonical_adapter_key(key: &str) -> &str {
+    match key {
+        "latticeflow$identity_chat_completion" | "latticeflow$identity_embeddings" | "latticeflow$identity_custom" => {
+            DEFAULT_ADAPTER
+        }
+        other => other,
+    }
+}
+
+pub fn check_key(key: &Located<String>, what: &str, allow_dollar: bool) -> Result<(), Diagnostic> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || (allow_dollar && c == '$');
+    if key.is_empty() || key.len() > 250 || !key.chars().all(valid_char) {
+        let allowed = if allow_dollar { "letters, digits, `_`, `-` and `$`" } else { "letters, digits, `_` and `-`" };
+        return Err(Diagnostic::new(format!("invalid {what} key `{}`", key.value))
+            .at_location(key.location.clone())
+            .with_path(key.path.clone())
+            .with_hint(format!("keys are 1 to 250 characters: {allowed}")));
+    }
+    Ok(())
+}
+
+fn timeout(value: Option<Located<f64>>, default: f64) -> Result<Duration, Diagnostic> {
+    let Some(t) = value else { return Ok(Duration::from_secs_f64(default)) };
+    if !(t.value > 0.0 && t.value.is_finite() && t.value < 86_400.0) {
+        return Err(Diagnostic::new(format!("`timeout` must be a number of seconds greater than 0, found `{}`", t.value))
+            .at_location(t.location.clone())
+            .with_path(t.path.clone()));
+    }
+    Ok(Duration::from_secs_f64(t.value))
+}
+
+fn positive(value: Option<Located<u32>>, name: &str) -> Result<Option<u32>, Diagnostic> {
+    match value {
+        Some(v) if v.value == 0 => Err(Diagnostic::new(format!("`{name}` must be at least 1"))
+            .at_location(v.location.clone())
+            .with_path(v.path.clone())),
+        other => Ok(other.map(|v| v.value)),
+    }
+}
+
+fn adapter_key(adapter: Option<AdapterRef>, config: &Node) -> Located<String> {
+    match adapter {
+        Some(a) => {
+            let mut key = a.key;
+            key.value = canonical_adapter_key(&key.value).to_owned();
+            key
+        }
+        None => Located {
+            value: DEFAULT_ADAPTER.to_owned(),
+            location: Location::from(&config.span),
+            path: "config".to_owned(),
+        },
+    }
+}
+
+/// Reads a model from its YAML tree.
+pub fn from_yaml(mut node: Node, path: &str) -> Result<Model, Diagnostic> {
+    let key_path = |k: &str| crate::yaml::join(path, k);
+    let Some(_) = node.as_map() else {
+        return Err(Diagnostic::new(format!("a model must be a mapping, found {}", node.kind())).at(&node.span));
+    };
+    let config = node.take("config");
+    let wire: ModelWire = from_node(&node, path)?;
+    check_key(&wire.key, "model", true)?;
+    if wire.display_name.trim().is_empty() {
+        return Err(Diagnostic::new("`display_name` must not be empty")
+            .at_location(wire.display_name.location.clone())
+            .with_path(key_path("display_name")));
+    }
+    let Some((_, config)) = config else {
+        return Err(Diagnostic::new("missing required key `config`")
+            .at(&node.span)
+            .with_path(path.to_owned())
+            .with_hint("add `config:` with `connection_type: custom_inference` or `custom_connection`"));
+    };
+    let config_path = key_path("config");
+    let connection_type = match config.get("connection_type") {
+        None => None,
+        Some(n) => Some(n.as_str().map(str::to_owned).ok_or_else(|| {
+            Diagnostic::new(format!("`connection_type` must be a string, found {}", n.kind())).at(&n.span)
+        })?),
+    };
+    let (connection, adapter) = match connection_type.as_deref() {
+        Some("custom_inference") => {
+            let wire: CustomInferenceWire = from_node(&config, &config_path)?;
+            let adapter = adapter_key(wire.adapter, &config);
+            let connection = Connection::CustomInference(CustomInference {
+                snippet: wire.run_inference_snippet,
+                environment: wire.environment,
+                timeout: timeout(wire.timeout, DEFAULT_SNIPPET_TIMEOUT)?,
+            });
+            (connection, adapter)
+        }
+        None | Some("custom_connection") => {
+            let wire: CustomConnectionWire = from_node(&config, &config_path)?;
+            let adapter = adapter_key(wire.adapter, &config);
+            let validation = wire.tls_context.and_then(|t| t.validation_context);
+            let (trusted_ca, accept_untrusted) = match validation {
+                Some(v) => (v.trusted_ca, v.trust_chain_verification == Some(TrustChain::AcceptUntrusted)),
+                None => (None, false),
+            };
+            let connection = Connection::CustomConnection(CustomConnection {
+                url: wire.url,
+                api_key: wire.api_key,
+                model_key: wire.model_key,
+                custom_headers: wire.custom_headers.unwrap_or_default(),
+                trusted_ca,
+                accept_untrusted,
+                timeout: timeout(wire.timeout, DEFAULT_HTTP_TIMEOUT)?,
+            });
+            (connection, adapter)
+        }
+        Some(other) => {
+            let node = config.get("connection_type").unwrap_or(&config);
+            let hint = match other {
+                "provider_connection" | "langsmith" | "azure_foundry" | "aws_bedrock" | "claude_managed_agents" | "dify" | "placeholder" => {
+                    format!("`{other}` needs the hosted platform; describe the endpoint with `custom_connection` (a URL and an adapter) or `custom_inference` (a Python snippet)")
+                }
+                _ => "expected `custom_inference` or `custom_connection`".to_owned(),
+            };
+            return Err(Diagnostic::new(format!("unsupported connection type `{other}`"))
+                .at(&node.span)
+                .with_path(crate::yaml::join(&config_path, "connection_type"))
+                .with_hint(hint));
+        }
+    };
+    Ok(Model {
+        key: wire.key.value.clone(),
+        display_name: wire.display_name.value,
+        description: wire.description,
+        rate_limit: positive(wire.rate_limit, "rate_limit")?,
+        max_concurrent_requests: positive(wire.max_concurrent_requests, "max_concurrent_requests")?,
+        task: wire.task.unwrap_or_default(),
+        secrets: wire.secrets.unwrap_or_default(),
+        adapter,
+        connection,
+        retry: wire.retry.map(|r| r.value).unwrap_or_default(),
+        file: node.span.file.display.clone(),
+        location: wire.key.location,
+    })
+}

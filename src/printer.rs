@@ -1,0 +1,75 @@
+//! All terminal output: results to stdout, progress and diagnostics to stderr, every byte
+//! passed through the redactor. Colour only on a terminal and never with `NO_COLOR`.
+
+use std::io::{IsTerminal, Write};
+
+use owo_colors::OwoColorize;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub color: bool,
+    pub stderr_tty: bool,
+}
+
+impl Printer {
+    pub fn new(choice: ColorChoice) -> Printer {
+        let stderr_tty = std::io::stderr().is_terminal();
+        let color = match choice {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stderr_tty,
+        };
+        Printer { color, stderr_tty }
+    }
+
+    /// Writes to stdout; a closed pipe (`lfeval … | head`) is not an error.
+    pub fn out(&self, text: &str) {
+        let text = crate::redact::redact(text);
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+    }
+
+    pub fn outln(&self, text: &str) {
+        self.out(&format!("{text}\n"));
+    }
+
+    pub fn errln(&self, text: &str) {
+        let text = crate::redact::redact(text);
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "{text}");
+    }
+
+    pub fn error(&self, text: &str) {
+        let label = if self.color { "error".red().bold().to_string() } else { "error".to_owned() };
+        self.errln(&format!("{label}: {text}"));
+    }
+
+    pub fn warn(&self, text: &str) {
+        let label = if self.color { "warning".yellow().bold().to_string() } else { "warning".to_owned() };
+        self.errln(&format!("{label}: {text}"));
+    }
+
+    pub fn heading(&self, text: &str) -> String {
+        if self.color { text.bold().to_string() } else { text.to_owned() }
+    }
+
+    pub fn ok(&self, text: &str) -> String {
+        if self.color { text.green().to_string() } else { text.to_owned() }
+    }
+
+    pub fn bad(&self, text: &str) -> String {
+        if self.color { text.red().to_string() } else { text.to_owned() }
+    }
+
+    pub fn dim(&self, text: &str) -> String {
+        if self.color { text.dimmed().to_string() } else { text.to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}

@@ -1,0 +1,210 @@
+//! A project: a directory with `models/` and `adapters/` (plus, for evaluations, `datasets/`,
+//! `tasks/` and `evaluations/`). Loading never stops at the first bad file: each entity that
+//! fails is kept as an error, so commands about other entities still work.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::adapter::{self, Adapter};
+use crate::diagnostic::Diagnostic;
+use crate::model::{self, Model};
+use crate::secrets::Secrets;
+use crate::variables::Variables;
+use crate::yaml;
+
+/// An entity file that could not be loaded.
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    pub kind: &'static str,
+    pub file: String,
+    /// The key, when the file got far enough to have one.
+    pub key: Option<String>,
+    pub diagnostic: Diagnostic,
+}
+
+pub struct Project {
+    pub root: PathBuf,
+    pub vars: Variables,
+    pub secrets: Secrets,
+    pub models: BTreeMap<String, Arc<Model>>,
+    pub adapters: BTreeMap<String, Arc<Adapter>>,
+    pub errors: Vec<LoadError>,
+}
+
+/// Every `*.yaml`/`*.yml` below `dir`, sorted, skipping `skip`.
+pub fn yaml_files(dir: &Path, skip: Option<&Path>) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') || Some(path.as_path()) == skip {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn key_of(node: &yaml::Node) -> Option<String> {
+    node.get("key").and_then(yaml::Node::as_str).map(str::to_owned)
+}
+
+impl Project {
+    pub fn load(root: &Path, env_file: Option<&Path>) -> anyhow::Result<Project> {
+        let root = root
+            .canonicalize()
+            .with_context(|| format!("project directory `{}` does not exist", root.display()))?;
+        let vars = Variables::load(&root, env_file)?;
+        let mut project = Project {
+            vars,
+            secrets: Secrets::new(),
+            models: BTreeMap::new(),
+            adapters: BTreeMap::new(),
+            errors: Vec::new(),
+            root,
+        };
+        for builtin in adapter::builtins().map_err(|d| anyhow::anyhow!("built-in adapter is invalid: {d}"))? {
+            project.adapters.insert(builtin.key.clone(), Arc::new(builtin));
+        }
+        let skip = project.root.join("adapters").join("builtin");
+        for path in yaml_files(&project.root.join("adapters"), Some(&skip)) {
+            project.load_adapter_file(&path);
+        }
+        for path in yaml_files(&project.root.join("models"), None) {
+            project.load_model_file(&path);
+        }
+        Ok(project)
+    }
+
+    fn record(&mut self, kind: &'static str, path: &Path, key: Option<String>, diagnostic: Diagnostic) {
+        let file = yaml::display_path(&self.root, path);
+        self.errors.push(LoadError { kind, file, key, diagnostic });
+    }
+
+    pub fn load_adapter_file(&mut self, path: &Path) -> Option<Arc<Adapter>> {
+        let node = match yaml::load(path, &self.root, &self.vars) {
+            Ok(node) => node,
+            Err(d) => {
+                self.record("adapter", path, None, d);
+                return None;
+            }
+        };
+        let key = key_of(&node);
+        match adapter::from_yaml(&node, "") {
+            Ok(adapter) => self.add_adapter(adapter, path),
+            Err(d) => {
+                self.record("adapter", path, key, d);
+                None
+            }
+        }
+    }
+
+    fn add_adapter(&mut self, adapter: Adapter, path: &Path) -> Option<Arc<Adapter>> {
+        if let Some(existing) = self.adapters.get(&adapter.key) {
+            let d = duplicate("adapter", &adapter.key, &existing.file, &adapter.file, &adapter.location);
+            self.record("adapter", path, Some(adapter.key), d);
+            return None;
+        }
+        let adapter = Arc::new(adapter);
+        self.adapters.insert(adapter.key.clone(), adapter.clone());
+        Some(adapter)
+    }
+
+    pub fn load_model_file(&mut self, path: &Path) -> Option<Arc<Model>> {
+        let node = match yaml::load(path, &self.root, &self.vars) {
+            Ok(node) => node,
+            Err(d) => {
+                self.record("model", path, None, d);
+                return None;
+            }
+        };
+        let key = key_of(&node);
+        match model::from_yaml(node, "") {
+            Ok(model) => self.add_model(model, path),
+            Err(d) => {
+                self.record("model", path, key, d);
+                None
+            }
+        }
+    }
+
+    pub fn add_model(&mut self, model: Model, path: &Path) -> Option<Arc<Model>> {
+        if let Some(existing) = self.models.get(&model.key) {
+            let d = duplicate("model", &model.key, &existing.file, &model.file, &model.location);
+            self.record("model", path, Some(model.key), d);
+            return None;
+        }
+        let model = Arc::new(model);
+        self.models.insert(model.key.clone(), model.clone());
+        Some(model)
+    }
+
+    /// The model under `key`, or the reason it is unavailable.
+    pub fn model(&self, key: &str) -> Result<Arc<Model>, Diagnostic> {
+        if let Some(model) = self.models.get(key) {
+            return Ok(model.clone());
+        }
+        if let Some(err) = self.errors.iter().find(|e| e.kind == "model" && e.key.as_deref() == Some(key)) {
+            return Err(err.diagnostic.clone());
+        }
+        Err(unknown("model", key, self.models.keys(), "lfeval model list"))
+    }
+
+    pub fn adapter(&self, key: &str) -> Result<Arc<Adapter>, Diagnostic> {
+        let key = model::canonical_adapter_key(key);
+        if let Some(adapter) = self.adapters.get(key) {
+            return Ok(adapter.clone());
+        }
+        if let Some(err) = self.errors.iter().find(|e| e.kind == "adapter" && e.key.as_deref() == Some(key)) {
+            return Err(err.diagnostic.clone());
+        }
+        Err(unknown("adapter", key, self.adapters.keys(), "lfeval adapter list"))
+    }
+
+    /// Registers a model's inline `secrets:` so `<< secrets.X >>` can find them.
+    pub fn register_model_secrets(&self, model: &Model) -> Result<(), Diagnostic> {
+        for (name, value) in &model.secrets {
+            let resolved = value.resolve(&self.secrets, true)?;
+            let text = match resolved {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            let origin = format!("{}:{}", value.location.file, value.location.line);
+            self.secrets.add_inline(name, &text, &origin)?;
+        }
+        Ok(())
+    }
+}
+
+fn duplicate(kind: &str, key: &str, first: &str, second: &str, location: &crate::diagnostic::Location) -> Diagnostic {
+    Diagnostic::new(format!("duplicate {kind} key `{key}`"))
+        .at_location(location.clone())
+        .with_note(format!("`{key}` is defined in both `{first}` and `{second}`"))
+        .with_hint(format!("every {kind} needs its own key"))
+}
+
+pub fn unknown<'a>(kind: &str, key: &str, known: impl Iterator<Item = &'a String>, list: &str) -> Diagnostic {
+    let known: Vec<&String> = known.collect();
+    let best = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(key, k), *k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let diag = Diagnostic::new(format!("unknown {kind} `{key}`"));
+    match best {
+        Some((_, k)) => diag.with_hint(format!("did you mean `{k}`?")),
+        None => diag.with_hint(format!("`{list}` shows the {kind}s this project defines")),
+    }
+}
