@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::{Deserializer, Error as _};
 use serde_json::{Map, Number, Value};
 
 /// Metric name → value (a number, or an object for frequencies and confusion matrices).
@@ -60,6 +61,9 @@ pub enum MetricSpec {
     WeightedAverage {
         key: Option<String>,
         field: String,
+        /// Label → weight; labels written as YAML numbers or booleans are keyed by their
+        /// Python `str()` (`1`, `True`), matching how sample values are compared.
+        #[serde(deserialize_with = "label_weights")]
         weights: BTreeMap<String, f64>,
         name: Option<String>,
     },
@@ -69,7 +73,9 @@ pub enum MetricSpec {
         key: Option<String>,
         field_gt: String,
         field_pred: String,
+        #[serde(deserialize_with = "label_text")]
         positive_answer: String,
+        #[serde(deserialize_with = "label_text")]
         negative_answer: String,
     },
     /// Multiclass classification of `field_pred` against `field_gt`.
@@ -106,6 +112,35 @@ pub enum MetricSpec {
         key: Option<String>,
         compute_metrics_snippet: String,
     },
+}
+
+/// Reads a label where the original expects a string. YAML makes `positive_answer: 1` a
+/// number and `yes` a boolean; the original compares `str()` of both sides, so the label is
+/// kept as that text.
+fn label_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match Value::deserialize(deserializer)? {
+        value @ (Value::Bool(_) | Value::Number(_) | Value::String(_)) => Ok(python_str(&value)),
+        other => Err(D::Error::custom(format!(
+            "expected a label (string, number or boolean), found {}",
+            describe(&other)
+        ))),
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Label(String);
+
+impl<'de> Deserialize<'de> for Label {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        label_text(deserializer).map(Label)
+    }
+}
+
+fn label_weights<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, f64>, D::Error> {
+    let weights = BTreeMap::<Label, f64>::deserialize(deserializer)?;
+    Ok(weights.into_iter().map(|(label, w)| (label.0, w)).collect())
 }
 
 /// Why a metric could not be computed.
@@ -191,7 +226,10 @@ impl MetricSpec {
 ///   and `confusion_matrix: {gt_label: {pred_label: count}}`.
 ///
 /// Ratios with a zero denominator are 0.0 (scikit-learn's `zero_division=0`).
-pub fn compute(spec: &MetricSpec, samples: &[Map<String, Value>]) -> Result<MetricValues, MetricError> {
+pub fn compute(
+    spec: &MetricSpec,
+    samples: &[Map<String, Value>],
+) -> Result<MetricValues, MetricError> {
     if let MetricSpec::Python { .. } = spec {
         return Err(MetricError::PythonRuntime);
     }
@@ -264,7 +302,13 @@ pub fn compute(spec: &MetricSpec, samples: &[Map<String, Value>]) -> Result<Metr
             positive_answer,
             negative_answer,
             ..
-        } => binary(samples, field_gt, field_pred, positive_answer, negative_answer),
+        } => binary(
+            samples,
+            field_gt,
+            field_pred,
+            positive_answer,
+            negative_answer,
+        ),
         MetricSpec::MulticlassClassification {
             field_gt,
             field_pred,
@@ -358,7 +402,10 @@ fn binary(
     );
     out.insert("precision".into(), number("precision", precision)?);
     out.insert("recall".into(), number("recall", recall)?);
-    out.insert("f1_score".into(), number("f1_score", f1(precision, recall))?);
+    out.insert(
+        "f1_score".into(),
+        number("f1_score", f1(precision, recall))?,
+    );
     let mut matrix = Map::new();
     matrix.insert("tp".into(), tp.into());
     matrix.insert("fp".into(), fp.into());
@@ -416,9 +463,15 @@ fn multiclass(
         sum_f += f;
     }
     let n = labels.len() as f64;
-    out.insert("macro_precision".into(), number("macro_precision", sum_p / n)?);
+    out.insert(
+        "macro_precision".into(),
+        number("macro_precision", sum_p / n)?,
+    );
     out.insert("macro_recall".into(), number("macro_recall", sum_r / n)?);
-    out.insert("macro_f1_score".into(), number("macro_f1_score", sum_f / n)?);
+    out.insert(
+        "macro_f1_score".into(),
+        number("macro_f1_score", sum_f / n)?,
+    );
     let matrix_json: Map<String, Value> = labels
         .keys()
         .map(|gt| {
@@ -516,7 +569,10 @@ fn describe(value: &Value) -> String {
     };
     let mut text = value.to_string();
     if text.len() > 60 {
-        let cut = (0..=60).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=60)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
         text.truncate(cut);
         text.push('…');
     }
@@ -540,7 +596,10 @@ pub fn python_str(value: &Value) -> String {
         Value::Bool(true) => "True".into(),
         Value::Bool(false) => "False".into(),
         Value::String(s) => s.clone(),
-        Value::Number(n) if n.is_f64() => n.as_f64().map(python_float).unwrap_or_else(|| n.to_string()),
+        Value::Number(n) if n.is_f64() => n
+            .as_f64()
+            .map(python_float)
+            .unwrap_or_else(|| n.to_string()),
         Value::Number(n) => n.to_string(),
         other => other.to_string(),
     }
@@ -631,8 +690,11 @@ mod tests {
     #[test]
     fn max_min_and_custom_name() {
         let samples = rows(json!([{"x": 3}, {"x": -2.5}, {"x": 7}]));
-        let max = compute(&spec(json!({"type": "max", "field": "x", "name": "best"})), &samples)
-            .unwrap();
+        let max = compute(
+            &spec(json!({"type": "max", "field": "x", "name": "best"})),
+            &samples,
+        )
+        .unwrap();
         // max(3, -2.5, 7) = 7
         assert_eq!(max, json!({"best": 7.0}).as_object().unwrap().clone());
         let min = compute(&spec(json!({"type": "min", "field": "x"})), &samples).unwrap();
@@ -659,7 +721,10 @@ mod tests {
             "field `score` of sample 0 is not numeric (found string `\"1\"`)"
         );
         let err = compute(&mean, &rows(json!([{"score": null}]))).unwrap_err();
-        assert_eq!(err.to_string(), "field `score` of sample 0 is not numeric (found `null`)");
+        assert_eq!(
+            err.to_string(),
+            "field `score` of sample 0 is not numeric (found `null`)"
+        );
     }
 
     #[test]
@@ -695,12 +760,14 @@ mod tests {
             "type": "weighted_average", "field": "grade",
             "weights": {"good": 1.0, "ok": 0.5, "bad": 0}
         }));
-        let samples = rows(json!([{"grade": "good"}, {"grade": "ok"}, {"grade": "bad"}, {"grade": "good"}]));
+        let samples =
+            rows(json!([{"grade": "good"}, {"grade": "ok"}, {"grade": "bad"}, {"grade": "good"}]));
         let w = compute(&metric, &samples).unwrap();
         // (1.0 + 0.5 + 0 + 1.0) / 4 = 0.625
         close(num(&w, "grade_weighted_average"), 0.625);
 
-        let err = compute(&metric, &rows(json!([{"grade": "good"}, {"grade": "meh"}]))).unwrap_err();
+        let err =
+            compute(&metric, &rows(json!([{"grade": "good"}, {"grade": "meh"}]))).unwrap_err();
         assert_eq!(
             err.to_string(),
             "label `meh` in field `grade` of sample 1 has no weight; known labels: `bad`, `good`, `ok`"
@@ -712,7 +779,11 @@ mod tests {
         let metric = spec(json!({
             "type": "weighted_average", "field": "ok", "weights": {"True": 2, "False": -1}
         }));
-        let w = compute(&metric, &rows(json!([{"ok": true}, {"ok": false}, {"ok": true}]))).unwrap();
+        let w = compute(
+            &metric,
+            &rows(json!([{"ok": true}, {"ok": false}, {"ok": true}])),
+        )
+        .unwrap();
         // (2 - 1 + 2) / 3 = 1.0
         close(num(&w, "ok_weighted_average"), 1.0);
     }
@@ -743,7 +814,10 @@ mod tests {
         close(num(&m, "recall"), 2.0 / 3.0);
         // f1 = 2*(2/3)*(2/3)/(4/3) = 2/3
         close(num(&m, "f1_score"), 2.0 / 3.0);
-        assert_eq!(m["confusion_matrix"], json!({"tp": 2, "fp": 1, "tn": 3, "fn": 1}));
+        assert_eq!(
+            m["confusion_matrix"],
+            json!({"tp": 2, "fp": 1, "tn": 3, "fn": 1})
+        );
         assert_eq!(m["num_excluded"], json!(2));
     }
 
@@ -754,16 +828,22 @@ mod tests {
             "positive_answer": "True", "negative_answer": "False"
         }));
         // every prediction is negative: tp=0 fp=0 tn=1 fn=1
-        let m = compute(&metric, &rows(json!([
-            {"gt": true, "pred": false}, {"gt": false, "pred": false}
-        ])))
+        let m = compute(
+            &metric,
+            &rows(json!([
+                {"gt": true, "pred": false}, {"gt": false, "pred": false}
+            ])),
+        )
         .unwrap();
         // accuracy = 1/2; precision = 0/0 → 0; recall = 0/1 = 0; f1 = 0/0 → 0
         close(num(&m, "accuracy"), 0.5);
         close(num(&m, "precision"), 0.0);
         close(num(&m, "recall"), 0.0);
         close(num(&m, "f1_score"), 0.0);
-        assert_eq!(m["confusion_matrix"], json!({"tp": 0, "fp": 0, "tn": 1, "fn": 1}));
+        assert_eq!(
+            m["confusion_matrix"],
+            json!({"tp": 0, "fp": 0, "tn": 1, "fn": 1})
+        );
 
         let same = spec(json!({
             "type": "binary-classification", "field_gt": "gt", "field_pred": "pred",
@@ -844,10 +924,13 @@ mod tests {
         .unwrap();
         // TP=4, FN=4 → 0.5
         close(num(&r, "r"), 0.5);
-        let f = compute(&spec(json!({
-            "type": "f1_score", "num_true_positives_field": "tp",
-            "num_false_positives_field": "fp", "num_false_negatives_field": "fn"
-        })), &samples)
+        let f = compute(
+            &spec(json!({
+                "type": "f1_score", "num_true_positives_field": "tp",
+                "num_false_positives_field": "fp", "num_false_negatives_field": "fn"
+            })),
+            &samples,
+        )
         .unwrap();
         // 2 * (2/3) * (1/2) / (2/3 + 1/2) = (2/3) / (7/6) = 4/7
         close(num(&f, "f1_score"), 4.0 / 7.0);
@@ -858,7 +941,12 @@ mod tests {
         let samples = rows(json!([{"x": 1.7e308}, {"x": 1.7e308}]));
         let err = compute(&spec(json!({"type": "mean", "field": "x"})), &samples).unwrap_err();
         // 1.7e308 + 1.7e308 overflows to infinity before the division
-        assert_eq!(err, MetricError::NotFinite { name: "x_mean".into() });
+        assert_eq!(
+            err,
+            MetricError::NotFinite {
+                name: "x_mean".into()
+            }
+        );
     }
 
     #[test]
@@ -872,12 +960,17 @@ mod tests {
         }));
         assert_eq!(s.display_type(), "binary-classification");
         assert_eq!(s.key(), None);
-        let err = serde_json::from_value::<MetricSpec>(json!({"type": "mean", "field": "x", "feild": "y"}))
-            .unwrap_err();
+        let err = serde_json::from_value::<MetricSpec>(
+            json!({"type": "mean", "field": "x", "feild": "y"}),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("unknown field `feild`"), "{err}");
         let err = serde_json::from_value::<MetricSpec>(json!({"type": "median", "field": "x"}))
             .unwrap_err();
-        assert!(err.to_string().contains("unknown variant `median`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown variant `median`"),
+            "{err}"
+        );
         let err = serde_json::from_value::<MetricSpec>(json!({"type": "binary_classification"}))
             .unwrap_err();
         assert!(err.to_string().contains("unknown variant"), "{err}");
@@ -895,6 +988,50 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn yaml_scalar_labels_become_python_strings() {
+        // Inside the internally tagged enum YAML scalars keep their types, so `1` is a number
+        // and `true` a boolean; both are read as the text Python's `str()` gives.
+        let yaml = "- type: binary-classification\n  field_gt: gt\n  field_pred: pred\n  positive_answer: 1\n  negative_answer: false\n- type: weighted_average\n  field: rating\n  weights: {1: 0, 2: 0.5, 3: 1, true: 9}\n";
+        let specs: Vec<MetricSpec> = serde_saphyr::from_str(yaml).unwrap();
+        let MetricSpec::BinaryClassification {
+            positive_answer,
+            negative_answer,
+            ..
+        } = &specs[0]
+        else {
+            panic!("unexpected {:?}", specs[0]);
+        };
+        assert_eq!(
+            (positive_answer.as_str(), negative_answer.as_str()),
+            ("1", "False")
+        );
+        let m = compute(
+            &specs[0],
+            &rows(json!([
+                {"gt": 1, "pred": 1}, {"gt": false, "pred": 1}, {"gt": "1", "pred": "False"}
+            ])),
+        )
+        .unwrap();
+        // tp (1,1), fp (False,1), fn ("1","False") — numbers, bools and strings meet as text
+        assert_eq!(
+            m["confusion_matrix"],
+            json!({"tp": 1, "fp": 1, "tn": 0, "fn": 1})
+        );
+        let w = compute(
+            &specs[1],
+            &rows(json!([{"rating": 1}, {"rating": 3}, {"rating": "2"}])),
+        )
+        .unwrap();
+        // (0 + 1 + 0.5) / 3 = 0.5
+        close(num(&w, "rating_weighted_average"), 0.5);
+        let err = serde_saphyr::from_str::<Vec<MetricSpec>>(
+            "- type: binary-classification\n  field_gt: a\n  field_pred: b\n  positive_answer: [1]\n  negative_answer: 0\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("expected a label"), "{err}");
     }
 
     #[test]

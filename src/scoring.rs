@@ -161,14 +161,27 @@ mod tests {
             "B, definitely",
         ] {
             let r = string_equals_mcqa(completion, "B", &choices);
-            assert_eq!(r, McqaResult { is_correct: true, valid: true }, "{completion:?}");
+            assert_eq!(
+                r,
+                McqaResult {
+                    is_correct: true,
+                    valid: true
+                },
+                "{completion:?}"
+            );
         }
     }
 
     #[test]
     fn mcqa_valid_but_wrong() {
         let r = string_equals_mcqa("C. Rome", "B", &abcd());
-        assert_eq!(r, McqaResult { is_correct: false, valid: true });
+        assert_eq!(
+            r,
+            McqaResult {
+                is_correct: false,
+                valid: true
+            }
+        );
     }
 
     #[test]
@@ -188,7 +201,14 @@ mod tests {
             "B2",
         ] {
             let r = string_equals_mcqa(completion, "B", &choices);
-            assert_eq!(r, McqaResult { is_correct: false, valid: false }, "{completion:?}");
+            assert_eq!(
+                r,
+                McqaResult {
+                    is_correct: false,
+                    valid: false
+                },
+                "{completion:?}"
+            );
         }
     }
 
@@ -197,19 +217,40 @@ mod tests {
         let choices: Vec<String> = ["A", "A.1", "B"].iter().map(|s| s.to_string()).collect();
         // "A.1 …" opens with both `A` (followed by '.') and `A.1` (followed by ' ')
         let r = string_equals_mcqa("A.1 yes", "A.1", &choices);
-        assert_eq!(r, McqaResult { is_correct: false, valid: false });
+        assert_eq!(
+            r,
+            McqaResult {
+                is_correct: false,
+                valid: false
+            }
+        );
         let yes_no: Vec<String> = ["Yes", "No"].iter().map(|s| s.to_string()).collect();
         let r = string_equals_mcqa("No, never", "No", &yes_no);
-        assert_eq!(r, McqaResult { is_correct: true, valid: true });
+        assert_eq!(
+            r,
+            McqaResult {
+                is_correct: true,
+                valid: true
+            }
+        );
         // duplicates in the choice list are not ambiguity
         let dup: Vec<String> = ["A", "A", "B"].iter().map(|s| s.to_string()).collect();
         let r = string_equals_mcqa("A", "A", &dup);
-        assert_eq!(r, McqaResult { is_correct: true, valid: true });
+        assert_eq!(
+            r,
+            McqaResult {
+                is_correct: true,
+                valid: true
+            }
+        );
     }
 
     #[test]
     fn bleu_identical_and_disjoint() {
-        close(bleu("the cat sat on the mat", "the cat sat on the mat"), 1.0);
+        close(
+            bleu("the cat sat on the mat", "the cat sat on the mat"),
+            1.0,
+        );
         // shorter than 4 tokens: every n > 1 precision is (0+1)/(0+1) = 1 → still 1.0
         close(bleu("hello world", "hello world"), 1.0);
         close(bleu("a b c d", "e f g h"), 0.0);
@@ -227,7 +268,10 @@ mod tests {
         // p4: none of 3 → (0+1)/(3+1) = 1/4
         // BLEU = (5/6 · 2/3 · 2/5 · 1/4)^(1/4) = (1/18)^(1/4) ≈ 0.4855
         let expected = (1.0f64 / 18.0).powf(0.25);
-        close(bleu("the cat sat on the mat", "the cat is on the mat"), expected);
+        close(
+            bleu("the cat sat on the mat", "the cat is on the mat"),
+            expected,
+        );
     }
 
     #[test]
@@ -238,7 +282,10 @@ mod tests {
         // clipping: "the the the the" vs "the cat": p1 = 1/4 (only one "the" counts)
         // p2 = (0+1)/(3+1) = 1/4, p3 = (0+1)/(2+1) = 1/3, p4 = (0+1)/(1+1) = 1/2; c=4 > r=2, BP=1
         // BLEU = (1/4 · 1/4 · 1/3 · 1/2)^(1/4) = (1/96)^(1/4)
-        close(bleu("the the the the", "the cat"), (1.0f64 / 96.0).powf(0.25));
+        close(
+            bleu("the the the the", "the cat"),
+            (1.0f64 / 96.0).powf(0.25),
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 mod adapter_list;
 mod adapter_test;
+mod doctor;
 mod model_list;
+mod model_test;
 mod secret;
 mod validate;
 
@@ -13,6 +15,7 @@ use crate::cli::{AdapterCommand, Cli, Command, GlobalArgs, ListCommand, ModelCom
 use crate::exit_status::ExitStatus;
 use crate::printer::Printer;
 use crate::project::Project;
+use crate::python::{PythonOptions, PythonRuntime};
 
 pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
     let global = cli.global;
@@ -26,10 +29,18 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         Command::Adapter(AdapterCommand::Test(args)) => adapter_test::run(&load_project(&global)?, &args, printer),
         Command::Validate(args) => validate::run(&global, &args, printer),
         Command::Secret(command) => secret::run(command, printer),
-        Command::Model(ModelCommand::Test(_)) | Command::Test(TestCommand::Model(_)) | Command::Doctor | Command::Run(_) => {
-            anyhow::bail!("this command is not available in this build")
+        Command::Model(ModelCommand::Test(args)) | Command::Test(TestCommand::Model(args)) => {
+            model_test::run(&global, &args, &start_python(&global)?, printer)
         }
+        Command::Doctor => doctor::run(&start_python(&global)?, printer),
+        Command::Run(_) => anyhow::bail!("`lfeval run` is not available in this build"),
     }
+}
+
+/// Starts the embedded interpreter. Must run on the main thread before any tokio runtime.
+pub fn start_python(global: &GlobalArgs) -> anyhow::Result<PythonRuntime> {
+    let options = PythonOptions { python_env: global.python_env.clone() };
+    Ok(crate::python::initialize(&options)?)
 }
 
 pub fn project_dir(global: &GlobalArgs) -> PathBuf {

@@ -38,7 +38,7 @@ pub struct Span {
 pub enum Style {
     Plain,
     Quoted,
-    /// A `|` or `>` block: the text starts on the line after the header.
+    /// A `|` or `>` block; its span starts at the first content line.
     Block,
     /// The text came from `!include`; it starts after this many (stripped) lines of that file.
     Included(Arc<SourceFile>, usize),
@@ -133,7 +133,7 @@ impl Node {
     pub fn text_origin(&self) -> (Arc<SourceFile>, usize, usize) {
         match &self.style {
             Style::Included(file, skipped) => (file.clone(), *skipped, 0),
-            Style::Block => (self.span.file.clone(), self.span.line, block_indent(self)),
+            Style::Block => (self.span.file.clone(), self.span.line.saturating_sub(1), block_indent(self)),
             _ => (self.span.file.clone(), self.span.line.saturating_sub(1), 0),
         }
     }
@@ -143,6 +143,6 @@ impl Node {
 fn block_indent(node: &Node) -> usize {
     node.span
         .file
-        .line_text(node.span.line + 1)
+        .line_text(node.span.line)
         .map_or(0, |line| line.len() - line.trim_start().len())
 }

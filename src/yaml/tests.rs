@@ -138,3 +138,12 @@ fn wrong_types_name_the_key_path() {
     assert_eq!(err.key_path.as_deref(), Some("rate_limit"));
     assert_eq!(err.location.as_ref().map(|l| l.line), Some(2));
 }
+
+#[test]
+fn block_scalar_origin_is_its_first_content_line() {
+    let node = load_str("a.yaml", "x:\n  code: |\n    line one\n    line two\n").expect("parse");
+    let code = node.get("x").and_then(|x| x.get("code")).expect("code");
+    let (_, offset, indent) = code.text_origin();
+    assert_eq!(offset, 2, "the text's first line is line 3");
+    assert_eq!(indent, 4);
+}

@@ -1,0 +1,125 @@
+//! `custom_inference`: call the model's Python `run_inference(body, environment[, sample])` in
+//! the embedded interpreter. The snippet is compiled once per model, on load.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use super::{AttemptError, RawResponse};
+use crate::diagnostic::{Diagnostic, Location};
+use crate::model::CustomInference;
+use crate::python::{CallError, CallErrorKind, PythonRuntime, ReturnKind, Snippet, SnippetLoadError, SnippetSpec};
+use crate::secrets::Secrets;
+
+pub struct SnippetEndpoint {
+    runtime: PythonRuntime,
+    snippet: Snippet,
+    environment: Value,
+    timeout: Duration,
+}
+
+/// Environment keys whose values are treated as credentials when they come from `$VAR`.
+fn looks_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["key", "token", "secret", "password", "passwd", "auth", "credential", "cookie"].iter().any(|w| key.contains(w))
+}
+
+impl SnippetEndpoint {
+    pub fn new(
+        model_key: &str,
+        config: &CustomInference,
+        workers: usize,
+        runtime: &PythonRuntime,
+        secrets: &Secrets,
+    ) -> Result<SnippetEndpoint, Diagnostic> {
+        let mut environment = Map::new();
+        for (name, value) in &config.environment {
+            let resolved = value
+                .resolve(secrets, looks_secret(name))
+                .map_err(|d| Diagnostic { message: format!("model `{model_key}`: {}", d.message), ..d })?;
+            environment.insert(name.clone(), resolved);
+        }
+        let snippet = load(model_key, config, workers, runtime)?;
+        Ok(SnippetEndpoint { runtime: runtime.clone(), snippet, environment: Value::Object(environment), timeout: config.timeout })
+    }
+
+    pub fn snippet(&self) -> &Snippet {
+        &self.snippet
+    }
+
+    pub async fn call(&self, body: String, sample: Option<&Value>) -> Result<RawResponse, AttemptError> {
+        let start = Instant::now();
+        let args = vec![Value::String(body), self.environment.clone(), sample.cloned().unwrap_or(Value::Null)];
+        match self.runtime.call(&self.snippet, args, self.timeout).await {
+            Ok(output) => Ok(RawResponse {
+                status_code: 200,
+                headers: Vec::new(),
+                body: output.value.as_str().unwrap_or_default().to_owned(),
+                captured: output.captured,
+                elapsed: start.elapsed(),
+            }),
+            Err(err) => Err(classify(err)),
+        }
+    }
+}
+
+/// Compiles a model's snippet, turning load errors into located diagnostics.
+pub fn load(model_key: &str, config: &CustomInference, workers: usize, runtime: &PythonRuntime) -> Result<Snippet, Diagnostic> {
+    let spec = SnippetSpec {
+        owner: format!("model `{model_key}`"),
+        file: config.snippet.file.clone(),
+        source: config.snippet.text.clone(),
+        display_source: None,
+        line_offset: config.snippet.line_offset,
+        function: "run_inference".to_owned(),
+        arities: vec![2, 3],
+        returns: ReturnKind::Str,
+        workers: workers.max(1),
+    };
+    runtime.load_snippet(spec).map_err(|e| load_diagnostic(&e))
+}
+
+pub fn load_diagnostic(e: &SnippetLoadError) -> Diagnostic {
+    let mut diag = Diagnostic::new(format!("{}: {}", e.owner, e.message)).at_location(Location {
+        file: e.file.clone(),
+        line: e.line,
+        col: e.col.max(1),
+        width: 1,
+        source_line: e.source_line.clone(),
+    });
+    if matches!(e.kind, crate::python::LoadErrorKind::Import) {
+        diag = diag.with_hint("install the package into a virtualenv and activate it (or pass `--python-env DIR`); `lfeval doctor` shows what Python sees");
+    }
+    if !e.captured.is_empty() {
+        diag = diag.with_note(format!("the snippet printed:\n{}", e.captured.trim_end()));
+    }
+    diag
+}
+
+/// Exception types that mean "the network or the endpoint had a bad moment".
+const TRANSIENT: &[&str] = &[
+    "ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException",
+    "RemoteProtocolError", "ReadError", "WriteError", "NetworkError", "ConnectionError", "ConnectionResetError",
+    "ConnectionRefusedError", "ConnectionAbortedError", "TimeoutError", "URLError", "IncompleteRead",
+];
+
+fn classify(err: CallError) -> AttemptError {
+    let captured = err.captured.clone();
+    let message = err.to_string();
+    match &err.kind {
+        CallErrorKind::Timeout { after, .. } => AttemptError::Timeout { after: *after, detail: message, captured },
+        CallErrorKind::Raised { exc_type, message: text, traceback, .. } => {
+            let short = exc_type.rsplit('.').next().unwrap_or(exc_type);
+            let status_error = text.contains("'429 ") || text.contains("Server error '5") || text.contains("HTTP Error 429") || text.contains("HTTP Error 5");
+            AttemptError::Snippet {
+                retryable: TRANSIENT.contains(&short) || status_error,
+                message,
+                detail: traceback.clone(),
+                captured,
+            }
+        }
+        CallErrorKind::BadReturn { .. } | CallErrorKind::Internal(_) => {
+            AttemptError::Snippet { message, detail: String::new(), captured, retryable: false }
+        }
+    }
+}

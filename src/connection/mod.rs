@@ -1,0 +1,104 @@
+//! How a rendered request body reaches a model: an HTTP POST ([`custom_connection`]) or a
+//! Python `run_inference` call ([`custom_inference`]). Both return a [`RawResponse`] for the
+//! adapter's `process_output`, or an [`AttemptError`] that says whether a retry may help.
+
+pub mod custom_connection;
+pub mod custom_inference;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// What the endpoint answered, before `process_output`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RawResponse {
+    pub status_code: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Output a snippet printed during the call.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub captured: String,
+    /// Time in the endpoint itself (network round trip, or the Python function).
+    #[serde(skip)]
+    pub elapsed: Duration,
+}
+
+impl RawResponse {
+    pub fn headers_map(&self) -> serde_json::Map<String, Value> {
+        self.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone()))).collect()
+    }
+}
+
+/// One failed attempt.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AttemptError {
+    #[error("timed out after {}", humantime(*after))]
+    Timeout { after: Duration, detail: String, captured: String },
+    #[error("connection failed: {0}")]
+    Transport(String),
+    /// 429 or 5xx: worth retrying; the response is kept for `process_output` if retries run out.
+    #[error("the endpoint answered {}", response.status_code)]
+    Status { response: RawResponse, retry_after: Option<Duration> },
+    /// The snippet raised; `retryable` when the exception looks like a network or 429/5xx error.
+    #[error("{message}")]
+    Snippet { message: String, detail: String, captured: String, retryable: bool },
+    /// A problem no retry can fix (bad URL, invalid header, internal error).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl AttemptError {
+    pub fn retryable(&self) -> bool {
+        match self {
+            AttemptError::Timeout { .. } | AttemptError::Transport(_) | AttemptError::Status { .. } => true,
+            AttemptError::Snippet { retryable, .. } => *retryable,
+            AttemptError::Fatal(_) => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AttemptError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn captured(&self) -> &str {
+        match self {
+            AttemptError::Timeout { captured, .. } | AttemptError::Snippet { captured, .. } => captured,
+            _ => "",
+        }
+    }
+
+    /// Longer text for `--verbose` and result files (tracebacks).
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            AttemptError::Timeout { detail, .. } | AttemptError::Snippet { detail, .. } if !detail.is_empty() => Some(detail),
+            _ => None,
+        }
+    }
+}
+
+pub fn humantime(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs >= 1.0 && (secs - secs.round()).abs() < 1e-9 {
+        format!("{}s", secs.round())
+    } else if secs >= 1.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs.min(3600.0)));
+    }
+    let when = jiff::fmt::rfc2822::parse(value).ok()?;
+    let now = jiff::Timestamp::now();
+    let delta = when.timestamp().as_second() - now.as_second();
+    Some(Duration::from_secs(delta.clamp(0, 3600) as u64))
+}

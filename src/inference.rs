@@ -1,0 +1,276 @@
+//! One inference, end to end: `process_input` → the model's gate (permit, `Retry-After` pause,
+//! rate limiter) → the endpoint, retried with jittered exponential backoff on 429, 5xx,
+//! timeouts and connection errors → `process_output` → the task's output shape. Every step is
+//! recorded in a [`Trace`] so `model test` and result files can show it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::adapter::{CompiledAdapter, ModelInfo};
+use crate::connection::custom_connection::HttpEndpoint;
+use crate::connection::custom_inference::SnippetEndpoint;
+use crate::connection::{AttemptError, RawResponse};
+use crate::diagnostic::Diagnostic;
+use crate::gate::Gate;
+use crate::model::{Connection, Model};
+use crate::model_io::{self, ModelOutput, OutputError};
+use crate::python::PythonRuntime;
+use crate::secrets::Secrets;
+
+pub enum Endpoint {
+    Http(HttpEndpoint),
+    Snippet(SnippetEndpoint),
+}
+
+/// Everything needed to call one model, built once per model key and shared.
+pub struct ModelRuntime {
+    pub model: Arc<Model>,
+    pub adapter: CompiledAdapter,
+    pub endpoint: Endpoint,
+    pub gate: Arc<Gate>,
+    pub info: ModelInfo,
+}
+
+/// The stages a failure is attributed to (the four steps of `model test`, minus the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    TransformInput,
+    RunInference,
+    TransformOutput,
+}
+
+impl Stage {
+    pub fn title(self) -> &'static str {
+        match self {
+            Stage::TransformInput => "transform input",
+            Stage::RunInference => "run inference",
+            Stage::TransformOutput => "transform output",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Waiting for a concurrency permit (summed over attempts).
+    pub permit_wait_ms: f64,
+    /// Waiting for the rate limiter or a `Retry-After` pause.
+    pub limiter_wait_ms: f64,
+    pub render_input_ms: f64,
+    /// Time in the endpoint: the HTTP round trip, or the Python function.
+    pub inference_ms: f64,
+    pub render_output_ms: f64,
+    /// Sleeping between attempts.
+    pub backoff_ms: f64,
+    pub total_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub error: Option<String>,
+    pub retryable: bool,
+    pub elapsed_ms: f64,
+}
+
+/// What happened during one inference, step by step.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Trace {
+    pub request_body: Option<String>,
+    pub response: Option<RawResponse>,
+    pub rendered_output: Option<String>,
+    pub output: Option<Value>,
+    pub attempts: Vec<Attempt>,
+    pub timings: Timings,
+    /// The response came from the cache; no call was made.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub stage: Stage,
+    pub message: String,
+    /// Traceback or rendered output, for `--verbose` and result files.
+    pub detail: Option<String>,
+    pub diagnostic: Option<Diagnostic>,
+    pub retryable: bool,
+}
+
+impl Failure {
+    fn from_diagnostic(stage: Stage, d: Diagnostic) -> Failure {
+        Failure { stage, message: d.message.clone(), detail: None, diagnostic: Some(d), retryable: false }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl ModelRuntime {
+    /// Builds the runtime: resolves secrets, compiles the adapter and (for snippets) the Python.
+    pub fn new(
+        model: Arc<Model>,
+        adapter: Arc<crate::adapter::Adapter>,
+        python: Option<&PythonRuntime>,
+        secrets: &Secrets,
+    ) -> Result<ModelRuntime, Diagnostic> {
+        let compiled = CompiledAdapter::compile(adapter)?;
+        let endpoint = match &model.connection {
+            Connection::CustomConnection(c) => Endpoint::Http(HttpEndpoint::new(&model.key, c, secrets)?),
+            Connection::CustomInference(c) => {
+                let python = python.ok_or_else(|| Diagnostic::new("internal error: the python runtime is not started"))?;
+                Endpoint::Snippet(SnippetEndpoint::new(&model.key, c, model.concurrency(), python, secrets)?)
+            }
+        };
+        let info = ModelInfo { model_key: model.model_key().map(str::to_owned), task: model.task };
+        let gate = Arc::new(Gate::new(model.concurrency(), model.rate_limit));
+        Ok(ModelRuntime { model, adapter: compiled, endpoint, gate, info })
+    }
+
+    pub fn render_input(&self, input: &Value, kwargs: &Map<String, Value>) -> Result<String, Diagnostic> {
+        self.adapter.render_input(input, &self.info, kwargs)
+    }
+
+    /// Runs the whole chain. The trace is filled in as far as the chain got.
+    pub async fn infer(&self, input: &Value, kwargs: &Map<String, Value>, sample: Option<&Value>) -> (Trace, Result<ModelOutput, Failure>) {
+        let mut trace = Trace::default();
+        let start = Instant::now();
+        let result = self.infer_inner(input, kwargs, sample, &mut trace).await;
+        trace.timings.total_ms = ms(start.elapsed());
+        (trace, result)
+    }
+
+    async fn infer_inner(
+        &self,
+        input: &Value,
+        kwargs: &Map<String, Value>,
+        sample: Option<&Value>,
+        trace: &mut Trace,
+    ) -> Result<ModelOutput, Failure> {
+        model_io::validate_input(self.info.task, input).map_err(|e| Failure {
+            stage: Stage::TransformInput,
+            message: format!("invalid model input for task `{}`: {e}", self.info.task.as_str()),
+            detail: None,
+            diagnostic: None,
+            retryable: false,
+        })?;
+        let t = Instant::now();
+        let body = self.render_input(input, kwargs).map_err(|d| Failure::from_diagnostic(Stage::TransformInput, d))?;
+        trace.timings.render_input_ms = ms(t.elapsed());
+        trace.request_body = Some(body.clone());
+
+        let response = self.call_with_retries(body, sample, trace).await?;
+        trace.response = Some(response.clone());
+        self.finish(&response, trace)
+    }
+
+    /// `process_output` and shape validation for a response (also used for cached responses).
+    pub fn finish(&self, response: &RawResponse, trace: &mut Trace) -> Result<ModelOutput, Failure> {
+        let t = Instant::now();
+        let rendered = self
+            .adapter
+            .render_output(&response.body, response.status_code, &response.headers_map(), &self.info)
+            .map_err(|d| Failure::from_diagnostic(Stage::TransformOutput, d))?;
+        trace.timings.render_output_ms = ms(t.elapsed());
+        trace.rendered_output = Some(rendered.clone());
+        match model_io::parse_output(self.info.task, &rendered) {
+            Ok(output) => {
+                trace.output = Some(output.value.clone());
+                Ok(output)
+            }
+            Err(OutputError::Reported(message)) => Err(Failure {
+                stage: Stage::TransformOutput,
+                message: format!("model `{}` returned an error: {message}", self.model.key),
+                detail: None,
+                diagnostic: None,
+                retryable: false,
+            }),
+            Err(OutputError::Malformed { problem, rendered }) => Err(Failure {
+                stage: Stage::TransformOutput,
+                message: format!("adapter `{}` produced an invalid {} output: {problem}", self.adapter.adapter.key, self.info.task.as_str()),
+                detail: Some(rendered),
+                diagnostic: None,
+                retryable: false,
+            }),
+        }
+    }
+
+    async fn call_with_retries(&self, body: String, sample: Option<&Value>, trace: &mut Trace) -> Result<RawResponse, Failure> {
+        let policy = &self.model.retry;
+        let max_attempts = policy.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let admission = self.gate.admit().await;
+            trace.timings.permit_wait_ms += ms(admission.wait.permit);
+            trace.timings.limiter_wait_ms += ms(admission.wait.limiter);
+            let t = Instant::now();
+            let result = match &self.endpoint {
+                Endpoint::Http(http) => http.send(body.clone()).await,
+                Endpoint::Snippet(snippet) => snippet.call(body.clone(), sample).await,
+            };
+            drop(admission);
+            let elapsed = t.elapsed();
+            trace.timings.inference_ms += ms(elapsed);
+            let error = match result {
+                Ok(response) => {
+                    trace.attempts.push(Attempt { error: None, retryable: false, elapsed_ms: ms(elapsed) });
+                    return Ok(response);
+                }
+                Err(e) => e,
+            };
+            let retryable = error.retryable();
+            trace.attempts.push(Attempt { error: Some(error.to_string()), retryable, elapsed_ms: ms(elapsed) });
+            if !retryable || attempt >= max_attempts {
+                return match error {
+                    // Out of retries on a 429/5xx: the adapter turns the response into an error.
+                    AttemptError::Status { response, .. } => Ok(response),
+                    other => Err(self.attempt_failure(other, attempt)),
+                };
+            }
+            let delay = backoff(policy, attempt, error.retry_after());
+            if let Some(retry_after) = error.retry_after() {
+                self.gate.pause_for(retry_after);
+            }
+            trace.timings.backoff_ms += ms(delay);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn attempt_failure(&self, error: AttemptError, attempts: u32) -> Failure {
+        let retryable = error.retryable();
+        let mut message = match &error {
+            AttemptError::Snippet { message, .. } => message.clone(),
+            AttemptError::Timeout { after, .. } if matches!(self.endpoint, Endpoint::Snippet(_)) => {
+                error.detail().map_or_else(|| format!("model `{}`: run_inference timed out after {}", self.model.key, crate::connection::humantime(*after)), str::to_owned)
+            }
+            other => format!("model `{}`: {other}", self.model.key),
+        };
+        if attempts > 1 {
+            message.push_str(&format!(" (after {attempts} attempts)"));
+        }
+        let mut detail = error.detail().map(str::to_owned);
+        if !error.captured().is_empty() {
+            let captured = format!("captured output:\n{}", error.captured().trim_end());
+            detail = Some(match detail {
+                Some(d) => format!("{d}\n{captured}"),
+                None => captured,
+            });
+        }
+        Failure { stage: Stage::RunInference, message, detail, diagnostic: None, retryable }
+    }
+}
+
+/// The wait before retry `attempt + 1`: exponential with jitter, and never less than what the
+/// endpoint asked for with `Retry-After`.
+fn backoff(policy: &crate::model::RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let base = policy.initial_backoff.max(0.0) * 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
+    let capped = base.min(policy.max_backoff.max(0.0));
+    let jittered = capped * rand::rng().random_range(0.5..=1.0);
+    let delay = Duration::from_secs_f64(jittered);
+    retry_after.map_or(delay, |r| r.max(delay))
+}

@@ -1,0 +1,176 @@
+//! Error types of the embedded Python runtime: start-up failures, snippets that cannot be loaded,
+//! and calls that fail. They carry plain Rust data (no Python objects) so callers can render,
+//! store and compare them without touching the interpreter.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ReturnKind;
+
+/// The interpreter could not be brought up.
+#[derive(Debug, thiserror::Error)]
+pub enum PythonError {
+    #[error("the python runtime is already initialised; `initialize` may run only once per process")]
+    AlreadyInitialized,
+    #[error("python virtualenv `{}`: {reason}", path.display())]
+    Venv { path: PathBuf, reason: String },
+    #[error("cannot start the embedded python: {message}")]
+    Init { message: String },
+}
+
+/// What went wrong while loading a snippet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadErrorKind {
+    /// The source does not compile.
+    Syntax,
+    /// Module-level code raised `ImportError` (usually a missing package).
+    Import,
+    /// The requested function is not defined, or the name is bound to something not callable.
+    MissingFunction,
+    /// The function cannot be called with any of the accepted argument counts.
+    BadSignature,
+    /// Module-level code raised anything else, or the source could not be compiled at all.
+    Other,
+}
+
+/// A snippet failed to load. `line`/`col` are 1-based positions in `file` (line offsets of inline
+/// snippets already applied).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{owner}: {message} ({file}:{line}:{col}){hint}", hint = load_hint(*.kind))]
+pub struct SnippetLoadError {
+    pub owner: String,
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub kind: LoadErrorKind,
+    pub message: String,
+    /// The offending source line, stripped, when the file has one at `line`.
+    pub source_line: Option<String>,
+    /// Python's full rendering of the error (empty for signature problems).
+    pub traceback: String,
+    /// Output printed by module-level code before the failure.
+    pub captured: String,
+}
+
+fn load_hint(kind: LoadErrorKind) -> &'static str {
+    match kind {
+        LoadErrorKind::Import => {
+            "; hint: install the package into a virtualenv and pass it with `--python-env` \
+             (or activate it so `VIRTUAL_ENV` is set)"
+        }
+        _ => "",
+    }
+}
+
+/// One stack frame inside the snippet's own file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub file: String,
+    pub line: usize,
+    pub function: String,
+    pub source_line: String,
+}
+
+impl fmt::Display for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}, in {}", self.file, self.line, self.function)
+    }
+}
+
+/// A snippet call failed. Displays as ``model `x`: run_inference timed out after 15s (x.py:12, in run_inference)``.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{owner}: {function} {kind}")]
+pub struct CallError {
+    pub owner: String,
+    /// The snippet function that was called, e.g. `run_inference`.
+    pub function: String,
+    pub kind: CallErrorKind,
+    /// Output the call printed before it failed.
+    pub captured: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallErrorKind {
+    /// The snippet raised. `frames` holds only the snippet's own frames, outermost first.
+    #[error("raised `{}`{}", exception_text(.exc_type, .message), innermost(.frames))]
+    Raised {
+        exc_type: String,
+        message: String,
+        frames: Vec<Frame>,
+        traceback: String,
+    },
+    /// The call exceeded its time budget. `frames` shows where it was when it was stopped, if known.
+    #[error("timed out after {}{}", format_duration(*.after), innermost(.frames))]
+    Timeout { after: Duration, frames: Vec<Frame> },
+    /// The return value has the wrong type. `path` locates a nested offender (`$.items[2]`);
+    /// `reason` explains values of an accepted type that still cannot be represented.
+    #[error("{}", bad_return_text(*.expected, .type_name, .path.as_deref(), .reason.as_deref()))]
+    BadReturn {
+        type_name: String,
+        expected: ReturnKind,
+        path: Option<String>,
+        reason: Option<String>,
+    },
+    #[error("failed inside lfeval's python runtime: {0}")]
+    Internal(String),
+}
+
+impl CallErrorKind {
+    /// Snippet frames attached to this error (empty for kinds without a location).
+    pub fn frames(&self) -> &[Frame] {
+        match self {
+            Self::Raised { frames, .. } | Self::Timeout { frames, .. } => frames,
+            Self::BadReturn { .. } | Self::Internal(_) => &[],
+        }
+    }
+}
+
+fn exception_text(exc_type: &str, message: &str) -> String {
+    if message.is_empty() {
+        exc_type.to_owned()
+    } else {
+        format!("{exc_type}: {message}")
+    }
+}
+
+fn innermost(frames: &[Frame]) -> String {
+    frames.last().map(|f| format!(" ({f})")).unwrap_or_default()
+}
+
+fn bad_return_text(
+    expected: ReturnKind,
+    type_name: &str,
+    path: Option<&str>,
+    reason: Option<&str>,
+) -> String {
+    let mut text = match expected {
+        ReturnKind::Str => format!("must return `str`, got `{type_name}`"),
+        ReturnKind::Json => match path {
+            Some(path) => format!("returned a value that is not JSON-convertible: `{type_name}` at `{path}`"),
+            None => format!("returned a value that is not JSON-convertible: `{type_name}`"),
+        },
+    };
+    if let Some(reason) = reason {
+        text.push_str(&format!(" ({reason})"));
+    }
+    if type_name == "coroutine" {
+        text.push_str("; hint: declare the function with `async def` so lfeval awaits it");
+    } else if expected == ReturnKind::Json && reason.is_none() {
+        text.push_str("; hint: return dict, list, str, int, float, bool or None");
+    }
+    text
+}
+
+/// Renders a duration the way people write timeouts: `15s`, `1.5s`, `250ms`.
+pub(crate) fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        let text = format!("{:.2}", d.as_secs_f64());
+        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+    }
+}

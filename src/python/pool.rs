@@ -1,0 +1,127 @@
+//! A fixed-size pool of dedicated OS threads for one snippet's synchronous calls.
+//!
+//! Each thread keeps one Python thread state for its whole life, so a call only has to take the
+//! GIL, and the thread's identity (what a timeout injects into) stays stable. A job tells the
+//! worker whether to keep serving; a job whose caller gave up on it exits its thread, and the
+//! caller starts a replacement, so a snippet stuck in C code never shrinks the pool.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use pyo3::ffi;
+
+/// What a worker does after running a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterJob {
+    Continue,
+    /// The job's caller abandoned it and a replacement worker already exists.
+    Exit,
+}
+
+pub(super) type Job = Box<dyn FnOnce() -> AfterJob + Send + 'static>;
+
+pub(super) struct Pool {
+    tx: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    rx: Mutex<mpsc::Receiver<Job>>,
+    label: String,
+    spawned: AtomicUsize,
+    live: AtomicUsize,
+}
+
+impl Pool {
+    /// Starts `size` (at least one) workers. The interpreter must already be initialised.
+    pub(super) fn new(label: &str, size: usize) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let pool = Self {
+            tx,
+            shared: Arc::new(Shared {
+                rx: Mutex::new(rx),
+                label: label.to_owned(),
+                spawned: AtomicUsize::new(0),
+                live: AtomicUsize::new(0),
+            }),
+        };
+        for _ in 0..size.max(1) {
+            pool.spawn_worker()?;
+        }
+        Ok(pool)
+    }
+
+    pub(super) fn submit(&self, job: Job) -> Result<(), String> {
+        if self.shared.live.load(Ordering::SeqCst) == 0 {
+            return Err("no python worker thread is left for this snippet".to_owned());
+        }
+        self.tx
+            .send(job)
+            .map_err(|_| "the snippet's worker threads are gone".to_owned())
+    }
+
+    /// Starts one more worker; called when a job (and with it its thread) was abandoned.
+    pub(super) fn spawn_worker(&self) -> io::Result<()> {
+        let n = self.shared.spawned.fetch_add(1, Ordering::SeqCst);
+        let shared = Arc::clone(&self.shared);
+        self.shared.live.fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new()
+            .name(format!("lfeval-py-{}-{n}", self.shared.label))
+            .spawn(move || worker(&shared));
+        if spawned.is_err() {
+            self.shared.live.fetch_sub(1, Ordering::SeqCst);
+        }
+        spawned.map(drop)
+    }
+}
+
+fn worker(shared: &Shared) {
+    let _state = ThreadState::keep();
+    loop {
+        // The lock is only held while idle (no GIL, no Python): it hands out one job at a time.
+        let job = {
+            let rx = match shared.rx.lock() {
+                Ok(rx) => rx,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            rx.recv()
+        };
+        let Ok(job) = job else { break };
+        if job() == AfterJob::Exit {
+            break;
+        }
+    }
+    shared.live.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Owns the Python thread state of a worker thread for as long as the thread lives, so that
+/// `Python::attach` inside jobs reuses it instead of creating and destroying one per call.
+struct ThreadState {
+    gil_state: ffi::PyGILState_STATE,
+    tstate: *mut ffi::PyThreadState,
+}
+
+impl ThreadState {
+    fn keep() -> Self {
+        // SAFETY: pools are created only after `initialize` brought the interpreter up, and the
+        // interpreter is never finalised; Ensure creates this thread's state and takes the GIL,
+        // SaveThread releases the GIL again while keeping the state.
+        unsafe {
+            let gil_state = ffi::PyGILState_Ensure();
+            let tstate = ffi::PyEval_SaveThread();
+            Self { gil_state, tstate }
+        }
+    }
+}
+
+impl Drop for ThreadState {
+    fn drop(&mut self) {
+        // SAFETY: mirrors `keep` on the same thread: reattach the saved state, then let the
+        // matching Release delete it.
+        unsafe {
+            ffi::PyEval_RestoreThread(self.tstate);
+            ffi::PyGILState_Release(self.gil_state);
+        }
+    }
+}

@@ -1,0 +1,405 @@
+"""Python half of lfeval's snippet runtime, loaded once as the module `_lfeval_support`.
+
+It owns what is easier to express in Python: per-call output capture, compiling snippets into
+their own modules, checking signatures, describing exceptions, and the process-wide asyncio loop.
+The Rust side (src/python/mod.rs) decides on threads, timeouts and conversions.
+"""
+
+import asyncio
+import contextvars
+import difflib
+import inspect
+import io
+import linecache
+import os
+import site
+import sys
+import threading
+import time
+import traceback
+import types
+
+
+class SnippetTimeout(BaseException):
+    """Injected into a snippet that ran out of time.
+
+    Derives from BaseException so that `except Exception:` in a snippet cannot swallow it.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Output capture: sys.stdout/sys.stderr write into the buffer of the call that is running in the
+# current context. Worker threads each have their own context and every asyncio Task runs in a
+# copy, so concurrent calls never share a buffer.
+
+_capture = contextvars.ContextVar("lfeval_capture", default=None)
+
+
+class _Router(io.TextIOBase):
+    def __init__(self, fallback):
+        self._fallback = fallback
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def write(self, s):
+        buf = _capture.get()
+        if buf is None:
+            return self._fallback.write(s)
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        buf.append(s)
+        return len(s)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        if _capture.get() is None:
+            self._fallback.flush()
+
+    def isatty(self):
+        return _capture.get() is None and self._fallback.isatty()
+
+    def fileno(self):
+        if _capture.get() is not None:
+            raise io.UnsupportedOperation("fileno")
+        return self._fallback.fileno()
+
+    @property
+    def encoding(self):
+        return getattr(self._fallback, "encoding", "utf-8")
+
+    @property
+    def errors(self):
+        return getattr(self._fallback, "errors", "strict")
+
+    def __getattr__(self, name):
+        return getattr(self._fallback, name)
+
+
+def _real(stream):
+    # A process started with fd 1 or 2 closed has sys.__stdout__/__stderr__ set to None.
+    return stream if stream is not None else open(os.devnull, "w", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Process setup.
+
+loop = None
+loop_ident = 0
+
+
+def setup(executable, site_dirs, unset_home):
+    global loop, loop_ident
+    if executable:
+        sys.executable = executable
+    if unset_home:
+        # PYTHONHOME was only set so this process finds its stdlib; child Pythons (other
+        # versions, virtualenvs) must not inherit it.
+        os.environ.pop("PYTHONHOME", None)
+    for d in site_dirs:
+        _add_site_dir(d)
+    sys.stdout = _Router(_real(sys.__stdout__))
+    sys.stderr = _Router(_real(sys.__stderr__))
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    thread = threading.Thread(target=_run_loop, args=(started,), name="lfeval-asyncio", daemon=True)
+    thread.start()
+    started.wait()
+    loop_ident = thread.ident
+
+
+def _add_site_dir(path):
+    before = list(sys.path)
+    site.addsitedir(path)  # also runs the directory's .pth files, as a real venv would
+    known = set(before)
+    added = [p for p in sys.path if p not in known]
+    # The virtualenv's packages must shadow the base interpreter's.
+    first_site = next((i for i, p in enumerate(before) if p.rstrip("/").endswith("site-packages")), len(before))
+    sys.path[:] = before[:first_site] + added + before[first_site:]
+
+
+def _run_loop(started):
+    asyncio.set_event_loop(loop)
+    loop.call_soon(started.set)
+    while not loop.is_closed():
+        try:
+            loop.run_forever()
+        except BaseException as e:  # SystemExit/KeyboardInterrupt escaping a snippet's own task
+            try:
+                sys.__stderr__.write(f"lfeval: asyncio loop interrupted by {type(e).__name__}: {e}\n")
+            except BaseException:
+                pass
+
+
+def flush():
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BaseException:
+            pass
+
+
+def info():
+    try:
+        import httpx
+
+        httpx_info = (True, str(getattr(httpx, "__version__", "unknown")))
+    except BaseException as e:
+        httpx_info = (False, f"{type(e).__name__}: {e}")
+    version = "%d.%d.%d" % sys.version_info[:3]
+    return (version, sys.prefix, sys.executable or "", [str(p) for p in sys.path], httpx_info)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading snippets.
+
+# filename -> list of lines; several inline snippets of one YAML file share a filename, each
+# placed at its own line offset, so tracebacks of every one of them show the right text.
+_sources = {}
+
+
+def _register_source(filename, line_offset, text):
+    lines = _sources.setdefault(filename, [])
+    new = text.splitlines(True)
+    if new and not new[-1].endswith("\n"):
+        new[-1] += "\n"
+    end = line_offset + len(new)
+    if len(lines) < end:
+        lines.extend(["\n"] * (end - len(lines)))
+    lines[line_offset:end] = new
+    linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+
+
+def _source_line(filename, lineno):
+    return linecache.getline(filename, lineno).strip() if lineno else ""
+
+
+def type_name(obj_type):
+    module = getattr(obj_type, "__module__", "") or ""
+    name = getattr(obj_type, "__qualname__", None) or getattr(obj_type, "__name__", "?")
+    if module in ("builtins", "__main__", "_lfeval_support") or module.startswith("lfeval_snippet_"):
+        return name
+    return f"{module}.{name}"
+
+
+def _safe_str(exc):
+    try:
+        return str(exc)
+    except BaseException:
+        return "<unprintable>"
+
+
+def _snippet_frames(stack, filename):
+    return [(f.filename, f.lineno or 0, f.name, f.line or "") for f in stack if f.filename == filename]
+
+
+def _col(frame_summary):
+    colno = getattr(frame_summary, "colno", None)
+    return colno + 1 if colno is not None else 1
+
+
+def _plural(n, word):
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _alternatives(ns):
+    ns = sorted(set(ns))
+    return " or ".join(map(str, ns)) if len(ns) < 3 else ", ".join(map(str, ns[:-1])) + f" or {ns[-1]}"
+
+
+def _load_error(kind, message, filename, line, col, tb, buf):
+    return ("err", kind, message, line, col, _source_line(filename, line), tb, "".join(buf))
+
+
+def load(module_name, filename, source, display_source, line_offset, function, arities):
+    """Compile and execute a snippet in a fresh module; returns a tagged tuple, never raises."""
+    buf = []
+    _register_source(filename, line_offset, display_source)
+    try:
+        code = compile("\n" * line_offset + source, filename, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        line = e.lineno or line_offset + 1
+        tb = "".join(traceback.format_exception_only(type(e), e))
+        return _load_error("syntax", f"syntax error: {e.msg}", filename, line, e.offset or 1, tb, buf)
+    except (ValueError, TypeError) as e:  # e.g. NUL bytes in the source
+        return _load_error("other", f"cannot compile: {e}", filename, line_offset + 1, 1, "", buf)
+
+    module = types.ModuleType(module_name)
+    module.__file__ = filename
+    # Registered before execution, as `import` does, so dataclasses, pickling and typing lookups
+    # through sys.modules[cls.__module__] work at module level already.
+    sys.modules[module_name] = module
+
+    def execute():
+        _capture.set(buf)
+        exec(code, module.__dict__)
+
+    try:
+        contextvars.copy_context().run(execute)
+    except BaseException as e:
+        sys.modules.pop(module_name, None)
+        te = traceback.TracebackException.from_exception(e)
+        own = [f for f in te.stack if f.filename == filename]
+        line, col = (own[-1].lineno or line_offset + 1, _col(own[-1])) if own else (line_offset + 1, 1)
+        tb = "".join(te.format())
+        what = f"{type_name(type(e))}: {_safe_str(e)}"
+        if isinstance(e, ImportError):
+            return _load_error("import", f"import failed: `{what}`", filename, line, col, tb, buf)
+        return _load_error("other", f"module raised `{what}`", filename, line, col, tb, buf)
+
+    fn = module.__dict__.get(function)
+    if fn is None:
+        message = f"no function `{function}` defined"
+        candidates = [k for k, v in module.__dict__.items() if callable(v) and not k.startswith("__")]
+        close = difflib.get_close_matches(function, candidates, n=1)
+        if close:
+            message += f"; hint: did you mean `{close[0]}`?"
+        return _load_error("missing_function", message, filename, line_offset + 1, 1, "", buf)
+    if not callable(fn):
+        message = f"`{function}` is a `{type_name(type(fn))}`, not a function"
+        return _load_error("missing_function", message, filename, line_offset + 1, 1, "", buf)
+
+    code_obj = getattr(fn, "__code__", None)
+    def_line = code_obj.co_firstlineno if code_obj is not None and code_obj.co_filename == filename else line_offset + 1
+    expected = _alternatives(arities)
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is None:
+        arity = max(arities)
+    else:
+        params = list(sig.parameters.values())
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = sum(1 for p in positional if p.default is p.empty)
+        varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+        limit = float("inf") if varargs else len(positional)
+        kw_required = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+        if kw_required:
+            message = (
+                f"`{function}{sig}` has required keyword-only parameter `{kw_required[0]}`; "
+                f"expected {expected} positional parameters"
+            )
+            return _load_error("bad_signature", message, filename, def_line, 1, "", buf)
+        fitting = [n for n in sorted(set(arities), reverse=True) if required <= n <= limit]
+        if not fitting:
+            takes = f"at least {required}" if varargs else (
+                str(required) if required == len(positional) else f"{required} to {len(positional)}"
+            )
+            message = (
+                f"`{function}{sig}` takes {takes} positional "
+                f"{'parameter' if takes == '1' else 'parameters'}; expected {expected}"
+            )
+            return _load_error("bad_signature", message, filename, def_line, 1, "", buf)
+        arity = fitting[0]
+
+    is_async = inspect.iscoroutinefunction(fn) or (
+        not inspect.isfunction(fn) and inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    )
+    return ("ok", fn, bool(is_async), arity, "".join(buf))
+
+
+# --------------------------------------------------------------------------------------------
+# Calling snippets.
+
+
+def call_sync(fn, args, buf):
+    token = _capture.set(buf)
+    try:
+        out = fn(*args)
+        if inspect.iscoroutine(out):
+            out.close()  # reported as a bad return value; avoids a "never awaited" warning
+        return out
+    finally:
+        _capture.reset(token)
+
+
+def describe(exc, filename):
+    """(type, message, own snippet frames, deepest snippet frames of the chain, traceback, is_timeout)."""
+    te = traceback.TracebackException.from_exception(exc)
+    own = _snippet_frames(te.stack, filename)
+    deepest = own
+    seen = set()
+    cur = te
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        frames = _snippet_frames(cur.stack, filename)
+        if frames:
+            deepest = frames
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    text = "".join(te.format())
+    return (type_name(type(exc)), _safe_str(exc), own, deepest, text, isinstance(exc, SnippetTimeout))
+
+
+def thread_frames(ident, filename):
+    """Snippet frames a thread is executing right now (where a timed-out call is stuck)."""
+    frame = sys._current_frames().get(ident)
+    if frame is None:
+        return []
+    return _snippet_frames(traceback.extract_stack(frame), filename)
+
+
+# Status codes passed to `deliver`.
+OK, RAISED, TIMED_OUT = 0, 1, 2
+
+
+def submit(fn, args, timeout, deliver):
+    """Schedule an async snippet call on the loop; returns the call's holder [task, buffer]."""
+    holder = [None, []]
+    asyncio.run_coroutine_threadsafe(_run_async(fn, args, timeout, deliver, holder), loop)
+    return holder
+
+
+async def _run_async(fn, args, timeout, deliver, holder):
+    holder[0] = asyncio.current_task()
+    buf = holder[1]
+    _capture.set(buf)  # this Task runs in its own context copy
+    started = time.perf_counter()
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            out = await fn(*args)
+        status, value = OK, out
+    except BaseException as e:
+        status, value = (TIMED_OUT if deadline.expired() else RAISED), e
+    elapsed = time.perf_counter() - started
+    deliver(status, value, "".join(buf), elapsed)
+
+
+def _coroutine_frames(coro, filename):
+    out = []
+    seen = 0
+    while coro is not None and seen < 1000:
+        seen += 1
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None and frame.f_code.co_filename == filename:
+            lineno = frame.f_lineno
+            out.append((filename, lineno, frame.f_code.co_name, _source_line(filename, lineno)))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return out
+
+
+def async_overdue(holder, filename):
+    """Inspect an async call that outlived its deadline and grace period.
+
+    Returns (loop_is_running_it, frames, captured). When the loop thread is inside this call's
+    task (a blocking or CPU-bound coroutine that never awaits), the caller injects SnippetTimeout
+    into the loop thread so the loop gets free again.
+    """
+    task, buf = holder
+    if task is None:
+        return (False, [], "".join(buf))
+    running = asyncio.current_task(loop) is task
+    if running:
+        frames = thread_frames(loop_ident, filename)
+    else:
+        frames = _coroutine_frames(task.get_coro(), filename)
+    return (running, frames, "".join(buf))
