@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::adapter::{CompiledAdapter, ModelInfo};
 use crate::connection::custom_connection::HttpEndpoint;
 use crate::connection::custom_inference::SnippetEndpoint;
+use crate::cache::{CachePolicy, CachedResponse, ResponseCache};
 use crate::connection::{AttemptError, RawResponse};
 use crate::diagnostic::Diagnostic;
 use crate::gate::Gate;
@@ -28,11 +29,21 @@ pub enum Endpoint {
 
 /// Everything needed to call one model, built once per model key and shared.
 pub struct ModelRuntime {
+    /// The response cache, when the run uses one.
+    pub cache: Option<CacheHandle>,
     pub model: Arc<Model>,
     pub adapter: CompiledAdapter,
     pub endpoint: Endpoint,
     pub gate: Arc<Gate>,
     pub info: ModelInfo,
+}
+
+/// A model's view of the response cache.
+pub struct CacheHandle {
+    pub cache: Arc<ResponseCache>,
+    pub policy: CachePolicy,
+    /// Identifies the model's effective configuration (see `runner::fingerprint`).
+    pub fingerprint: String,
 }
 
 /// The stages a failure is attributed to (the four steps of `model test`, minus the first).
@@ -128,7 +139,7 @@ impl ModelRuntime {
         };
         let info = ModelInfo { model_key: model.model_key().map(str::to_owned), task: model.task };
         let gate = Arc::new(Gate::new(model.concurrency(), model.rate_limit));
-        Ok(ModelRuntime { model, adapter: compiled, endpoint, gate, info })
+        Ok(ModelRuntime { cache: None, model, adapter: compiled, endpoint, gate, info })
     }
 
     pub fn render_input(&self, input: &Value, kwargs: &Map<String, Value>) -> Result<String, Diagnostic> {
@@ -163,9 +174,32 @@ impl ModelRuntime {
         trace.timings.render_input_ms = ms(t.elapsed());
         trace.request_body = Some(body.clone());
 
+        let key = self.cache.as_ref().map(|c| ResponseCache::key(&c.fingerprint, &body));
+        if let (Some(handle), Some(key)) = (&self.cache, &key)
+            && handle.policy.reads()
+            && let Ok(Some(hit)) = handle.cache.get(key)
+        {
+            let response = RawResponse { status_code: hit.status_code, headers: hit.headers, body: hit.body, captured: hit.captured, elapsed: Duration::ZERO };
+            trace.cached = true;
+            trace.response = Some(response.clone());
+            return self.finish(&response, trace);
+        }
         let response = self.call_with_retries(body, sample, trace).await?;
         trace.response = Some(response.clone());
-        self.finish(&response, trace)
+        let output = self.finish(&response, trace)?;
+        // Only answers that made it through the whole chain are worth replaying.
+        if let (Some(handle), Some(key)) = (&self.cache, &key)
+            && handle.policy.writes()
+        {
+            let cached = CachedResponse {
+                status_code: response.status_code,
+                headers: response.headers.clone(),
+                body: response.body.clone(),
+                captured: response.captured.clone(),
+            };
+            let _ = handle.cache.put(key, &self.model.key, &cached);
+        }
+        Ok(output)
     }
 
     /// `process_output` and shape validation for a response (also used for cached responses).

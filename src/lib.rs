@@ -5,12 +5,14 @@
 //! and [`commands`] holds one file per subcommand.
 
 pub mod adapter;
+pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod config_value;
 pub mod connection;
 pub mod dataset;
 pub mod diagnostic;
+pub mod evaluation;
 pub mod exit_status;
 pub mod gate;
 pub mod inference;
@@ -18,12 +20,18 @@ pub mod metric;
 pub mod model;
 pub mod model_io;
 pub mod printer;
+pub mod progress;
 pub mod project;
 pub mod python;
 pub mod redact;
+pub mod results;
+pub mod run_config;
+pub mod runner;
 pub mod scoring;
+pub mod scorer;
 pub mod secrets;
-#[path = "/tmp/template_stub.rs"]
+pub mod solver;
+pub mod task;
 pub mod template;
 pub mod variables;
 pub mod yaml;

@@ -6,6 +6,7 @@ mod adapter_test;
 mod doctor;
 mod model_list;
 mod model_test;
+mod run;
 mod secret;
 mod validate;
 
@@ -33,7 +34,7 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
             model_test::run(&global, &args, &start_python(&global)?, printer)
         }
         Command::Doctor => doctor::run(&start_python(&global)?, printer),
-        Command::Run(_) => anyhow::bail!("`lfeval run` is not available in this build"),
+        Command::Run(args) => run::run(&global, &args, printer),
     }
 }
 

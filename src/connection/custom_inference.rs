@@ -106,7 +106,7 @@ const TRANSIENT: &[&str] = &[
 fn classify(err: CallError) -> AttemptError {
     let captured = err.captured.clone();
     let message = err.to_string();
-    match &err.kind {
+    match &*err.kind {
         CallErrorKind::Timeout { after, .. } => AttemptError::Timeout { after: *after, detail: message, captured },
         CallErrorKind::Raised { exc_type, message: text, traceback, .. } => {
             let short = exc_type.rsplit('.').next().unwrap_or(exc_type);

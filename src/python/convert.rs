@@ -55,7 +55,11 @@ pub(super) fn from_py(obj: &Bound<'_, PyAny>) -> Result<Value, Unconvertible> {
     convert(obj, &mut path, 0)
 }
 
-fn convert(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Value, Unconvertible> {
+fn convert(
+    obj: &Bound<'_, PyAny>,
+    path: &mut String,
+    depth: usize,
+) -> Result<Value, Unconvertible> {
     let fail = |path: &str, reason: Option<String>| Unconvertible {
         type_name: type_name(obj),
         path: (path != "$").then(|| path.to_owned()),
@@ -77,8 +81,17 @@ fn convert(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Va
         if let Ok(u) = obj.extract::<u64>() {
             return Ok(Value::from(u));
         }
-        let digits = obj.str().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        return Err(fail(path, Some(format!("integer `{}` does not fit in 64 bits", shorten(&digits)))));
+        let digits = obj
+            .str()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Err(fail(
+            path,
+            Some(format!(
+                "integer `{}` does not fit in 64 bits",
+                shorten(&digits)
+            )),
+        ));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         let x = f.value();
@@ -90,12 +103,18 @@ fn convert(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Va
     let is_tuple = obj.cast::<PyTuple>().is_ok();
     let is_dict = obj.cast::<PyDict>().is_ok();
     if (is_list || is_tuple || is_dict) && depth >= MAX_DEPTH {
-        return Err(fail(path, Some(format!("nested deeper than {MAX_DEPTH} levels"))));
+        return Err(fail(
+            path,
+            Some(format!("nested deeper than {MAX_DEPTH} levels")),
+        ));
     }
     if is_list || is_tuple {
         let items: Vec<Bound<'_, PyAny>> = match obj.cast::<PyList>() {
             Ok(list) => list.iter().collect(),
-            Err(_) => obj.cast::<PyTuple>().map(|t| t.iter().collect()).unwrap_or_default(),
+            Err(_) => obj
+                .cast::<PyTuple>()
+                .map(|t| t.iter().collect())
+                .unwrap_or_default(),
         };
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {

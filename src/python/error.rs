@@ -11,7 +11,9 @@ use super::ReturnKind;
 /// The interpreter could not be brought up.
 #[derive(Debug, thiserror::Error)]
 pub enum PythonError {
-    #[error("the python runtime is already initialised; `initialize` may run only once per process")]
+    #[error(
+        "the python runtime is already initialised; `initialize` may run only once per process"
+    )]
     AlreadyInitialized,
     #[error("python virtualenv `{}`: {reason}", path.display())]
     Venv { path: PathBuf, reason: String },
@@ -85,7 +87,8 @@ pub struct CallError {
     pub owner: String,
     /// The snippet function that was called, e.g. `run_inference`.
     pub function: String,
-    pub kind: CallErrorKind,
+    /// Boxed to keep `Result<_, CallError>` small on the success path.
+    pub kind: Box<CallErrorKind>,
     /// Output the call printed before it failed.
     pub captured: String,
 }
@@ -147,7 +150,9 @@ fn bad_return_text(
     let mut text = match expected {
         ReturnKind::Str => format!("must return `str`, got `{type_name}`"),
         ReturnKind::Json => match path {
-            Some(path) => format!("returned a value that is not JSON-convertible: `{type_name}` at `{path}`"),
+            Some(path) => {
+                format!("returned a value that is not JSON-convertible: `{type_name}` at `{path}`")
+            }
             None => format!("returned a value that is not JSON-convertible: `{type_name}`"),
         },
     };

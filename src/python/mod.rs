@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyList, PyModule, PyString, PyTuple};
-use pyo3::ffi;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -68,7 +68,8 @@ pub struct SnippetSpec {
     /// The Python source, with any substitutions already applied.
     pub source: String,
     /// The text shown in tracebacks and error messages; pass the source *before* secret
-    /// substitution so secrets never appear in error output. `None` shows `source`.
+    /// substitution so secrets never appear in error output. It must have the same lines as
+    /// `source` (keep substitutions on one line). `None` shows `source`.
     pub display_source: Option<String>,
     /// Number of lines in `file` before the source's first line (0 for `.py` files), so that
     /// reported line numbers are lines of `file`.
@@ -79,7 +80,8 @@ pub struct SnippetSpec {
     /// is used, so a third parameter with a default receives the third argument.
     pub arities: Vec<usize>,
     pub returns: ReturnKind,
-    /// Threads in this snippet's pool for sync calls (at least one).
+    /// Threads in this snippet's pool for sync calls (at least one). Unused for `async def`
+    /// snippets: they all share the asyncio loop and the caller bounds their concurrency.
     pub workers: usize,
 }
 
@@ -265,7 +267,11 @@ fn init_err(e: PyErr) -> PythonError {
     }
 }
 
-fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Result<(Support, u64), PythonError> {
+fn setup(
+    py: Python<'_>,
+    venv: Option<&Path>,
+    home_set: bool,
+) -> Result<(Support, u64), PythonError> {
     let sys = py.import("sys").map_err(init_err)?;
     let (major, minor): (u8, u8) = sys
         .getattr("version_info")
@@ -351,7 +357,11 @@ struct JobCtl {
     ident: AtomicU64,
     /// Set only while the worker is inside the snippet call; injection happens only then.
     in_python: AtomicBool,
+    /// A timeout was injected into this call (it may still be pending when the call returns).
+    injected: AtomicBool,
     buf: OnceLock<Py<PyList>>,
+    /// When a worker picked the call up.
+    started: OnceLock<Instant>,
 }
 
 const RUNNING: u8 = 0;
@@ -364,7 +374,9 @@ impl JobCtl {
             state: AtomicU8::new(RUNNING),
             ident: AtomicU64::new(0),
             in_python: AtomicBool::new(false),
+            injected: AtomicBool::new(false),
             buf: OnceLock::new(),
+            started: OnceLock::new(),
         }
     }
 
@@ -429,9 +441,10 @@ impl PythonRuntime {
     /// Describes the interpreter. Imports `httpx` on first use, so call it from a blocking context.
     pub fn info(&self) -> PythonInfo {
         Python::attach(|py| {
-            let out = self.inner.support.info.bind(py).call0().and_then(|t| {
-                t.extract::<(String, String, String, Vec<String>, (bool, String))>()
-            });
+            let out =
+                self.inner.support.info.bind(py).call0().and_then(|t| {
+                    t.extract::<(String, String, String, Vec<String>, (bool, String))>()
+                });
             match out {
                 Ok((version, prefix, executable, sys_path, (ok, httpx))) => PythonInfo {
                     version,
@@ -564,6 +577,11 @@ impl PythonRuntime {
 
     /// Calls the snippet function with `args` (extra trailing ones beyond its arity are dropped)
     /// within `timeout`. Never runs Python on the calling (tokio) thread; needs a tokio runtime.
+    ///
+    /// For sync snippets the budget starts when one of the snippet's worker threads picks the call
+    /// up, so bound in-flight calls to `workers` (as `max_concurrent_requests` does) to keep
+    /// queueing out of it. A timed-out call returns within `timeout + TIMEOUT_GRACE` plus a few
+    /// milliseconds. Dropping the returned future does not stop a call that already started.
     pub async fn call(
         &self,
         snippet: &Snippet,
@@ -583,7 +601,6 @@ impl PythonRuntime {
             return internal("sync snippet without worker threads");
         };
         let ctl = Arc::new(JobCtl::new());
-        let (started_tx, started_rx) = oneshot::channel::<()>();
         let (done_tx, mut done_rx) = oneshot::channel::<Outcome>();
         let job = {
             let rt = Arc::clone(&self.inner);
@@ -593,7 +610,7 @@ impl PythonRuntime {
                 if done_tx.is_closed() {
                     return AfterJob::Continue; // the caller went away while the job was queued
                 }
-                let _ = started_tx.send(());
+                let _ = ctl.started.set(Instant::now());
                 let outcome = run_sync(&rt, &snip, &ctl, &args);
                 if ctl.finish() {
                     let _ = done_tx.send(outcome);
@@ -606,12 +623,21 @@ impl PythonRuntime {
         if let Err(e) = pool.submit(job) {
             return internal(&e);
         }
-        // The budget starts when a worker picks the call up, not while it waits in the queue.
-        if started_rx.await.is_err() {
-            return internal("the worker thread dropped the call");
-        }
-        if let Ok(done) = tokio::time::timeout(timeout, &mut done_rx).await {
-            return done.unwrap_or_else(|_| internal("the worker thread dropped the call"));
+        // The budget starts when a worker picks the call up, not while the call waits in the
+        // queue. Re-arming the timer only when it fires (instead of waiting for a "started"
+        // signal) keeps the common path at one wake-up per call.
+        let mut deadline = Instant::now() + timeout;
+        loop {
+            let at = tokio::time::Instant::from_std(deadline);
+            if let Ok(done) = tokio::time::timeout_at(at, &mut done_rx).await {
+                return done.unwrap_or_else(|_| internal("the worker thread dropped the call"));
+            }
+            let now = Instant::now();
+            match ctl.started.get() {
+                None => deadline = now + timeout,
+                Some(&started) if started + timeout > now => deadline = started + timeout,
+                Some(_) => break,
+            }
         }
 
         // Deadline passed: ask the call to stop, then give it the grace period.
@@ -622,9 +648,10 @@ impl PythonRuntime {
                 Python::attach(|py| {
                     // Checked while attached: the worker flips `in_python` only while attached,
                     // so the call cannot leave the snippet between this check and the injection.
-                    if false && ctl.in_python.load(Ordering::SeqCst) {
+                    if ctl.in_python.load(Ordering::SeqCst) {
                         let ident = ctl.ident.load(Ordering::SeqCst);
                         let exc = rt.support.timeout_exc.bind(py);
+                        ctl.injected.store(true, Ordering::SeqCst);
                         // SAFETY: attached; `exc` is a live exception class (CPython takes its own
                         // reference), `ident` is the worker's thread id.
                         unsafe { ffi::PyThreadState_SetAsyncExc(ident as c_long, exc.as_ptr()) };
@@ -794,9 +821,12 @@ fn run_sync(rt: &RuntimeInner, snip: &SnippetInner, ctl: &JobCtl, args: &[Value]
             .bind(py)
             .call1((snip.func.bind(py), py_args, &buf));
         ctl.in_python.store(false, Ordering::SeqCst);
-        // Drop a timeout injected too late to be delivered, so it cannot hit the thread's next call.
-        // SAFETY: attached; a NULL exception clears the pending one of that thread.
-        unsafe { ffi::PyThreadState_SetAsyncExc(ident as c_long, std::ptr::null_mut()) };
+        if ctl.injected.load(Ordering::SeqCst) {
+            // Drop a timeout injected too late to be delivered, so it cannot hit the thread's
+            // next call. (Both flags change only while attached, so this cannot miss one.)
+            // SAFETY: attached; a NULL exception clears the pending one of that thread.
+            unsafe { ffi::PyThreadState_SetAsyncExc(ident as c_long, std::ptr::null_mut()) };
+        }
         let python_time = started.elapsed();
         let captured = join_buf(&buf);
         let result = match result {
@@ -818,7 +848,11 @@ fn build_args<'py>(py: Python<'py>, args: &[Value], arity: usize) -> PyResult<Bo
 
 fn join_buf(buf: &Bound<'_, PyList>) -> String {
     buf.iter()
-        .filter_map(|s| s.cast::<PyString>().ok().map(|s| s.to_string_lossy().into_owned()))
+        .filter_map(|s| {
+            s.cast::<PyString>()
+                .ok()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
         .collect()
 }
 
@@ -896,8 +930,11 @@ fn make_deliver<'py>(
     )
 }
 
-#[allow(clippy::result_large_err)] // see `load_snippet`
-fn finish(snip: &SnippetInner, outcome: Outcome, timeout: Duration) -> Result<CallOutput, CallError> {
+fn finish(
+    snip: &SnippetInner,
+    outcome: Outcome,
+    timeout: Duration,
+) -> Result<CallOutput, CallError> {
     let kind = match outcome.result {
         Ok((value, python_time)) => {
             return Ok(CallOutput {
@@ -937,7 +974,7 @@ fn finish(snip: &SnippetInner, outcome: Outcome, timeout: Duration) -> Result<Ca
     Err(CallError {
         owner: snip.owner.clone(),
         function: snip.function.clone(),
-        kind,
+        kind: Box::new(kind),
         captured: outcome.captured,
     })
 }
@@ -956,5 +993,9 @@ fn slug(owner: &str) -> String {
         }
     }
     let trimmed = out.trim_end_matches('_');
-    if trimmed.is_empty() { "snippet".to_owned() } else { trimmed.to_owned() }
+    if trimmed.is_empty() {
+        "snippet".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
 }

@@ -178,6 +178,13 @@ def _register_source(filename, line_offset, text):
     linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
 
 
+def _ensure_sources():
+    # Something may have called linecache.clearcache(); inline sources exist nowhere else.
+    for filename, lines in _sources.items():
+        if filename not in linecache.cache:
+            linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
+
+
 def _source_line(filename, lineno):
     return linecache.getline(filename, lineno).strip() if lineno else ""
 
@@ -206,10 +213,6 @@ def _col(frame_summary):
     return colno + 1 if colno is not None else 1
 
 
-def _plural(n, word):
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _alternatives(ns):
     ns = sorted(set(ns))
     return " or ".join(map(str, ns)) if len(ns) < 3 else ", ".join(map(str, ns[:-1])) + f" or {ns[-1]}"
@@ -229,7 +232,7 @@ def load(module_name, filename, source, display_source, line_offset, function, a
         line = e.lineno or line_offset + 1
         tb = "".join(traceback.format_exception_only(type(e), e))
         return _load_error("syntax", f"syntax error: {e.msg}", filename, line, e.offset or 1, tb, buf)
-    except (ValueError, TypeError) as e:  # e.g. NUL bytes in the source
+    except Exception as e:  # e.g. NUL bytes in the source, or nesting too deep for the compiler
         return _load_error("other", f"cannot compile: {e}", filename, line_offset + 1, 1, "", buf)
 
     module = types.ModuleType(module_name)
@@ -324,23 +327,33 @@ def call_sync(fn, args, buf):
 
 def describe(exc, filename):
     """(type, message, own snippet frames, deepest snippet frames of the chain, traceback, is_timeout)."""
+    _ensure_sources()
     te = traceback.TracebackException.from_exception(exc)
     own = _snippet_frames(te.stack, filename)
     deepest = own
+    timed_out = False
     seen = set()
-    cur = te
+    cur, cur_exc = te, exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         frames = _snippet_frames(cur.stack, filename)
         if frames:
             deepest = frames
-        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+        # A snippet that catches the injected timeout and raises something else still timed out.
+        timed_out = timed_out or isinstance(cur_exc, SnippetTimeout)
+        if cur.__cause__ is not None:
+            cur, cur_exc = cur.__cause__, getattr(cur_exc, "__cause__", None)
+        elif not cur.__suppress_context__:
+            cur, cur_exc = cur.__context__, getattr(cur_exc, "__context__", None)
+        else:
+            cur = None
     text = "".join(te.format())
-    return (type_name(type(exc)), _safe_str(exc), own, deepest, text, isinstance(exc, SnippetTimeout))
+    return (type_name(type(exc)), _safe_str(exc), own, deepest, text, timed_out)
 
 
 def thread_frames(ident, filename):
     """Snippet frames a thread is executing right now (where a timed-out call is stuck)."""
+    _ensure_sources()
     frame = sys._current_frames().get(ident)
     if frame is None:
         return []
@@ -394,6 +407,7 @@ def async_overdue(holder, filename):
     task (a blocking or CPU-bound coroutine that never awaits), the caller injects SnippetTimeout
     into the loop thread so the loop gets free again.
     """
+    _ensure_sources()
     task, buf = holder
     if task is None:
         return (False, [], "".join(buf))

@@ -140,7 +140,11 @@ fn arguments_and_json_returns_keep_int_float_and_order() {
     assert_eq!(out.value["t"], json!([1, "a"]));
     assert_eq!(out.value["2"], json!("int key"));
     assert_eq!(out.value["null"], json!(1.5));
-    let keys: Vec<&String> = out.value["echo"].as_object().expect("object").keys().collect();
+    let keys: Vec<&String> = out.value["echo"]
+        .as_object()
+        .expect("object")
+        .keys()
+        .collect();
     assert_eq!(keys, ["z", "a", "s", "b", "n", "l", "big"]);
 }
 
@@ -201,7 +205,11 @@ fn missing_function_suggests_a_close_name() {
     ));
     assert_eq!(e.kind, LoadErrorKind::MissingFunction);
     assert!(e.message.starts_with("no function `run_inference` defined"));
-    assert!(e.message.contains("did you mean `run_inferense`"), "{}", e.message);
+    assert!(
+        e.message.contains("did you mean `run_inferense`"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -213,11 +221,18 @@ fn non_callable_is_rejected() {
 
 #[test]
 fn wrong_parameter_count_names_accepted_signatures() {
-    let mut sp = spec("arity", "models.yaml", "\ndef run_inference(body):\n    return body\n");
+    let mut sp = spec(
+        "arity",
+        "models.yaml",
+        "\ndef run_inference(body):\n    return body\n",
+    );
     sp.line_offset = 4;
     let e = load_err(sp);
     assert_eq!(e.kind, LoadErrorKind::BadSignature);
-    assert_eq!(e.message, "`run_inference(body)` takes 1 positional parameter; expected 2 or 3");
+    assert_eq!(
+        e.message,
+        "`run_inference(body)` takes 1 positional parameter; expected 2 or 3"
+    );
     assert_eq!(e.line, 6);
 
     let e = load_err(spec(
@@ -225,14 +240,23 @@ fn wrong_parameter_count_names_accepted_signatures() {
         "a4.py",
         "def run_inference(a, b, c, d):\n    return a\n",
     ));
-    assert!(e.message.contains("takes 4 positional parameters; expected 2 or 3"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("takes 4 positional parameters; expected 2 or 3"),
+        "{}",
+        e.message
+    );
 
     let e = load_err(spec(
         "kwonly",
         "kw.py",
         "def run_inference(a, b, *, c):\n    return a\n",
     ));
-    assert!(e.message.contains("required keyword-only parameter `c`"), "{}", e.message);
+    assert!(
+        e.message.contains("required keyword-only parameter `c`"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
@@ -246,17 +270,32 @@ fn import_error_points_at_the_import_line() {
     let e = load_err(sp);
     assert_eq!(e.kind, LoadErrorKind::Import);
     assert_eq!((e.line, e.col), (8, 1));
-    assert_eq!(e.source_line.as_deref(), Some("import nonexistent_lfeval_pkg"));
-    assert!(e.message.contains("No module named 'nonexistent_lfeval_pkg'"), "{}", e.message);
+    assert_eq!(
+        e.source_line.as_deref(),
+        Some("import nonexistent_lfeval_pkg")
+    );
+    assert!(
+        e.message
+            .contains("No module named 'nonexistent_lfeval_pkg'"),
+        "{}",
+        e.message
+    );
     assert!(e.to_string().contains("(models.yaml:8:1); hint:"), "{e}");
     // A failed module must not linger in sys.modules.
     Python::attach(|py| {
-        let modules = py.import("sys").and_then(|s| s.getattr("modules")).expect("sys.modules");
+        let modules = py
+            .import("sys")
+            .and_then(|s| s.getattr("modules"))
+            .expect("sys.modules");
         let names: Vec<String> = modules
             .call_method0("keys")
             .and_then(|k| k.try_iter()?.map(|n| n?.extract::<String>()).collect())
             .expect("names");
-        assert!(!names.iter().any(|n| n.starts_with("lfeval_snippet_model_imp_")));
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.starts_with("lfeval_snippet_model_imp_"))
+        );
     });
 }
 
@@ -274,10 +313,17 @@ fn module_level_exception_is_other() {
 
 #[test]
 fn non_str_return_names_the_type() {
-    let s = load(spec("int", "int.py", "def run_inference(body, environment):\n    return 42\n"));
+    let s = load(spec(
+        "int",
+        "int.py",
+        "def run_inference(body, environment):\n    return 42\n",
+    ));
     let e = call(&s, body_env(), SECOND).expect_err("bad return");
-    assert!(matches!(&e.kind, CallErrorKind::BadReturn { type_name, .. } if type_name == "int"));
-    assert_eq!(e.to_string(), "model `int`: run_inference must return `str`, got `int`");
+    assert!(matches!(&*e.kind, CallErrorKind::BadReturn { type_name, .. } if type_name == "int"));
+    assert_eq!(
+        e.to_string(),
+        "model `int`: run_inference must return `str`, got `int`"
+    );
 
     let s = load(spec(
         "coro",
@@ -285,7 +331,10 @@ fn non_str_return_names_the_type() {
         "import asyncio\ndef run_inference(body, environment):\n    return asyncio.sleep(0)\n",
     ));
     let e = call(&s, body_env(), SECOND).expect_err("coroutine");
-    assert!(e.to_string().contains("got `coroutine`; hint: declare the function with `async def`"));
+    assert!(
+        e.to_string()
+            .contains("got `coroutine`; hint: declare the function with `async def`")
+    );
 }
 
 #[test]
@@ -298,8 +347,10 @@ fn unconvertible_json_return_names_type_and_path() {
     sp.returns = ReturnKind::Json;
     let s = load(sp);
     let e = call(&s, body_env(), SECOND).expect_err("set");
-    match &e.kind {
-        CallErrorKind::BadReturn { type_name, path, .. } => {
+    match &*e.kind {
+        CallErrorKind::BadReturn {
+            type_name, path, ..
+        } => {
             assert_eq!(type_name, "set");
             assert_eq!(path.as_deref(), Some("$.a[1]"));
         }
@@ -314,9 +365,16 @@ fn unconvertible_json_return_names_type_and_path() {
     sp.returns = ReturnKind::Json;
     let s = load(sp);
     let e = call(&s, vec![json!("nan"), json!({})], SECOND).expect_err("nan");
-    assert!(e.to_string().contains("`float` at `$.n` (float `NaN` has no JSON form)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("`float` at `$.n` (float `NaN` has no JSON form)"),
+        "{e}"
+    );
     let e = call(&s, vec![json!("loop"), json!({})], SECOND).expect_err("cycle");
-    assert!(e.to_string().contains("nested deeper than 128 levels"), "{e}");
+    assert!(
+        e.to_string().contains("nested deeper than 128 levels"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -328,7 +386,7 @@ fn exceptions_keep_only_snippet_frames() {
     ));
     let e = call(&s, body_env(), SECOND).expect_err("raises");
     assert_eq!(e.captured, "before\n");
-    match &e.kind {
+    match &*e.kind {
         CallErrorKind::Raised {
             exc_type,
             message,
@@ -343,7 +401,10 @@ fn exceptions_keep_only_snippet_frames() {
                 .collect();
             assert_eq!(
                 lines,
-                [(6, "run_inference", "return helper({})"), (2, "helper", "return d['k']")]
+                [
+                    (6, "run_inference", "return helper({})"),
+                    (2, "helper", "return d['k']")
+                ]
             );
             assert!(frames.iter().all(|f| f.file == "snippets/raise.py"));
             assert!(traceback.contains("KeyError: 'k'"));
@@ -371,10 +432,31 @@ fn tracebacks_show_display_source_not_substituted_secrets() {
     let e = call(&s, body_env(), SECOND).expect_err("raises");
     let frames = e.kind.frames();
     assert_eq!(frames.len(), 1);
-    assert_eq!(frames[0].source_line, "raise RuntimeError('<< secrets.KEY >>' + '')");
-    if let CallErrorKind::Raised { traceback, .. } = &e.kind {
-        assert!(!traceback.contains("raise RuntimeError('sk-123'"), "{traceback}");
+    assert_eq!(
+        frames[0].source_line,
+        "raise RuntimeError('<< secrets.KEY >>' + '')"
+    );
+    if let CallErrorKind::Raised { traceback, .. } = &*e.kind {
+        assert!(
+            !traceback.contains("raise RuntimeError('sk-123'"),
+            "{traceback}"
+        );
     }
+}
+
+#[test]
+fn source_lines_survive_a_cleared_linecache() {
+    let mut sp = spec(
+        "clear",
+        "clear.yaml",
+        "import linecache\ndef run_inference(body, environment):\n    linecache.clearcache()\n    raise ValueError('x')\n",
+    );
+    sp.line_offset = 7;
+    let s = load(sp);
+    let e = call(&s, body_env(), SECOND).expect_err("raises");
+    let frames = e.kind.frames();
+    assert_eq!(frames[0].line, 11);
+    assert_eq!(frames[0].source_line, "raise ValueError('x')");
 }
 
 #[test]
@@ -392,10 +474,24 @@ fn inline_snippets_sharing_a_file_keep_their_own_lines() {
     );
     second.line_offset = 20;
     let (a, b) = (load(first), load(second));
-    let fa = call(&a, body_env(), SECOND).expect_err("one").kind.frames().to_vec();
-    let fb = call(&b, body_env(), SECOND).expect_err("two").kind.frames().to_vec();
-    assert_eq!((fa[0].line, fa[0].source_line.as_str()), (5, "raise ValueError('one')"));
-    assert_eq!((fb[0].line, fb[0].source_line.as_str()), (22, "raise ValueError('two')"));
+    let fa = call(&a, body_env(), SECOND)
+        .expect_err("one")
+        .kind
+        .frames()
+        .to_vec();
+    let fb = call(&b, body_env(), SECOND)
+        .expect_err("two")
+        .kind
+        .frames()
+        .to_vec();
+    assert_eq!(
+        (fa[0].line, fa[0].source_line.as_str()),
+        (5, "raise ValueError('one')")
+    );
+    assert_eq!(
+        (fb[0].line, fb[0].source_line.as_str()),
+        (22, "raise ValueError('two')")
+    );
 }
 
 #[test]
@@ -406,9 +502,13 @@ fn system_exit_and_keyboard_interrupt_fail_only_that_call() {
         "import sys\ndef run_inference(body, environment):\n    if body == 'exit':\n        sys.exit(3)\n    if body == 'int':\n        raise KeyboardInterrupt\n    return 'alive'\n",
     ));
     let e = call(&s, vec![json!("exit"), json!({})], SECOND).expect_err("exit");
-    assert!(matches!(&e.kind, CallErrorKind::Raised { exc_type, message, .. } if exc_type == "SystemExit" && message == "3"));
+    assert!(
+        matches!(&*e.kind, CallErrorKind::Raised { exc_type, message, .. } if exc_type == "SystemExit" && message == "3")
+    );
     let e = call(&s, vec![json!("int"), json!({})], SECOND).expect_err("interrupt");
-    assert!(matches!(&e.kind, CallErrorKind::Raised { exc_type, .. } if exc_type == "KeyboardInterrupt"));
+    assert!(
+        matches!(&*e.kind, CallErrorKind::Raised { exc_type, .. } if exc_type == "KeyboardInterrupt")
+    );
     assert_eq!(ok(&s, body_env()).value, json!("alive"));
 
     let _guard = loop_lock();
@@ -418,7 +518,7 @@ fn system_exit_and_keyboard_interrupt_fail_only_that_call() {
         "import asyncio\nasync def run_inference(body, environment):\n    if body == 'exit':\n        raise SystemExit(2)\n    await asyncio.sleep(0)\n    return 'alive'\n",
     ));
     let e = call(&s, vec![json!("exit"), json!({})], SECOND).expect_err("exit");
-    assert!(matches!(&e.kind, CallErrorKind::Raised { exc_type, .. } if exc_type == "SystemExit"));
+    assert!(matches!(&*e.kind, CallErrorKind::Raised { exc_type, .. } if exc_type == "SystemExit"));
     assert_eq!(ok(&s, body_env()).value, json!("alive"));
 }
 
@@ -439,7 +539,11 @@ fn concurrent_sync_calls_capture_their_own_output() {
             let s = s.clone();
             tokio::spawn(async move {
                 runtime()
-                    .call(&s, vec![json!(format!("c{i}")), json!({})], Duration::from_secs(10))
+                    .call(
+                        &s,
+                        vec![json!(format!("c{i}")), json!({})],
+                        Duration::from_secs(10),
+                    )
                     .await
             })
         });
@@ -469,7 +573,11 @@ fn concurrent_async_calls_capture_their_own_output() {
             let s = s.clone();
             tokio::spawn(async move {
                 runtime()
-                    .call(&s, vec![json!(format!("a{i}")), json!({})], Duration::from_secs(10))
+                    .call(
+                        &s,
+                        vec![json!(format!("a{i}")), json!({})],
+                        Duration::from_secs(10),
+                    )
                     .await
             })
         });
@@ -489,7 +597,7 @@ fn concurrent_async_calls_capture_their_own_output() {
 // Timeouts
 
 fn timeout_frames(e: &CallError) -> &[Frame] {
-    match &e.kind {
+    match &*e.kind {
         CallErrorKind::Timeout { frames, .. } => frames,
         other => panic!("expected a timeout, got {other:?}"),
     }
@@ -507,14 +615,61 @@ fn pure_python_loop_swallowing_exception_times_out() {
     let started = Instant::now();
     let e = call(&s, vec![json!("hang"), json!({})], SECOND).expect_err("timeout");
     let elapsed = started.elapsed();
-    assert!(elapsed >= SECOND && elapsed < SECOND + TIMEOUT_GRACE, "{elapsed:?}");
+    assert!(
+        elapsed >= SECOND && elapsed < SECOND + TIMEOUT_GRACE,
+        "{elapsed:?}"
+    );
     let frames = timeout_frames(&e);
-    assert!(matches!(frames.last(), Some(f) if f.function == "run_inference" && (2..=6).contains(&f.line)));
-    assert!(e.to_string().starts_with("model `spin`: run_inference timed out after 1s (spin.py:"), "{e}");
+    assert!(
+        matches!(frames.last(), Some(f) if f.function == "run_inference" && (2..=6).contains(&f.line))
+    );
+    assert!(
+        e.to_string()
+            .starts_with("model `spin`: run_inference timed out after 1s (spin.py:"),
+        "{e}"
+    );
     // Same (only) worker thread: no timeout may leak into the next call.
     for _ in 0..3 {
         assert_eq!(ok(&s, body_env()).value, json!("free"));
     }
+}
+
+#[test]
+fn timeout_converted_into_another_exception_is_still_a_timeout() {
+    let s = load(spec(
+        "wrap",
+        "wrap.py",
+        "def run_inference(body, environment):\n    try:\n        while True:\n            pass\n    except BaseException:\n        raise RuntimeError('cleanup failed')\n",
+    ));
+    let started = Instant::now();
+    let e = call(&s, body_env(), SECOND).expect_err("timeout");
+    assert!(started.elapsed() < SECOND + TIMEOUT_GRACE);
+    let frames = timeout_frames(&e);
+    // Where the timeout landed (the loop), not where the replacement exception was raised.
+    assert!(
+        matches!(frames.last(), Some(f) if (3..=4).contains(&f.line)),
+        "{frames:?}"
+    );
+}
+
+#[test]
+fn queueing_for_a_worker_does_not_use_up_the_budget() {
+    let mut sp = spec(
+        "queued",
+        "queued.py",
+        "import time\ndef run_inference(body, environment):\n    time.sleep(0.6)\n    return body\n",
+    );
+    sp.workers = 1;
+    let s = load(sp);
+    let results = block_on(async {
+        let first = runtime().call(&s, vec![json!("a"), json!({})], SECOND);
+        let second = runtime().call(&s, vec![json!("b"), json!({})], SECOND);
+        tokio::join!(first, second)
+    });
+    // The second call waited ~0.6 s for the only worker and then ran ~0.6 s: 1.2 s in total,
+    // but only 0.6 s of its own budget.
+    assert_eq!(results.0.expect("first").value, json!("a"));
+    assert_eq!(results.1.expect("second").value, json!("b"));
 }
 
 #[test]
@@ -530,7 +685,10 @@ fn sleeping_call_is_abandoned_after_grace_and_pool_recovers() {
     let e = call(&s, vec![json!("hang"), json!({})], SECOND).expect_err("timeout");
     let elapsed = started.elapsed();
     assert!(elapsed >= SECOND + TIMEOUT_GRACE, "{elapsed:?}");
-    assert!(elapsed < SECOND + TIMEOUT_GRACE + Duration::from_millis(750), "{elapsed:?}");
+    assert!(
+        elapsed < SECOND + TIMEOUT_GRACE + Duration::from_millis(750),
+        "{elapsed:?}"
+    );
     assert_eq!(e.captured, "about to sleep\n");
     assert_eq!(
         e.to_string(),
@@ -553,7 +711,10 @@ fn async_sleep_is_cancelled_at_the_deadline() {
     let started = Instant::now();
     let e = call(&s, vec![json!("hang"), json!({})], SECOND).expect_err("timeout");
     let elapsed = started.elapsed();
-    assert!(elapsed >= SECOND && elapsed < SECOND + Duration::from_millis(500), "{elapsed:?}");
+    assert!(
+        elapsed >= SECOND && elapsed < SECOND + Duration::from_millis(500),
+        "{elapsed:?}"
+    );
     assert_eq!(
         e.to_string(),
         "model `asleep`: run_inference timed out after 1s (asleep.py:4, in run_inference)"
@@ -573,7 +734,10 @@ fn blocking_coroutine_is_reported_and_frees_the_loop() {
     let e = call(&s, vec![json!("hang"), json!({})], SECOND).expect_err("timeout");
     let elapsed = started.elapsed();
     assert!(elapsed >= SECOND + TIMEOUT_GRACE, "{elapsed:?}");
-    assert!(elapsed < SECOND + TIMEOUT_GRACE + Duration::from_millis(750), "{elapsed:?}");
+    assert!(
+        elapsed < SECOND + TIMEOUT_GRACE + Duration::from_millis(750),
+        "{elapsed:?}"
+    );
     assert_eq!(
         e.to_string(),
         "model `blocker`: run_inference timed out after 1s (blocker.py:4, in run_inference)"
@@ -582,7 +746,11 @@ fn blocking_coroutine_is_reported_and_frees_the_loop() {
     // unwinds the blocker and the loop serves again.
     let out = call(&s, body_env(), Duration::from_secs(5)).expect("loop recovers");
     assert_eq!(out.value, json!("done"));
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -601,10 +769,17 @@ fn second_initialize_is_refused() {
 fn info_describes_the_embedded_interpreter() {
     let info = runtime().info();
     assert!(info.version.starts_with("3."), "{info:?}");
-    let minor = info.version.split('.').take(2).collect::<Vec<_>>().join(".");
+    let minor = info
+        .version
+        .split('.')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".");
     assert!(std::path::Path::new(&info.executable).is_file(), "{info:?}");
     assert!(
-        info.sys_path.iter().any(|p| p.ends_with(&format!("lib/python{minor}"))),
+        info.sys_path
+            .iter()
+            .any(|p| p.ends_with(&format!("lib/python{minor}"))),
         "{info:?}"
     );
     match &info.httpx {
@@ -626,10 +801,18 @@ fn venv_for_another_python_is_explained() {
     let dir = scratch_dir("venv-other");
     std::fs::create_dir_all(dir.join("lib/python3.99/site-packages")).expect("mkdir");
     let err = venv_site_packages(&dir, 3, 11).expect_err("wrong version");
-    assert!(err.to_string().contains("created for `python3.99` but lfeval embeds `python3.11`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("created for `python3.99` but lfeval embeds `python3.11`"),
+        "{err}"
+    );
     let empty = scratch_dir("venv-empty");
     let err = venv_site_packages(&empty, 3, 11).expect_err("no lib");
-    assert!(err.to_string().contains("no `lib/python3.11/site-packages` inside"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no `lib/python3.11/site-packages` inside"),
+        "{err}"
+    );
     std::fs::create_dir_all(empty.join("lib/python3.11/site-packages")).expect("mkdir");
     assert!(venv_site_packages(&empty, 3, 11).is_ok());
 }
@@ -648,7 +831,10 @@ fn site_dirs_shadow_base_packages_and_run_pth_files() {
         support
             .call_method1("_add_site_dir", (dir.display().to_string(),))
             .expect("add");
-        py.import("sys").and_then(|s| s.getattr("path")).and_then(|p| p.extract()).expect("path")
+        py.import("sys")
+            .and_then(|s| s.getattr("path"))
+            .and_then(|p| p.extract())
+            .expect("path")
     });
     let pos = |p: &std::path::Path| paths.iter().position(|x| x == &p.display().to_string());
     let base = paths.iter().position(|p| p.ends_with("site-packages"));

@@ -2,6 +2,7 @@
 //! `$ref`, `$VAR` and `((TODO))` ([`resolve`]), then deserialize into typed definitions with
 //! located errors ([`de`]). The parser is serde-saphyr's (granit-parser event stream).
 
+mod config_template;
 mod de;
 mod node;
 mod parse;
@@ -10,6 +11,7 @@ mod resolve;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use config_template::{substitute as substitute_config, to_json};
 pub use de::{Located, MetaWire, SourceText, deserialize_meta, from_node, unset_error};
 pub use node::{Key, Node, SourceFile, Span, Style, Value};
 pub use parse::display_path;

@@ -19,10 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// Anything the server can call to answer a request.
-///
-/// Closures passed where a `Handler` is expected should annotate their argument
-/// (`|req: &Request| ...`) so the compiler infers the higher-ranked signature.
+/// Anything the server can call to answer a request; implemented for every suitable closure.
+/// The canned handlers return `impl Handler`, which `TestServer::start` and `delayed` accept.
 pub trait Handler: Fn(&Request) -> Response + Send + Sync + 'static {}
 impl<F> Handler for F where F: Fn(&Request) -> Response + Send + Sync + 'static {}
 
