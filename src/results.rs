@@ -45,9 +45,10 @@ const FORMAT_VERSION: u64 = 1;
 /// Where and when a run started; stored in `run_config.json` next to the config itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunInfo {
-    /// The project root the run was started from.
+    /// The project root the run was started from; absolute, so that `--resume` works from
+    /// any working directory.
     pub project_dir: PathBuf,
-    /// The run file (`run.yaml`), when the run came from one.
+    /// The run file (`run.yaml`), when the run came from one; absolute too.
     pub run_file: Option<PathBuf>,
     pub started_at: Timestamp,
 }
@@ -175,6 +176,25 @@ impl RunDir {
     /// Creates a new run directory holding `run_config.json` and an empty `samples.jsonl`.
     /// Fails if `path` exists and is not an empty directory.
     pub fn create(path: &Path, info: &RunInfo, run_config: &Value) -> Result<RunDir, ResultsError> {
+        let lfeval_version = env!("CARGO_PKG_VERSION").to_owned();
+        let mut document = Map::new();
+        document.insert("format_version".into(), FORMAT_VERSION.into());
+        document.insert("lfeval_version".into(), lfeval_version.clone().into());
+        document.insert("started_at".into(), info.started_at.to_string().into());
+        document.insert("project_dir".into(), path_value(&info.project_dir)?);
+        document.insert(
+            "run_file".into(),
+            match &info.run_file {
+                Some(run_file) => path_value(run_file)?,
+                None => Value::Null,
+            },
+        );
+        document.insert("run_config".into(), run_config.clone());
+        // Rendered before anything touches the disk, so a config that cannot be written
+        // leaves no half-made run directory behind.
+        let config_path = path.join(RUN_CONFIG_FILE);
+        let config_text = render_file(&Value::Object(document), &config_path)?;
+
         if path.exists() {
             if !path.is_dir() {
                 return Err(ResultsError::NotEmpty {
@@ -210,21 +230,13 @@ impl RunDir {
         };
         lock(&file, path)?;
 
-        let lfeval_version = env!("CARGO_PKG_VERSION").to_owned();
-        let mut document = Map::new();
-        document.insert("format_version".into(), FORMAT_VERSION.into());
-        document.insert("lfeval_version".into(), lfeval_version.clone().into());
-        document.insert("started_at".into(), info.started_at.to_string().into());
-        document.insert("project_dir".into(), path_value(&info.project_dir)?);
-        document.insert(
-            "run_file".into(),
-            match &info.run_file {
-                Some(run_file) => path_value(run_file)?,
-                None => Value::Null,
-            },
-        );
-        document.insert("run_config".into(), run_config.clone());
-        write_atomic(&path.join(RUN_CONFIG_FILE), &Value::Object(document))?;
+        if let Err(error) = write_text_atomic(&config_path, &config_text) {
+            // Without its config the directory could be neither resumed nor created again;
+            // the samples file is still empty and ours, so take it back.
+            drop(file);
+            let _ = fs::remove_file(&samples_path);
+            return Err(error);
+        }
         let run_config = redact_value(run_config);
         Ok(RunDir {
             path: path.to_path_buf(),
@@ -641,17 +653,27 @@ fn render(value: &Value, pretty: bool, what: &str) -> Result<String, ResultsErro
     }
 }
 
-/// Writes pretty JSON to a temporary sibling of `target`, syncs it and renames it over
-/// `target`: readers (and a crash) see the old file or the new one, never a mix.
+/// Pretty JSON text of a whole file, masked, with a final newline.
+fn render_file(value: &Value, target: &Path) -> Result<String, ResultsError> {
+    let mut text = render(value, true, &target.display().to_string())?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Writes `value` as pretty JSON to `target` through [`write_text_atomic`].
 fn write_atomic(target: &Path, value: &Value) -> Result<(), ResultsError> {
+    write_text_atomic(target, &render_file(value, target)?)
+}
+
+/// Writes `text` to a temporary sibling of `target`, syncs it and renames it over `target`:
+/// readers (and a crash) see the old file or the new one, never a mix.
+fn write_text_atomic(target: &Path, text: &str) -> Result<(), ResultsError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
         return Err(ResultsError::InvalidRelativePath {
             relative: target.display().to_string(),
         });
     };
-    let mut text = render(value, true, &target.display().to_string())?;
-    text.push('\n');
     fs::create_dir_all(parent).map_err(|e| ResultsError::io("create directory", parent, e))?;
     let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut temp_name = std::ffi::OsString::from(".");
@@ -777,7 +799,7 @@ mod tests {
         run.finish().unwrap();
         drop(run);
 
-        let (run, state) = RunDir::resume(&dir).unwrap();
+        let (run, state) = resume_when_free(&dir);
         assert_eq!(state.records, 3);
         assert_eq!(state.truncated_bytes, 0);
         let expected: HashSet<(String, String)> = [("a", "1"), ("a", "2"), ("b", "1")]
@@ -825,7 +847,7 @@ mod tests {
             .write_all(partial)
             .unwrap();
 
-        let (run, state) = RunDir::resume(&dir).unwrap();
+        let (run, state) = resume_when_free(&dir);
         assert_eq!(state.records, 2);
         assert_eq!(state.truncated_bytes, partial.len() as u64);
         assert!(!state.completed.contains(&("a".to_owned(), "3".to_owned())));
@@ -845,7 +867,7 @@ mod tests {
         drop(new_run(&dir));
         let tail = serde_json::to_string(&record("a", "1")).unwrap();
         fs::write(dir.join(SAMPLES_FILE), &tail).unwrap();
-        let (run, state) = RunDir::resume(&dir).unwrap();
+        let (run, state) = resume_when_free(&dir);
         assert_eq!(state.records, 0);
         assert_eq!(state.truncated_bytes, tail.len() as u64);
         run.append(&record("a", "1")).unwrap();
@@ -990,6 +1012,20 @@ mod tests {
         ));
     }
 
+    /// Resumes, waiting out a lock that outlives its [`RunDir`] for a moment: a process that
+    /// another test forks shares the lock until its `exec` closes the inherited descriptor.
+    fn resume_when_free(dir: &Path) -> (RunDir, ResumeState) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match RunDir::resume(dir) {
+                Err(ResultsError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
     #[test]
     fn a_live_run_cannot_be_opened_twice() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1000,7 +1036,7 @@ mod tests {
             Err(ResultsError::Locked { .. })
         ));
         drop(run);
-        let (resumed, _) = RunDir::resume(&dir).unwrap();
+        let (resumed, _) = resume_when_free(&dir);
         assert!(matches!(
             RunDir::resume(&dir),
             Err(ResultsError::Locked { .. })
@@ -1098,6 +1134,8 @@ mod tests {
     #[test]
     fn a_secret_spanning_json_syntax_blocks_the_write() {
         crate::redact::register("qzk\":\"vvq", "<<secrets.ODD>>");
+        // Files are pretty-printed, which puts a space after the colon.
+        crate::redact::register("qzp\": \"vvp", "<<secrets.ODD_PRETTY>>");
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("run");
         let run = new_run(&dir);
@@ -1108,6 +1146,15 @@ mod tests {
         assert!(lines(&dir).is_empty());
         run.append(&record("a", "1")).unwrap();
         assert_eq!(lines(&dir), vec![record("a", "1")]);
+
+        // A config that cannot be written leaves nothing behind to block a retry.
+        let other = tmp.path().join("other");
+        assert!(matches!(
+            RunDir::create(&other, &info(), &json!({"qzp": "vvp"})),
+            Err(ResultsError::Unredactable { .. })
+        ));
+        assert!(!other.exists());
+        drop(new_run(&other));
     }
 
     /// Not a test on its own: the process [`a_killed_writer_leaves_a_resumable_run`] starts
@@ -1118,7 +1165,7 @@ mod tests {
         let Some(dir) = std::env::var_os("LFEVAL_TEST_WRITER_DIR") else {
             return;
         };
-        let (run, _) = RunDir::resume(Path::new(&dir)).unwrap();
+        let (run, _) = resume_when_free(Path::new(&dir));
         let padding = "p".repeat(4 * 1024 * 1024);
         for i in 0.. {
             run.append(&json!({"spec": "s", "sample_id": i.to_string(), "pad": padding}))
@@ -1150,7 +1197,7 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
 
-        let (run, state) = RunDir::resume(&dir).unwrap();
+        let (run, state) = resume_when_free(&dir);
         assert!(state.records >= 5, "{} records", state.records);
         let next = state.records.to_string();
         assert!(!run.is_recorded("s", &next));

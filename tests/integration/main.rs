@@ -1,1 +1,6 @@
-//! Integration tests: one binary driving the real `lfeval` executable.
+//! Integration tests: one binary that drives the real `lfeval` executable through [`test::Test`],
+//! against real HTTP servers on 127.0.0.1 ([`server`]) and the real embedded Python.
+
+mod server;
+mod server_selftest;
+mod test;

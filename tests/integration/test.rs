@@ -1,0 +1,160 @@
+//! The test builder: a fresh project directory per test, files written into it, and the real
+//! `lfeval` binary run there with a clean, deterministic environment. `snapshot()` renders the
+//! exit code, stdout and stderr with paths, ports and timings filtered, for insta.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use regex::Regex;
+
+#[must_use]
+pub struct Test {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Option<String>,
+    filters: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+}
+
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Test {
+    pub fn new() -> Test {
+        let dir = tempfile::Builder::new().prefix("lfeval-test-").tempdir().expect("create a temp dir");
+        Test { dir, args: Vec::new(), env: Vec::new(), stdin: None, filters: Vec::new(), cwd: None }
+    }
+
+    /// The project directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(self, relative: &str, contents: &str) -> Test {
+        let path = self.dir.path().join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("create dirs");
+        std::fs::write(&path, contents).expect("write file");
+        self
+    }
+
+    /// Copies a file or directory of the repository (e.g. `snippets/run_inference.py`).
+    pub fn copy_from_repo(self, relative: &str) -> Test {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+        copy_tree(&from, &self.dir.path().join(relative));
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Test {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Test {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn stdin(mut self, input: &str) -> Test {
+        self.stdin = Some(input.to_owned());
+        self
+    }
+
+    pub fn current_dir(mut self, dir: &Path) -> Test {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+
+    /// An extra regex filter for snapshots.
+    pub fn filter(mut self, pattern: &str, replacement: &str) -> Test {
+        self.filters.push((pattern.to_owned(), replacement.to_owned()));
+        self
+    }
+
+    pub fn secrets_file(&self) -> PathBuf {
+        self.dir.path().join(".test-home/secrets.json")
+    }
+
+    pub fn run(&self) -> Output {
+        let home = self.dir.path().join(".test-home");
+        std::fs::create_dir_all(&home).expect("home");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lfeval"));
+        cmd.args(&self.args)
+            .current_dir(self.cwd.as_deref().unwrap_or(self.dir.path()))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("NO_COLOR", "1")
+            .env("LANG", "C.UTF-8")
+            .env("LFEVAL_SECRETS_FILE", self.secrets_file());
+        if let Ok(venv) = std::env::var("VIRTUAL_ENV") {
+            cmd.env("VIRTUAL_ENV", venv);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run lfeval");
+        if let Some(input) = &self.stdin {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("wait for lfeval");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and renders what a user sees, with nondeterminism filtered out.
+    pub fn snapshot(&self) -> String {
+        let out = self.run();
+        let text = format!("exit_code: {}\n----- stdout -----\n{}\n----- stderr -----\n{}", out.code, out.stdout.trim_end(), out.stderr.trim_end());
+        self.filtered(&text)
+    }
+
+    pub fn filtered(&self, text: &str) -> String {
+        let root = self.dir.path().canonicalize().unwrap_or_else(|_| self.dir.path().to_path_buf());
+        let mut text = text.replace(&root.display().to_string(), "[PROJECT]").replace(&self.dir.path().display().to_string(), "[PROJECT]");
+        let mut filters: Vec<(String, String)> = vec![
+            (r"127\.0\.0\.1:\d+".to_owned(), "127.0.0.1:[PORT]".to_owned()),
+            (r"\b\d+(\.\d+)?(ms|µs|s)\b".to_owned(), "[TIME]".to_owned()),
+            (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z".to_owned(), "[TIMESTAMP]".to_owned()),
+            (r"\d+(\.\d+)?/s\b".to_owned(), "[RATE]".to_owned()),
+        ];
+        filters.extend(self.filters.iter().cloned());
+        for (pattern, replacement) in filters {
+            text = Regex::new(&pattern).expect("valid filter").replace_all(&text, replacement.as_str()).into_owned();
+        }
+        text
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(from, to).expect("copy");
+    }
+}
+
+/// Asserts a snapshot of a [`Test`] run.
+#[macro_export]
+macro_rules! lfeval_snapshot {
+    ($test:expr) => {
+        insta::assert_snapshot!($test.snapshot())
+    };
+    ($name:expr, $test:expr) => {
+        insta::assert_snapshot!($name, $test.snapshot())
+    };
+}
