@@ -1,3 +1,4 @@
+#![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 //! Fixed costs of the embedded Python runtime: interpreter start-up, and the overhead
 //! `PythonRuntime::call` adds around a synchronous snippet that returns a constant (thread hop,
 //! GIL hand-over, argument/return conversion, output capture).

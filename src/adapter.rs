@@ -15,9 +15,18 @@ use crate::yaml::{Located, Node, SourceText, from_node};
 
 /// The built-in adapters: (file name, YAML text).
 pub const BUILTINS: &[(&str, &str)] = &[
-    ("adapters/builtin/identity.yaml", include_str!("../adapters/builtin/identity.yaml")),
-    ("adapters/builtin/openai_chat_completion.yaml", include_str!("../adapters/builtin/openai_chat_completion.yaml")),
-    ("adapters/builtin/openai_embeddings.yaml", include_str!("../adapters/builtin/openai_embeddings.yaml")),
+    (
+        "adapters/builtin/identity.yaml",
+        include_str!("../adapters/builtin/identity.yaml"),
+    ),
+    (
+        "adapters/builtin/openai_chat_completion.yaml",
+        include_str!("../adapters/builtin/openai_chat_completion.yaml"),
+    ),
+    (
+        "adapters/builtin/openai_embeddings.yaml",
+        include_str!("../adapters/builtin/openai_embeddings.yaml"),
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -120,7 +129,11 @@ const INPUT: &str = "process_input";
 const OUTPUT: &str = "process_output";
 
 fn origin(text: &SourceText) -> TemplateOrigin {
-    TemplateOrigin { file: text.file.clone(), line_offset: text.line_offset, column_offset: text.col_offset }
+    TemplateOrigin {
+        file: text.file.clone(),
+        line_offset: text.line_offset,
+        column_offset: text.col_offset,
+    }
 }
 
 impl CompiledAdapter {
@@ -134,12 +147,19 @@ impl CompiledAdapter {
         Ok(CompiledAdapter { adapter, engine })
     }
 
-    pub fn render_input(&self, input: &Value, model_info: &ModelInfo, kwargs: &Map<String, Value>) -> Result<String, Diagnostic> {
+    pub fn render_input(
+        &self,
+        input: &Value,
+        model_info: &ModelInfo,
+        kwargs: &Map<String, Value>,
+    ) -> Result<String, Diagnostic> {
         let mut ctx = Map::new();
         ctx.insert("input".to_owned(), input.clone());
         ctx.insert("model_info".to_owned(), model_info.to_value());
         ctx.insert("kwargs".to_owned(), Value::Object(kwargs.clone()));
-        self.engine.render(INPUT, &ctx).map_err(|e| template_diagnostic(&self.adapter.key, INPUT, &e))
+        self.engine
+            .render(INPUT, &ctx)
+            .map_err(|e| template_diagnostic(&self.adapter.key, INPUT, &e))
     }
 
     pub fn render_output(
@@ -154,14 +174,22 @@ impl CompiledAdapter {
         ctx.insert("status_code".to_owned(), Value::from(status_code));
         ctx.insert("headers".to_owned(), Value::Object(headers.clone()));
         ctx.insert("model_info".to_owned(), model_info.to_value());
-        self.engine.render(OUTPUT, &ctx).map_err(|e| template_diagnostic(&self.adapter.key, OUTPUT, &e))
+        self.engine
+            .render(OUTPUT, &ctx)
+            .map_err(|e| template_diagnostic(&self.adapter.key, OUTPUT, &e))
     }
 }
 
 fn template_diagnostic(adapter: &str, template: &str, err: &TemplateError) -> Diagnostic {
     let mut diag = Diagnostic::new(format!("adapter `{adapter}`: `{template}` failed: {}", err.message));
     if let (Some(file), Some(line)) = (&err.file, err.line) {
-        diag = diag.at_location(Location { file: file.clone(), line, col: 1, width: 1, source_line: None });
+        diag = diag.at_location(Location {
+            file: file.clone(),
+            line,
+            col: 1,
+            width: 1,
+            source_line: None,
+        });
     }
     diag.excerpt = err.excerpt.clone();
     diag

@@ -62,15 +62,9 @@ pub struct CachedResponse {
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cannot create the directory of cache `{}`: {error}", path.display())]
-    CreateDir {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    CreateDir { path: PathBuf, error: std::io::Error },
     #[error("cache `{}`: {error}", path.display())]
-    Sqlite {
-        path: PathBuf,
-        error: rusqlite::Error,
-    },
+    Sqlite { path: PathBuf, error: rusqlite::Error },
     #[error(
         "cache `{}` has schema version {found}, newer than this lfeval understands ({SCHEMA_VERSION}); hint: upgrade lfeval, or delete the file to start an empty cache",
         path.display()
@@ -138,17 +132,12 @@ impl ResponseCache {
         )
         .map_err(sqlite)?;
         let found: Option<i64> = tx
-            .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
-                row.get(0)
-            })
+            .query_row("SELECT MAX(version) FROM schema_version", [], |row| row.get(0))
             .map_err(sqlite)?;
         match found {
             None => {
-                tx.execute(
-                    "INSERT INTO schema_version (version) VALUES (?1)",
-                    [SCHEMA_VERSION],
-                )
-                .map_err(sqlite)?;
+                tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])
+                    .map_err(sqlite)?;
             }
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(CacheError::NewerSchema {
@@ -205,10 +194,10 @@ impl ResponseCache {
             key: key.to_owned(),
             message,
         };
-        let status_code = u16::try_from(status_code)
-            .map_err(|_| corrupt(format!("status code {status_code} is out of range")))?;
-        let headers: Vec<(String, String)> = serde_json::from_str(&headers)
-            .map_err(|e| corrupt(format!("headers are not a list of pairs: {e}")))?;
+        let status_code =
+            u16::try_from(status_code).map_err(|_| corrupt(format!("status code {status_code} is out of range")))?;
+        let headers: Vec<(String, String)> =
+            serde_json::from_str(&headers).map_err(|e| corrupt(format!("headers are not a list of pairs: {e}")))?;
         Ok(Some(CachedResponse {
             status_code,
             headers,
@@ -218,12 +207,7 @@ impl ResponseCache {
     }
 
     /// Stores (or replaces) the response for `key`, masking secrets in everything stored.
-    pub fn put(
-        &self,
-        key: &str,
-        model_key: &str,
-        response: &CachedResponse,
-    ) -> Result<(), CacheError> {
+    pub fn put(&self, key: &str, model_key: &str, response: &CachedResponse) -> Result<(), CacheError> {
         let headers: Vec<(Cow<'_, str>, Cow<'_, str>)> = response
             .headers
             .iter()
@@ -236,11 +220,7 @@ impl ResponseCache {
         // stored with the secret.
         let headers = match redact(&headers) {
             Cow::Borrowed(_) => headers,
-            Cow::Owned(masked)
-                if serde_json::from_str::<Vec<(String, String)>>(&masked).is_ok() =>
-            {
-                masked
-            }
+            Cow::Owned(masked) if serde_json::from_str::<Vec<(String, String)>>(&masked).is_ok() => masked,
             Cow::Owned(_) => "[]".to_owned(),
         };
         let created_at = jiff::Timestamp::now().to_string();
@@ -293,9 +273,7 @@ impl ResponseCache {
     /// A panic elsewhere while the lock was held cannot leave the connection half-way through
     /// a statement (rusqlite resets statements on drop), so a poisoned lock is still usable.
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.connection
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.connection.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn sqlite(&self, error: rusqlite::Error) -> CacheError {
@@ -333,10 +311,7 @@ mod tests {
         let first = response("{\"answer\":\"hello\"}");
         cache.put(&key, "my-model", &first).unwrap();
         assert_eq!(cache.get(&key).unwrap(), Some(first));
-        assert_eq!(
-            cache.get(&ResponseCache::key("model-fp", "other")).unwrap(),
-            None
-        );
+        assert_eq!(cache.get(&ResponseCache::key("model-fp", "other")).unwrap(), None);
 
         // Upsert: the newer response replaces the older one.
         let second = CachedResponse {
@@ -369,10 +344,7 @@ mod tests {
         let key = ResponseCache::key("fp", "body");
         assert_eq!(key, ResponseCache::key("fp", "body"));
         assert_eq!(key.len(), 64);
-        assert!(
-            key.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        );
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(key, ResponseCache::key("fp", "body "));
         assert_ne!(key, ResponseCache::key("fp2", "body"));
         // Without the length prefixes these two would hash the same bytes.
@@ -416,9 +388,7 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(versions, vec![SCHEMA_VERSION]);
-        let mode: String = raw
-            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
-            .unwrap();
+        let mode: String = raw.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
         assert_eq!(mode, "wal");
     }
 
@@ -439,8 +409,7 @@ mod tests {
                 [],
             )
             .unwrap();
-            raw.execute("UPDATE schema_version SET version = 99", [])
-                .unwrap();
+            raw.execute("UPDATE schema_version SET version = 99", []).unwrap();
         }
         assert!(matches!(cache.get("k"), Err(CacheError::Corrupt { .. })));
         assert!(matches!(cache.get("h"), Err(CacheError::Corrupt { .. })));

@@ -172,7 +172,12 @@ pub enum SecretCommand {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The run config.
-    #[arg(short = 'f', long = "file", value_name = "RUN.yaml", required_unless_present = "resume")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "RUN.yaml",
+        required_unless_present = "resume"
+    )]
     pub file: Option<PathBuf>,
     /// Finish an interrupted run in this directory.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "file")]

@@ -27,7 +27,10 @@ pub enum Source {
     /// `<< secrets.NAME >>`.
     Secret(String),
     /// `$VAR` whose variable is unset; holds the rendered error.
-    Unset { var: String, error: String },
+    Unset {
+        var: String,
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -45,7 +48,10 @@ impl<'de> Deserialize<'de> for ConfigValue {
         let location = meta.location();
         let value = meta.value.clone().unwrap_or(serde_json::Value::Null);
         let source = if let Some(var) = meta.unset_var {
-            Source::Unset { var, error: meta.unset_error.unwrap_or_default() }
+            Source::Unset {
+                var,
+                error: meta.unset_error.unwrap_or_default(),
+            }
         } else if let Some(name) = value.as_str().and_then(secret_reference) {
             Source::Secret(name.to_owned())
         } else if let Some(var) = meta.env_var {
@@ -53,8 +59,17 @@ impl<'de> Deserialize<'de> for ConfigValue {
         } else {
             Source::Literal
         };
-        let value = if matches!(source, Source::Secret(_)) { serde_json::Value::Null } else { value };
-        Ok(ConfigValue { value, source, location, path: meta.path })
+        let value = if matches!(source, Source::Secret(_)) {
+            serde_json::Value::Null
+        } else {
+            value
+        };
+        Ok(ConfigValue {
+            value,
+            source,
+            location,
+            path: meta.path,
+        })
     }
 }
 
@@ -63,7 +78,13 @@ impl ConfigValue {
         ConfigValue {
             value,
             source: Source::Literal,
-            location: Location { file: String::new(), line: 0, col: 0, width: 0, source_line: None },
+            location: Location {
+                file: String::new(),
+                line: 0,
+                col: 0,
+                width: 0,
+                source_line: None,
+            },
             path: String::new(),
         }
     }

@@ -156,9 +156,7 @@ impl fmt::Display for Location {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error(
-        "dataset `{key}` has no source; hint: add `source: {{type: local, file_path: data.jsonl}}`"
-    )]
+    #[error("dataset `{key}` has no source; hint: add `source: {{type: local, file_path: data.jsonl}}`")]
     NoSource { key: String },
     #[error("dataset `{key}` sets both `source` and the deprecated top-level `file_path`")]
     BothSources { key: String },
@@ -179,10 +177,7 @@ pub enum DatasetError {
         problem: String,
     },
     #[error("cannot open `{}`: {error}", path.display())]
-    Open {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Open { path: PathBuf, error: std::io::Error },
     #[error("cannot read `{location}`: {message}")]
     Read { location: Location, message: String },
     #[error("invalid JSON at `{location}`: {message}")]
@@ -206,9 +201,7 @@ pub enum DatasetError {
     FrontMatter { path: PathBuf, message: String },
     #[error("`{location}` has no `{column}` column for the sample id")]
     MissingId { location: Location, column: String },
-    #[error(
-        "sample id column `{column}` at `{location}` must be a non-empty string or a number (found {found})"
-    )]
+    #[error("sample id column `{column}` at `{location}` must be a non-empty string or a number (found {found})")]
     InvalidId {
         location: Location,
         column: String,
@@ -241,22 +234,16 @@ impl DatasetSpec {
     /// The source to read, with the legacy top-level `file_path` mapped to a local source.
     pub fn effective_source(&self) -> Result<SourceSpec, DatasetError> {
         match (&self.source, &self.file_path) {
-            (Some(_), Some(_)) => Err(DatasetError::BothSources {
-                key: self.key.clone(),
-            }),
+            (Some(_), Some(_)) => Err(DatasetError::BothSources { key: self.key.clone() }),
             (Some(source), None) => Ok(source.clone()),
             (None, Some(file_path)) => Ok(SourceSpec::Local {
                 file_path: file_path.clone(),
                 filters: None,
             }),
             (None, None) if self.generator_specification.is_some() => {
-                Err(DatasetError::GeneratorUnsupported {
-                    key: self.key.clone(),
-                })
+                Err(DatasetError::GeneratorUnsupported { key: self.key.clone() })
             }
-            (None, None) => Err(DatasetError::NoSource {
-                key: self.key.clone(),
-            }),
+            (None, None) => Err(DatasetError::NoSource { key: self.key.clone() }),
         }
     }
 }
@@ -295,10 +282,7 @@ pub fn open<'f>(
             directory_path,
             extension,
             ..
-        } => Box::new(FolderRows::open(
-            base_dir.join(directory_path),
-            extension.as_deref(),
-        )?),
+        } => Box::new(FolderRows::open(base_dir.join(directory_path), extension.as_deref())?),
     };
     Ok(SampleIter {
         rows,
@@ -355,13 +339,12 @@ impl SampleIter<'_> {
         }
         self.seen.insert(id.clone(), raw.location.clone());
         for filter in &self.filters {
-            let value = (self.eval_filter)(&filter.expression, &raw.row).map_err(|message| {
-                DatasetError::FilterEval {
+            let value =
+                (self.eval_filter)(&filter.expression, &raw.row).map_err(|message| DatasetError::FilterEval {
                     location: raw.location.clone(),
                     expression: filter.expression.clone(),
                     message,
-                }
-            })?;
+                })?;
             if !filter.passes(&value, &raw.location)? {
                 return Ok(None);
             }
@@ -422,11 +405,7 @@ enum Check {
     IsFalse,
 }
 
-fn compile_filter(
-    key: &str,
-    index: usize,
-    filter: &FilterSpec,
-) -> Result<CompiledFilter, DatasetError> {
+fn compile_filter(key: &str, index: usize, filter: &FilterSpec) -> Result<CompiledFilter, DatasetError> {
     let invalid = |problem: String| DatasetError::InvalidFilter {
         key: key.to_owned(),
         index,
@@ -457,19 +436,14 @@ fn compile_filter(
     };
     let unary = || -> Result<(), DatasetError> {
         if filter.value.is_some() || filter.values.is_some() {
-            return Err(invalid(format!(
-                "`{op}` takes neither `value` nor `values`"
-            )));
+            return Err(invalid(format!("`{op}` takes neither `value` nor `values`")));
         }
         Ok(())
     };
     let check = match op {
         FilterOp::Equals => Check::Equals(value()?),
         FilterOp::NotEquals => Check::NotEquals(value()?),
-        FilterOp::GreaterThan
-        | FilterOp::LessThan
-        | FilterOp::GreaterOrEqual
-        | FilterOp::LessOrEqual => {
+        FilterOp::GreaterThan | FilterOp::LessThan | FilterOp::GreaterOrEqual | FilterOp::LessOrEqual => {
             let value = value()?;
             let bound = ordinal(&value).ok_or_else(|| {
                 invalid(format!(
@@ -537,13 +511,9 @@ fn json_eq(a: &Value, b: &Value) -> bool {
                 x.as_f64() == y.as_f64()
             }
         }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y)),
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -581,10 +551,7 @@ fn describe(value: &Value) -> String {
     };
     let mut text = value.to_string();
     if text.len() > 60 {
-        let cut = (0..=60)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
+        let cut = (0..=60).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
         text.truncate(cut);
         text.push('…');
     }
@@ -689,19 +656,13 @@ impl Iterator for CsvRows {
             .iter()
             .enumerate()
             .map(|(i, header)| {
-                let value = record
-                    .get(i)
-                    .map_or(Value::Null, |v| Value::String(v.to_owned()));
+                let value = record.get(i).map_or(Value::Null, |v| Value::String(v.to_owned()));
                 (header.clone(), value)
             })
             .collect();
         let index = self.index;
         self.index += 1;
-        Some(Ok(RawRow {
-            location,
-            index,
-            row,
-        }))
+        Some(Ok(RawRow { location, index, row }))
     }
 }
 
@@ -758,11 +719,7 @@ impl Iterator for JsonlRows {
                 Ok(Value::Object(row)) => {
                     let index = self.index;
                     self.index += 1;
-                    Ok(RawRow {
-                        location,
-                        index,
-                        row,
-                    })
+                    Ok(RawRow { location, index, row })
                 }
                 Ok(other) => Err(DatasetError::NotAnObject {
                     location,
@@ -796,8 +753,7 @@ impl FolderRows {
     fn open(root: PathBuf, extension: Option<&str>) -> Result<Self, DatasetError> {
         let mut files = Vec::new();
         list_files(&root, "", &mut files)?;
-        let wanted =
-            extension.map(|e| format!(".{}", e.trim_start_matches('.').to_ascii_lowercase()));
+        let wanted = extension.map(|e| format!(".{}", e.trim_start_matches('.').to_ascii_lowercase()));
         files.retain(|(rel, _)| {
             let lower = rel.to_ascii_lowercase();
             !lower.ends_with(".pdf") && wanted.as_ref().is_none_or(|ext| lower.ends_with(ext))
@@ -810,11 +766,7 @@ impl FolderRows {
     }
 }
 
-fn list_files(
-    dir: &Path,
-    prefix: &str,
-    out: &mut Vec<(String, PathBuf)>,
-) -> Result<(), DatasetError> {
+fn list_files(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> Result<(), DatasetError> {
     let open_error = |error| DatasetError::Open {
         path: dir.to_owned(),
         error,
@@ -838,8 +790,7 @@ fn list_files(
         let file_type = entry.file_type().map_err(open_error)?;
         if file_type.is_dir() {
             list_files(&path, &format!("{rel}/"), out)?;
-        } else if file_type.is_file()
-            || (file_type.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_file()))
+        } else if file_type.is_file() || (file_type.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_file()))
         {
             out.push((rel, path));
         }
@@ -864,8 +815,7 @@ fn folder_row(rel: String, path: PathBuf, index: usize) -> RowResult {
         error,
     })?;
     let sample_id = hex::encode(Sha256::digest(&bytes));
-    let text =
-        String::from_utf8(bytes).map_err(|_| DatasetError::NotUtf8 { path: path.clone() })?;
+    let text = String::from_utf8(bytes).map_err(|_| DatasetError::NotUtf8 { path: path.clone() })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let (front, content) = match split_front_matter(text) {
         Some((yaml, content)) => (parse_front_matter(yaml, &path)?, content),
@@ -915,11 +865,12 @@ fn parse_front_matter(yaml: &str, path: &Path) -> Result<Map<String, Value>, Dat
     // on line 2). Strict booleans: the YAML 1.1 set here also includes `y`/`n`, which would
     // turn `tags: [x, y]` into `["x", true]`.
     let options = serde_saphyr::options! { strict_booleans: true };
-    serde_saphyr::from_str_with_options::<Map<String, Value>>(&format!("\n{yaml}"), options)
-        .map_err(|err| DatasetError::FrontMatter {
+    serde_saphyr::from_str_with_options::<Map<String, Value>>(&format!("\n{yaml}"), options).map_err(|err| {
+        DatasetError::FrontMatter {
             path: path.to_owned(),
             message: err.to_string(),
-        })
+        }
+    })
 }
 
 #[cfg(test)]
@@ -942,10 +893,7 @@ mod tests {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).unwrap();
         }
-        std::fs::File::create(&path)
-            .unwrap()
-            .write_all(contents)
-            .unwrap();
+        std::fs::File::create(&path).unwrap().write_all(contents).unwrap();
         path
     }
 
@@ -969,11 +917,7 @@ mod tests {
             "d.csv",
             "\u{feff}q,n,flag\nhi,1,True\n\"a, b\",2.5,False\n".as_bytes(),
         );
-        let samples = collect(
-            &spec("key: d\nsource: {type: local, file_path: d.csv}"),
-            dir.path(),
-        )
-        .unwrap();
+        let samples = collect(&spec("key: d\nsource: {type: local, file_path: d.csv}"), dir.path()).unwrap();
         assert_eq!(ids(&samples), ["0", "1"]);
         assert_eq!(
             Value::Object(samples[0].row.clone()),
@@ -993,8 +937,7 @@ mod tests {
         assert_eq!(Value::Object(first.row), json!({"a": "1", "b": null}));
         let err = it.next().unwrap().unwrap_err();
         assert!(
-            err.to_string()
-                .ends_with("d.csv:3` has 3 fields but the header has 2"),
+            err.to_string().ends_with("d.csv:3` has 3 fields but the header has 2"),
             "{err}"
         );
         assert!(it.next().is_none(), "iteration stops after an error");
@@ -1030,11 +973,7 @@ mod tests {
             "d.jsonl",
             b"{\"sample_id\": \"q1\", \"n\": 1, \"ok\": true}\n\n   \n{\"sample_id\": 7, \"n\": 2.5}\r\n",
         );
-        let samples = collect(
-            &spec("key: d\nsource: {type: local, file_path: d.jsonl}"),
-            dir.path(),
-        )
-        .unwrap();
+        let samples = collect(&spec("key: d\nsource: {type: local, file_path: d.jsonl}"), dir.path()).unwrap();
         assert_eq!(ids(&samples), ["q1", "7"]);
         assert_eq!(samples[0].row["ok"], json!(true));
         assert_eq!(samples[1].row["n"], json!(2.5));
@@ -1044,11 +983,7 @@ mod tests {
     #[test]
     fn jsonl_malformed_line_reports_physical_line_and_column() {
         let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "d.jsonl",
-            b"{\"a\": 1}\n\n{\"a\": }\n{\"a\": 3}\n",
-        );
+        write(dir.path(), "d.jsonl", b"{\"a\": 1}\n\n{\"a\": }\n{\"a\": 3}\n");
         let results: Vec<_> = open(&spec("key: d\nfile_path: d.jsonl"), dir.path(), &lookup)
             .unwrap()
             .collect();
@@ -1090,44 +1025,25 @@ mod tests {
         assert_eq!(id, "a");
         assert_eq!((first.line, second.line), (Some(1), Some(3)));
         // an explicit sample_id may also collide with another row's index id
-        write(
-            dir.path(),
-            "e.jsonl",
-            b"{\"x\": 1}\n{\"sample_id\": \"0\"}\n",
-        );
+        write(dir.path(), "e.jsonl", b"{\"x\": 1}\n{\"sample_id\": \"0\"}\n");
         let err = collect(&spec("key: e\nfile_path: e.jsonl"), dir.path()).unwrap_err();
-        assert!(
-            err.to_string().starts_with("duplicate sample id `0` at"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("duplicate sample id `0` at"), "{err}");
     }
 
     #[test]
     fn id_column_is_used_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "d.csv", b"qid,text,sample_id\nx1,a,s\nx2,b,s\n");
-        let samples = collect(
-            &spec("key: d\nfile_path: d.csv\nid_column: qid"),
-            dir.path(),
-        )
-        .unwrap();
+        let samples = collect(&spec("key: d\nfile_path: d.csv\nid_column: qid"), dir.path()).unwrap();
         assert_eq!(ids(&samples), ["x1", "x2"]);
-        let err = collect(
-            &spec("key: d\nfile_path: d.csv\nid_column: nope"),
-            dir.path(),
-        )
-        .unwrap_err();
+        let err = collect(&spec("key: d\nfile_path: d.csv\nid_column: nope"), dir.path()).unwrap_err();
         assert!(
             err.to_string()
                 .ends_with("d.csv:2` has no `nope` column for the sample id"),
             "{err}"
         );
         write(dir.path(), "e.jsonl", b"{\"id\": 1}\n{\"id\": null}\n");
-        let err = collect(
-            &spec("key: e\nfile_path: e.jsonl\nid_column: id"),
-            dir.path(),
-        )
-        .unwrap_err();
+        let err = collect(&spec("key: e\nfile_path: e.jsonl\nid_column: id"), dir.path()).unwrap_err();
         assert!(
             matches!(err, DatasetError::InvalidId { ref location, .. } if location.line == Some(2)),
             "{err}"
@@ -1137,11 +1053,7 @@ mod tests {
     #[test]
     fn index_ids_are_stable_across_filters() {
         let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "d.jsonl",
-            b"{\"k\": 1}\n{\"k\": 2}\n{\"k\": 3}\n",
-        );
+        write(dir.path(), "d.jsonl", b"{\"k\": 1}\n{\"k\": 2}\n{\"k\": 3}\n");
         let yaml = "key: d\nsource:\n  type: local\n  file_path: d.jsonl\n  filters:\n    - {expression: k, op: not_equals, value: 2}\n";
         let samples = collect(&spec(yaml), dir.path()).unwrap();
         assert_eq!(ids(&samples), ["0", "2"]);
@@ -1152,8 +1064,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
         write(dir.path(), "d.jsonl", body.as_bytes());
-        let yaml =
-            format!("key: d\nsource:\n  type: local\n  file_path: d.jsonl\n  filters: {filters}\n");
+        let yaml = format!("key: d\nsource:\n  type: local\n  file_path: d.jsonl\n  filters: {filters}\n");
         let samples = collect(&spec(&yaml), dir.path())?;
         Ok(samples.into_iter().map(|s| s.id).collect())
     }
@@ -1168,27 +1079,12 @@ mod tests {
         let case = |filters: &str| filtered(&rows, filters).unwrap();
         assert_eq!(case("[{expression: num, op: equals, value: 2}]"), ["1"]); // 2.0 == 2
         assert_eq!(case("[{expression: s, op: equals, value: 'a'}]"), ["0"]);
-        assert_eq!(
-            case("[{expression: num, op: not_equals, value: 1}]"),
-            ["1", "2"]
-        );
-        assert_eq!(
-            case("[{expression: num, op: greater_than, value: 1}]"),
-            ["1", "2"]
-        );
+        assert_eq!(case("[{expression: num, op: not_equals, value: 1}]"), ["1", "2"]);
+        assert_eq!(case("[{expression: num, op: greater_than, value: 1}]"), ["1", "2"]);
         assert_eq!(case("[{expression: num, op: less_than, value: 2}]"), ["0"]);
-        assert_eq!(
-            case("[{expression: num, op: greater_or_equal, value: 2}]"),
-            ["1", "2"]
-        );
-        assert_eq!(
-            case("[{expression: num, op: less_or_equal, value: 2}]"),
-            ["0", "1"]
-        );
-        assert_eq!(
-            case("[{expression: s, op: in, values: [a, c]}]"),
-            ["0", "2"]
-        );
+        assert_eq!(case("[{expression: num, op: greater_or_equal, value: 2}]"), ["1", "2"]);
+        assert_eq!(case("[{expression: num, op: less_or_equal, value: 2}]"), ["0", "1"]);
+        assert_eq!(case("[{expression: s, op: in, values: [a, c]}]"), ["0", "2"]);
         assert_eq!(case("[{expression: s, op: not_in, values: [a, c]}]"), ["1"]);
         assert_eq!(case("[{expression: b, op: exists}]"), ["0", "1"]);
         assert_eq!(case("[{expression: sample.b, op: not_exists}]"), ["2"]);
@@ -1203,14 +1099,10 @@ mod tests {
             ["0"]
         );
         let err = filtered(&rows, "[{expression: b, op: greater_than, value: 0}]").unwrap_err();
-        assert!(
-            matches!(err, DatasetError::FilterNotNumeric { ref found, .. } if found == "`null`")
-        );
+        assert!(matches!(err, DatasetError::FilterNotNumeric { ref found, .. } if found == "`null`"));
         // AND-combined
         assert_eq!(
-            case(
-                "[{expression: num, op: greater_than, value: 1}, {expression: s, op: not_equals, value: c}]"
-            ),
+            case("[{expression: num, op: greater_than, value: 1}, {expression: s, op: not_equals, value: c}]"),
             ["1"]
         );
     }
@@ -1235,7 +1127,10 @@ mod tests {
         let yaml = "key: d\nsource:\n  type: local\n  file_path: d.csv\n  filters: [{expression: num, op: greater_than, value: 3}]\n";
         let err = collect(&spec(yaml), dir.path()).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("filter `num` with `greater_than` needs a number or boolean, got string `\"5\"` at `"), "{text}");
+        assert!(
+            text.starts_with("filter `num` with `greater_than` needs a number or boolean, got string `\"5\"` at `"),
+            "{text}"
+        );
         assert!(text.contains("d.csv:2`"), "{text}");
         assert!(text.contains("hint: CSV values are strings"), "{text}");
     }
@@ -1243,23 +1138,14 @@ mod tests {
     #[test]
     fn evaluator_errors_are_reported_with_location() {
         let err = filtered(&[json!({"a": 1})], "[{expression: boom, op: exists}]").unwrap_err();
-        assert!(
-            err.to_string().starts_with("filter `boom` failed at `"),
-            "{err}"
-        );
-        assert!(
-            err.to_string().ends_with("d.jsonl:1`: template error"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("filter `boom` failed at `"), "{err}");
+        assert!(err.to_string().ends_with("d.jsonl:1`: template error"), "{err}");
     }
 
     #[test]
     fn filter_shapes_are_validated_at_open() {
         let bad = [
-            (
-                "[{expression: num, op: equals}]",
-                "`equals` needs a `value`",
-            ),
+            ("[{expression: num, op: equals}]", "`equals` needs a `value`"),
             (
                 "[{expression: num, op: in, value: 1}]",
                 "`in` takes `values`, not `value`",
@@ -1277,10 +1163,7 @@ mod tests {
         ];
         for (filters, expected) in bad {
             let err = filtered(&[json!({"num": 1})], filters).unwrap_err();
-            assert!(
-                err.to_string().starts_with("dataset `d`, `filters[0]`"),
-                "{err}"
-            );
+            assert!(err.to_string().starts_with("dataset `d`, `filters[0]`"), "{err}");
             assert!(err.to_string().ends_with(expected), "{err}");
         }
     }
@@ -1296,15 +1179,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, DatasetError::BothSources { .. }));
-        let err = collect(
-            &spec("key: d\nsource: {type: local, file_path: a.json}"),
-            dir.path(),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(err, DatasetError::UnsupportedExtension { .. }),
-            "{err}"
-        );
+        let err = collect(&spec("key: d\nsource: {type: local, file_path: a.json}"), dir.path()).unwrap_err();
+        assert!(matches!(err, DatasetError::UnsupportedExtension { .. }), "{err}");
         let err = collect(&spec("key: d\nfile_path: missing.csv"), dir.path()).unwrap_err();
         assert!(err.to_string().starts_with("cannot open `"), "{err}");
         // filters are checked before the file is touched
@@ -1319,8 +1195,7 @@ mod tests {
         assert!(matches!(err, DatasetError::GeneratorUnsupported { .. }));
         let err = serde_saphyr::from_str::<DatasetSpec>("key: d\nfile_pth: a.csv").unwrap_err();
         assert!(err.to_string().contains("file_pth"), "{err}");
-        let err = serde_saphyr::from_str::<DatasetSpec>("key: d\nsource: {type: url, url: x}")
-            .unwrap_err();
+        let err = serde_saphyr::from_str::<DatasetSpec>("key: d\nsource: {type: url, url: x}").unwrap_err();
         assert!(err.to_string().contains("url"), "{err}");
     }
 
@@ -1341,17 +1216,18 @@ mod tests {
     fn folder_source_rows_front_matter_and_order() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("docs");
-        write(&root, "b.md", b"---\ntitle: Bee\ntags: [x, y]\ndraft: no\nok: true\nfile_name: spoof\n---\nBody of b\n");
+        write(
+            &root,
+            "b.md",
+            b"---\ntitle: Bee\ntags: [x, y]\ndraft: no\nok: true\nfile_name: spoof\n---\nBody of b\n",
+        );
         write(&root, "a.txt", b"plain a");
         write(&root, "sub/c.md", b"---\nnot closed\nstill content");
         write(&root, "z.pdf", b"%PDF-1.4 binary");
         write(&root, ".hidden.md", b"secret");
         let yaml = "key: f\nsource: {type: folder, directory_path: docs}";
         let samples = collect(&spec(yaml), dir.path()).unwrap();
-        let names: Vec<&str> = samples
-            .iter()
-            .map(|s| s.row["file_name"].as_str().unwrap())
-            .collect();
+        let names: Vec<&str> = samples.iter().map(|s| s.row["file_name"].as_str().unwrap()).collect();
         assert_eq!(names, ["a.txt", "b.md", "sub/c.md"]);
         // sha256("plain a")
         let expected_id = hex::encode(Sha256::digest(b"plain a"));
@@ -1372,10 +1248,7 @@ mod tests {
             })
         );
         // unterminated front matter is content
-        assert_eq!(
-            samples[2].row["content"],
-            json!("---\nnot closed\nstill content")
-        );
+        assert_eq!(samples[2].row["content"], json!("---\nnot closed\nstill content"));
         assert_eq!(samples[2].index, 2);
     }
 
@@ -1397,11 +1270,7 @@ mod tests {
     fn folder_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "bin.dat", b"\xff\x00\xfe");
-        let err = collect(
-            &spec("key: f\nsource: {type: folder, directory_path: .}"),
-            dir.path(),
-        )
-        .unwrap_err();
+        let err = collect(&spec("key: f\nsource: {type: folder, directory_path: .}"), dir.path()).unwrap_err();
         assert!(
             matches!(err, DatasetError::NotUtf8 { ref path } if path.ends_with("bin.dat")),
             "{err}"
@@ -1409,11 +1278,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "x.md", b"---\ntitle: [unclosed\n---\nbody");
-        let err = collect(
-            &spec("key: f\nsource: {type: folder, directory_path: .}"),
-            dir.path(),
-        )
-        .unwrap_err();
+        let err = collect(&spec("key: f\nsource: {type: folder, directory_path: .}"), dir.path()).unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("invalid front matter in `"), "{text}");
         assert!(text.contains("x.md"), "{text}");
@@ -1421,11 +1286,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "one.txt", b"same");
         write(dir.path(), "two.txt", b"same");
-        let err = collect(
-            &spec("key: f\nsource: {type: folder, directory_path: .}"),
-            dir.path(),
-        )
-        .unwrap_err();
+        let err = collect(&spec("key: f\nsource: {type: folder, directory_path: .}"), dir.path()).unwrap_err();
         let DatasetError::DuplicateId { first, second, .. } = &err else {
             panic!("unexpected {err:?}");
         };
@@ -1441,10 +1302,7 @@ mod tests {
 
     #[test]
     fn front_matter_splitting() {
-        assert_eq!(
-            split_front_matter("---\na: 1\n---\nbody"),
-            Some(("a: 1\n", "body"))
-        );
+        assert_eq!(split_front_matter("---\na: 1\n---\nbody"), Some(("a: 1\n", "body")));
         assert_eq!(
             split_front_matter("---\r\na: 1\r\n---\r\nbody"),
             Some(("a: 1\r\n", "body"))

@@ -90,7 +90,9 @@ impl Diagnostic {
 
     /// `file:line:col` when known, for one-line summaries.
     pub fn position(&self) -> Option<String> {
-        self.location.as_ref().map(|l| format!("{}:{}:{}", l.file, l.line, l.col))
+        self.location
+            .as_ref()
+            .map(|l| format!("{}:{}:{}", l.file, l.line, l.col))
     }
 }
 

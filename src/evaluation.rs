@@ -99,8 +99,10 @@ pub fn from_yaml(node: &Node, overrides: &RunOverrides) -> Result<Evaluation, Di
     let mut specs: Vec<TaskSpecification> = Vec::new();
     for spec in wire.task_specifications {
         if let Some(path) = &spec.task_result_log_path {
-            return Err(Diagnostic::new("`task_result_log_path` (replaying a result log) is not supported yet")
-                .at_location(path.location.clone()));
+            return Err(
+                Diagnostic::new("`task_result_log_path` (replaying a result log) is not supported yet")
+                    .at_location(path.location.clone()),
+            );
         }
         let base = spec.key.clone().unwrap_or_else(|| match &spec.model_key {
             Some(model) => format!("{}_{}", spec.task_key.value, model.replace('$', "_")),
@@ -110,7 +112,8 @@ pub fn from_yaml(node: &Node, overrides: &RunOverrides) -> Result<Evaluation, Di
         let mut n = 2;
         while specs.iter().any(|s| s.key == key) {
             if spec.key.is_some() {
-                return Err(Diagnostic::new(format!("two task specifications have the key `{key}`")).at_location(spec.task_key.location.clone()));
+                return Err(Diagnostic::new(format!("two task specifications have the key `{key}`"))
+                    .at_location(spec.task_key.location.clone()));
             }
             key = format!("{base}_{n}");
             n += 1;
@@ -129,7 +132,10 @@ pub fn from_yaml(node: &Node, overrides: &RunOverrides) -> Result<Evaluation, Di
     Ok(Evaluation {
         display_name: wire.display_name.unwrap_or_else(|| wire.key.value.clone()),
         key: wire.key.value,
-        cache_policy: overrides.cache_policy.or(wire.cache_policy).unwrap_or(CachePolicy::Reuse),
+        cache_policy: overrides
+            .cache_policy
+            .or(wire.cache_policy)
+            .unwrap_or(CachePolicy::Reuse),
         specs,
     })
 }

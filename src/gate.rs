@@ -53,14 +53,23 @@ impl Gate {
     pub async fn admit(&self) -> Admission {
         let start = Instant::now();
         #[expect(clippy::expect_used, reason = "the semaphore is owned here and never closed")]
-        let permit = Arc::clone(&self.permits).acquire_owned().await.expect("gate semaphore is never closed");
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("gate semaphore is never closed");
         let permit_wait = start.elapsed();
         let limiter_start = Instant::now();
         self.wait_for_pause().await;
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
-        Admission { wait: GateWait { permit: permit_wait, limiter: limiter_start.elapsed() }, _permit: permit }
+        Admission {
+            wait: GateWait {
+                permit: permit_wait,
+                limiter: limiter_start.elapsed(),
+            },
+            _permit: permit,
+        }
     }
 
     async fn wait_for_pause(&self) {

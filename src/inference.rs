@@ -11,9 +11,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::adapter::{CompiledAdapter, ModelInfo};
+use crate::cache::{CachePolicy, CachedResponse, ResponseCache};
 use crate::connection::custom_connection::HttpEndpoint;
 use crate::connection::custom_inference::SnippetEndpoint;
-use crate::cache::{CachePolicy, CachedResponse, ResponseCache};
 use crate::connection::{AttemptError, RawResponse};
 use crate::diagnostic::Diagnostic;
 use crate::gate::Gate;
@@ -113,7 +113,13 @@ pub struct Failure {
 
 impl Failure {
     fn from_diagnostic(stage: Stage, d: Diagnostic) -> Failure {
-        Failure { stage, message: d.message.clone(), detail: None, diagnostic: Some(d), retryable: false }
+        Failure {
+            stage,
+            message: d.message.clone(),
+            detail: None,
+            diagnostic: Some(d),
+            retryable: false,
+        }
     }
 }
 
@@ -133,13 +139,30 @@ impl ModelRuntime {
         let endpoint = match &model.connection {
             Connection::CustomConnection(c) => Endpoint::Http(HttpEndpoint::new(&model.key, c, secrets)?),
             Connection::CustomInference(c) => {
-                let python = python.ok_or_else(|| Diagnostic::new("internal error: the python runtime is not started"))?;
-                Endpoint::Snippet(SnippetEndpoint::new(&model.key, c, model.concurrency(), python, secrets)?)
+                let python =
+                    python.ok_or_else(|| Diagnostic::new("internal error: the python runtime is not started"))?;
+                Endpoint::Snippet(SnippetEndpoint::new(
+                    &model.key,
+                    c,
+                    model.concurrency(),
+                    python,
+                    secrets,
+                )?)
             }
         };
-        let info = ModelInfo { model_key: model.model_key().map(str::to_owned), task: model.task };
+        let info = ModelInfo {
+            model_key: model.model_key().map(str::to_owned),
+            task: model.task,
+        };
         let gate = Arc::new(Gate::new(model.concurrency(), model.rate_limit));
-        Ok(ModelRuntime { cache: None, model, adapter: compiled, endpoint, gate, info })
+        Ok(ModelRuntime {
+            cache: None,
+            model,
+            adapter: compiled,
+            endpoint,
+            gate,
+            info,
+        })
     }
 
     pub fn render_input(&self, input: &Value, kwargs: &Map<String, Value>) -> Result<String, Diagnostic> {
@@ -147,7 +170,12 @@ impl ModelRuntime {
     }
 
     /// Runs the whole chain. The trace is filled in as far as the chain got.
-    pub async fn infer(&self, input: &Value, kwargs: &Map<String, Value>, sample: Option<&Value>) -> (Trace, Result<ModelOutput, Failure>) {
+    pub async fn infer(
+        &self,
+        input: &Value,
+        kwargs: &Map<String, Value>,
+        sample: Option<&Value>,
+    ) -> (Trace, Result<ModelOutput, Failure>) {
         let mut trace = Trace::default();
         let start = Instant::now();
         let result = self.infer_inner(input, kwargs, sample, &mut trace).await;
@@ -170,7 +198,9 @@ impl ModelRuntime {
             retryable: false,
         })?;
         let t = Instant::now();
-        let body = self.render_input(input, kwargs).map_err(|d| Failure::from_diagnostic(Stage::TransformInput, d))?;
+        let body = self
+            .render_input(input, kwargs)
+            .map_err(|d| Failure::from_diagnostic(Stage::TransformInput, d))?;
         trace.timings.render_input_ms = ms(t.elapsed());
         trace.request_body = Some(body.clone());
 
@@ -179,7 +209,13 @@ impl ModelRuntime {
             && handle.policy.reads()
             && let Ok(Some(hit)) = handle.cache.get(key)
         {
-            let response = RawResponse { status_code: hit.status_code, headers: hit.headers, body: hit.body, captured: hit.captured, elapsed: Duration::ZERO };
+            let response = RawResponse {
+                status_code: hit.status_code,
+                headers: hit.headers,
+                body: hit.body,
+                captured: hit.captured,
+                elapsed: Duration::ZERO,
+            };
             trace.cached = true;
             trace.response = Some(response.clone());
             return self.finish(&response, trace);
@@ -207,7 +243,12 @@ impl ModelRuntime {
         let t = Instant::now();
         let rendered = self
             .adapter
-            .render_output(&response.body, response.status_code, &response.headers_map(), &self.info)
+            .render_output(
+                &response.body,
+                response.status_code,
+                &response.headers_map(),
+                &self.info,
+            )
             .map_err(|d| Failure::from_diagnostic(Stage::TransformOutput, d))?;
         trace.timings.render_output_ms = ms(t.elapsed());
         trace.rendered_output = Some(rendered.clone());
@@ -225,7 +266,11 @@ impl ModelRuntime {
             }),
             Err(OutputError::Malformed { problem, rendered }) => Err(Failure {
                 stage: Stage::TransformOutput,
-                message: format!("adapter `{}` produced an invalid {} output: {problem}", self.adapter.adapter.key, self.info.task.as_str()),
+                message: format!(
+                    "adapter `{}` produced an invalid {} output: {problem}",
+                    self.adapter.adapter.key,
+                    self.info.task.as_str()
+                ),
                 detail: Some(rendered),
                 diagnostic: None,
                 retryable: false,
@@ -233,7 +278,12 @@ impl ModelRuntime {
         }
     }
 
-    async fn call_with_retries(&self, body: String, sample: Option<&Value>, trace: &mut Trace) -> Result<RawResponse, Failure> {
+    async fn call_with_retries(
+        &self,
+        body: String,
+        sample: Option<&Value>,
+        trace: &mut Trace,
+    ) -> Result<RawResponse, Failure> {
         let policy = &self.model.retry;
         let max_attempts = policy.max_attempts.max(1);
         let mut attempt = 0;
@@ -252,13 +302,21 @@ impl ModelRuntime {
             trace.timings.inference_ms += ms(elapsed);
             let error = match result {
                 Ok(response) => {
-                    trace.attempts.push(Attempt { error: None, retryable: false, elapsed_ms: ms(elapsed) });
+                    trace.attempts.push(Attempt {
+                        error: None,
+                        retryable: false,
+                        elapsed_ms: ms(elapsed),
+                    });
                     return Ok(response);
                 }
                 Err(e) => e,
             };
             let retryable = error.retryable();
-            trace.attempts.push(Attempt { error: Some(error.to_string()), retryable, elapsed_ms: ms(elapsed) });
+            trace.attempts.push(Attempt {
+                error: Some(error.to_string()),
+                retryable,
+                elapsed_ms: ms(elapsed),
+            });
             if !retryable || attempt >= max_attempts {
                 return match error {
                     // Out of retries on a 429/5xx: the adapter turns the response into an error.
@@ -280,7 +338,16 @@ impl ModelRuntime {
         let mut message = match &error {
             AttemptError::Snippet { message, .. } => message.clone(),
             AttemptError::Timeout { after, .. } if matches!(self.endpoint, Endpoint::Snippet(_)) => {
-                error.detail().map_or_else(|| format!("model `{}`: run_inference timed out after {}", self.model.key, crate::connection::humantime(*after)), str::to_owned)
+                error.detail().map_or_else(
+                    || {
+                        format!(
+                            "model `{}`: run_inference timed out after {}",
+                            self.model.key,
+                            crate::connection::humantime(*after)
+                        )
+                    },
+                    str::to_owned,
+                )
             }
             other => format!("model `{}`: {other}", self.model.key),
         };
@@ -295,7 +362,13 @@ impl ModelRuntime {
                 None => captured,
             });
         }
-        Failure { stage: Stage::RunInference, message, detail, diagnostic: None, retryable }
+        Failure {
+            stage: Stage::RunInference,
+            message,
+            detail,
+            diagnostic: None,
+            retryable,
+        }
     }
 }
 

@@ -136,9 +136,7 @@ impl<'de> Deserialize<'de> for Label {
     }
 }
 
-fn label_weights<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<BTreeMap<String, f64>, D::Error> {
+fn label_weights<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, f64>, D::Error> {
     let weights = BTreeMap::<Label, f64>::deserialize(deserializer)?;
     Ok(weights.into_iter().map(|(label, w)| (label.0, w)).collect())
 }
@@ -151,14 +149,8 @@ pub enum MetricError {
     #[error("sample {index} has no field `{field}`")]
     MissingField { field: String, index: usize },
     #[error("field `{field}` of sample {index} is not numeric (found {found})")]
-    NotNumeric {
-        field: String,
-        index: usize,
-        found: String,
-    },
-    #[error(
-        "label `{label}` in field `{field}` of sample {index} has no weight; known labels: {known}"
-    )]
+    NotNumeric { field: String, index: usize, found: String },
+    #[error("label `{label}` in field `{field}` of sample {index} has no weight; known labels: {known}")]
     UnknownLabel {
         field: String,
         index: usize,
@@ -226,10 +218,7 @@ impl MetricSpec {
 ///   and `confusion_matrix: {gt_label: {pred_label: count}}`.
 ///
 /// Ratios with a zero denominator are 0.0 (scikit-learn's `zero_division=0`).
-pub fn compute(
-    spec: &MetricSpec,
-    samples: &[Map<String, Value>],
-) -> Result<MetricValues, MetricError> {
+pub fn compute(spec: &MetricSpec, samples: &[Map<String, Value>]) -> Result<MetricValues, MetricError> {
     if let MetricSpec::Python { .. } = spec {
         return Err(MetricError::PythonRuntime);
     }
@@ -255,8 +244,7 @@ pub fn compute(
         MetricSpec::StdDev { field, name, .. } => {
             let values = numbers(samples, field)?;
             let mean = mean(&values);
-            let variance =
-                values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+            let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
             single(name_or(name, field, "std_dev"), variance.sqrt())
         }
         MetricSpec::Frequency { field, name, .. } => {
@@ -273,10 +261,7 @@ pub fn compute(
             Ok(out)
         }
         MetricSpec::WeightedAverage {
-            field,
-            weights,
-            name,
-            ..
+            field, weights, name, ..
         } => {
             let mut total = 0.0;
             for (index, sample) in samples.iter().enumerate() {
@@ -291,10 +276,7 @@ pub fn compute(
                 };
                 total += weight;
             }
-            single(
-                name_or(name, field, "weighted_average"),
-                total / samples.len() as f64,
-            )
+            single(name_or(name, field, "weighted_average"), total / samples.len() as f64)
         }
         MetricSpec::BinaryClassification {
             field_gt,
@@ -302,17 +284,9 @@ pub fn compute(
             positive_answer,
             negative_answer,
             ..
-        } => binary(
-            samples,
-            field_gt,
-            field_pred,
-            positive_answer,
-            negative_answer,
-        ),
+        } => binary(samples, field_gt, field_pred, positive_answer, negative_answer),
         MetricSpec::MulticlassClassification {
-            field_gt,
-            field_pred,
-            ..
+            field_gt, field_pred, ..
         } => multiclass(samples, field_gt, field_pred),
         MetricSpec::Precision {
             num_true_positives_field,
@@ -322,10 +296,7 @@ pub fn compute(
         } => {
             let tp = sum(samples, num_true_positives_field)?;
             let fp = sum(samples, num_false_positives_field)?;
-            single(
-                name.clone().unwrap_or_else(|| "precision".into()),
-                ratio(tp, tp + fp),
-            )
+            single(name.clone().unwrap_or_else(|| "precision".into()), ratio(tp, tp + fp))
         }
         MetricSpec::Recall {
             num_true_positives_field,
@@ -335,10 +306,7 @@ pub fn compute(
         } => {
             let tp = sum(samples, num_true_positives_field)?;
             let fn_ = sum(samples, num_false_negatives_field)?;
-            single(
-                name.clone().unwrap_or_else(|| "recall".into()),
-                ratio(tp, tp + fn_),
-            )
+            single(name.clone().unwrap_or_else(|| "recall".into()), ratio(tp, tp + fn_))
         }
         MetricSpec::F1Score {
             num_true_positives_field,
@@ -402,10 +370,7 @@ fn binary(
     );
     out.insert("precision".into(), number("precision", precision)?);
     out.insert("recall".into(), number("recall", recall)?);
-    out.insert(
-        "f1_score".into(),
-        number("f1_score", f1(precision, recall))?,
-    );
+    out.insert("f1_score".into(), number("f1_score", f1(precision, recall))?);
     let mut matrix = Map::new();
     matrix.insert("tp".into(), tp.into());
     matrix.insert("fp".into(), fp.into());
@@ -416,11 +381,7 @@ fn binary(
     Ok(out)
 }
 
-fn multiclass(
-    samples: &[Map<String, Value>],
-    field_gt: &str,
-    field_pred: &str,
-) -> Result<MetricValues, MetricError> {
+fn multiclass(samples: &[Map<String, Value>], field_gt: &str, field_pred: &str) -> Result<MetricValues, MetricError> {
     // gt label -> pred label -> count; BTreeMaps keep every output ordered by label text.
     let mut matrix: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut labels: BTreeMap<String, ()> = BTreeMap::new();
@@ -435,13 +396,8 @@ fn multiclass(
         labels.insert(pred.clone(), ());
         *matrix.entry(gt).or_default().entry(pred).or_default() += 1;
     }
-    let cell = |gt: &str, pred: &str| -> f64 {
-        matrix
-            .get(gt)
-            .and_then(|row| row.get(pred))
-            .copied()
-            .unwrap_or(0) as f64
-    };
+    let cell =
+        |gt: &str, pred: &str| -> f64 { matrix.get(gt).and_then(|row| row.get(pred)).copied().unwrap_or(0) as f64 };
 
     let mut out = Map::new();
     out.insert(
@@ -463,15 +419,9 @@ fn multiclass(
         sum_f += f;
     }
     let n = labels.len() as f64;
-    out.insert(
-        "macro_precision".into(),
-        number("macro_precision", sum_p / n)?,
-    );
+    out.insert("macro_precision".into(), number("macro_precision", sum_p / n)?);
     out.insert("macro_recall".into(), number("macro_recall", sum_r / n)?);
-    out.insert(
-        "macro_f1_score".into(),
-        number("macro_f1_score", sum_f / n)?,
-    );
+    out.insert("macro_f1_score".into(), number("macro_f1_score", sum_f / n)?);
     let matrix_json: Map<String, Value> = labels
         .keys()
         .map(|gt| {
@@ -523,11 +473,7 @@ fn sum(samples: &[Map<String, Value>], field: &str) -> Result<f64, MetricError> 
     Ok(numbers(samples, field)?.iter().sum())
 }
 
-fn field<'a>(
-    sample: &'a Map<String, Value>,
-    field: &str,
-    index: usize,
-) -> Result<&'a Value, MetricError> {
+fn field<'a>(sample: &'a Map<String, Value>, field: &str, index: usize) -> Result<&'a Value, MetricError> {
     sample.get(field).ok_or_else(|| MetricError::MissingField {
         field: field.into(),
         index,
@@ -569,10 +515,7 @@ fn describe(value: &Value) -> String {
     };
     let mut text = value.to_string();
     if text.len() > 60 {
-        let cut = (0..=60)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
+        let cut = (0..=60).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
         text.truncate(cut);
         text.push('…');
     }
@@ -596,10 +539,7 @@ pub fn python_str(value: &Value) -> String {
         Value::Bool(true) => "True".into(),
         Value::Bool(false) => "False".into(),
         Value::String(s) => s.clone(),
-        Value::Number(n) if n.is_f64() => n
-            .as_f64()
-            .map(python_float)
-            .unwrap_or_else(|| n.to_string()),
+        Value::Number(n) if n.is_f64() => n.as_f64().map(python_float).unwrap_or_else(|| n.to_string()),
         Value::Number(n) => n.to_string(),
         other => other.to_string(),
     }
@@ -690,11 +630,7 @@ mod tests {
     #[test]
     fn max_min_and_custom_name() {
         let samples = rows(json!([{"x": 3}, {"x": -2.5}, {"x": 7}]));
-        let max = compute(
-            &spec(json!({"type": "max", "field": "x", "name": "best"})),
-            &samples,
-        )
-        .unwrap();
+        let max = compute(&spec(json!({"type": "max", "field": "x", "name": "best"})), &samples).unwrap();
         // max(3, -2.5, 7) = 7
         assert_eq!(max, json!({"best": 7.0}).as_object().unwrap().clone());
         let min = compute(&spec(json!({"type": "min", "field": "x"})), &samples).unwrap();
@@ -760,14 +696,12 @@ mod tests {
             "type": "weighted_average", "field": "grade",
             "weights": {"good": 1.0, "ok": 0.5, "bad": 0}
         }));
-        let samples =
-            rows(json!([{"grade": "good"}, {"grade": "ok"}, {"grade": "bad"}, {"grade": "good"}]));
+        let samples = rows(json!([{"grade": "good"}, {"grade": "ok"}, {"grade": "bad"}, {"grade": "good"}]));
         let w = compute(&metric, &samples).unwrap();
         // (1.0 + 0.5 + 0 + 1.0) / 4 = 0.625
         close(num(&w, "grade_weighted_average"), 0.625);
 
-        let err =
-            compute(&metric, &rows(json!([{"grade": "good"}, {"grade": "meh"}]))).unwrap_err();
+        let err = compute(&metric, &rows(json!([{"grade": "good"}, {"grade": "meh"}]))).unwrap_err();
         assert_eq!(
             err.to_string(),
             "label `meh` in field `grade` of sample 1 has no weight; known labels: `bad`, `good`, `ok`"
@@ -779,11 +713,7 @@ mod tests {
         let metric = spec(json!({
             "type": "weighted_average", "field": "ok", "weights": {"True": 2, "False": -1}
         }));
-        let w = compute(
-            &metric,
-            &rows(json!([{"ok": true}, {"ok": false}, {"ok": true}])),
-        )
-        .unwrap();
+        let w = compute(&metric, &rows(json!([{"ok": true}, {"ok": false}, {"ok": true}]))).unwrap();
         // (2 - 1 + 2) / 3 = 1.0
         close(num(&w, "ok_weighted_average"), 1.0);
     }
@@ -814,10 +744,7 @@ mod tests {
         close(num(&m, "recall"), 2.0 / 3.0);
         // f1 = 2*(2/3)*(2/3)/(4/3) = 2/3
         close(num(&m, "f1_score"), 2.0 / 3.0);
-        assert_eq!(
-            m["confusion_matrix"],
-            json!({"tp": 2, "fp": 1, "tn": 3, "fn": 1})
-        );
+        assert_eq!(m["confusion_matrix"], json!({"tp": 2, "fp": 1, "tn": 3, "fn": 1}));
         assert_eq!(m["num_excluded"], json!(2));
     }
 
@@ -840,10 +767,7 @@ mod tests {
         close(num(&m, "precision"), 0.0);
         close(num(&m, "recall"), 0.0);
         close(num(&m, "f1_score"), 0.0);
-        assert_eq!(
-            m["confusion_matrix"],
-            json!({"tp": 0, "fp": 0, "tn": 1, "fn": 1})
-        );
+        assert_eq!(m["confusion_matrix"], json!({"tp": 0, "fp": 0, "tn": 1, "fn": 1}));
 
         let same = spec(json!({
             "type": "binary-classification", "field_gt": "gt", "field_pred": "pred",
@@ -911,16 +835,22 @@ mod tests {
             {"tp": 3, "fp": 1, "fn": 0},
             {"tp": 1, "fp": 1, "fn": 4}
         ]));
-        let p = compute(&spec(json!({
-            "type": "precision", "num_true_positives_field": "tp", "num_false_positives_field": "fp"
-        })), &samples)
+        let p = compute(
+            &spec(json!({
+                "type": "precision", "num_true_positives_field": "tp", "num_false_positives_field": "fp"
+            })),
+            &samples,
+        )
         .unwrap();
         // TP=4, FP=2 → 4/6
         close(num(&p, "precision"), 4.0 / 6.0);
-        let r = compute(&spec(json!({
-            "type": "recall", "num_true_positives_field": "tp", "num_false_negatives_field": "fn",
-            "name": "r"
-        })), &samples)
+        let r = compute(
+            &spec(json!({
+                "type": "recall", "num_true_positives_field": "tp", "num_false_negatives_field": "fn",
+                "name": "r"
+            })),
+            &samples,
+        )
         .unwrap();
         // TP=4, FN=4 → 0.5
         close(num(&r, "r"), 0.5);
@@ -941,12 +871,7 @@ mod tests {
         let samples = rows(json!([{"x": 1.7e308}, {"x": 1.7e308}]));
         let err = compute(&spec(json!({"type": "mean", "field": "x"})), &samples).unwrap_err();
         // 1.7e308 + 1.7e308 overflows to infinity before the division
-        assert_eq!(
-            err,
-            MetricError::NotFinite {
-                name: "x_mean".into()
-            }
-        );
+        assert_eq!(err, MetricError::NotFinite { name: "x_mean".into() });
     }
 
     #[test]
@@ -960,19 +885,12 @@ mod tests {
         }));
         assert_eq!(s.display_type(), "binary-classification");
         assert_eq!(s.key(), None);
-        let err = serde_json::from_value::<MetricSpec>(
-            json!({"type": "mean", "field": "x", "feild": "y"}),
-        )
-        .unwrap_err();
+        let err =
+            serde_json::from_value::<MetricSpec>(json!({"type": "mean", "field": "x", "feild": "y"})).unwrap_err();
         assert!(err.to_string().contains("unknown field `feild`"), "{err}");
-        let err = serde_json::from_value::<MetricSpec>(json!({"type": "median", "field": "x"}))
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("unknown variant `median`"),
-            "{err}"
-        );
-        let err = serde_json::from_value::<MetricSpec>(json!({"type": "binary_classification"}))
-            .unwrap_err();
+        let err = serde_json::from_value::<MetricSpec>(json!({"type": "median", "field": "x"})).unwrap_err();
+        assert!(err.to_string().contains("unknown variant `median`"), "{err}");
+        let err = serde_json::from_value::<MetricSpec>(json!({"type": "binary_classification"})).unwrap_err();
         assert!(err.to_string().contains("unknown variant"), "{err}");
     }
 
@@ -1004,10 +922,7 @@ mod tests {
         else {
             panic!("unexpected {:?}", specs[0]);
         };
-        assert_eq!(
-            (positive_answer.as_str(), negative_answer.as_str()),
-            ("1", "False")
-        );
+        assert_eq!((positive_answer.as_str(), negative_answer.as_str()), ("1", "False"));
         let m = compute(
             &specs[0],
             &rows(json!([
@@ -1016,15 +931,8 @@ mod tests {
         )
         .unwrap();
         // tp (1,1), fp (False,1), fn ("1","False") — numbers, bools and strings meet as text
-        assert_eq!(
-            m["confusion_matrix"],
-            json!({"tp": 1, "fp": 1, "tn": 0, "fn": 1})
-        );
-        let w = compute(
-            &specs[1],
-            &rows(json!([{"rating": 1}, {"rating": 3}, {"rating": "2"}])),
-        )
-        .unwrap();
+        assert_eq!(m["confusion_matrix"], json!({"tp": 1, "fp": 1, "tn": 0, "fn": 1}));
+        let w = compute(&specs[1], &rows(json!([{"rating": 1}, {"rating": 3}, {"rating": "2"}]))).unwrap();
         // (0 + 1 + 0.5) / 3 = 0.5
         close(num(&w, "rating_weighted_average"), 0.5);
         let err = serde_saphyr::from_str::<Vec<MetricSpec>>(

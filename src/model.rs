@@ -35,8 +35,8 @@ pub struct Model {
 
 #[derive(Debug, Clone)]
 pub enum Connection {
-    CustomInference(CustomInference),
-    CustomConnection(CustomConnection),
+    CustomInference(Box<CustomInference>),
+    CustomConnection(Box<CustomConnection>),
 }
 
 impl Connection {
@@ -88,7 +88,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 3, initial_backoff: 1.0, max_backoff: 30.0 }
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: 1.0,
+            max_backoff: 30.0,
+        }
     }
 }
 
@@ -184,7 +188,11 @@ pub fn canonical_adapter_key(key: &str) -> &str {
 pub fn check_key(key: &Located<String>, what: &str, allow_dollar: bool) -> Result<(), Diagnostic> {
     let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || (allow_dollar && c == '$');
     if key.is_empty() || key.len() > 250 || !key.chars().all(valid_char) {
-        let allowed = if allow_dollar { "letters, digits, `_`, `-` and `$`" } else { "letters, digits, `_` and `-`" };
+        let allowed = if allow_dollar {
+            "letters, digits, `_`, `-` and `$`"
+        } else {
+            "letters, digits, `_` and `-`"
+        };
         return Err(Diagnostic::new(format!("invalid {what} key `{}`", key.value))
             .at_location(key.location.clone())
             .with_path(key.path.clone())
@@ -194,11 +202,16 @@ pub fn check_key(key: &Located<String>, what: &str, allow_dollar: bool) -> Resul
 }
 
 fn timeout(value: Option<Located<f64>>, default: f64) -> Result<Duration, Diagnostic> {
-    let Some(t) = value else { return Ok(Duration::from_secs_f64(default)) };
+    let Some(t) = value else {
+        return Ok(Duration::from_secs_f64(default));
+    };
     if !(t.value > 0.0 && t.value.is_finite() && t.value < 86_400.0) {
-        return Err(Diagnostic::new(format!("`timeout` must be a number of seconds greater than 0, found `{}`", t.value))
-            .at_location(t.location.clone())
-            .with_path(t.path.clone()));
+        return Err(Diagnostic::new(format!(
+            "`timeout` must be a number of seconds greater than 0, found `{}`",
+            t.value
+        ))
+        .at_location(t.location.clone())
+        .with_path(t.path.clone()));
     }
     Ok(Duration::from_secs_f64(t.value))
 }
@@ -258,11 +271,11 @@ pub fn from_yaml(mut node: Node, path: &str) -> Result<Model, Diagnostic> {
         Some("custom_inference") => {
             let wire: CustomInferenceWire = from_node(&config, &config_path)?;
             let adapter = adapter_key(wire.adapter, &config);
-            let connection = Connection::CustomInference(CustomInference {
+            let connection = Connection::CustomInference(Box::new(CustomInference {
                 snippet: wire.run_inference_snippet,
                 environment: wire.environment,
                 timeout: timeout(wire.timeout, DEFAULT_SNIPPET_TIMEOUT)?,
-            });
+            }));
             (connection, adapter)
         }
         None | Some("custom_connection") => {
@@ -270,10 +283,13 @@ pub fn from_yaml(mut node: Node, path: &str) -> Result<Model, Diagnostic> {
             let adapter = adapter_key(wire.adapter, &config);
             let validation = wire.tls_context.and_then(|t| t.validation_context);
             let (trusted_ca, accept_untrusted) = match validation {
-                Some(v) => (v.trusted_ca, v.trust_chain_verification == Some(TrustChain::AcceptUntrusted)),
+                Some(v) => (
+                    v.trusted_ca,
+                    v.trust_chain_verification == Some(TrustChain::AcceptUntrusted),
+                ),
                 None => (None, false),
             };
-            let connection = Connection::CustomConnection(CustomConnection {
+            let connection = Connection::CustomConnection(Box::new(CustomConnection {
                 url: wire.url,
                 api_key: wire.api_key,
                 model_key: wire.model_key,
@@ -281,14 +297,22 @@ pub fn from_yaml(mut node: Node, path: &str) -> Result<Model, Diagnostic> {
                 trusted_ca,
                 accept_untrusted,
                 timeout: timeout(wire.timeout, DEFAULT_HTTP_TIMEOUT)?,
-            });
+            }));
             (connection, adapter)
         }
         Some(other) => {
             let node = config.get("connection_type").unwrap_or(&config);
             let hint = match other {
-                "provider_connection" | "langsmith" | "azure_foundry" | "aws_bedrock" | "claude_managed_agents" | "dify" | "placeholder" => {
-                    format!("`{other}` needs the hosted platform; describe the endpoint with `custom_connection` (a URL and an adapter) or `custom_inference` (a Python snippet)")
+                "provider_connection"
+                | "langsmith"
+                | "azure_foundry"
+                | "aws_bedrock"
+                | "claude_managed_agents"
+                | "dify"
+                | "placeholder" => {
+                    format!(
+                        "`{other}` needs the hosted platform; describe the endpoint with `custom_connection` (a URL and an adapter) or `custom_inference` (a Python snippet)"
+                    )
                 }
                 _ => "expected `custom_inference` or `custom_connection`".to_owned(),
             };

@@ -75,9 +75,14 @@ pub fn validate_input(task: Task, input: &Value) -> Result<(), String> {
                 .and_then(Value::as_array)
                 .ok_or("a chat_completion input needs a `messages` list")?;
             for (i, m) in messages.iter().enumerate() {
-                let role = m.get("role").and_then(Value::as_str).ok_or(format!("`messages[{i}]` has no `role`"))?;
+                let role = m
+                    .get("role")
+                    .and_then(Value::as_str)
+                    .ok_or(format!("`messages[{i}]` has no `role`"))?;
                 if !matches!(role, "user" | "system" | "assistant") {
-                    return Err(format!("`messages[{i}].role` is `{role}`; expected `user`, `system` or `assistant`"));
+                    return Err(format!(
+                        "`messages[{i}].role` is `{role}`; expected `user`, `system` or `assistant`"
+                    ));
                 }
                 if m.get("content").is_none() {
                     return Err(format!("`messages[{i}]` has no `content`"));
@@ -95,13 +100,19 @@ pub fn validate_input(task: Task, input: &Value) -> Result<(), String> {
 
 /// Parses and checks what `process_output` rendered.
 pub fn parse_output(task: Task, rendered: &str) -> Result<ModelOutput, OutputError> {
-    let malformed = |problem: String| OutputError::Malformed { problem, rendered: rendered.to_owned() };
+    let malformed = |problem: String| OutputError::Malformed {
+        problem,
+        rendered: rendered.to_owned(),
+    };
     let value: Value = serde_json::from_str(rendered.trim())
         .map_err(|e| malformed(format!("the output template did not produce valid JSON: {e}")))?;
     if let Some(error) = value.get("error") {
         let message = match error {
             Value::String(s) => s.clone(),
-            Value::Object(o) => o.get("message").and_then(Value::as_str).map_or_else(|| error.to_string(), str::to_owned),
+            Value::Object(o) => o
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| error.to_string(), str::to_owned),
             other => other.to_string(),
         };
         return Err(OutputError::Reported(message));
@@ -109,24 +120,33 @@ pub fn parse_output(task: Task, rendered: &str) -> Result<ModelOutput, OutputErr
     let usage = match value.get("usage") {
         None | Some(Value::Null) => None,
         Some(u) => Some(serde_json::from_value::<Usage>(u.clone()).map_err(|e| {
-            malformed(format!("`usage` must be {{\"num_prompt_tokens\": N, \"num_completion_tokens\": M}}: {e}"))
+            malformed(format!(
+                "`usage` must be {{\"num_prompt_tokens\": N, \"num_completion_tokens\": M}}: {e}"
+            ))
         })?),
     };
     let (text, refusal) = match task {
         Task::ChatCompletion => chat_text(&value).map_err(malformed)?,
         Task::Embeddings => {
-            let ok = value
-                .get("embeddings")
-                .and_then(Value::as_array)
-                .is_some_and(|rows| rows.iter().all(|r| r.as_array().is_some_and(|v| v.iter().all(Value::is_number))));
+            let ok = value.get("embeddings").and_then(Value::as_array).is_some_and(|rows| {
+                rows.iter()
+                    .all(|r| r.as_array().is_some_and(|v| v.iter().all(Value::is_number)))
+            });
             if !ok {
-                return Err(malformed("an embeddings output needs `embeddings`: a list of number lists".to_owned()));
+                return Err(malformed(
+                    "an embeddings output needs `embeddings`: a list of number lists".to_owned(),
+                ));
             }
             (None, None)
         }
         Task::Custom => (None, None),
     };
-    Ok(ModelOutput { value, text, refusal, usage })
+    Ok(ModelOutput {
+        value,
+        text,
+        refusal,
+        usage,
+    })
 }
 
 type ChatText = (Option<String>, Option<String>);
@@ -136,11 +156,17 @@ fn chat_text(value: &Value) -> Result<ChatText, String> {
         let last = items
             .iter()
             .rev()
-            .find(|i| i.get("type").and_then(Value::as_str) == Some("message") && i.get("role").and_then(Value::as_str) == Some("assistant"))
+            .find(|i| {
+                i.get("type").and_then(Value::as_str) == Some("message")
+                    && i.get("role").and_then(Value::as_str) == Some("assistant")
+            })
             .ok_or("an Open Responses output has no assistant message")?;
         let text = match last.get("content") {
             Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
             _ => String::new(),
         };
         return Ok((Some(text), None));
@@ -156,7 +182,11 @@ fn chat_text(value: &Value) -> Result<ChatText, String> {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Null) | None if refusal.is_some() => None,
         Some(Value::Null) | None => return Err("`choices[0].message.content` is missing".to_owned()),
-        Some(other) => return Err(format!("`choices[0].message.content` must be a string, found `{other}`")),
+        Some(other) => {
+            return Err(format!(
+                "`choices[0].message.content` must be a string, found `{other}`"
+            ));
+        }
     };
     Ok((text, refusal))
 }
@@ -174,7 +204,13 @@ mod tests {
         .expect("valid");
         assert_eq!(out.text, None);
         assert_eq!(out.refusal.as_deref(), Some("no"));
-        assert_eq!(out.usage, Some(Usage { num_prompt_tokens: 3, num_completion_tokens: 0 }));
+        assert_eq!(
+            out.usage,
+            Some(Usage {
+                num_prompt_tokens: 3,
+                num_completion_tokens: 0
+            })
+        );
     }
 
     #[test]
@@ -193,7 +229,19 @@ mod tests {
 
     #[test]
     fn chat_input_roles_are_checked() {
-        assert!(validate_input(Task::ChatCompletion, &serde_json::json!({"messages": [{"role": "user", "content": "x"}]})).is_ok());
-        assert!(validate_input(Task::ChatCompletion, &serde_json::json!({"messages": [{"role": "bot", "content": "x"}]})).is_err());
+        assert!(
+            validate_input(
+                Task::ChatCompletion,
+                &serde_json::json!({"messages": [{"role": "user", "content": "x"}]})
+            )
+            .is_ok()
+        );
+        assert!(
+            validate_input(
+                Task::ChatCompletion,
+                &serde_json::json!({"messages": [{"role": "bot", "content": "x"}]})
+            )
+            .is_err()
+        );
     }
 }

@@ -40,29 +40,53 @@ impl Printer {
     }
 
     pub fn error(&self, text: &str) {
-        let label = if self.color { "error".red().bold().to_string() } else { "error".to_owned() };
+        let label = if self.color {
+            "error".red().bold().to_string()
+        } else {
+            "error".to_owned()
+        };
         self.errln(&format!("{label}: {text}"));
     }
 
     pub fn warn(&self, text: &str) {
-        let label = if self.color { "warning".yellow().bold().to_string() } else { "warning".to_owned() };
+        let label = if self.color {
+            "warning".yellow().bold().to_string()
+        } else {
+            "warning".to_owned()
+        };
         self.errln(&format!("{label}: {text}"));
     }
 
     pub fn heading(&self, text: &str) -> String {
-        if self.color { text.bold().to_string() } else { text.to_owned() }
+        if self.color {
+            text.bold().to_string()
+        } else {
+            text.to_owned()
+        }
     }
 
     pub fn ok(&self, text: &str) -> String {
-        if self.color { text.green().to_string() } else { text.to_owned() }
+        if self.color {
+            text.green().to_string()
+        } else {
+            text.to_owned()
+        }
     }
 
     pub fn bad(&self, text: &str) -> String {
-        if self.color { text.red().to_string() } else { text.to_owned() }
+        if self.color {
+            text.red().to_string()
+        } else {
+            text.to_owned()
+        }
     }
 
     pub fn dim(&self, text: &str) -> String {
-        if self.color { text.dimmed().to_string() } else { text.to_owned() }
+        if self.color {
+            text.dimmed().to_string()
+        } else {
+            text.to_owned()
+        }
     }
 }
 

@@ -74,7 +74,14 @@ impl Progress {
             bar.set_prefix(label.to_owned());
         }
         if self.mode == Mode::Lines {
-            self.printer.errln(&format!("{label}: {total} sample(s){}", if already_done > 0 { format!(", {already_done} already done") } else { String::new() }));
+            self.printer.errln(&format!(
+                "{label}: {total} sample(s){}",
+                if already_done > 0 {
+                    format!(", {already_done} already done")
+                } else {
+                    String::new()
+                }
+            ));
         }
     }
 
@@ -99,7 +106,10 @@ impl Progress {
         let errors = self.errors.load(Ordering::Relaxed);
         let retries = self.retries.load(Ordering::Relaxed);
         let limit = self.limit.lock().map(|l| l.clone()).unwrap_or_default();
-        let mut parts = vec![format!("{errors} error(s)"), format!("{retries} retr{}", if retries == 1 { "y" } else { "ies" })];
+        let mut parts = vec![
+            format!("{errors} error(s)"),
+            format!("{retries} retr{}", if retries == 1 { "y" } else { "ies" }),
+        ];
         if !limit.is_empty() {
             parts.push(limit);
         }
@@ -131,7 +141,10 @@ impl Progress {
         let total = self.total.load(Ordering::Relaxed);
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         let label = self.label.lock().map(|l| l.clone()).unwrap_or_default();
-        self.printer.errln(&format!("{label}: {done}/{total} samples, {rate:.1}/s, {}", self.message()));
+        self.printer.errln(&format!(
+            "{label}: {done}/{total} samples, {rate:.1}/s, {}",
+            self.message()
+        ));
     }
 
     /// Clears the bar (or prints a last line) when a task specification is done.

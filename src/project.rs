@@ -39,7 +39,9 @@ pub fn yaml_files(dir: &Path, skip: Option<&Path>) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name();
@@ -90,7 +92,12 @@ impl Project {
 
     fn record(&mut self, kind: &'static str, path: &Path, key: Option<String>, diagnostic: Diagnostic) {
         let file = yaml::display_path(&self.root, path);
-        self.errors.push(LoadError { kind, file, key, diagnostic });
+        self.errors.push(LoadError {
+            kind,
+            file,
+            key,
+            diagnostic,
+        });
     }
 
     pub fn load_adapter_file(&mut self, path: &Path) -> Option<Arc<Adapter>> {
@@ -113,7 +120,13 @@ impl Project {
 
     fn add_adapter(&mut self, adapter: Adapter, path: &Path) -> Option<Arc<Adapter>> {
         if let Some(existing) = self.adapters.get(&adapter.key) {
-            let d = duplicate("adapter", &adapter.key, &existing.file, &adapter.file, &adapter.location);
+            let d = duplicate(
+                "adapter",
+                &adapter.key,
+                &existing.file,
+                &adapter.file,
+                &adapter.location,
+            );
             self.record("adapter", path, Some(adapter.key), d);
             return None;
         }
@@ -156,7 +169,11 @@ impl Project {
         if let Some(model) = self.models.get(key) {
             return Ok(model.clone());
         }
-        if let Some(err) = self.errors.iter().find(|e| e.kind == "model" && e.key.as_deref() == Some(key)) {
+        if let Some(err) = self
+            .errors
+            .iter()
+            .find(|e| e.kind == "model" && e.key.as_deref() == Some(key))
+        {
             return Err(err.diagnostic.clone());
         }
         Err(unknown("model", key, self.models.keys(), "lfeval model list"))
@@ -167,7 +184,11 @@ impl Project {
         if let Some(adapter) = self.adapters.get(key) {
             return Ok(adapter.clone());
         }
-        if let Some(err) = self.errors.iter().find(|e| e.kind == "adapter" && e.key.as_deref() == Some(key)) {
+        if let Some(err) = self
+            .errors
+            .iter()
+            .find(|e| e.kind == "adapter" && e.key.as_deref() == Some(key))
+        {
             return Err(err.diagnostic.clone());
         }
         Err(unknown("adapter", key, self.adapters.keys(), "lfeval adapter list"))

@@ -19,12 +19,14 @@ pub fn register(value: &str, label: &str) {
     if !values.iter().any(|(v, _)| v == value) {
         values.push((value.to_owned(), label.to_owned()));
         // Longest first, so a secret that contains another is masked whole.
-        values.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        values.sort_by_key(|v| std::cmp::Reverse(v.0.len()));
     }
 }
 
 pub fn redact(text: &str) -> Cow<'_, str> {
-    let Ok(values) = VALUES.read() else { return Cow::Borrowed(text) };
+    let Ok(values) = VALUES.read() else {
+        return Cow::Borrowed(text);
+    };
     if !values.iter().any(|(v, _)| text.contains(v.as_str())) {
         return Cow::Borrowed(text);
     }

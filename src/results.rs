@@ -91,11 +91,7 @@ pub enum ResultsError {
     #[error("invalid `{}`: {message}", path.display())]
     InvalidRunConfig { path: PathBuf, message: String },
     #[error("invalid record at `{}:{line}`: {message}", path.display())]
-    InvalidRecord {
-        path: PathBuf,
-        line: u64,
-        message: String,
-    },
+    InvalidRecord { path: PathBuf, line: u64, message: String },
     #[error("sample record has no string field `{field}`")]
     MissingField { field: &'static str },
     #[error("sample `{sample_id}` of task specification `{spec}` is already recorded in this run")]
@@ -201,8 +197,7 @@ impl RunDir {
                     path: path.to_path_buf(),
                 });
             }
-            let mut entries =
-                fs::read_dir(path).map_err(|e| ResultsError::io("read directory", path, e))?;
+            let mut entries = fs::read_dir(path).map_err(|e| ResultsError::io("read directory", path, e))?;
             if entries.next().is_some() {
                 return Err(ResultsError::NotEmpty {
                     path: path.to_path_buf(),
@@ -215,11 +210,7 @@ impl RunDir {
         // `create_new` plus the lock make a run directory belong to one process even when two
         // start on the same directory at once; the loser fails before touching the config.
         let samples_path = path.join(SAMPLES_FILE);
-        let file = match OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&samples_path)
-        {
+        let file = match OpenOptions::new().append(true).create_new(true).open(&samples_path) {
             Ok(file) => file,
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(ResultsError::NotEmpty {
@@ -282,13 +273,9 @@ impl RunDir {
 
         let mut state = ResumeState::default();
         let good_len = scan(&mut file, &samples_path, |line, record| {
-            let (spec, sample_id) = record_key(&record).map_err(|field| {
-                invalid(&samples_path, line, format!("no string field `{field}`"))
-            })?;
-            if !state
-                .completed
-                .insert((spec.to_owned(), sample_id.to_owned()))
-            {
+            let (spec, sample_id) = record_key(&record)
+                .map_err(|field| invalid(&samples_path, line, format!("no string field `{field}`")))?;
+            if !state.completed.insert((spec.to_owned(), sample_id.to_owned())) {
                 return Err(invalid(
                     &samples_path,
                     line,
@@ -356,8 +343,7 @@ impl RunDir {
     /// already recorded in this run is refused with [`ResultsError::Duplicate`].
     pub fn append(&self, record: &Value) -> Result<(), ResultsError> {
         let redacted = redact_value(record);
-        let (spec, sample_id) =
-            record_key(&redacted).map_err(|field| ResultsError::MissingField { field })?;
+        let (spec, sample_id) = record_key(&redacted).map_err(|field| ResultsError::MissingField { field })?;
         let key = (spec.to_owned(), sample_id.to_owned());
         let what = format!("sample `{sample_id}` of `{spec}`");
         let mut line = render(&redacted, false, &what)?;
@@ -396,11 +382,8 @@ impl RunDir {
 
     /// Streams every complete record of `samples.jsonl` in file order. A line still being
     /// written (no `\n` yet) is not a record and is skipped.
-    pub fn records(
-        &self,
-    ) -> Result<impl Iterator<Item = Result<Value, ResultsError>> + use<>, ResultsError> {
-        let file = File::open(&self.samples_path)
-            .map_err(|e| ResultsError::io("open", &self.samples_path, e))?;
+    pub fn records(&self) -> Result<impl Iterator<Item = Result<Value, ResultsError>> + use<>, ResultsError> {
+        let file = File::open(&self.samples_path).map_err(|e| ResultsError::io("open", &self.samples_path, e))?;
         Ok(Records {
             reader: BufReader::new(file),
             path: self.samples_path.clone(),
@@ -413,10 +396,7 @@ impl RunDir {
     /// directories; the file is replaced atomically. Returns the full path.
     pub fn write_json(&self, relative: &str, value: &Value) -> Result<PathBuf, ResultsError> {
         let relative_path = Path::new(relative);
-        let safe = !relative.is_empty()
-            && relative_path
-                .components()
-                .all(|c| matches!(c, Component::Normal(_)));
+        let safe = !relative.is_empty() && relative_path.components().all(|c| matches!(c, Component::Normal(_)));
         if !safe {
             return Err(ResultsError::InvalidRelativePath {
                 relative: relative.to_owned(),
@@ -428,20 +408,13 @@ impl RunDir {
     }
 
     /// Writes `task_results/<spec_key>/task_result_log.json`.
-    pub fn write_task_result_log(
-        &self,
-        spec_key: &str,
-        log: &Value,
-    ) -> Result<PathBuf, ResultsError> {
+    pub fn write_task_result_log(&self, spec_key: &str, log: &Value) -> Result<PathBuf, ResultsError> {
         if spec_key.contains(['/', '\\']) {
             return Err(ResultsError::InvalidRelativePath {
                 relative: format!("task_results/{spec_key}/task_result_log.json"),
             });
         }
-        self.write_json(
-            &format!("task_results/{spec_key}/task_result_log.json"),
-            log,
-        )
+        self.write_json(&format!("task_results/{spec_key}/task_result_log.json"), log)
     }
 
     /// Writes `summary.json`.
@@ -487,8 +460,7 @@ impl Iterator for Records {
             }
             Ok(_) => {
                 self.line += 1;
-                let parsed =
-                    parse_line(&buf).map_err(|message| invalid(&self.path, self.line, message));
+                let parsed = parse_line(&buf).map_err(|message| invalid(&self.path, self.line, message));
                 if parsed.is_err() {
                     self.done = true;
                 }
@@ -596,11 +568,9 @@ fn parse_run_config(path: &Path, text: &str) -> Result<(RunInfo, String, Value),
 }
 
 fn path_value(path: &Path) -> Result<Value, ResultsError> {
-    path.to_str()
-        .map(Value::from)
-        .ok_or_else(|| ResultsError::NonUtf8Path {
-            path: path.to_path_buf(),
-        })
+    path.to_str().map(Value::from).ok_or_else(|| ResultsError::NonUtf8Path {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Masks secrets in every string and object key, and in numbers whose text contains one
@@ -645,9 +615,7 @@ fn render(value: &Value, pretty: bool, what: &str) -> Result<String, ResultsErro
             if serde_json::from_str::<Value>(&text).is_ok() {
                 Ok(text)
             } else {
-                Err(ResultsError::Unredactable {
-                    what: what.to_owned(),
-                })
+                Err(ResultsError::Unredactable { what: what.to_owned() })
             }
         }
     }
@@ -704,9 +672,7 @@ fn lock(file: &File, dir: &Path) -> Result<(), ResultsError> {
         Err(fs::TryLockError::WouldBlock) => Err(ResultsError::Locked {
             path: dir.to_path_buf(),
         }),
-        Err(fs::TryLockError::Error(error)) => {
-            Err(ResultsError::io("lock", &dir.join(SAMPLES_FILE), error))
-        }
+        Err(fs::TryLockError::Error(error)) => Err(ResultsError::io("lock", &dir.join(SAMPLES_FILE), error)),
     }
 }
 
@@ -743,13 +709,8 @@ mod tests {
 
     fn lines(dir: &Path) -> Vec<Value> {
         let text = fs::read_to_string(dir.join(SAMPLES_FILE)).unwrap();
-        assert!(
-            text.is_empty() || text.ends_with('\n'),
-            "unterminated: {text:?}"
-        );
-        text.lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
+        assert!(text.is_empty() || text.ends_with('\n'), "unterminated: {text:?}");
+        text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
     }
 
     fn all_bytes_under(dir: &Path) -> Vec<u8> {
@@ -766,9 +727,7 @@ mod tests {
     }
 
     fn contains(haystack: &[u8], needle: &str) -> bool {
-        haystack
-            .windows(needle.len())
-            .any(|w| w == needle.as_bytes())
+        haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
     }
 
     #[test]
@@ -814,10 +773,7 @@ mod tests {
         assert!(!run.is_recorded("b", "2"));
 
         let records: Vec<Value> = run.records().unwrap().map(Result::unwrap).collect();
-        assert_eq!(
-            records,
-            vec![record("a", "1"), record("a", "2"), record("b", "1")]
-        );
+        assert_eq!(records, vec![record("a", "1"), record("a", "2"), record("b", "1")]);
 
         // The resumed run keeps refusing what the first process wrote.
         assert!(matches!(
@@ -880,11 +836,7 @@ mod tests {
         let dir = tmp.path().join("run");
         drop(new_run(&dir));
         let good = serde_json::to_string(&record("a", "1")).unwrap();
-        fs::write(
-            dir.join(SAMPLES_FILE),
-            format!("{good}\nnot json\n{good}\n"),
-        )
-        .unwrap();
+        fs::write(dir.join(SAMPLES_FILE), format!("{good}\nnot json\n{good}\n")).unwrap();
         match RunDir::resume(&dir) {
             Err(ResultsError::InvalidRecord { line, .. }) => assert_eq!(line, 2),
             other => panic!("expected an invalid record, got {other:?}"),
@@ -946,10 +898,7 @@ mod tests {
                         run.append(&json!({"spec": "s", "sample_id": id, "pad": padding}))
                             .unwrap();
                         // Every thread races for the same sample; only one may win.
-                        if run
-                            .append(&json!({"spec": "s", "sample_id": "shared"}))
-                            .is_ok()
-                        {
+                        if run.append(&json!({"spec": "s", "sample_id": "shared"})).is_ok() {
                             shared_won += 1;
                         }
                     }
@@ -1006,10 +955,7 @@ mod tests {
 
         let other = tmp.path().join("other");
         fs::create_dir(&other).unwrap();
-        assert!(matches!(
-            RunDir::resume(&other),
-            Err(ResultsError::NotARun { .. })
-        ));
+        assert!(matches!(RunDir::resume(&other), Err(ResultsError::NotARun { .. })));
     }
 
     /// Resumes, waiting out a lock that outlives its [`RunDir`] for a moment: a process that
@@ -1031,16 +977,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("run");
         let run = new_run(&dir);
-        assert!(matches!(
-            RunDir::resume(&dir),
-            Err(ResultsError::Locked { .. })
-        ));
+        assert!(matches!(RunDir::resume(&dir), Err(ResultsError::Locked { .. })));
         drop(run);
         let (resumed, _) = resume_when_free(&dir);
-        assert!(matches!(
-            RunDir::resume(&dir),
-            Err(ResultsError::Locked { .. })
-        ));
+        assert!(matches!(RunDir::resume(&dir), Err(ResultsError::Locked { .. })));
         drop(resumed);
     }
 
@@ -1065,10 +1005,7 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(
-            leftovers,
-            vec![std::ffi::OsString::from("task_result_log.json")]
-        );
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("task_result_log.json")]);
 
         let summary = run.write_summary(&json!({"ok": true})).unwrap();
         assert_eq!(summary, dir.join("summary.json"));
@@ -1106,8 +1043,7 @@ mod tests {
             "pin": 73519864,
         }))
         .unwrap();
-        run.write_summary(&json!({"echo": "sk-canary-XYZ123"}))
-            .unwrap();
+        run.write_summary(&json!({"echo": "sk-canary-XYZ123"})).unwrap();
         run.finish().unwrap();
 
         let bytes = all_bytes_under(&dir);
@@ -1116,10 +1052,7 @@ mod tests {
         assert!(contains(&bytes, "<<secrets.CANARY>>"));
         let written = &lines(&dir)[0];
         assert_eq!(written["pin"], json!("<<secrets.NUMERIC_PIN>>"));
-        assert_eq!(
-            written["<<secrets.CANARY>>"],
-            json!(["nested <<secrets.CANARY>>"])
-        );
+        assert_eq!(written["<<secrets.CANARY>>"], json!(["nested <<secrets.CANARY>>"]));
 
         // A secret in an id is masked in the key too, and lookups by the raw id still work.
         run.append(&json!({"spec": "a", "sample_id": "sk-canary-XYZ123"}))
@@ -1188,10 +1121,7 @@ mod tests {
         let samples = dir.join(SAMPLES_FILE);
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while fs::metadata(&samples).map(|m| m.len()).unwrap_or(0) < 24 * 1024 * 1024 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the writer never wrote"
-            );
+            assert!(std::time::Instant::now() < deadline, "the writer never wrote");
             std::thread::sleep(Duration::from_millis(5));
         }
         child.kill().unwrap();
@@ -1201,8 +1131,7 @@ mod tests {
         assert!(state.records >= 5, "{} records", state.records);
         let next = state.records.to_string();
         assert!(!run.is_recorded("s", &next));
-        run.append(&json!({"spec": "s", "sample_id": next}))
-            .unwrap();
+        run.append(&json!({"spec": "s", "sample_id": next})).unwrap();
         let records = lines(&dir);
         assert_eq!(records.len(), state.records + 1);
         for (i, record) in records.iter().enumerate() {

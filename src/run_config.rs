@@ -58,23 +58,32 @@ struct TopLevel {
 fn items<'a>(node: &'a Node, key: &str) -> Result<Vec<(String, &'a Node)>, Diagnostic> {
     match node.get(key).map(|n| &n.value) {
         None | Some(yaml::Value::Null) => Ok(Vec::new()),
-        Some(yaml::Value::Seq(items)) => Ok(items.iter().enumerate().map(|(i, n)| (format!("{key}[{i}]"), n)).collect()),
+        Some(yaml::Value::Seq(items)) => Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("{key}[{i}]"), n))
+            .collect()),
         Some(_) => {
             let n = node.get(key).unwrap_or(node);
-            Err(Diagnostic::new(format!("`{key}` must be a list, found {}", n.kind())).at(&n.span).with_path(key.to_owned()))
+            Err(Diagnostic::new(format!("`{key}` must be a list, found {}", n.kind()))
+                .at(&n.span)
+                .with_path(key.to_owned()))
         }
     }
 }
 
 pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>) -> anyhow::Result<RunConfig> {
-    let run_file = run_file.canonicalize().with_context(|| format!("cannot read run config `{}`", run_file.display()))?;
+    let run_file = run_file
+        .canonicalize()
+        .with_context(|| format!("cannot read run config `{}`", run_file.display()))?;
     let dir = match project_dir {
         Some(d) => d.to_path_buf(),
         None => run_file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
     };
     let mut project = Project::load(&dir, env_file)?;
     if let Some(first) = project.errors.first() {
-        return Err(anyhow::Error::new(first.diagnostic.clone()).context(format!("cannot load {} `{}`", first.kind, first.file)));
+        return Err(anyhow::Error::new(first.diagnostic.clone())
+            .context(format!("cannot load {} `{}`", first.kind, first.file)));
     }
     let root = yaml::load(&run_file, &project.root, &project.vars)?;
     from_node::<TopLevel>(&root, "")?;
@@ -86,7 +95,9 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
         for (name, value) in secrets {
             let resolved = value.resolve(&project.secrets, true)?;
             let text = resolved.as_str().map_or_else(|| resolved.to_string(), str::to_owned);
-            project.secrets.add_inline(&name, &text, &format!("{file_display}:{}", value.location.line))?;
+            project
+                .secrets
+                .add_inline(&name, &text, &format!("{file_display}:{}", value.location.line))?;
         }
     }
     for (path, node) in items(&root, "model_adapters")? {
@@ -97,14 +108,18 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
                 .with_note(format!("also defined in `{}`", existing.file))
                 .into());
         }
-        project.adapters.insert(adapter.key.clone(), std::sync::Arc::new(adapter));
+        project
+            .adapters
+            .insert(adapter.key.clone(), std::sync::Arc::new(adapter));
     }
     for (path, node) in items(&root, "models")? {
         if node.get("$provider").is_some() {
-            return Err(Diagnostic::new("provider models (`$provider`) need the hosted platform")
-                .at(&node.span)
-                .with_hint("describe the endpoint with `connection_type: custom_connection` instead")
-                .into());
+            return Err(
+                Diagnostic::new("provider models (`$provider`) need the hosted platform")
+                    .at(&node.span)
+                    .with_hint("describe the endpoint with `connection_type: custom_connection` instead")
+                    .into(),
+            );
         }
         let model = crate::model::from_yaml(node.clone(), &path)?;
         if let Some(existing) = project.models.get(&model.key) {
@@ -117,7 +132,9 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
     }
     if !items(&root, "dataset_generators")?.is_empty() {
         let node = root.get("dataset_generators").unwrap_or(&root);
-        return Err(Diagnostic::new("dataset generators are not supported yet").at(&node.span).into());
+        return Err(Diagnostic::new("dataset generators are not supported yet")
+            .at(&node.span)
+            .into());
     }
 
     let mut datasets = BTreeMap::new();
@@ -151,8 +168,19 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
             let found = yaml_files(&project.root.join("evaluations"), None);
             match found.as_slice() {
                 [one] => yaml::load(one, &project.root, &project.vars)?,
-                [] => return Err(Diagnostic::new(format!("`{file_display}` has no `evaluation`")).at(&root.span).with_hint("add an `evaluation:` with `task_specifications`").into()),
-                _ => return Err(Diagnostic::new(format!("`{file_display}` has no `evaluation` and `evaluations/` holds several")).at(&root.span).into()),
+                [] => {
+                    return Err(Diagnostic::new(format!("`{file_display}` has no `evaluation`"))
+                        .at(&root.span)
+                        .with_hint("add an `evaluation:` with `task_specifications`")
+                        .into());
+                }
+                _ => {
+                    return Err(Diagnostic::new(format!(
+                        "`{file_display}` has no `evaluation` and `evaluations/` holds several"
+                    ))
+                    .at(&root.span)
+                    .into());
+                }
             }
         }
     };
@@ -160,19 +188,47 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
     let evaluation = evaluation::from_yaml(&evaluation_node, &overrides)?;
 
     let resolved = masked_json(&root);
-    Ok(RunConfig { file: run_file, project, datasets, tasks, evaluation, resolved })
+    Ok(RunConfig {
+        file: run_file,
+        project,
+        datasets,
+        tasks,
+        evaluation,
+        resolved,
+    })
 }
 
-fn add_dataset(datasets: &mut BTreeMap<String, DatasetEntry>, node: &Node, path: &str, file: &Path) -> Result<(), Diagnostic> {
+fn add_dataset(
+    datasets: &mut BTreeMap<String, DatasetEntry>,
+    node: &Node,
+    path: &str,
+    file: &Path,
+) -> Result<(), Diagnostic> {
     let spec: DatasetSpec = from_node(node, path)?;
     let display = node.span.file.display.clone();
     if let Some(existing) = datasets.get(&spec.key) {
         return Err(Diagnostic::new(format!("duplicate dataset key `{}`", spec.key))
             .at(&node.span)
-            .with_note(format!("`{}` is defined in both `{}` and `{display}`", spec.key, existing.file)));
+            .with_note(format!(
+                "`{}` is defined in both `{}` and `{display}`",
+                spec.key, existing.file
+            )));
     }
-    let base_dir = node.span.file.path.parent().or_else(|| file.parent()).map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    datasets.insert(spec.key.clone(), DatasetEntry { spec, base_dir, file: display });
+    let base_dir = node
+        .span
+        .file
+        .path
+        .parent()
+        .or_else(|| file.parent())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    datasets.insert(
+        spec.key.clone(),
+        DatasetEntry {
+            spec,
+            base_dir,
+            file: display,
+        },
+    );
     Ok(())
 }
 
@@ -182,7 +238,10 @@ fn add_task(tasks: &mut BTreeMap<String, TaskDef>, node: Node) -> Result<(), Dia
     if let Some(existing) = tasks.get(&task.key) {
         return Err(Diagnostic::new(format!("duplicate task key `{}`", task.key))
             .at(&span)
-            .with_note(format!("`{}` is defined in both `{}` and `{}`", task.key, existing.file, task.file)));
+            .with_note(format!(
+                "`{}` is defined in both `{}` and `{}`",
+                task.key, existing.file, task.file
+            )));
     }
     tasks.insert(task.key.clone(), task);
     Ok(())
@@ -195,7 +254,9 @@ fn masked_json(node: &Node) -> Value {
     }
     match &node.value {
         yaml::Value::Seq(items) => Value::Array(items.iter().map(masked_json).collect()),
-        yaml::Value::Map(entries) => Value::Object(entries.iter().map(|(k, v)| (k.name.clone(), masked_json(v))).collect()),
+        yaml::Value::Map(entries) => {
+            Value::Object(entries.iter().map(|(k, v)| (k.name.clone(), masked_json(v))).collect())
+        }
         yaml::Value::Unset(u) => Value::String(format!("${}", u.var)),
         _ => yaml::to_json(node),
     }

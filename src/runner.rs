@@ -43,7 +43,10 @@ pub struct Registry {
 
 impl Registry {
     pub fn get(&self, key: &str) -> Result<Arc<ModelRuntime>, Diagnostic> {
-        self.runtimes.get(key).cloned().ok_or_else(|| Diagnostic::new(format!("model `{key}` is not part of this run")))
+        self.runtimes
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Diagnostic::new(format!("model `{key}` is not part of this run")))
     }
 }
 
@@ -80,26 +83,54 @@ struct Shared {
 
 /// Resolves every task specification and builds every model runtime before anything runs, so
 /// configuration errors surface at once (exit 2) and never halfway through.
-fn prepare(config: &RunConfig, python: &PythonRuntime, cache: Option<&Arc<ResponseCache>>, policy: CachePolicy) -> anyhow::Result<(Vec<Prepared>, Registry)> {
+fn prepare(
+    config: &RunConfig,
+    python: &PythonRuntime,
+    cache: Option<&Arc<ResponseCache>>,
+    policy: CachePolicy,
+) -> anyhow::Result<(Vec<Prepared>, Registry)> {
     let project = &config.project;
     let mut prepared = Vec::new();
     let mut model_keys = BTreeSet::new();
     for spec in &config.evaluation.specs {
         let task = config.tasks.get(&spec.task_key.value).cloned().ok_or_else(|| {
-            crate::project::unknown("task", &spec.task_key.value, config.tasks.keys(), "the run config's `tasks:` or `tasks/`")
-                .at_location(spec.task_key.location.clone())
+            crate::project::unknown(
+                "task",
+                &spec.task_key.value,
+                config.tasks.keys(),
+                "the run config's `tasks:` or `tasks/`",
+            )
+            .at_location(spec.task_key.location.clone())
         })?;
-        let values = task.config_values(&spec.task_config).map_err(|d| d.at_location(spec.task_key.location.clone()))?;
+        let values = task
+            .config_values(&spec.task_config)
+            .map_err(|d| d.at_location(spec.task_key.location.clone()))?;
         let definition = task.instantiate(&values)?;
-        let dataset_key = spec.dataset_key.clone().or(definition.dataset_key.clone()).ok_or_else(|| {
-            Diagnostic::new(format!("task specification `{}` has no dataset", spec.key)).at_location(spec.task_key.location.clone()).with_hint("set `dataset_key` on the task specification or `dataset: {key: ...}` in the task")
-        })?;
+        let dataset_key = spec
+            .dataset_key
+            .clone()
+            .or(definition.dataset_key.clone())
+            .ok_or_else(|| {
+                Diagnostic::new(format!("task specification `{}` has no dataset", spec.key))
+                    .at_location(spec.task_key.location.clone())
+                    .with_hint("set `dataset_key` on the task specification or `dataset: {key: ...}` in the task")
+            })?;
         let dataset = config.datasets.get(&dataset_key).cloned().ok_or_else(|| {
-            crate::project::unknown("dataset", &dataset_key, config.datasets.keys(), "the run config's `datasets:` or `datasets/`").at_location(spec.task_key.location.clone())
+            crate::project::unknown(
+                "dataset",
+                &dataset_key,
+                config.datasets.keys(),
+                "the run config's `datasets:` or `datasets/`",
+            )
+            .at_location(spec.task_key.location.clone())
         })?;
         if definition.solver.is_some() {
             let key = spec.model_key.clone().ok_or_else(|| {
-                Diagnostic::new(format!("task specification `{}` runs a solver but names no `model_key`", spec.key)).at_location(spec.task_key.location.clone())
+                Diagnostic::new(format!(
+                    "task specification `{}` runs a solver but names no `model_key`",
+                    spec.key
+                ))
+                .at_location(spec.task_key.location.clone())
             })?;
             model_keys.insert(key);
         }
@@ -111,7 +142,11 @@ fn prepare(config: &RunConfig, python: &PythonRuntime, cache: Option<&Arc<Respon
         for def in scorers_defs {
             let snippet = scorer::load_python(&def, &task.key, python)?;
             for (i, metric) in def.metrics.iter().enumerate() {
-                if let MetricSpec::Python { compute_metrics_snippet, .. } = metric {
+                if let MetricSpec::Python {
+                    compute_metrics_snippet,
+                    ..
+                } = metric
+                {
                     let spec = SnippetSpec {
                         owner: format!("metric {} of scorer `{}`", i + 1, def.name),
                         file: task.file.clone(),
@@ -123,25 +158,47 @@ fn prepare(config: &RunConfig, python: &PythonRuntime, cache: Option<&Arc<Respon
                         returns: ReturnKind::Json,
                         workers: 1,
                     };
-                    let snippet = python.load_snippet(spec).map_err(|e| crate::connection::custom_inference::load_diagnostic(&e))?;
+                    let snippet = python
+                        .load_snippet(spec)
+                        .map_err(|e| crate::connection::custom_inference::load_diagnostic(&e))?;
                     metric_snippets.insert((def.name.clone(), i), snippet);
                 }
             }
             scorers.push((def, snippet));
         }
-        let origin = TemplateOrigin { file: task.file.clone(), line_offset: 0, column_offset: 0 };
-        prepared.push(Prepared { spec: spec.clone(), task, dataset, model: None, solver: definition.solver, scorers, metric_snippets, origin, task_config: values });
+        let origin = TemplateOrigin {
+            file: task.file.clone(),
+            line_offset: 0,
+            column_offset: 0,
+        };
+        prepared.push(Prepared {
+            spec: spec.clone(),
+            task,
+            dataset,
+            model: None,
+            solver: definition.solver,
+            scorers,
+            metric_snippets,
+            origin,
+            task_config: values,
+        });
     }
 
     let mut runtimes = HashMap::new();
     for key in &model_keys {
         let model = project.model(key)?;
         project.register_model_secrets(&model)?;
-        let adapter = project.adapter(&model.adapter.value).map_err(|d| d.at_location(model.adapter.location.clone()))?;
+        let adapter = project
+            .adapter(&model.adapter.value)
+            .map_err(|d| d.at_location(model.adapter.location.clone()))?;
         let fingerprint = fingerprint(&model, &adapter);
         let mut runtime = ModelRuntime::new(model, adapter, Some(python), &project.secrets)?;
         if let Some(cache) = cache {
-            runtime.cache = Some(CacheHandle { cache: Arc::clone(cache), policy, fingerprint });
+            runtime.cache = Some(CacheHandle {
+                cache: Arc::clone(cache),
+                policy,
+                fingerprint,
+            });
         }
         runtimes.insert(key.clone(), Arc::new(runtime));
     }
@@ -172,7 +229,9 @@ fn collect_models(solver: Option<&SolverDef>, scorers: &[ScorerDef], keys: &mut 
     }
     for s in scorers {
         match &s.kind {
-            scorer::ScorerKind::JudgeClassifier { judge, .. } | scorer::ScorerKind::JudgeScorer { judge, .. } | scorer::ScorerKind::Labeler { judge, .. } => {
+            scorer::ScorerKind::JudgeClassifier { judge, .. }
+            | scorer::ScorerKind::JudgeScorer { judge, .. }
+            | scorer::ScorerKind::Labeler { judge, .. } => {
                 keys.insert(judge.model_key.clone());
             }
             _ => {}
@@ -189,21 +248,39 @@ fn fingerprint(model: &crate::model::Model, adapter: &crate::adapter::Adapter) -
             "snippet": c.snippet.text,
             "environment": c.environment.iter().map(|(k, v)| (k.clone(), Value::String(v.masked()))).collect::<Map<String, Value>>(),
         }),
-        Connection::CustomConnection(c) => json!({"type": "custom_connection", "url": c.url.masked(), "model_key": c.model_key}),
+        Connection::CustomConnection(c) => {
+            json!({"type": "custom_connection", "url": c.url.masked(), "model_key": c.model_key})
+        }
     };
     json!({"model": model.key, "task": model.task.as_str(), "connection": connection, "adapter_input": adapter.process_input.text}).to_string()
 }
 
 /// Runs the evaluation; returns the exit status (interrupted, failed samples or success).
-pub fn run(config: RunConfig, run_dir: RunDir, completed: HashSet<(String, String)>, python: PythonRuntime, options: &RunOptions, printer: &Printer) -> anyhow::Result<ExitStatus> {
-    let policy = if options.no_cache { CachePolicy::NoCache } else { config.evaluation.cache_policy };
+pub fn run(
+    config: RunConfig,
+    run_dir: RunDir,
+    completed: HashSet<(String, String)>,
+    python: PythonRuntime,
+    options: &RunOptions,
+    printer: &Printer,
+) -> anyhow::Result<ExitStatus> {
+    let policy = if options.no_cache {
+        CachePolicy::NoCache
+    } else {
+        config.evaluation.cache_policy
+    };
     let cache = if policy.reads() || policy.writes() {
-        Some(Arc::new(ResponseCache::open(&config.project.root.join(".lfeval").join("cache.sqlite"))?))
+        Some(Arc::new(ResponseCache::open(
+            &config.project.root.join(".lfeval").join("cache.sqlite"),
+        )?))
     } else {
         None
     };
     let (prepared, registry) = prepare(&config, &python, cache.as_ref(), policy)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let shared = Arc::new(Shared {
         registry,
         templates: TemplateEngine::new(),
@@ -244,10 +321,17 @@ pub fn run(config: RunConfig, run_dir: RunDir, completed: HashSet<(String, Strin
     let summary = finish(&prepared, &shared, &config, started, clock.elapsed())?;
     print_summary(&summary, options.json, printer);
     if shared.stop.load(Ordering::Relaxed) {
-        printer.warn(&format!("stopped early after failed samples\nhint: resume with `lfeval run --resume {}` to finish the rest", shared.run_dir.path().display()));
+        printer.warn(&format!(
+            "stopped early after failed samples\nhint: resume with `lfeval run --resume {}` to finish the rest",
+            shared.run_dir.path().display()
+        ));
     }
     let failed = summary["totals"]["failed"].as_u64().unwrap_or(0);
-    Ok(if failed > 0 || shared.stop.load(Ordering::Relaxed) { ExitStatus::Failure } else { ExitStatus::Success })
+    Ok(if failed > 0 || shared.stop.load(Ordering::Relaxed) {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
 }
 
 enum SpecEnd {
@@ -265,8 +349,12 @@ fn eval_filter(expr: &str, row: &Map<String, Value>) -> Result<Value, String> {
 }
 
 fn open_samples(p: &Prepared) -> anyhow::Result<dataset::SampleIter<'static>> {
-    dataset::open(&p.dataset.spec, &p.dataset.base_dir, &eval_filter)
-        .with_context(|| format!("cannot open dataset `{}` (defined in `{}`)", p.dataset.spec.key, p.dataset.file))
+    dataset::open(&p.dataset.spec, &p.dataset.base_dir, &eval_filter).with_context(|| {
+        format!(
+            "cannot open dataset `{}` (defined in `{}`)",
+            p.dataset.spec.key, p.dataset.file
+        )
+    })
 }
 
 /// The samples a specification runs, in dataset order: the first N, or N picked at random with a
@@ -290,7 +378,12 @@ fn selection(p: &Prepared) -> anyhow::Result<(u64, Option<HashSet<usize>>)> {
     }
 }
 
-async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>, completed: &HashSet<(String, String)>, options: &RunOptions) -> anyhow::Result<SpecEnd> {
+async fn run_spec(
+    p: Arc<Prepared>,
+    shared: Arc<Shared>,
+    completed: &HashSet<(String, String)>,
+    options: &RunOptions,
+) -> anyhow::Result<SpecEnd> {
     let (total, chosen) = selection(&p)?;
     let done_before = completed.iter().filter(|(spec, _)| spec == &p.spec.key).count() as u64;
     shared.progress.start(&p.spec.key, total, done_before.min(total));
@@ -319,7 +412,7 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>, completed: &HashSet<(St
             continue;
         }
         taken += 1;
-        if completed.contains(&(p.spec.key.clone(), sample.id.clone())) {
+        if shared.run_dir.is_recorded(&p.spec.key, &sample.id) {
             continue;
         }
         let permit = tokio::select! {
@@ -379,9 +472,16 @@ fn report_limit(p: &Prepared, shared: &Shared) {
     let Some(model) = &p.model else { return };
     let gate = &model.gate;
     let text = if gate.is_rate_limited() {
-        format!("held by rate_limit {}/min of `{}`", gate.rate_limit.unwrap_or(0), model.model.key)
+        format!(
+            "held by rate_limit {}/min of `{}`",
+            gate.rate_limit.unwrap_or(0),
+            model.model.key
+        )
     } else if gate.in_flight() >= gate.concurrency {
-        format!("held by max_concurrent_requests {} of `{}`", gate.concurrency, model.model.key)
+        format!(
+            "held by max_concurrent_requests {} of `{}`",
+            gate.concurrency, model.model.key
+        )
     } else {
         String::new()
     };
@@ -400,7 +500,14 @@ async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Resul
     let mut usage = Usage::default();
     let solved = match (&p.solver, &p.model) {
         (Some(def), Some(model)) => {
-            let mut cx = SolveContext { sample: &sample.row, target: model, registry: &shared.registry, templates: &shared.templates, origin: &p.origin, calls: &mut calls };
+            let mut cx = SolveContext {
+                sample: &sample.row,
+                target: model,
+                registry: &shared.registry,
+                templates: &shared.templates,
+                origin: &p.origin,
+                calls: &mut calls,
+            };
             match solver::solve(def, &mut cx).await {
                 Ok(solved) => Some(solved),
                 Err(e) => {
@@ -435,7 +542,10 @@ async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Resul
             }
         }
     }
-    let retries: u64 = calls.iter().map(|c| c.trace.attempts.len().saturating_sub(1) as u64).sum();
+    let retries: u64 = calls
+        .iter()
+        .map(|c| c.trace.attempts.len().saturating_sub(1) as u64)
+        .sum();
     let ok = errors.is_empty();
     let record = json!({
         "spec": p.spec.key,
@@ -463,7 +573,13 @@ async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Resul
 }
 
 /// Computes metrics from `samples.jsonl`, writes the task result logs and `summary.json`.
-fn finish(prepared: &[Arc<Prepared>], shared: &Shared, config: &RunConfig, started: jiff::Timestamp, wall: Duration) -> anyhow::Result<Value> {
+fn finish(
+    prepared: &[Arc<Prepared>],
+    shared: &Shared,
+    config: &RunConfig,
+    started: jiff::Timestamp,
+    wall: Duration,
+) -> anyhow::Result<Value> {
     let mut spec_summaries = Vec::new();
     let (mut total_samples, mut total_failed) = (0u64, 0u64);
     let mut total_usage = Usage::default();
@@ -508,7 +624,13 @@ fn finish(prepared: &[Arc<Prepared>], shared: &Shared, config: &RunConfig, start
             let values = per_scorer.get(&def.name).cloned().unwrap_or_default();
             for (i, spec) in def.metrics.iter().enumerate() {
                 let computed = match spec {
-                    MetricSpec::Python { .. } => python_metric(shared, p, &def.name, i, per_scorer_full.get(&def.name).cloned().unwrap_or_default()),
+                    MetricSpec::Python { .. } => python_metric(
+                        shared,
+                        p,
+                        &def.name,
+                        i,
+                        per_scorer_full.get(&def.name).cloned().unwrap_or_default(),
+                    ),
                     other => crate::metric::compute(other, &values).map_err(|e| e.to_string()),
                 };
                 match computed {
@@ -521,7 +643,8 @@ fn finish(prepared: &[Arc<Prepared>], shared: &Shared, config: &RunConfig, start
                         "scorer_purpose": def.purpose,
                     })),
                     Err(message) => {
-                        *by_stage.entry("metric").or_insert(json!(0)) = json!(by_stage.get("metric").and_then(Value::as_u64).unwrap_or(0) + 1);
+                        *by_stage.entry("metric").or_insert(json!(0)) =
+                            json!(by_stage.get("metric").and_then(Value::as_u64).unwrap_or(0) + 1);
                         metric_errors.push(json!({"stage": "metric", "scorer": def.name, "metric_type": spec.display_type(), "message": message}));
                     }
                 }
@@ -560,13 +683,33 @@ fn finish(prepared: &[Arc<Prepared>], shared: &Shared, config: &RunConfig, start
     Ok(summary)
 }
 
-fn python_metric(shared: &Shared, p: &Prepared, scorer: &str, index: usize, scores: Vec<Value>) -> Result<Map<String, Value>, String> {
-    let snippet = p.metric_snippets.get(&(scorer.to_owned(), index)).ok_or("python metric was not loaded")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let out = rt.block_on(shared.python.call(snippet, vec![Value::Array(scores)], Duration::from_secs(300))).map_err(|e| e.to_string())?;
+fn python_metric(
+    shared: &Shared,
+    p: &Prepared,
+    scorer: &str,
+    index: usize,
+    scores: Vec<Value>,
+) -> Result<Map<String, Value>, String> {
+    let snippet = p
+        .metric_snippets
+        .get(&(scorer.to_owned(), index))
+        .ok_or("python metric was not loaded")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let out = rt
+        .block_on(
+            shared
+                .python
+                .call(snippet, vec![Value::Array(scores)], Duration::from_secs(300)),
+        )
+        .map_err(|e| e.to_string())?;
     match out.value {
         Value::Object(map) => Ok(map),
-        other => Err(format!("`compute_metrics` must return a dict of numbers, got `{other}`")),
+        other => Err(format!(
+            "`compute_metrics` must return a dict of numbers, got `{other}`"
+        )),
     }
 }
 
@@ -577,7 +720,9 @@ fn write_task_log(p: &Prepared, shared: &Shared, summary: &Value, started: jiff:
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let path = dir.join("task_result_log.json");
     let tmp = dir.join("task_result_log.json.tmp");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("cannot write `{}`", tmp.display()))?);
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write `{}`", tmp.display()))?,
+    );
     let failed = summary["failed"].as_u64().unwrap_or(0);
     let head = json!({
         "format_version": "v1",
@@ -600,7 +745,12 @@ fn write_task_log(p: &Prepared, shared: &Shared, summary: &Value, started: jiff:
     });
     let head_text = crate::redact::redact(&serde_json::to_string_pretty(&head)?).into_owned();
     let head_text = head_text.trim_end().trim_end_matches('}');
-    write!(out, "{head_text},\n  \"evidence\": {{\n    \"metrics\": {},\n    \"failures\": {},\n    \"samples\": [", serde_json::to_string(&summary["metrics"])?, json!({"num_errors": failed, "num_total": summary["samples"]}))?;
+    write!(
+        out,
+        "{head_text},\n  \"evidence\": {{\n    \"metrics\": {},\n    \"failures\": {},\n    \"samples\": [",
+        serde_json::to_string(&summary["metrics"])?,
+        json!({"num_errors": failed, "num_total": summary["samples"]})
+    )?;
     let mut first = true;
     for record in shared.run_dir.records()? {
         let record = record?;
@@ -636,7 +786,14 @@ fn print_summary(summary: &Value, json_output: bool, printer: &Printer) {
         printer.outln(&serde_json::to_string_pretty(summary).unwrap_or_default());
         return;
     }
-    let mut rows = vec![vec!["SPECIFICATION".to_owned(), "MODEL".to_owned(), "SAMPLES".to_owned(), "FAILED".to_owned(), "METRIC".to_owned(), "VALUE".to_owned()]];
+    let mut rows = vec![vec![
+        "SPECIFICATION".to_owned(),
+        "MODEL".to_owned(),
+        "SAMPLES".to_owned(),
+        "FAILED".to_owned(),
+        "METRIC".to_owned(),
+        "VALUE".to_owned(),
+    ]];
     for spec in summary["specifications"].as_array().into_iter().flatten() {
         let base = vec![
             spec["key"].as_str().unwrap_or("").to_owned(),
@@ -677,7 +834,11 @@ fn print_summary(summary: &Value, json_output: bool, printer: &Printer) {
     for spec in summary["specifications"].as_array().into_iter().flatten() {
         if let Some(stages) = spec["errors_by_stage"].as_object().filter(|m| !m.is_empty()) {
             let parts: Vec<String> = stages.iter().map(|(k, v)| format!("{v} at {k}")).collect();
-            printer.outln(&format!("`{}` errors: {}", spec["key"].as_str().unwrap_or(""), parts.join(", ")));
+            printer.outln(&format!(
+                "`{}` errors: {}",
+                spec["key"].as_str().unwrap_or(""),
+                parts.join(", ")
+            ));
         }
     }
     printer.outln(&format!("results: {}", summary["run_dir"].as_str().unwrap_or("")));

@@ -28,11 +28,7 @@ pub struct McqaResult {
 /// choices are the original's contract; longer choices follow the same rule. When more than one
 /// distinct choice matches (possible only with longer choices that share a prefix-and-boundary,
 /// e.g. `A` and `A.1`), the completion is ambiguous and therefore invalid.
-pub fn string_equals_mcqa(
-    completion: &str,
-    ground_truth_choice: &str,
-    choices: &[String],
-) -> McqaResult {
+pub fn string_equals_mcqa(completion: &str, ground_truth_choice: &str, choices: &[String]) -> McqaResult {
     let text = completion.trim_start();
     let mut chosen: Option<&str> = None;
     for choice in choices.iter().map(String::as_str) {
@@ -247,10 +243,7 @@ mod tests {
 
     #[test]
     fn bleu_identical_and_disjoint() {
-        close(
-            bleu("the cat sat on the mat", "the cat sat on the mat"),
-            1.0,
-        );
+        close(bleu("the cat sat on the mat", "the cat sat on the mat"), 1.0);
         // shorter than 4 tokens: every n > 1 precision is (0+1)/(0+1) = 1 → still 1.0
         close(bleu("hello world", "hello world"), 1.0);
         close(bleu("a b c d", "e f g h"), 0.0);
@@ -268,10 +261,7 @@ mod tests {
         // p4: none of 3 → (0+1)/(3+1) = 1/4
         // BLEU = (5/6 · 2/3 · 2/5 · 1/4)^(1/4) = (1/18)^(1/4) ≈ 0.4855
         let expected = (1.0f64 / 18.0).powf(0.25);
-        close(
-            bleu("the cat sat on the mat", "the cat is on the mat"),
-            expected,
-        );
+        close(bleu("the cat sat on the mat", "the cat is on the mat"), expected);
     }
 
     #[test]
@@ -282,10 +272,7 @@ mod tests {
         // clipping: "the the the the" vs "the cat": p1 = 1/4 (only one "the" counts)
         // p2 = (0+1)/(3+1) = 1/4, p3 = (0+1)/(2+1) = 1/3, p4 = (0+1)/(1+1) = 1/2; c=4 > r=2, BP=1
         // BLEU = (1/4 · 1/4 · 1/3 · 1/2)^(1/4) = (1/96)^(1/4)
-        close(
-            bleu("the the the the", "the cat"),
-            (1.0f64 / 96.0).powf(0.25),
-        );
+        close(bleu("the the the the", "the cat"), (1.0f64 / 96.0).powf(0.25));
     }
 
     #[test]

@@ -18,13 +18,18 @@ pub fn store_path() -> PathBuf {
     if let Some(path) = std::env::var_os(SECRETS_FILE_ENV) {
         return PathBuf::from(path);
     }
-    dirs::config_dir().unwrap_or_else(std::env::temp_dir).join("lfeval").join("secrets.json")
+    dirs::config_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("lfeval")
+        .join("secrets.json")
 }
 
 pub fn read_store(path: &std::path::Path) -> anyhow::Result<BTreeMap<String, String>> {
     match std::fs::read_to_string(path) {
         Ok(text) if text.trim().is_empty() => Ok(BTreeMap::new()),
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("secret store `{}` is not valid JSON", path.display())),
+        Ok(text) => {
+            serde_json::from_str(&text).with_context(|| format!("secret store `{}` is not valid JSON", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
         Err(e) => Err(e).with_context(|| format!("cannot read secret store `{}`", path.display())),
     }
@@ -42,7 +47,9 @@ pub fn write_store(path: &std::path::Path, secrets: &BTreeMap<String, String>) -
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(&tmp).with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    let mut file = options
+        .open(&tmp)
+        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
     // `mode` only applies on creation; tighten a pre-existing temp file too.
     #[cfg(unix)]
     {
@@ -75,28 +82,43 @@ struct SecretsInner {
 
 impl Secrets {
     pub fn new() -> Secrets {
-        let inner = SecretsInner { store_path: store_path(), ..SecretsInner::default() };
-        Secrets { inner: Arc::new(Mutex::new(inner)) }
+        let inner = SecretsInner {
+            store_path: store_path(),
+            ..SecretsInner::default()
+        };
+        Secrets {
+            inner: Arc::new(Mutex::new(inner)),
+        }
     }
 
     /// Adds an inline `secrets:` value; the same name with a different value is an error.
     pub fn add_inline(&self, name: &str, value: &str, origin: &str) -> Result<(), Diagnostic> {
         crate::redact::register(value, &format!("<<secrets.{name}>>"));
-        let mut inner = self.inner.lock().map_err(|_| Diagnostic::new("secret registry is poisoned"))?;
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| Diagnostic::new("secret registry is poisoned"))?;
         if let Some((existing, first)) = inner.inline.get(name) {
             if existing != value {
-                return Err(Diagnostic::new(format!("secret `{name}` is declared twice with different values"))
-                    .with_note(format!("first declared in {first}"))
-                    .with_note(format!("then in {origin}")));
+                return Err(
+                    Diagnostic::new(format!("secret `{name}` is declared twice with different values"))
+                        .with_note(format!("first declared in {first}"))
+                        .with_note(format!("then in {origin}")),
+                );
             }
             return Ok(());
         }
-        inner.inline.insert(name.to_owned(), (value.to_owned(), origin.to_owned()));
+        inner
+            .inline
+            .insert(name.to_owned(), (value.to_owned(), origin.to_owned()));
         Ok(())
     }
 
     pub fn get(&self, name: &str) -> Result<String, Diagnostic> {
-        let mut inner = self.inner.lock().map_err(|_| Diagnostic::new("secret registry is poisoned"))?;
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| Diagnostic::new("secret registry is poisoned"))?;
         if let Some((value, _)) = inner.inline.get(name) {
             return Ok(value.clone());
         }
@@ -115,7 +137,9 @@ impl Secrets {
                     "looked in inline `secrets:` maps and in the secret store `{}`",
                     inner.store_path.display()
                 ))
-                .with_hint(format!("add it with `lfeval secret set {name}` (the value is read from stdin)"))),
+                .with_hint(format!(
+                    "add it with `lfeval secret set {name}` (the value is read from stdin)"
+                ))),
         }
     }
 }

@@ -53,8 +53,14 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MessageBuilder {
-    ChatMessage { role: String, content: String, terminate_if: Option<TerminateIf> },
-    Generate { terminate_if: Option<TerminateIf> },
+    ChatMessage {
+        role: String,
+        content: String,
+        terminate_if: Option<TerminateIf>,
+    },
+    Generate {
+        terminate_if: Option<TerminateIf>,
+    },
     GenerateMessage {
         model_key: String,
         #[serde(default)]
@@ -112,17 +118,29 @@ impl SolveContext<'_> {
         for (k, v) in extra {
             ctx.insert((*k).to_owned(), v.clone());
         }
-        self.templates.render_str(template, self.origin, &ctx).map_err(|e| SolveError {
-            message: format!("cannot render solver template: {}", e.message),
-            detail: e.excerpt.clone(),
-            retryable: false,
-        })
+        self.templates
+            .render_str(template, self.origin, &ctx)
+            .map_err(|e| SolveError {
+                message: format!("cannot render solver template: {}", e.message),
+                detail: e.excerpt.clone(),
+                retryable: false,
+            })
     }
 
-    async fn call(&mut self, model: &ModelRuntime, input: &Value, purpose: &'static str, usage: &mut Usage) -> Result<ModelOutput, SolveError> {
+    async fn call(
+        &mut self,
+        model: &ModelRuntime,
+        input: &Value,
+        purpose: &'static str,
+        usage: &mut Usage,
+    ) -> Result<ModelOutput, SolveError> {
         let sample = Value::Object(self.sample.clone());
         let (trace, result) = model.infer(input, &Map::new(), Some(&sample)).await;
-        self.calls.push(Call { model: model.model.key.clone(), purpose, trace });
+        self.calls.push(Call {
+            model: model.model.key.clone(),
+            purpose,
+            trace,
+        });
         let output = result.map_err(|f| SolveError {
             message: format!("{}: {}", f.stage.title(), f.message),
             detail: f.detail.or_else(|| f.diagnostic.map(|d| d.to_string())),
@@ -139,7 +157,10 @@ impl SolveContext<'_> {
 pub async fn solve(def: &SolverDef, cx: &mut SolveContext<'_>) -> Result<Solved, SolveError> {
     let mut solved = Solved::default();
     match def {
-        SolverDef::SingleTurnSolver { input_builder, message_format: _ } => {
+        SolverDef::SingleTurnSolver {
+            input_builder,
+            message_format: _,
+        } => {
             let input = match input_builder {
                 InputBuilder::ChatCompletion { input_messages } => {
                     let mut messages = Vec::new();
@@ -159,13 +180,24 @@ pub async fn solve(def: &SolverDef, cx: &mut SolveContext<'_>) -> Result<Solved,
             };
             solved.model_input = input.clone();
             let output = cx.call(cx.target, &input, "solver", &mut solved.usage).await?;
-            let mut messages = input.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut messages = input
+                .get("messages")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             messages.push(assistant_message(&output));
             solved.messages = messages;
             solved.output = Some(output);
         }
-        SolverDef::MultiTurnSolver { message_builders, message_format: _ } => {
-            let mut conversation = Conversation { messages: Vec::new(), last: None, usage: Usage::default() };
+        SolverDef::MultiTurnSolver {
+            message_builders,
+            message_format: _,
+        } => {
+            let mut conversation = Conversation {
+                messages: Vec::new(),
+                last: None,
+                usage: Usage::default(),
+            };
             run_builders(message_builders, cx, &mut conversation, None).await?;
             solved.model_input = json!({ "messages": conversation.messages });
             solved.messages = conversation.messages;
@@ -200,7 +232,12 @@ enum Flow {
 
 fn terminates(rule: Option<&TerminateIf>, conversation: &mut Conversation) -> Flow {
     let Some(rule) = rule else { return Flow::Continue };
-    let text = conversation.messages.last().and_then(|m| m.get("content")).and_then(Value::as_str).unwrap_or("");
+    let text = conversation
+        .messages
+        .last()
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !text.contains(&rule.includes) {
         return Flow::Continue;
     }
@@ -226,7 +263,11 @@ fn run_builders<'a>(
                 extra
             };
             let flow = match builder {
-                MessageBuilder::ChatMessage { role, content, terminate_if } => {
+                MessageBuilder::ChatMessage {
+                    role,
+                    content,
+                    terminate_if,
+                } => {
                     let content = cx.render(content, &extra(conversation))?;
                     conversation.messages.push(json!({"role": role, "content": content}));
                     terminates(terminate_if.as_ref(), conversation)
@@ -238,18 +279,45 @@ fn run_builders<'a>(
                     conversation.last = Some(output);
                     terminates(terminate_if.as_ref(), conversation)
                 }
-                MessageBuilder::GenerateMessage { model_key, extra_input_messages, output_role, include_conversation, terminate_if } => {
-                    let model = cx.registry.get(model_key).map_err(|d| SolveError { message: d.message.clone(), detail: Some(d.to_string()), retryable: false })?;
-                    let mut messages = if include_conversation.unwrap_or(true) { conversation.messages.clone() } else { Vec::new() };
+                MessageBuilder::GenerateMessage {
+                    model_key,
+                    extra_input_messages,
+                    output_role,
+                    include_conversation,
+                    terminate_if,
+                } => {
+                    let model = cx.registry.get(model_key).map_err(|d| SolveError {
+                        message: d.message.clone(),
+                        detail: Some(d.to_string()),
+                        retryable: false,
+                    })?;
+                    let mut messages = if include_conversation.unwrap_or(true) {
+                        conversation.messages.clone()
+                    } else {
+                        Vec::new()
+                    };
                     for m in extra_input_messages {
                         messages.push(json!({"role": m.role, "content": cx.render(&m.content, &extra(conversation))?}));
                     }
-                    let output = cx.call(&model, &json!({"messages": messages}), "generate_message", &mut conversation.usage).await?;
+                    let output = cx
+                        .call(
+                            &model,
+                            &json!({"messages": messages}),
+                            "generate_message",
+                            &mut conversation.usage,
+                        )
+                        .await?;
                     let role = output_role.clone().unwrap_or_else(|| "user".to_owned());
-                    conversation.messages.push(json!({"role": role, "content": output.text.clone().unwrap_or_default()}));
+                    conversation
+                        .messages
+                        .push(json!({"role": role, "content": output.text.clone().unwrap_or_default()}));
                     terminates(terminate_if.as_ref(), conversation)
                 }
-                MessageBuilder::Loop { message_builders, max_iterations, on_max_iterations } => {
+                MessageBuilder::Loop {
+                    message_builders,
+                    max_iterations,
+                    on_max_iterations,
+                } => {
                     let max = max_iterations.unwrap_or(10);
                     let mut ended = false;
                     for i in 0..max {
@@ -264,7 +332,9 @@ fn run_builders<'a>(
                         Flow::Continue
                     } else {
                         return Err(SolveError {
-                            message: format!("the loop reached `max_iterations` ({max}) without a `terminate_if` match"),
+                            message: format!(
+                                "the loop reached `max_iterations` ({max}) without a `terminate_if` match"
+                            ),
                             detail: None,
                             retryable: false,
                         });

@@ -114,24 +114,38 @@ impl TaskDef {
         }
         for param in &self.config_spec {
             let Some(value) = values.get(&param.key) else {
-                return Err(Diagnostic::new(format!("task `{}` needs config value `{}`", self.key, param.key))
-                    .with_hint(format!("set `task_config: {{{}: ...}}` on the task specification", param.key)));
+                return Err(
+                    Diagnostic::new(format!("task `{}` needs config value `{}`", self.key, param.key)).with_hint(
+                        format!("set `task_config: {{{}: ...}}` on the task specification", param.key),
+                    ),
+                );
             };
             if let (Some(n), Some(min)) = (value.as_f64(), param.min)
                 && n < min
             {
-                return Err(Diagnostic::new(format!("config value `{}` of task `{}` is {n}, below the minimum {min}", param.key, self.key)));
+                return Err(Diagnostic::new(format!(
+                    "config value `{}` of task `{}` is {n}, below the minimum {min}",
+                    param.key, self.key
+                )));
             }
             if let (Some(n), Some(max)) = (value.as_f64(), param.max)
                 && n > max
             {
-                return Err(Diagnostic::new(format!("config value `{}` of task `{}` is {n}, above the maximum {max}", param.key, self.key)));
+                return Err(Diagnostic::new(format!(
+                    "config value `{}` of task `{}` is {n}, above the maximum {max}",
+                    param.key, self.key
+                )));
             }
             if let Some(allowed) = &param.allowed_values
                 && !value.is_null()
                 && !allowed.contains(value)
             {
-                return Err(Diagnostic::new(format!("config value `{}` of task `{}` must be one of {}", param.key, self.key, Value::Array(allowed.clone()))));
+                return Err(Diagnostic::new(format!(
+                    "config value `{}` of task `{}` must be one of {}",
+                    param.key,
+                    self.key,
+                    Value::Array(allowed.clone())
+                )));
             }
         }
         Ok(values)
@@ -154,8 +168,14 @@ impl TaskDef {
         }
         let _ = (wire.evaluated_entity_type, wire.actions);
         let dataset_key = match wire.dataset {
-            Some(DatasetRef { source: Some(source), .. }) if source != "dataset" => {
-                return Err(Diagnostic::new(format!("task `{}`: dataset source `{source}` is not supported", self.key)).at(&node.span));
+            Some(DatasetRef {
+                source: Some(source), ..
+            }) if source != "dataset" => {
+                return Err(Diagnostic::new(format!(
+                    "task `{}`: dataset source `{source}` is not supported",
+                    self.key
+                ))
+                .at(&node.span));
             }
             Some(d) => {
                 let _ = d.fast_subset_size;
@@ -169,10 +189,17 @@ impl TaskDef {
                 return Err(Diagnostic::new(format!("`scorers` must be a list, found {}", list.kind())).at(&list.span));
             };
             for (i, item) in items.iter().enumerate() {
-                scorers.push(scorer::from_yaml(item, &format!("{}[{i}]", join("definition", "scorers")))?);
+                scorers.push(scorer::from_yaml(
+                    item,
+                    &format!("{}[{i}]", join("definition", "scorers")),
+                )?);
             }
         }
         scorer::check_unique_names(&scorers)?;
-        Ok(TaskDefinition { dataset_key, solver: wire.solver, scorers })
+        Ok(TaskDefinition {
+            dataset_key,
+            solver: wire.solver,
+            scorers,
+        })
     }
 }

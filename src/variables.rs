@@ -20,8 +20,8 @@ impl Variables {
     pub fn load(project_dir: &Path, env_file: Option<&Path>) -> anyhow::Result<Variables> {
         let mut files = Vec::new();
         if let Some(path) = env_file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read env file `{}`", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read env file `{}`", path.display()))?;
             files.push(parse_dotenv(&text));
         }
         let dotenv = project_dir.join(".env");
@@ -33,7 +33,10 @@ impl Variables {
 
     /// A fixed set of variables (no process environment); for tests.
     pub fn fixed(vars: HashMap<String, String>) -> Variables {
-        Variables { files: Vec::new(), fixed: Some(vars) }
+        Variables {
+            files: Vec::new(),
+            fixed: Some(vars),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<String> {

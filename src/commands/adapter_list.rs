@@ -27,13 +27,23 @@ pub fn run(project: &Project, args: &ListArgs, printer: &Printer) -> anyhow::Res
         printer.outln(&serde_json::to_string_pretty(&json!({"adapters": adapters}))?);
         return Ok(ExitStatus::Success);
     }
-    let mut rows = vec![vec!["KEY".to_owned(), "PROVIDER".to_owned(), "DISPLAY NAME".to_owned(), "FILE".to_owned()]];
+    let mut rows = vec![vec![
+        "KEY".to_owned(),
+        "PROVIDER".to_owned(),
+        "DISPLAY NAME".to_owned(),
+        "FILE".to_owned(),
+    ]];
     for a in project.adapters.values() {
         let provider = match a.provider {
             Provider::Latticeflow => "built-in",
             Provider::User => "user",
         };
-        rows.push(vec![a.key.clone(), provider.to_owned(), a.display_name.clone(), a.file.clone()]);
+        rows.push(vec![
+            a.key.clone(),
+            provider.to_owned(),
+            a.display_name.clone(),
+            a.file.clone(),
+        ]);
     }
     printer.out(&super::table(&rows));
     super::warn_load_errors(project, "adapter", printer);

@@ -20,18 +20,30 @@ pub fn run(project: &Project, args: &AdapterTestArgs, printer: &Printer) -> anyh
     let task: Task = args.task.into();
     let input = match &args.input {
         Some(path) => read_json(path)?,
-        None => task.default_input().context("this task has no default input\nhint: pass `--input FILE` with a JSON model input")?,
+        None => task
+            .default_input()
+            .context("this task has no default input\nhint: pass `--input FILE` with a JSON model input")?,
     };
     let body = match &args.body {
         Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?),
         None => None,
     };
-    let info = ModelInfo { model_key: args.model_key.clone(), task };
+    let info = ModelInfo {
+        model_key: args.model_key.clone(),
+        task,
+    };
     let mut report = Map::new();
     report.insert("adapter".into(), json!(adapter.key));
     report.insert("input".into(), input.clone());
 
-    let outcome = test(Arc::clone(&adapter), &input, body.as_deref(), args.status_code, &info, &mut report);
+    let outcome = test(
+        Arc::clone(&adapter),
+        &input,
+        body.as_deref(),
+        args.status_code,
+        &info,
+        &mut report,
+    );
     if args.json {
         if let Err(d) = &outcome {
             report.insert("error".into(), json!(d.to_string()));
@@ -45,7 +57,11 @@ pub fn run(project: &Project, args: &AdapterTestArgs, printer: &Printer) -> anyh
             Err(d) => printer.error(&d.to_string()),
         }
     }
-    Ok(if outcome.is_ok() { ExitStatus::Success } else { ExitStatus::Failure })
+    Ok(if outcome.is_ok() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
 }
 
 fn test(
@@ -72,10 +88,14 @@ fn test(
         }
         Err(OutputError::Reported(message)) => {
             report.insert("output".into(), json!({"error": message}));
-            Err(Diagnostic::new(format!("the output template reported an error: {message}")))
+            Err(Diagnostic::new(format!(
+                "the output template reported an error: {message}"
+            )))
         }
-        Err(OutputError::Malformed { problem, rendered }) => Err(Diagnostic::new(format!("invalid model output: {problem}"))
-            .with_note(format!("rendered output:\n{rendered}"))),
+        Err(OutputError::Malformed { problem, rendered }) => {
+            Err(Diagnostic::new(format!("invalid model output: {problem}"))
+                .with_note(format!("rendered output:\n{rendered}")))
+        }
     }
 }
 

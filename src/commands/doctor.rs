@@ -9,7 +9,10 @@ pub fn run(python: &PythonRuntime, printer: &Printer) -> anyhow::Result<ExitStat
     printer.outln(&format!("python      {}", info.version.lines().next().unwrap_or("")));
     printer.outln(&format!("executable  {}", info.executable));
     printer.outln(&format!("prefix      {}", info.prefix));
-    printer.outln(&format!("start-up    {:.1}ms", python.startup_time().as_secs_f64() * 1000.0));
+    printer.outln(&format!(
+        "start-up    {:.1}ms",
+        python.startup_time().as_secs_f64() * 1000.0
+    ));
     match &info.httpx {
         Ok(version) => printer.outln(&format!("httpx       {version}")),
         Err(e) => printer.outln(&format!("httpx       not importable ({e})")),

@@ -40,7 +40,9 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
 
 /// Starts the embedded interpreter. Must run on the main thread before any tokio runtime.
 pub fn start_python(global: &GlobalArgs) -> anyhow::Result<PythonRuntime> {
-    let options = PythonOptions { python_env: global.python_env.clone() };
+    let options = PythonOptions {
+        python_env: global.python_env.clone(),
+    };
     Ok(crate::python::initialize(&options)?)
 }
 
@@ -54,8 +56,12 @@ pub fn load_project(global: &GlobalArgs) -> anyhow::Result<Project> {
 
 /// Warns about entity files that failed to load, pointing at `validate` for details.
 pub fn warn_load_errors(project: &Project, kind: &str, printer: &Printer) {
-    let failed: Vec<&str> =
-        project.errors.iter().filter(|e| e.kind == kind).map(|e| e.file.as_str()).collect();
+    let failed: Vec<&str> = project
+        .errors
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.file.as_str())
+        .collect();
     if !failed.is_empty() {
         printer.warn(&format!(
             "{} {kind} file(s) failed to load: {}\nhint: run `lfeval validate` for details",
@@ -69,14 +75,26 @@ pub fn warn_load_errors(project: &Project, kind: &str, printer: &Printer) {
 pub fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {
         let line: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(i, cell)| if i + 1 == row.len() { cell.clone() } else { format!("{cell:<width$}", width = widths[i]) })
+            .map(|(i, cell)| {
+                if i + 1 == row.len() {
+                    cell.clone()
+                } else {
+                    format!("{cell:<width$}", width = widths[i])
+                }
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');

@@ -33,10 +33,18 @@ pub fn run(project: &Project, args: &ListArgs, printer: &Printer) -> anyhow::Res
             .filter(|e| e.kind == "model")
             .map(|e| json!({"file": e.file, "key": e.key, "error": e.diagnostic.message}))
             .collect();
-        printer.outln(&serde_json::to_string_pretty(&json!({"models": models, "errors": errors}))?);
+        printer.outln(&serde_json::to_string_pretty(
+            &json!({"models": models, "errors": errors}),
+        )?);
         return Ok(ExitStatus::Success);
     }
-    let mut rows = vec![vec!["KEY".to_owned(), "TASK".to_owned(), "CONNECTION".to_owned(), "ADAPTER".to_owned(), "FILE".to_owned()]];
+    let mut rows = vec![vec![
+        "KEY".to_owned(),
+        "TASK".to_owned(),
+        "CONNECTION".to_owned(),
+        "ADAPTER".to_owned(),
+        "FILE".to_owned(),
+    ]];
     for m in project.models.values() {
         let target = match &m.connection {
             Connection::CustomInference(c) => c.snippet.file.clone(),

@@ -16,14 +16,25 @@ use crate::model::{Connection, Model};
 use crate::printer::Printer;
 use crate::python::PythonRuntime;
 
-pub fn run(global: &GlobalArgs, args: &ModelTestArgs, python: &PythonRuntime, printer: &Printer) -> anyhow::Result<ExitStatus> {
+pub fn run(
+    global: &GlobalArgs,
+    args: &ModelTestArgs,
+    python: &PythonRuntime,
+    printer: &Printer,
+) -> anyhow::Result<ExitStatus> {
     let mut project = super::load_project(global)?;
     let model = match &args.file {
         Some(file) => {
-            let file = file.canonicalize().with_context(|| format!("cannot read `{}`", file.display()))?;
+            let file = file
+                .canonicalize()
+                .with_context(|| format!("cannot read `{}`", file.display()))?;
             project.models.remove(&args.key);
             project.load_model_file(&file);
-            if let Some(err) = project.errors.iter().find(|e| Path::new(&e.file) == file.strip_prefix(&project.root).unwrap_or(&file)) {
+            if let Some(err) = project
+                .errors
+                .iter()
+                .find(|e| Path::new(&e.file) == file.strip_prefix(&project.root).unwrap_or(&file))
+            {
                 return Err(err.diagnostic.clone().into());
             }
             project.model(&args.key)?
@@ -44,7 +55,11 @@ pub fn run(global: &GlobalArgs, args: &ModelTestArgs, python: &PythonRuntime, pr
     report.connection(&model);
     let built = project
         .register_model_secrets(&model)
-        .and_then(|()| project.adapter(&model.adapter.value).map_err(|d| d.at_location(model.adapter.location.clone())))
+        .and_then(|()| {
+            project
+                .adapter(&model.adapter.value)
+                .map_err(|d| d.at_location(model.adapter.location.clone()))
+        })
         .and_then(|adapter| ModelRuntime::new(Arc::clone(&model), adapter, Some(python), &project.secrets));
     let runtime = match built {
         Ok(runtime) => runtime,
@@ -52,7 +67,10 @@ pub fn run(global: &GlobalArgs, args: &ModelTestArgs, python: &PythonRuntime, pr
     };
     report.connection_details(&runtime);
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let (trace, result) = rt.block_on(runtime.infer(&input, &Map::new(), None));
     rt.shutdown_background();
     Ok(report.finish(&runtime, &input, &trace, result.as_ref().err()))
@@ -68,7 +86,13 @@ struct Report<'a> {
 
 impl<'a> Report<'a> {
     fn new(model: &Model, args: &ModelTestArgs, printer: &'a Printer) -> Report<'a> {
-        Report { printer, json: args.json, verbose: args.verbose, doc: Map::new(), key: model.key.clone() }
+        Report {
+            printer,
+            json: args.json,
+            verbose: args.verbose,
+            doc: Map::new(),
+            key: model.key.clone(),
+        }
     }
 
     fn heading(&self, n: usize, title: &str) {
@@ -110,16 +134,38 @@ impl<'a> Report<'a> {
             Connection::CustomInference(c) => {
                 self.field("snippet", &c.snippet.file);
                 step.insert("snippet".into(), json!(c.snippet.file));
-                let env: Map<String, Value> = c.environment.iter().map(|(k, v)| (k.clone(), json!(v.masked()))).collect();
-                let shown: Vec<String> = c.environment.iter().map(|(k, v)| format!("{k}: {}", v.masked())).collect();
-                self.field("environment", if shown.is_empty() { "(empty)".to_owned() } else { shown.join("\n") }.as_str());
+                let env: Map<String, Value> = c
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v.masked())))
+                    .collect();
+                let shown: Vec<String> = c
+                    .environment
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", v.masked()))
+                    .collect();
+                self.field(
+                    "environment",
+                    if shown.is_empty() {
+                        "(empty)".to_owned()
+                    } else {
+                        shown.join("\n")
+                    }
+                    .as_str(),
+                );
                 step.insert("environment".into(), Value::Object(env));
             }
             Connection::CustomConnection(c) => {
                 self.field("url", &c.url.masked());
                 step.insert("url".into(), json!(c.url.masked()));
                 if let Some(key) = &c.api_key {
-                    let shown = if key.is_sensitive() { key.masked() } else if key.masked().is_empty() { String::new() } else { "<masked>".to_owned() };
+                    let shown = if key.is_sensitive() {
+                        key.masked()
+                    } else if key.masked().is_empty() {
+                        String::new()
+                    } else {
+                        "<masked>".to_owned()
+                    };
                     self.field("api key", &shown);
                     step.insert("api_key".into(), json!(shown));
                 }
@@ -128,7 +174,20 @@ impl<'a> Report<'a> {
                     step.insert("model_key".into(), json!(model_key));
                 }
                 if !c.custom_headers.is_empty() {
-                    let shown: Vec<String> = c.custom_headers.iter().map(|(k, v)| format!("{k}: {}", if v.is_sensitive() { v.masked() } else { "<masked>".to_owned() })).collect();
+                    let shown: Vec<String> = c
+                        .custom_headers
+                        .iter()
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}: {}",
+                                if v.is_sensitive() {
+                                    v.masked()
+                                } else {
+                                    "<masked>".to_owned()
+                                }
+                            )
+                        })
+                        .collect();
                     self.field("headers", &shown.join("\n"));
                 }
             }
@@ -136,11 +195,18 @@ impl<'a> Report<'a> {
         self.field("adapter", &model.adapter.value);
         let timeout = humantime(model.connection.timeout());
         self.field("timeout", &timeout);
-        step.insert("timeout_seconds".into(), json!(model.connection.timeout().as_secs_f64()));
+        step.insert(
+            "timeout_seconds".into(),
+            json!(model.connection.timeout().as_secs_f64()),
+        );
         let limits = format!(
             "rate_limit {}, max_concurrent_requests {}",
-            model.rate_limit.map_or_else(|| "none".to_owned(), |r| format!("{r}/min")),
-            model.max_concurrent_requests.map_or_else(|| format!("{} (default)", model.concurrency()), |n| n.to_string())
+            model
+                .rate_limit
+                .map_or_else(|| "none".to_owned(), |r| format!("{r}/min")),
+            model
+                .max_concurrent_requests
+                .map_or_else(|| format!("{} (default)", model.concurrency()), |n| n.to_string())
         );
         self.field("limits", &limits);
         step.insert("rate_limit".into(), json!(model.rate_limit));
@@ -151,7 +217,11 @@ impl<'a> Report<'a> {
     fn connection_details(&mut self, runtime: &ModelRuntime) {
         if let Endpoint::Snippet(s) = &runtime.endpoint {
             let kind = if s.snippet().is_async() { "async def" } else { "def" };
-            let params = if s.snippet().arity() >= 3 { "body, environment, sample" } else { "body, environment" };
+            let params = if s.snippet().arity() >= 3 {
+                "body, environment, sample"
+            } else {
+                "body, environment"
+            };
             self.field("function", &format!("{kind} run_inference({params})"));
             if let Some(step) = self.doc.get_mut("connection").and_then(Value::as_object_mut) {
                 step.insert("function".into(), json!(format!("{kind} run_inference({params})")));
@@ -180,7 +250,10 @@ impl<'a> Report<'a> {
         if let Some(body) = &trace.request_body {
             self.block("request body", &super::adapter_test::pretty_text(body));
         }
-        self.doc.insert("transform_input".into(), json!({"input": input, "template": adapter.process_input.text, "request_body": trace.request_body}));
+        self.doc.insert(
+            "transform_input".into(),
+            json!({"input": input, "template": adapter.process_input.text, "request_body": trace.request_body}),
+        );
         if stage == Some(Stage::TransformInput) {
             return self.fail(failure);
         }
@@ -188,7 +261,14 @@ impl<'a> Report<'a> {
         // 3. run inference
         self.heading(3, "run inference");
         let attempts = trace.attempts.len();
-        self.field("latency", &format!("{:.0}ms ({attempts} attempt{})", trace.timings.inference_ms, if attempts == 1 { "" } else { "s" }));
+        self.field(
+            "latency",
+            &format!(
+                "{:.0}ms ({attempts} attempt{})",
+                trace.timings.inference_ms,
+                if attempts == 1 { "" } else { "s" }
+            ),
+        );
         for (i, attempt) in trace.attempts.iter().enumerate() {
             if let Some(err) = &attempt.error {
                 self.field(&format!("attempt {}", i + 1), err);
@@ -200,7 +280,8 @@ impl<'a> Report<'a> {
         match &runtime.endpoint {
             Endpoint::Http(http) => {
                 self.field("url", http.url());
-                let request_headers: Vec<String> = http.masked_headers().iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                let request_headers: Vec<String> =
+                    http.masked_headers().iter().map(|(k, v)| format!("{k}: {v}")).collect();
                 self.field("request", &request_headers.join("\n"));
                 step.insert("request_headers".into(), json!(http.masked_headers()));
                 if let Some(response) = &trace.response {
@@ -232,7 +313,10 @@ impl<'a> Report<'a> {
         self.block("raw output", &super::adapter_test::pretty_text(raw));
         self.block(&template_title(&adapter.process_output), &adapter.process_output.text);
         if let Some(output) = &trace.output {
-            self.block("model output", &serde_json::to_string_pretty(output).unwrap_or_default());
+            self.block(
+                "model output",
+                &serde_json::to_string_pretty(output).unwrap_or_default(),
+            );
         } else if let Some(rendered) = &trace.rendered_output {
             self.block("rendered output", rendered);
         }
@@ -246,7 +330,9 @@ impl<'a> Report<'a> {
     }
 
     fn fail(mut self, failure: Option<&Failure>) -> ExitStatus {
-        let Some(failure) = failure else { return self.done(false, "failed") };
+        let Some(failure) = failure else {
+            return self.done(false, "failed");
+        };
         let step = match failure.stage {
             Stage::TransformInput => "transform input",
             Stage::RunInference => "run inference",
@@ -264,7 +350,10 @@ impl<'a> Report<'a> {
                 message.push_str(&format!("\ncaptured output:\n{}", captured.trim_end()));
             }
         }
-        if !self.verbose && failure.stage == Stage::RunInference && failure.detail.as_deref().is_some_and(|d| d.contains("Traceback")) {
+        if !self.verbose
+            && failure.stage == Stage::RunInference
+            && failure.detail.as_deref().is_some_and(|d| d.contains("Traceback"))
+        {
             message.push_str("\nhint: `--verbose` shows the full Python traceback");
         }
         self.doc.insert("failed_step".into(), json!(failure.stage));
@@ -278,7 +367,8 @@ impl<'a> Report<'a> {
     fn done(mut self, ok: bool, message: &str) -> ExitStatus {
         self.doc.insert("ok".into(), json!(ok));
         if self.json {
-            self.printer.outln(&serde_json::to_string_pretty(&self.doc).unwrap_or_default());
+            self.printer
+                .outln(&serde_json::to_string_pretty(&self.doc).unwrap_or_default());
             if !ok {
                 self.printer.error(message);
             }

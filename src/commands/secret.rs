@@ -17,7 +17,9 @@ pub fn run(command: SecretCommand, printer: &Printer) -> anyhow::Result<ExitStat
             check_name(&name)?;
             let value = read_value(&name)?;
             if value.is_empty() {
-                bail!("no value given for secret `{name}`\nhint: pipe it in: `printf %s \"$TOKEN\" | lfeval secret set {name}`");
+                bail!(
+                    "no value given for secret `{name}`\nhint: pipe it in: `printf %s \"$TOKEN\" | lfeval secret set {name}`"
+                );
             }
             let mut store = secrets::read_store(&path)?;
             let replaced = store.insert(name.clone(), value).is_some();
@@ -29,7 +31,9 @@ pub fn run(command: SecretCommand, printer: &Printer) -> anyhow::Result<ExitStat
             let store = secrets::read_store(&path)?;
             if args.json {
                 let names: Vec<&String> = store.keys().collect();
-                printer.outln(&serde_json::to_string_pretty(&serde_json::json!({"store": path, "secrets": names}))?);
+                printer.outln(&serde_json::to_string_pretty(
+                    &serde_json::json!({"store": path, "secrets": names}),
+                )?);
             } else if store.is_empty() {
                 printer.errln(&format!("no secrets in `{}`", path.display()));
             } else {
@@ -58,6 +62,10 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(
+    clippy::print_stderr,
+    reason = "the prompt must appear before input is read, unbuffered"
+)]
 fn read_value(name: &str) -> anyhow::Result<String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
@@ -68,13 +76,21 @@ fn read_value(name: &str) -> anyhow::Result<String> {
         return Ok(value);
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).context("cannot read the secret value from stdin")?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the secret value from stdin")?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 /// Reads a line with terminal echo off (`stty -echo`), restoring it afterwards.
 fn read_hidden_line() -> std::io::Result<String> {
-    let stty = |arg: &str| std::process::Command::new("stty").arg(arg).stdin(std::process::Stdio::inherit()).status();
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status()
+    };
     let _ = stty("-echo");
     let mut line = String::new();
     let result = std::io::stdin().lock().read_line(&mut line);

@@ -15,7 +15,10 @@ use crate::project::{Project, yaml_files};
 pub fn run(global: &GlobalArgs, args: &ValidateArgs, printer: &Printer) -> anyhow::Result<ExitStatus> {
     let mut project = super::load_project(global)?;
     let (models, adapters): (BTreeSet<String>, BTreeSet<String>) = if args.paths.is_empty() {
-        (project.models.keys().cloned().collect(), project.adapters.keys().cloned().collect())
+        (
+            project.models.keys().cloned().collect(),
+            project.adapters.keys().cloned().collect(),
+        )
     } else {
         select(&mut project, &args.paths)?
     };
@@ -33,7 +36,8 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, printer: &Printer) -> anyho
                 }
             }
             Err(d) => problems.push(
-                d.at_location(model.adapter.location.clone()).with_path(model.adapter.path.clone()),
+                d.at_location(model.adapter.location.clone())
+                    .with_path(model.adapter.path.clone()),
             ),
         }
     }
@@ -71,7 +75,10 @@ fn select(project: &mut Project, paths: &[std::path::PathBuf]) -> anyhow::Result
     project.errors.clear();
     project.models.clear();
     project.adapters.retain(|k, _| k.starts_with("latticeflow$"));
-    let all_adapters = yaml_files(&project.root.join("adapters"), Some(&project.root.join("adapters/builtin")));
+    let all_adapters = yaml_files(
+        &project.root.join("adapters"),
+        Some(&project.root.join("adapters/builtin")),
+    );
     for path in &all_adapters {
         project.load_adapter_file(path);
     }
@@ -79,12 +86,20 @@ fn select(project: &mut Project, paths: &[std::path::PathBuf]) -> anyhow::Result
     let mut models = BTreeSet::new();
     let mut adapters = BTreeSet::new();
     for path in paths {
-        let files = if path.is_dir() { yaml_files(path, None) } else { vec![path.clone()] };
+        let files = if path.is_dir() {
+            yaml_files(path, None)
+        } else {
+            vec![path.clone()]
+        };
         for file in files {
-            let file = file.canonicalize().map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", file.display()))?;
+            let file = file
+                .canonicalize()
+                .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", file.display()))?;
             if is_adapter_file(&project.root, &file) {
                 let before = project.errors.len();
-                project.adapters.retain(|_, a| Path::new(&a.file) != file.strip_prefix(&project.root).unwrap_or(&file));
+                project
+                    .adapters
+                    .retain(|_, a| Path::new(&a.file) != file.strip_prefix(&project.root).unwrap_or(&file));
                 if let Some(a) = project.load_adapter_file(&file) {
                     adapters.insert(a.key.clone());
                 } else if project.errors.len() == before {

@@ -29,11 +29,18 @@ fn init_tls() {
 impl HttpEndpoint {
     pub fn new(model_key: &str, config: &CustomConnection, secrets: &Secrets) -> Result<HttpEndpoint, Diagnostic> {
         init_tls();
-        let context = |d: Diagnostic| Diagnostic { message: format!("model `{model_key}`: {}", d.message), ..d };
+        let context = |d: Diagnostic| Diagnostic {
+            message: format!("model `{model_key}`: {}", d.message),
+            ..d
+        };
         let url = config.url.resolve(secrets, false).map_err(context)?;
-        let url = url.as_str().map(str::to_owned).ok_or_else(|| Diagnostic::new(format!("model `{model_key}`: `url` must be a string")))?;
+        let url = url
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Diagnostic::new(format!("model `{model_key}`: `url` must be a string")))?;
         reqwest::Url::parse(&url).map_err(|e| {
-            Diagnostic::new(format!("model `{model_key}`: invalid `url` `{url}`: {e}")).at_location(config.url.location.clone())
+            Diagnostic::new(format!("model `{model_key}`: invalid `url` `{url}`: {e}"))
+                .at_location(config.url.location.clone())
         })?;
 
         let mut headers = HeaderMap::new();
@@ -46,8 +53,11 @@ impl HttpEndpoint {
                 other => other.to_string(),
             };
             if !key.is_empty() {
-                let value = HeaderValue::from_str(&format!("Bearer {key}"))
-                    .map_err(|_| Diagnostic::new(format!("model `{model_key}`: `api_key` contains characters not allowed in a header")))?;
+                let value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                    Diagnostic::new(format!(
+                        "model `{model_key}`: `api_key` contains characters not allowed in a header"
+                    ))
+                })?;
                 headers.insert(AUTHORIZATION, sensitive(value));
             }
         }
@@ -58,23 +68,34 @@ impl HttpEndpoint {
                 serde_json::Value::Bool(b) => if b { "True" } else { "False" }.to_owned(),
                 other => other.to_string(),
             };
-            let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| Diagnostic::new(format!("model `{model_key}`: invalid header name `{name}`")).at_location(value.location.clone()))?;
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                Diagnostic::new(format!("model `{model_key}`: invalid header name `{name}`"))
+                    .at_location(value.location.clone())
+            })?;
             let value = HeaderValue::from_str(&text).map_err(|_| {
-                Diagnostic::new(format!("model `{model_key}`: header `{name}` must be printable ASCII")).at_location(value.location.clone())
+                Diagnostic::new(format!("model `{model_key}`: header `{name}` must be printable ASCII"))
+                    .at_location(value.location.clone())
             })?;
             headers.insert(header, sensitive(value));
         }
 
-        let mut builder = reqwest::Client::builder().timeout(config.timeout).pool_max_idle_per_host(64);
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .pool_max_idle_per_host(64);
         if let Some(ca) = &config.trusted_ca {
             let resolved = ca.resolve(secrets, true).map_err(context)?;
             let encoded = resolved.as_str().unwrap_or_default().trim().to_owned();
             let pem = base64::engine::general_purpose::STANDARD
                 .decode(encoded.as_bytes())
-                .map_err(|e| Diagnostic::new(format!("model `{model_key}`: `trusted_ca` is not base64: {e}")).with_hint("encode the PEM file with `base64 -w 0 cert.pem`"))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Diagnostic::new(format!("model `{model_key}`: `trusted_ca` is not a PEM certificate: {e}")))?;
+                .map_err(|e| {
+                    Diagnostic::new(format!("model `{model_key}`: `trusted_ca` is not base64: {e}"))
+                        .with_hint("encode the PEM file with `base64 -w 0 cert.pem`")
+                })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Diagnostic::new(format!(
+                    "model `{model_key}`: `trusted_ca` is not a PEM certificate: {e}"
+                ))
+            })?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
@@ -82,8 +103,15 @@ impl HttpEndpoint {
         if config.accept_untrusted {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
-        let client = builder.build().map_err(|e| Diagnostic::new(format!("model `{model_key}`: cannot build the HTTP client: {e}")))?;
-        Ok(HttpEndpoint { client, url, headers, timeout: config.timeout })
+        let client = builder
+            .build()
+            .map_err(|e| Diagnostic::new(format!("model `{model_key}`: cannot build the HTTP client: {e}")))?;
+        Ok(HttpEndpoint {
+            client,
+            url,
+            headers,
+            timeout: config.timeout,
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -95,7 +123,11 @@ impl HttpEndpoint {
         self.headers
             .iter()
             .map(|(k, v)| {
-                let shown = if v.is_sensitive() { "<masked>".to_owned() } else { v.to_str().unwrap_or("<binary>").to_owned() };
+                let shown = if v.is_sensitive() {
+                    "<masked>".to_owned()
+                } else {
+                    v.to_str().unwrap_or("<binary>").to_owned()
+                };
                 (k.as_str().to_owned(), shown)
             })
             .collect()
@@ -115,20 +147,42 @@ impl HttpEndpoint {
         let headers: Vec<(String, String)> = response
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
-        let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let body = response.text().await.map_err(|e| self.classify(&e))?;
-        let raw = RawResponse { status_code: status, headers, body, captured: String::new(), elapsed: start.elapsed() };
+        let raw = RawResponse {
+            status_code: status,
+            headers,
+            body,
+            captured: String::new(),
+            elapsed: start.elapsed(),
+        };
         if status == 429 || (500..600).contains(&status) {
-            return Err(AttemptError::Status { response: raw, retry_after });
+            return Err(AttemptError::Status {
+                response: raw,
+                retry_after,
+            });
         }
         Ok(raw)
     }
 
     fn classify(&self, e: &reqwest::Error) -> AttemptError {
         if e.is_timeout() {
-            return AttemptError::Timeout { after: self.timeout, detail: String::new(), captured: String::new() };
+            return AttemptError::Timeout {
+                after: self.timeout,
+                detail: String::new(),
+                captured: String::new(),
+            };
         }
         if e.is_builder() {
             return AttemptError::Fatal(format!("cannot build the request: {}", error_chain(e)));

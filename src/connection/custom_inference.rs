@@ -21,7 +21,18 @@ pub struct SnippetEndpoint {
 /// Environment keys whose values are treated as credentials when they come from `$VAR`.
 fn looks_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["key", "token", "secret", "password", "passwd", "auth", "credential", "cookie"].iter().any(|w| key.contains(w))
+    [
+        "key",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "auth",
+        "credential",
+        "cookie",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
 }
 
 impl SnippetEndpoint {
@@ -34,13 +45,19 @@ impl SnippetEndpoint {
     ) -> Result<SnippetEndpoint, Diagnostic> {
         let mut environment = Map::new();
         for (name, value) in &config.environment {
-            let resolved = value
-                .resolve(secrets, looks_secret(name))
-                .map_err(|d| Diagnostic { message: format!("model `{model_key}`: {}", d.message), ..d })?;
+            let resolved = value.resolve(secrets, looks_secret(name)).map_err(|d| Diagnostic {
+                message: format!("model `{model_key}`: {}", d.message),
+                ..d
+            })?;
             environment.insert(name.clone(), resolved);
         }
         let snippet = load(model_key, config, workers, runtime)?;
-        Ok(SnippetEndpoint { runtime: runtime.clone(), snippet, environment: Value::Object(environment), timeout: config.timeout })
+        Ok(SnippetEndpoint {
+            runtime: runtime.clone(),
+            snippet,
+            environment: Value::Object(environment),
+            timeout: config.timeout,
+        })
     }
 
     pub fn snippet(&self) -> &Snippet {
@@ -49,7 +66,11 @@ impl SnippetEndpoint {
 
     pub async fn call(&self, body: String, sample: Option<&Value>) -> Result<RawResponse, AttemptError> {
         let start = Instant::now();
-        let args = vec![Value::String(body), self.environment.clone(), sample.cloned().unwrap_or(Value::Null)];
+        let args = vec![
+            Value::String(body),
+            self.environment.clone(),
+            sample.cloned().unwrap_or(Value::Null),
+        ];
         match self.runtime.call(&self.snippet, args, self.timeout).await {
             Ok(output) => Ok(RawResponse {
                 status_code: 200,
@@ -64,7 +85,12 @@ impl SnippetEndpoint {
 }
 
 /// Compiles a model's snippet, turning load errors into located diagnostics.
-pub fn load(model_key: &str, config: &CustomInference, workers: usize, runtime: &PythonRuntime) -> Result<Snippet, Diagnostic> {
+pub fn load(
+    model_key: &str,
+    config: &CustomInference,
+    workers: usize,
+    runtime: &PythonRuntime,
+) -> Result<Snippet, Diagnostic> {
     let spec = SnippetSpec {
         owner: format!("model `{model_key}`"),
         file: config.snippet.file.clone(),
@@ -98,19 +124,45 @@ pub fn load_diagnostic(e: &SnippetLoadError) -> Diagnostic {
 
 /// Exception types that mean "the network or the endpoint had a bad moment".
 const TRANSIENT: &[&str] = &[
-    "ConnectError", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout", "TimeoutException",
-    "RemoteProtocolError", "ReadError", "WriteError", "NetworkError", "ConnectionError", "ConnectionResetError",
-    "ConnectionRefusedError", "ConnectionAbortedError", "TimeoutError", "URLError", "IncompleteRead",
+    "ConnectError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "WriteTimeout",
+    "PoolTimeout",
+    "TimeoutException",
+    "RemoteProtocolError",
+    "ReadError",
+    "WriteError",
+    "NetworkError",
+    "ConnectionError",
+    "ConnectionResetError",
+    "ConnectionRefusedError",
+    "ConnectionAbortedError",
+    "TimeoutError",
+    "URLError",
+    "IncompleteRead",
 ];
 
 fn classify(err: CallError) -> AttemptError {
     let captured = err.captured.clone();
     let message = err.to_string();
     match &*err.kind {
-        CallErrorKind::Timeout { after, .. } => AttemptError::Timeout { after: *after, detail: message, captured },
-        CallErrorKind::Raised { exc_type, message: text, traceback, .. } => {
+        CallErrorKind::Timeout { after, .. } => AttemptError::Timeout {
+            after: *after,
+            detail: message,
+            captured,
+        },
+        CallErrorKind::Raised {
+            exc_type,
+            message: text,
+            traceback,
+            ..
+        } => {
             let short = exc_type.rsplit('.').next().unwrap_or(exc_type);
-            let status_error = text.contains("'429 ") || text.contains("Server error '5") || text.contains("HTTP Error 429") || text.contains("HTTP Error 5");
+            let status_error = text.contains("'429 ")
+                || text.contains("Server error '5")
+                || text.contains("HTTP Error 429")
+                || text.contains("HTTP Error 5");
             AttemptError::Snippet {
                 retryable: TRANSIENT.contains(&short) || status_error,
                 message,
@@ -118,8 +170,11 @@ fn classify(err: CallError) -> AttemptError {
                 captured,
             }
         }
-        CallErrorKind::BadReturn { .. } | CallErrorKind::Internal(_) => {
-            AttemptError::Snippet { message, detail: String::new(), captured, retryable: false }
-        }
+        CallErrorKind::BadReturn { .. } | CallErrorKind::Internal(_) => AttemptError::Snippet {
+            message,
+            detail: String::new(),
+            captured,
+            retryable: false,
+        },
     }
 }

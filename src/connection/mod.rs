@@ -26,7 +26,10 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn headers_map(&self) -> serde_json::Map<String, Value> {
-        self.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone()))).collect()
+        self.headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone())))
+            .collect()
     }
 }
 
@@ -34,15 +37,27 @@ impl RawResponse {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AttemptError {
     #[error("timed out after {}", humantime(*after))]
-    Timeout { after: Duration, detail: String, captured: String },
+    Timeout {
+        after: Duration,
+        detail: String,
+        captured: String,
+    },
     #[error("connection failed: {0}")]
     Transport(String),
     /// 429 or 5xx: worth retrying; the response is kept for `process_output` if retries run out.
     #[error("the endpoint answered {}", response.status_code)]
-    Status { response: RawResponse, retry_after: Option<Duration> },
+    Status {
+        response: RawResponse,
+        retry_after: Option<Duration>,
+    },
     /// The snippet raised; `retryable` when the exception looks like a network or 429/5xx error.
     #[error("{message}")]
-    Snippet { message: String, detail: String, captured: String, retryable: bool },
+    Snippet {
+        message: String,
+        detail: String,
+        captured: String,
+        retryable: bool,
+    },
     /// A problem no retry can fix (bad URL, invalid header, internal error).
     #[error("{0}")]
     Fatal(String),
@@ -74,7 +89,9 @@ impl AttemptError {
     /// Longer text for `--verbose` and result files (tracebacks).
     pub fn detail(&self) -> Option<&str> {
         match self {
-            AttemptError::Timeout { detail, .. } | AttemptError::Snippet { detail, .. } if !detail.is_empty() => Some(detail),
+            AttemptError::Timeout { detail, .. } | AttemptError::Snippet { detail, .. } if !detail.is_empty() => {
+                Some(detail)
+            }
             _ => None,
         }
     }

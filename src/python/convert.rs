@@ -55,11 +55,7 @@ pub(super) fn from_py(obj: &Bound<'_, PyAny>) -> Result<Value, Unconvertible> {
     convert(obj, &mut path, 0)
 }
 
-fn convert(
-    obj: &Bound<'_, PyAny>,
-    path: &mut String,
-    depth: usize,
-) -> Result<Value, Unconvertible> {
+fn convert(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Value, Unconvertible> {
     let fail = |path: &str, reason: Option<String>| Unconvertible {
         type_name: type_name(obj),
         path: (path != "$").then(|| path.to_owned()),
@@ -81,16 +77,10 @@ fn convert(
         if let Ok(u) = obj.extract::<u64>() {
             return Ok(Value::from(u));
         }
-        let digits = obj
-            .str()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let digits = obj.str().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         return Err(fail(
             path,
-            Some(format!(
-                "integer `{}` does not fit in 64 bits",
-                shorten(&digits)
-            )),
+            Some(format!("integer `{}` does not fit in 64 bits", shorten(&digits))),
         ));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
@@ -103,18 +93,12 @@ fn convert(
     let is_tuple = obj.cast::<PyTuple>().is_ok();
     let is_dict = obj.cast::<PyDict>().is_ok();
     if (is_list || is_tuple || is_dict) && depth >= MAX_DEPTH {
-        return Err(fail(
-            path,
-            Some(format!("nested deeper than {MAX_DEPTH} levels")),
-        ));
+        return Err(fail(path, Some(format!("nested deeper than {MAX_DEPTH} levels"))));
     }
     if is_list || is_tuple {
         let items: Vec<Bound<'_, PyAny>> = match obj.cast::<PyList>() {
             Ok(list) => list.iter().collect(),
-            Err(_) => obj
-                .cast::<PyTuple>()
-                .map(|t| t.iter().collect())
-                .unwrap_or_default(),
+            Err(_) => obj.cast::<PyTuple>().map(|t| t.iter().collect()).unwrap_or_default(),
         };
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
@@ -189,11 +173,7 @@ pub(super) fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .module()
         .map(|m| m.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if module.is_empty()
-        || module == "builtins"
-        || module == "__main__"
-        || module.starts_with("lfeval_snippet_")
-    {
+    if module.is_empty() || module == "builtins" || module == "__main__" || module.starts_with("lfeval_snippet_") {
         name
     } else {
         format!("{module}.{name}")

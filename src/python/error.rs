@@ -11,9 +11,7 @@ use super::ReturnKind;
 /// The interpreter could not be brought up.
 #[derive(Debug, thiserror::Error)]
 pub enum PythonError {
-    #[error(
-        "the python runtime is already initialised; `initialize` may run only once per process"
-    )]
+    #[error("the python runtime is already initialised; `initialize` may run only once per process")]
     AlreadyInitialized,
     #[error("python virtualenv `{}`: {reason}", path.display())]
     Venv { path: PathBuf, reason: String },
@@ -141,12 +139,7 @@ fn innermost(frames: &[Frame]) -> String {
     frames.last().map(|f| format!(" ({f})")).unwrap_or_default()
 }
 
-fn bad_return_text(
-    expected: ReturnKind,
-    type_name: &str,
-    path: Option<&str>,
-    reason: Option<&str>,
-) -> String {
+fn bad_return_text(expected: ReturnKind, type_name: &str, path: Option<&str>, reason: Option<&str>) -> String {
     let mut text = match expected {
         ReturnKind::Str => format!("must return `str`, got `{type_name}`"),
         ReturnKind::Json => match path {

@@ -251,8 +251,7 @@ pub fn initialize(opts: &PythonOptions) -> Result<PythonRuntime, PythonError> {
 fn build_time_home() -> Option<PathBuf> {
     let lib = Path::new(option_env!("LFEVAL_PY_LIBDIR")?);
     let has_stdlib = std::fs::read_dir(lib).ok()?.flatten().any(|entry| {
-        entry.file_name().to_string_lossy().starts_with("python3")
-            && entry.path().join("os.py").is_file()
+        entry.file_name().to_string_lossy().starts_with("python3") && entry.path().join("os.py").is_file()
     });
     if has_stdlib {
         lib.parent().map(Path::to_path_buf)
@@ -262,16 +261,10 @@ fn build_time_home() -> Option<PathBuf> {
 }
 
 fn init_err(e: PyErr) -> PythonError {
-    PythonError::Init {
-        message: e.to_string(),
-    }
+    PythonError::Init { message: e.to_string() }
 }
 
-fn setup(
-    py: Python<'_>,
-    venv: Option<&Path>,
-    home_set: bool,
-) -> Result<(Support, u64), PythonError> {
+fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Result<(Support, u64), PythonError> {
     let sys = py.import("sys").map_err(init_err)?;
     let (major, minor): (u8, u8) = sys
         .getattr("version_info")
@@ -294,8 +287,7 @@ fn setup(
     let code = CString::new(SUPPORT_PY).map_err(|e| PythonError::Init {
         message: format!("support module: {e}"),
     })?;
-    let module = PyModule::from_code(py, &code, c"<lfeval-support>", c"_lfeval_support")
-        .map_err(init_err)?;
+    let module = PyModule::from_code(py, &code, c"<lfeval-support>", c"_lfeval_support").map_err(init_err)?;
     module
         .getattr("setup")
         .and_then(|f| f.call1((executable, site_dirs, home_set)))
@@ -441,10 +433,13 @@ impl PythonRuntime {
     /// Describes the interpreter. Imports `httpx` on first use, so call it from a blocking context.
     pub fn info(&self) -> PythonInfo {
         Python::attach(|py| {
-            let out =
-                self.inner.support.info.bind(py).call0().and_then(|t| {
-                    t.extract::<(String, String, String, Vec<String>, (bool, String))>()
-                });
+            let out = self
+                .inner
+                .support
+                .info
+                .bind(py)
+                .call0()
+                .and_then(|t| t.extract::<(String, String, String, Vec<String>, (bool, String))>());
             match out {
                 Ok((version, prefix, executable, sys_path, (ok, httpx))) => PythonInfo {
                     version,
@@ -552,12 +547,10 @@ impl PythonRuntime {
             None
         } else {
             let label: String = slug.chars().take(16).collect();
-            Some(Pool::new(&label, spec.workers).map_err(|e| {
-                load_error(
-                    LoadErrorKind::Other,
-                    format!("cannot start worker threads: {e}"),
-                )
-            })?)
+            Some(
+                Pool::new(&label, spec.workers)
+                    .map_err(|e| load_error(LoadErrorKind::Other, format!("cannot start worker threads: {e}")))?,
+            )
         };
         Ok(Snippet {
             inner: Arc::new(SnippetInner {
@@ -582,12 +575,7 @@ impl PythonRuntime {
     /// up, so bound in-flight calls to `workers` (as `max_concurrent_requests` does) to keep
     /// queueing out of it. A timed-out call returns within `timeout + TIMEOUT_GRACE` plus a few
     /// milliseconds. Dropping the returned future does not stop a call that already started.
-    pub async fn call(
-        &self,
-        snippet: &Snippet,
-        args: Vec<Value>,
-        timeout: Duration,
-    ) -> Result<CallOutput, CallError> {
+    pub async fn call(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration) -> Result<CallOutput, CallError> {
         let outcome = if snippet.inner.is_async {
             self.call_async(snippet, args, timeout).await
         } else {
@@ -678,12 +666,7 @@ impl PythonRuntime {
             let probe = tokio::task::spawn_blocking(move || {
                 Python::attach(|py| -> PyResult<(Vec<RawFrame>, String)> {
                     let ident = ctl.ident.load(Ordering::SeqCst);
-                    let frames = rt
-                        .support
-                        .thread_frames
-                        .bind(py)
-                        .call1((ident, file))?
-                        .extract()?;
+                    let frames = rt.support.thread_frames.bind(py).call1((ident, file))?.extract()?;
                     let captured = match ctl.buf.get() {
                         Some(buf) => join_buf(buf.bind(py)),
                         None => String::new(),
@@ -764,9 +747,7 @@ impl PythonRuntime {
                     // it there so the other async snippets get the loop back.
                     let exc = rt.support.timeout_exc.bind(py);
                     // SAFETY: attached; live exception class; `loop_ident` is the loop thread.
-                    unsafe {
-                        ffi::PyThreadState_SetAsyncExc(rt.loop_ident as c_long, exc.as_ptr())
-                    };
+                    unsafe { ffi::PyThreadState_SetAsyncExc(rt.loop_ident as c_long, exc.as_ptr()) };
                 }
                 Ok((frames, captured))
             })
@@ -815,11 +796,7 @@ fn run_sync(rt: &RuntimeInner, snip: &SnippetInner, ctl: &JobCtl, args: &[Value]
         };
         let started = Instant::now();
         ctl.in_python.store(true, Ordering::SeqCst);
-        let result = rt
-            .support
-            .call_sync
-            .bind(py)
-            .call1((snip.func.bind(py), py_args, &buf));
+        let result = rt.support.call_sync.bind(py).call1((snip.func.bind(py), py_args, &buf));
         ctl.in_python.store(false, Ordering::SeqCst);
         if ctl.injected.load(Ordering::SeqCst) {
             // Drop a timeout injected too late to be delivered, so it cannot hit the thread's
@@ -848,11 +825,7 @@ fn build_args<'py>(py: Python<'py>, args: &[Value], arity: usize) -> PyResult<Bo
 
 fn join_buf(buf: &Bound<'_, PyList>) -> String {
     buf.iter()
-        .filter_map(|s| {
-            s.cast::<PyString>()
-                .ok()
-                .map(|s| s.to_string_lossy().into_owned())
-        })
+        .filter_map(|s| s.cast::<PyString>().ok().map(|s| s.to_string_lossy().into_owned()))
         .collect()
 }
 
@@ -870,13 +843,7 @@ fn convert_return(value: &Bound<'_, PyAny>, returns: ReturnKind) -> Result<Value
     }
 }
 
-fn describe(
-    rt: &RuntimeInner,
-    py: Python<'_>,
-    exc: &Bound<'_, PyAny>,
-    file: &str,
-    deadline_expired: bool,
-) -> Failure {
+fn describe(rt: &RuntimeInner, py: Python<'_>, exc: &Bound<'_, PyAny>, file: &str, deadline_expired: bool) -> Failure {
     let described = rt
         .support
         .describe
@@ -930,11 +897,7 @@ fn make_deliver<'py>(
     )
 }
 
-fn finish(
-    snip: &SnippetInner,
-    outcome: Outcome,
-    timeout: Duration,
-) -> Result<CallOutput, CallError> {
+fn finish(snip: &SnippetInner, outcome: Outcome, timeout: Duration) -> Result<CallOutput, CallError> {
     let kind = match outcome.result {
         Ok((value, python_time)) => {
             return Ok(CallOutput {

@@ -140,11 +140,7 @@ fn arguments_and_json_returns_keep_int_float_and_order() {
     assert_eq!(out.value["t"], json!([1, "a"]));
     assert_eq!(out.value["2"], json!("int key"));
     assert_eq!(out.value["null"], json!(1.5));
-    let keys: Vec<&String> = out.value["echo"]
-        .as_object()
-        .expect("object")
-        .keys()
-        .collect();
+    let keys: Vec<&String> = out.value["echo"].as_object().expect("object").keys().collect();
     assert_eq!(keys, ["z", "a", "s", "b", "n", "l", "big"]);
 }
 
@@ -205,11 +201,7 @@ fn missing_function_suggests_a_close_name() {
     ));
     assert_eq!(e.kind, LoadErrorKind::MissingFunction);
     assert!(e.message.starts_with("no function `run_inference` defined"));
-    assert!(
-        e.message.contains("did you mean `run_inferense`"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("did you mean `run_inferense`"), "{}", e.message);
 }
 
 #[test]
@@ -221,11 +213,7 @@ fn non_callable_is_rejected() {
 
 #[test]
 fn wrong_parameter_count_names_accepted_signatures() {
-    let mut sp = spec(
-        "arity",
-        "models.yaml",
-        "\ndef run_inference(body):\n    return body\n",
-    );
+    let mut sp = spec("arity", "models.yaml", "\ndef run_inference(body):\n    return body\n");
     sp.line_offset = 4;
     let e = load_err(sp);
     assert_eq!(e.kind, LoadErrorKind::BadSignature);
@@ -241,8 +229,7 @@ fn wrong_parameter_count_names_accepted_signatures() {
         "def run_inference(a, b, c, d):\n    return a\n",
     ));
     assert!(
-        e.message
-            .contains("takes 4 positional parameters; expected 2 or 3"),
+        e.message.contains("takes 4 positional parameters; expected 2 or 3"),
         "{}",
         e.message
     );
@@ -270,13 +257,9 @@ fn import_error_points_at_the_import_line() {
     let e = load_err(sp);
     assert_eq!(e.kind, LoadErrorKind::Import);
     assert_eq!((e.line, e.col), (8, 1));
-    assert_eq!(
-        e.source_line.as_deref(),
-        Some("import nonexistent_lfeval_pkg")
-    );
+    assert_eq!(e.source_line.as_deref(), Some("import nonexistent_lfeval_pkg"));
     assert!(
-        e.message
-            .contains("No module named 'nonexistent_lfeval_pkg'"),
+        e.message.contains("No module named 'nonexistent_lfeval_pkg'"),
         "{}",
         e.message
     );
@@ -291,11 +274,7 @@ fn import_error_points_at_the_import_line() {
             .call_method0("keys")
             .and_then(|k| k.try_iter()?.map(|n| n?.extract::<String>()).collect())
             .expect("names");
-        assert!(
-            !names
-                .iter()
-                .any(|n| n.starts_with("lfeval_snippet_model_imp_"))
-        );
+        assert!(!names.iter().any(|n| n.starts_with("lfeval_snippet_model_imp_")));
     });
 }
 
@@ -320,10 +299,7 @@ fn non_str_return_names_the_type() {
     ));
     let e = call(&s, body_env(), SECOND).expect_err("bad return");
     assert!(matches!(&*e.kind, CallErrorKind::BadReturn { type_name, .. } if type_name == "int"));
-    assert_eq!(
-        e.to_string(),
-        "model `int`: run_inference must return `str`, got `int`"
-    );
+    assert_eq!(e.to_string(), "model `int`: run_inference must return `str`, got `int`");
 
     let s = load(spec(
         "coro",
@@ -348,9 +324,7 @@ fn unconvertible_json_return_names_type_and_path() {
     let s = load(sp);
     let e = call(&s, body_env(), SECOND).expect_err("set");
     match &*e.kind {
-        CallErrorKind::BadReturn {
-            type_name, path, ..
-        } => {
+        CallErrorKind::BadReturn { type_name, path, .. } => {
             assert_eq!(type_name, "set");
             assert_eq!(path.as_deref(), Some("$.a[1]"));
         }
@@ -371,10 +345,7 @@ fn unconvertible_json_return_names_type_and_path() {
         "{e}"
     );
     let e = call(&s, vec![json!("loop"), json!({})], SECOND).expect_err("cycle");
-    assert!(
-        e.to_string().contains("nested deeper than 128 levels"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("nested deeper than 128 levels"), "{e}");
 }
 
 #[test]
@@ -424,23 +395,15 @@ fn tracebacks_show_display_source_not_substituted_secrets() {
         "secret.py",
         "def run_inference(body, environment):\n    raise RuntimeError('sk-123' + '')\n",
     );
-    sp.display_source = Some(
-        "def run_inference(body, environment):\n    raise RuntimeError('<< secrets.KEY >>' + '')\n"
-            .to_owned(),
-    );
+    sp.display_source =
+        Some("def run_inference(body, environment):\n    raise RuntimeError('<< secrets.KEY >>' + '')\n".to_owned());
     let s = load(sp);
     let e = call(&s, body_env(), SECOND).expect_err("raises");
     let frames = e.kind.frames();
     assert_eq!(frames.len(), 1);
-    assert_eq!(
-        frames[0].source_line,
-        "raise RuntimeError('<< secrets.KEY >>' + '')"
-    );
+    assert_eq!(frames[0].source_line, "raise RuntimeError('<< secrets.KEY >>' + '')");
     if let CallErrorKind::Raised { traceback, .. } = &*e.kind {
-        assert!(
-            !traceback.contains("raise RuntimeError('sk-123'"),
-            "{traceback}"
-        );
+        assert!(!traceback.contains("raise RuntimeError('sk-123'"), "{traceback}");
     }
 }
 
@@ -474,20 +437,9 @@ fn inline_snippets_sharing_a_file_keep_their_own_lines() {
     );
     second.line_offset = 20;
     let (a, b) = (load(first), load(second));
-    let fa = call(&a, body_env(), SECOND)
-        .expect_err("one")
-        .kind
-        .frames()
-        .to_vec();
-    let fb = call(&b, body_env(), SECOND)
-        .expect_err("two")
-        .kind
-        .frames()
-        .to_vec();
-    assert_eq!(
-        (fa[0].line, fa[0].source_line.as_str()),
-        (5, "raise ValueError('one')")
-    );
+    let fa = call(&a, body_env(), SECOND).expect_err("one").kind.frames().to_vec();
+    let fb = call(&b, body_env(), SECOND).expect_err("two").kind.frames().to_vec();
+    assert_eq!((fa[0].line, fa[0].source_line.as_str()), (5, "raise ValueError('one')"));
     assert_eq!(
         (fb[0].line, fb[0].source_line.as_str()),
         (22, "raise ValueError('two')")
@@ -506,9 +458,7 @@ fn system_exit_and_keyboard_interrupt_fail_only_that_call() {
         matches!(&*e.kind, CallErrorKind::Raised { exc_type, message, .. } if exc_type == "SystemExit" && message == "3")
     );
     let e = call(&s, vec![json!("int"), json!({})], SECOND).expect_err("interrupt");
-    assert!(
-        matches!(&*e.kind, CallErrorKind::Raised { exc_type, .. } if exc_type == "KeyboardInterrupt")
-    );
+    assert!(matches!(&*e.kind, CallErrorKind::Raised { exc_type, .. } if exc_type == "KeyboardInterrupt"));
     assert_eq!(ok(&s, body_env()).value, json!("alive"));
 
     let _guard = loop_lock();
@@ -539,11 +489,7 @@ fn concurrent_sync_calls_capture_their_own_output() {
             let s = s.clone();
             tokio::spawn(async move {
                 runtime()
-                    .call(
-                        &s,
-                        vec![json!(format!("c{i}")), json!({})],
-                        Duration::from_secs(10),
-                    )
+                    .call(&s, vec![json!(format!("c{i}")), json!({})], Duration::from_secs(10))
                     .await
             })
         });
@@ -573,11 +519,7 @@ fn concurrent_async_calls_capture_their_own_output() {
             let s = s.clone();
             tokio::spawn(async move {
                 runtime()
-                    .call(
-                        &s,
-                        vec![json!(format!("a{i}")), json!({})],
-                        Duration::from_secs(10),
-                    )
+                    .call(&s, vec![json!(format!("a{i}")), json!({})], Duration::from_secs(10))
                     .await
             })
         });
@@ -615,14 +557,9 @@ fn pure_python_loop_swallowing_exception_times_out() {
     let started = Instant::now();
     let e = call(&s, vec![json!("hang"), json!({})], SECOND).expect_err("timeout");
     let elapsed = started.elapsed();
-    assert!(
-        elapsed >= SECOND && elapsed < SECOND + TIMEOUT_GRACE,
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= SECOND && elapsed < SECOND + TIMEOUT_GRACE, "{elapsed:?}");
     let frames = timeout_frames(&e);
-    assert!(
-        matches!(frames.last(), Some(f) if f.function == "run_inference" && (2..=6).contains(&f.line))
-    );
+    assert!(matches!(frames.last(), Some(f) if f.function == "run_inference" && (2..=6).contains(&f.line)));
     assert!(
         e.to_string()
             .starts_with("model `spin`: run_inference timed out after 1s (spin.py:"),
@@ -746,11 +683,7 @@ fn blocking_coroutine_is_reported_and_frees_the_loop() {
     // unwinds the blocker and the loop serves again.
     let out = call(&s, body_env(), Duration::from_secs(5)).expect("loop recovers");
     assert_eq!(out.value, json!("done"));
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -769,17 +702,10 @@ fn second_initialize_is_refused() {
 fn info_describes_the_embedded_interpreter() {
     let info = runtime().info();
     assert!(info.version.starts_with("3."), "{info:?}");
-    let minor = info
-        .version
-        .split('.')
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(".");
+    let minor = info.version.split('.').take(2).collect::<Vec<_>>().join(".");
     assert!(std::path::Path::new(&info.executable).is_file(), "{info:?}");
     assert!(
-        info.sys_path
-            .iter()
-            .any(|p| p.ends_with(&format!("lib/python{minor}"))),
+        info.sys_path.iter().any(|p| p.ends_with(&format!("lib/python{minor}"))),
         "{info:?}"
     );
     match &info.httpx {
@@ -809,8 +735,7 @@ fn venv_for_another_python_is_explained() {
     let empty = scratch_dir("venv-empty");
     let err = venv_site_packages(&empty, 3, 11).expect_err("no lib");
     assert!(
-        err.to_string()
-            .contains("no `lib/python3.11/site-packages` inside"),
+        err.to_string().contains("no `lib/python3.11/site-packages` inside"),
         "{err}"
     );
     std::fs::create_dir_all(empty.join("lib/python3.11/site-packages")).expect("mkdir");

@@ -19,16 +19,22 @@ pub fn substitute(node: &mut Node, values: &Map<String, Json>) -> Result<(), Dia
         Value::Map(entries) => entries.iter_mut().try_for_each(|(_, v)| substitute(v, values)),
         Value::Seq(items) => items.iter_mut().try_for_each(|v| substitute(v, values)),
         Value::Str(text) if text.contains("<<") => {
-            let unknown = CONFIG_REF.captures_iter(text).find(|c| !values.contains_key(&c[1])).map(|c| c[1].to_owned());
+            let unknown = CONFIG_REF
+                .captures_iter(text)
+                .find(|c| !values.contains_key(&c[1]))
+                .map(|c| c[1].to_owned());
             if let Some(name) = unknown {
                 let known: Vec<String> = values.keys().map(|k| format!("`{k}`")).collect();
-                return Err(Diagnostic::new(format!("unknown config value `{name}` in `<< config.{name} >>`"))
-                    .at(&node.span)
-                    .with_hint(if known.is_empty() {
-                        "declare it in the task's `config_spec` or set it in the task specification's `task_config`".to_owned()
-                    } else {
-                        format!("known config values: {}", known.join(", "))
-                    }));
+                return Err(
+                    Diagnostic::new(format!("unknown config value `{name}` in `<< config.{name} >>`"))
+                        .at(&node.span)
+                        .with_hint(if known.is_empty() {
+                            "declare it in the task's `config_spec` or set it in the task specification's `task_config`"
+                                .to_owned()
+                        } else {
+                            format!("known config values: {}", known.join(", "))
+                        }),
+                );
             }
             if let Some(caps) = CONFIG_REF.captures(text.trim())
                 && caps.get(0).is_some_and(|m| m.as_str() == text.trim())
@@ -48,16 +54,29 @@ pub fn substitute(node: &mut Node, values: &Map<String, Json>) -> Result<(), Dia
 }
 
 fn from_json(value: &Json, at: &Node) -> Value {
-    let child = |v: &Json| Node { value: from_json(v, at), ..at.clone() };
+    let child = |v: &Json| Node {
+        value: from_json(v, at),
+        ..at.clone()
+    };
     match value {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Bool(*b),
-        Json::Number(n) => n.as_i64().map_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0)), Value::Int),
+        Json::Number(n) => n
+            .as_i64()
+            .map_or_else(|| Value::Float(n.as_f64().unwrap_or(0.0)), Value::Int),
         Json::String(s) => Value::Str(s.clone()),
         Json::Array(items) => Value::Seq(items.iter().map(child).collect()),
         Json::Object(map) => Value::Map(
             map.iter()
-                .map(|(k, v)| (super::node::Key { name: k.clone(), span: at.span.clone() }, child(v)))
+                .map(|(k, v)| {
+                    (
+                        super::node::Key {
+                            name: k.clone(),
+                            span: at.span.clone(),
+                        },
+                        child(v),
+                    )
+                })
                 .collect(),
         ),
     }

@@ -9,8 +9,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 
 use super::node::{Node, Value};
 use super::resolve::join;
@@ -35,7 +35,10 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError { diagnostic: Diagnostic::new(msg.to_string()), located: false }
+        DeError {
+            diagnostic: Diagnostic::new(msg.to_string()),
+            located: false,
+        }
     }
 
     fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
@@ -62,7 +65,12 @@ impl de::Error for DeError {
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         let mut err = Self::unknown_field(variant, expected);
         err.diagnostic.message = format!("unknown value `{variant}`");
-        if err.diagnostic.hint.as_deref().is_some_and(|h| h.starts_with("expected")) {
+        if err
+            .diagnostic
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.starts_with("expected"))
+        {
             err.diagnostic.hint = Some(format!(
                 "expected one of {}",
                 expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
@@ -92,7 +100,11 @@ fn describe(unexp: &de::Unexpected<'_>) -> String {
 
 /// Deserializes `node` into `T`; `path` is the key path of `node` in its document.
 pub fn from_node<T: DeserializeOwned>(node: &Node, path: &str) -> Result<T, Diagnostic> {
-    T::deserialize(NodeDe { node, path: path.to_owned() }).map_err(|e| e.diagnostic)
+    T::deserialize(NodeDe {
+        node,
+        path: path.to_owned(),
+    })
+    .map_err(|e| e.diagnostic)
 }
 
 pub fn unset_error(node: &Node, path: &str) -> Diagnostic {
@@ -128,7 +140,10 @@ impl NodeDe<'_> {
     }
 
     fn unset(&self) -> DeError {
-        DeError { diagnostic: unset_error(self.node, &self.path), located: true }
+        DeError {
+            diagnostic: unset_error(self.node, &self.path),
+            located: true,
+        }
     }
 }
 
@@ -156,8 +171,16 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
             Value::Int(i) => visitor.visit_i64(*i),
             Value::Float(f) => visitor.visit_f64(*f),
             Value::Str(s) => visitor.visit_str(s),
-            Value::Seq(items) => visitor.visit_seq(SeqDe { items: items.iter(), path: &self.path, index: 0 }),
-            Value::Map(entries) => visitor.visit_map(MapDe { entries: entries.iter(), path: &self.path, pending: None }),
+            Value::Seq(items) => visitor.visit_seq(SeqDe {
+                items: items.iter(),
+                path: &self.path,
+                index: 0,
+            }),
+            Value::Map(entries) => visitor.visit_map(MapDe {
+                entries: entries.iter(),
+                path: &self.path,
+                pending: None,
+            }),
             Value::Unset(_) => return Err(self.unset()),
         };
         result.map_err(|e| self.locate(e))
@@ -226,10 +249,17 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
             Value::Str(s) => visitor.visit_enum(s.as_str().into_deserializer()),
             Value::Map(entries) if entries.len() == 1 => {
                 let (key, value) = &entries[0];
-                visitor.visit_enum(EnumDe { variant: &key.name, value, path: join(&self.path, &key.name) })
+                visitor.visit_enum(EnumDe {
+                    variant: &key.name,
+                    value,
+                    path: join(&self.path, &key.name),
+                })
             }
             Value::Unset(_) => return Err(self.unset()),
-            _ => Err(de::Error::custom(format_args!("expected a string, found {}", self.node.kind()))),
+            _ => Err(de::Error::custom(format_args!(
+                "expected a string, found {}",
+                self.node.kind()
+            ))),
         };
         result.map_err(|e| self.locate(e))
     }
@@ -274,7 +304,9 @@ impl<'de> MapAccess<'de> for MapDe<'_, '_> {
     type Error = DeError;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let Some((key, value)) = self.entries.next() else { return Ok(None) };
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
         let path = join(self.path, &key.name);
         let de: de::value::StrDeserializer<'_, DeError> = key.name.as_str().into_deserializer();
         let result = seed.deserialize(de).map_err(|mut e| {
@@ -313,7 +345,13 @@ impl<'de, 'a> de::EnumAccess<'de> for EnumDe<'a> {
     fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, NodeDe<'a>), DeError> {
         let de: de::value::StrDeserializer<'_, DeError> = self.variant.into_deserializer();
         let variant = seed.deserialize(de)?;
-        Ok((variant, NodeDe { node: self.value, path: self.path }))
+        Ok((
+            variant,
+            NodeDe {
+                node: self.value,
+                path: self.path,
+            },
+        ))
     }
 }
 
@@ -332,7 +370,11 @@ impl<'de> de::VariantAccess<'de> for NodeDe<'_> {
         de::Deserializer::deserialize_any(self, visitor)
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, _fields: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         de::Deserializer::deserialize_any(self, visitor)
     }
 }
@@ -359,7 +401,11 @@ impl<'a> MetaDe<'a> {
             Value::Unset(u) => (Some(u.var.clone()), u.message.clone()),
             _ => (None, None),
         };
-        let value = if unset_var.is_some() { MetaValue::Missing } else { MetaValue::Node(node, path.to_owned()) };
+        let value = if unset_var.is_some() {
+            MetaValue::Missing
+        } else {
+            MetaValue::Node(node, path.to_owned())
+        };
         let fields = vec![
             ("value", value),
             ("path", MetaValue::Str(path.to_owned())),
@@ -375,9 +421,19 @@ impl<'a> MetaDe<'a> {
             ("env_var", opt(node.env_var.clone())),
             ("unset_var", opt(unset_var)),
             ("unset_message", opt(unset_message)),
-            ("unset_error", if node_is_unset(node) { MetaValue::Str(unset_error(node, path).to_string()) } else { MetaValue::Missing }),
+            (
+                "unset_error",
+                if node_is_unset(node) {
+                    MetaValue::Str(unset_error(node, path).to_string())
+                } else {
+                    MetaValue::Missing
+                },
+            ),
         ];
-        MetaDe { fields: fields.into_iter(), pending: None }
+        MetaDe {
+            fields: fields.into_iter(),
+            pending: None,
+        }
     }
 }
 
@@ -390,7 +446,9 @@ impl<'de> MapAccess<'de> for MetaDe<'_> {
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
         loop {
-            let Some((name, value)) = self.fields.next() else { return Ok(None) };
+            let Some((name, value)) = self.fields.next() else {
+                return Ok(None);
+            };
             if matches!(value, MetaValue::Missing) {
                 continue;
             }
@@ -520,9 +578,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
         let location = meta.location();
         let value = match meta.value {
             Some(v) => v,
-            None => return Err(de::Error::custom(meta.unset_error.unwrap_or_else(|| "missing value".to_owned()))),
+            None => {
+                return Err(de::Error::custom(
+                    meta.unset_error.unwrap_or_else(|| "missing value".to_owned()),
+                ));
+            }
         };
-        Ok(Located { value, location, path: meta.path })
+        Ok(Located {
+            value,
+            location,
+            path: meta.path,
+        })
     }
 }
 
@@ -552,7 +618,11 @@ impl<'de> Deserialize<'de> for SourceText {
         let location = meta.location();
         let text = match meta.value {
             Some(v) => v,
-            None => return Err(de::Error::custom(meta.unset_error.unwrap_or_else(|| "missing value".to_owned()))),
+            None => {
+                return Err(de::Error::custom(
+                    meta.unset_error.unwrap_or_else(|| "missing value".to_owned()),
+                ));
+            }
         };
         Ok(SourceText {
             text,

@@ -23,10 +23,13 @@ use crate::variables::Variables;
 /// Loads `path` (inside `root`), resolving every directive. A file that still holds the
 /// `((TODO))` sentinel is rejected with every key path that needs filling in.
 pub fn load(path: &Path, root: &Path, vars: &Variables) -> Result<Node, Diagnostic> {
-    let path = path.canonicalize().map_err(|e| {
-        Diagnostic::new(format!("cannot read `{}`: {e}", display_path(root, path)))
-    })?;
-    let mut parser = parse::FileParser { root, stack: Vec::new() };
+    let path = path
+        .canonicalize()
+        .map_err(|e| Diagnostic::new(format!("cannot read `{}`: {e}", display_path(root, path))))?;
+    let mut parser = parse::FileParser {
+        root,
+        stack: Vec::new(),
+    };
     let mut node = parser.parse_file(&path, None)?;
     resolve::Resolver { root, vars }.resolve(&mut node, &mut vec![path])?;
     check_todos(&node)?;
@@ -47,7 +50,9 @@ pub fn load_str(display: &str, text: &str) -> Result<Node, Diagnostic> {
 fn check_todos(node: &Node) -> Result<(), Diagnostic> {
     let mut found = Vec::new();
     resolve::find_todos(node, "", &mut found);
-    let Some((first_path, first)) = found.first() else { return Ok(()) };
+    let Some((first_path, first)) = found.first() else {
+        return Ok(());
+    };
     let paths: Vec<String> = found.iter().map(|(p, _)| format!("`{p}`")).collect();
     Err(Diagnostic::new(format!(
         "`{}` still has {} placeholder(s) to fill in: {}",

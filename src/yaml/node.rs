@@ -83,7 +83,12 @@ pub struct Node {
 
 impl Node {
     pub fn new(value: Value, span: Span, style: Style) -> Node {
-        Node { value, span, style, env_var: None }
+        Node {
+            value,
+            span,
+            style,
+            env_var: None,
+        }
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -133,7 +138,11 @@ impl Node {
     pub fn text_origin(&self) -> (Arc<SourceFile>, usize, usize) {
         match &self.style {
             Style::Included(file, skipped) => (file.clone(), *skipped, 0),
-            Style::Block => (self.span.file.clone(), self.span.line.saturating_sub(1), block_indent(self)),
+            Style::Block => (
+                self.span.file.clone(),
+                self.span.line.saturating_sub(1),
+                block_indent(self),
+            ),
             _ => (self.span.file.clone(), self.span.line.saturating_sub(1), 0),
         }
     }

@@ -27,9 +27,8 @@ pub fn display_path(root: &Path, path: &Path) -> String {
 
 impl FileParser<'_> {
     pub fn parse_file(&mut self, path: &Path, included_from: Option<String>) -> Result<Node, Diagnostic> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostic::new(format!("cannot read `{}`: {e}", display_path(self.root, path)))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Diagnostic::new(format!("cannot read `{}`: {e}", display_path(self.root, path))))?;
         let file = Arc::new(SourceFile {
             path: path.to_path_buf(),
             display: display_path(self.root, path),
@@ -44,7 +43,12 @@ impl FileParser<'_> {
 
     fn parse_source(&mut self, file: &Arc<SourceFile>) -> Result<Node, Diagnostic> {
         let text = file.text.clone();
-        let mut builder = Builder { file: file.clone(), parser: Parser::new_from_str(&text), anchors: HashMap::new(), files: self };
+        let mut builder = Builder {
+            file: file.clone(),
+            parser: Parser::new_from_str(&text),
+            anchors: HashMap::new(),
+            files: self,
+        };
         builder.document()
     }
 }
@@ -63,12 +67,22 @@ impl<'input> Builder<'_, '_, 'input> {
         } else {
             1
         };
-        Span { file: self.file.clone(), line: raw.start.line(), col: raw.start.col() + 1, width }
+        Span {
+            file: self.file.clone(),
+            line: raw.start.line(),
+            col: raw.start.col() + 1,
+            width,
+        }
     }
 
     fn scan_error(&self, e: &ScanError) -> Diagnostic {
         let m = e.marker();
-        let span = Span { file: self.file.clone(), line: m.line(), col: m.col() + 1, width: 1 };
+        let span = Span {
+            file: self.file.clone(),
+            line: m.line(),
+            col: m.col() + 1,
+            width: 1,
+        };
         Diagnostic::new(format!("invalid YAML: {}", e.info())).at(&span)
     }
 
@@ -86,7 +100,12 @@ impl<'input> Builder<'_, '_, 'input> {
     }
 
     fn document(&mut self) -> Result<Node, Diagnostic> {
-        let empty = Span { file: self.file.clone(), line: 1, col: 1, width: 1 };
+        let empty = Span {
+            file: self.file.clone(),
+            line: 1,
+            col: 1,
+            width: 1,
+        };
         let mut root = None;
         loop {
             let (event, raw) = self.next()?;
@@ -112,9 +131,7 @@ impl<'input> Builder<'_, '_, 'input> {
             Event::Scalar(text, style, anchor, tag) => {
                 let tag = tag.map(|t| (t.handle().to_owned(), t.suffix().to_owned()));
                 let node = match tag {
-                    Some((handle, suffix)) if handle == "!" && suffix == "include" => {
-                        self.include(&text, &span)?
-                    }
+                    Some((handle, suffix)) if handle == "!" && suffix == "include" => self.include(&text, &span)?,
                     Some((handle, suffix)) if handle == "!" => {
                         return Err(Diagnostic::new(format!("unknown tag `!{suffix}`"))
                             .at(&span)
@@ -146,9 +163,11 @@ impl<'input> Builder<'_, '_, 'input> {
                 self.remember(anchor, &node);
                 Ok(node)
             }
-            Event::Alias(id) => self.anchors.get(&id).cloned().ok_or_else(|| {
-                Diagnostic::new("alias refers to an unknown anchor").at(&span)
-            }),
+            Event::Alias(id) => self
+                .anchors
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| Diagnostic::new("alias refers to an unknown anchor").at(&span)),
             _ => Err(Diagnostic::new("unexpected YAML structure").at(&span)),
         }
     }
@@ -178,7 +197,10 @@ impl<'input> Builder<'_, '_, 'input> {
                     return Err(Diagnostic::new("mapping keys must be scalars").at(&key_node.span));
                 }
             };
-            let key = Key { name, span: key_node.span };
+            let key = Key {
+                name,
+                span: key_node.span,
+            };
             let (ev, raw) = self.next()?;
             let value = self.node(ev, raw)?;
             if key.name == "<<" && matches!(key_node.style, Style::Plain) {
@@ -188,7 +210,10 @@ impl<'input> Builder<'_, '_, 'input> {
             if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == key.name) {
                 return Err(Diagnostic::new(format!("duplicate key `{}`", key.name))
                     .at(&key.span)
-                    .with_note(format!("first defined at {}:{}", first.span.file.display, first.span.line)));
+                    .with_note(format!(
+                        "first defined at {}:{}",
+                        first.span.file.display, first.span.line
+                    )));
             }
             entries.push((key, value));
         }
@@ -207,22 +232,37 @@ impl<'input> Builder<'_, '_, 'input> {
         let path = joined.canonicalize().map_err(|e| {
             Diagnostic::new(format!("cannot include `{spec}`: {e}"))
                 .at(span)
-                .with_hint(format!("paths are relative to `{}`", display_path(self.files.root, base)))
+                .with_hint(format!(
+                    "paths are relative to `{}`",
+                    display_path(self.files.root, base)
+                ))
         })?;
         if !path.starts_with(self.files.root) {
-            return Err(Diagnostic::new(format!("`!include \"{spec}\"` escapes the project directory"))
-                .at(span)
-                .with_hint("included files must live inside the project"));
+            return Err(
+                Diagnostic::new(format!("`!include \"{spec}\"` escapes the project directory"))
+                    .at(span)
+                    .with_hint("included files must live inside the project"),
+            );
         }
         if path.is_dir() {
             return Err(Diagnostic::new(format!("cannot include `{spec}`: it is a directory")).at(span));
         }
         if self.files.stack.contains(&path) {
-            let chain: Vec<String> =
-                self.files.stack.iter().map(|p| display_path(self.files.root, p)).collect();
-            return Err(Diagnostic::new(format!("include cycle: `{spec}` is already being loaded"))
-                .at(span)
-                .with_note(format!("chain: {} -> {}", chain.join(" -> "), display_path(self.files.root, &path))));
+            let chain: Vec<String> = self
+                .files
+                .stack
+                .iter()
+                .map(|p| display_path(self.files.root, p))
+                .collect();
+            return Err(
+                Diagnostic::new(format!("include cycle: `{spec}` is already being loaded"))
+                    .at(span)
+                    .with_note(format!(
+                        "chain: {} -> {}",
+                        chain.join(" -> "),
+                        display_path(self.files.root, &path)
+                    )),
+            );
         }
         let from = format!("{}:{}", self.file.display, span.line);
         let is_yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
@@ -233,9 +273,8 @@ impl<'input> Builder<'_, '_, 'input> {
             }
             return Ok(node);
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Diagnostic::new(format!("cannot include `{spec}`: {e}")).at(span)
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Diagnostic::new(format!("cannot include `{spec}`: {e}")).at(span))?;
         let file = Arc::new(SourceFile {
             display: display_path(self.files.root, &path),
             path,
@@ -246,7 +285,11 @@ impl<'input> Builder<'_, '_, 'input> {
         // numbers inside the text still match the file.
         let leading = text.len() - text.trim_start().len();
         let skipped = text[..leading].matches('\n').count();
-        let node = Node::new(Value::Str(text.trim().to_owned()), span.clone(), Style::Included(file, skipped));
+        let node = Node::new(
+            Value::Str(text.trim().to_owned()),
+            span.clone(),
+            Style::Included(file, skipped),
+        );
         Ok(node)
     }
 }
@@ -286,9 +329,7 @@ fn merge_into(merged: &mut Vec<(Key, Node)>, value: &Node) -> Result<(), Diagnos
 fn scalar(text: &str, style: ScalarStyle, span: Span) -> Node {
     match style {
         ScalarStyle::Plain => Node::new(plain_value(text), span, Style::Plain),
-        ScalarStyle::Literal | ScalarStyle::Folded => {
-            Node::new(Value::Str(text.to_owned()), span, Style::Block)
-        }
+        ScalarStyle::Literal | ScalarStyle::Folded => Node::new(Value::Str(text.to_owned()), span, Style::Block),
         _ => Node::new(Value::Str(text.to_owned()), span, Style::Quoted),
     }
 }
@@ -304,10 +345,11 @@ fn plain_value(text: &str) -> Value {
         _ => {}
     }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = text.parse::<i64>() {
-            return Value::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = text.parse::<i64>()
+    {
+        return Value::Int(i);
     }
     if let Some(hex) = text.strip_prefix("0x")
         && let Ok(i) = i64::from_str_radix(hex, 16)
@@ -350,6 +392,9 @@ fn looks_like_float(s: &str) -> bool {
 /// Parses text that has no file on disk (no includes possible).
 pub fn parse_embedded(file: &Arc<SourceFile>) -> Result<Node, Diagnostic> {
     let root = Path::new("/nonexistent-root");
-    let mut files = FileParser { root, stack: Vec::new() };
+    let mut files = FileParser {
+        root,
+        stack: Vec::new(),
+    };
     files.parse_source(file)
 }

@@ -17,12 +17,10 @@ use crate::diagnostic::Diagnostic;
 use crate::variables::Variables;
 
 static WHOLE_VAR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)(.*))?\})$")
-        .expect("valid regex")
+    Regex::new(r"^\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)(.*))?\})$").expect("valid regex")
 });
-static INNER_VAR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}").expect("valid regex")
-});
+static INNER_VAR: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}").expect("valid regex"));
 
 pub const TODO_SENTINEL: &str = "((TODO))";
 
@@ -62,14 +60,30 @@ impl Resolver<'_> {
     /// Expands variables in `text`; `None` when there is nothing to expand.
     fn expand(&self, text: &str, block: bool) -> Option<(Value, Option<String>)> {
         if let Some(caps) = WHOLE_VAR.captures(text.trim()) {
-            let name = caps.get(1).or_else(|| caps.get(2)).map_or("", |m| m.as_str()).to_owned();
+            let name = caps
+                .get(1)
+                .or_else(|| caps.get(2))
+                .map_or("", |m| m.as_str())
+                .to_owned();
             let op = caps.get(3).map(|m| m.as_str());
             let arg = caps.get(4).map(|m| m.as_str().to_owned());
             return Some(match (self.vars.get(&name), op) {
                 (Some(v), _) => (Value::Str(v), Some(name)),
                 (None, Some(":-")) => (Value::Str(arg.unwrap_or_default()), None),
-                (None, Some(":?")) => (Value::Unset(UnsetVar { var: name, message: arg }), None),
-                (None, _) => (Value::Unset(UnsetVar { var: name, message: None }), None),
+                (None, Some(":?")) => (
+                    Value::Unset(UnsetVar {
+                        var: name,
+                        message: arg,
+                    }),
+                    None,
+                ),
+                (None, _) => (
+                    Value::Unset(UnsetVar {
+                        var: name,
+                        message: None,
+                    }),
+                    None,
+                ),
             });
         }
         if block || !text.contains("${") {
@@ -82,8 +96,15 @@ impl Resolver<'_> {
                 (Some(v), _) => v,
                 (None, Some(":-")) => caps.get(3).map_or("", |m| m.as_str()).to_owned(),
                 (None, op) => {
-                    let message = if op == Some(":?") { caps.get(3).map(|m| m.as_str().to_owned()) } else { None };
-                    unset.get_or_insert(UnsetVar { var: name.to_owned(), message });
+                    let message = if op == Some(":?") {
+                        caps.get(3).map(|m| m.as_str().to_owned())
+                    } else {
+                        None
+                    };
+                    unset.get_or_insert(UnsetVar {
+                        var: name.to_owned(),
+                        message,
+                    });
                     String::new()
                 }
             }
@@ -95,25 +116,41 @@ impl Resolver<'_> {
         }
     }
 
-    fn apply_ref(&self, node: &mut Node, reference: &Node, stack: &mut Vec<std::path::PathBuf>) -> Result<(), Diagnostic> {
+    fn apply_ref(
+        &self,
+        node: &mut Node,
+        reference: &Node,
+        stack: &mut Vec<std::path::PathBuf>,
+    ) -> Result<(), Diagnostic> {
         let Some(spec) = reference.as_str() else {
-            return Err(Diagnostic::new(format!("`$ref` must be a path string, found {}", reference.kind()))
-                .at(&reference.span));
+            return Err(
+                Diagnostic::new(format!("`$ref` must be a path string, found {}", reference.kind()))
+                    .at(&reference.span),
+            );
         };
         if spec.contains("://") || spec.contains('#') {
             return Err(Diagnostic::new(format!("unsupported `$ref` target `{spec}`"))
                 .at(&reference.span)
-                .with_hint("`$ref` takes a relative or absolute path to a YAML file; URLs and `#` pointers are not supported"));
+                .with_hint(
+                    "`$ref` takes a relative or absolute path to a YAML file; URLs and `#` pointers are not supported",
+                ));
         }
         let base = reference.span.file.path.parent().unwrap_or(self.root);
-        let path = base.join(spec).canonicalize().map_err(|e| {
-            Diagnostic::new(format!("cannot load `$ref: {spec}`: {e}")).at(&reference.span)
-        })?;
+        let path = base
+            .join(spec)
+            .canonicalize()
+            .map_err(|e| Diagnostic::new(format!("cannot load `$ref: {spec}`: {e}")).at(&reference.span))?;
         if stack.contains(&path) {
-            return Err(Diagnostic::new(format!("`$ref` cycle: `{}` is already being loaded", display_path(self.root, &path)))
-                .at(&reference.span));
+            return Err(Diagnostic::new(format!(
+                "`$ref` cycle: `{}` is already being loaded",
+                display_path(self.root, &path)
+            ))
+            .at(&reference.span));
         }
-        let mut parser = FileParser { root: self.root, stack: stack.clone() };
+        let mut parser = FileParser {
+            root: self.root,
+            stack: stack.clone(),
+        };
         let from = format!("{}:{}", reference.span.file.display, reference.span.line);
         let mut loaded = parser.parse_file(&path, Some(from))?;
         stack.push(path);
@@ -134,7 +171,9 @@ impl Resolver<'_> {
             .at(&reference.span));
         };
         // Referenced keys win over the siblings written next to `$ref`.
-        let Value::Map(entries) = &mut node.value else { return Ok(()) };
+        let Value::Map(entries) = &mut node.value else {
+            return Ok(());
+        };
         for (key, value) in referenced {
             match entries.iter_mut().find(|(k, _)| k.name == key.name) {
                 Some(slot) => *slot = (key, value),
@@ -164,5 +203,9 @@ pub fn find_todos(node: &Node, path: &str, found: &mut Vec<(String, Node)>) {
 }
 
 pub fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }

@@ -13,7 +13,11 @@ fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 fn load_in(dir: &tempfile::TempDir, name: &str, vars: &[(&str, &str)]) -> Result<Node, Diagnostic> {
-    let vars = Variables::fixed(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<HashMap<_, _>>());
+    let vars = Variables::fixed(
+        vars.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+    );
     let root = dir.path().canonicalize().expect("root");
     load(&root.join(name), &root, &vars)
 }
@@ -40,7 +44,10 @@ fn duplicate_keys_are_rejected_with_both_lines() {
 
 #[test]
 fn include_text_is_stripped_and_remembers_its_file() {
-    let dir = project(&[("m.yaml", "code: !include \"./s/x.py\"\n"), ("s/x.py", "\n\nprint(1)\n\n")]);
+    let dir = project(&[
+        ("m.yaml", "code: !include \"./s/x.py\"\n"),
+        ("s/x.py", "\n\nprint(1)\n\n"),
+    ]);
     let node = load_in(&dir, "m.yaml", &[]).expect("load");
     let code = node.get("code").expect("code");
     assert_eq!(code.as_str(), Some("print(1)"));
@@ -95,14 +102,21 @@ fn variables_expand_with_defaults_and_interpolation() {
 #[test]
 fn ref_replaces_or_merges() {
     let dir = project(&[
-        ("run.yaml", "one: {$ref: ./m.yaml}\ntwo: {$ref: ./m.yaml, key: local, extra: 1}\n"),
+        (
+            "run.yaml",
+            "one: {$ref: ./m.yaml}\ntwo: {$ref: ./m.yaml, key: local, extra: 1}\n",
+        ),
         ("m.yaml", "key: shared\nname: M\n"),
     ]);
     let node = load_in(&dir, "run.yaml", &[]).expect("load");
     let one = node.get("one").expect("one");
     assert_eq!(one.get("key").and_then(Node::as_str), Some("shared"));
     let two = node.get("two").expect("two");
-    assert_eq!(two.get("key").and_then(Node::as_str), Some("shared"), "referenced keys win");
+    assert_eq!(
+        two.get("key").and_then(Node::as_str),
+        Some("shared"),
+        "referenced keys win"
+    );
     assert!(matches!(two.get("extra").map(|n| &n.value), Some(Value::Int(1))));
 }
 
@@ -110,7 +124,11 @@ fn ref_replaces_or_merges() {
 fn todo_placeholders_are_listed() {
     let dir = project(&[("m.yaml", "a: ((TODO))\nb:\n  c: x ((TODO)) y\n")]);
     let err = load_in(&dir, "m.yaml", &[]).expect_err("todo");
-    assert!(err.message.contains("`a`") && err.message.contains("`b.c`"), "{}", err.message);
+    assert!(
+        err.message.contains("`a`") && err.message.contains("`b.c`"),
+        "{}",
+        err.message
+    );
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -209,9 +209,7 @@ impl TestServer {
     /// Binds `127.0.0.1:0` and serves every connection on its own thread with `handler`.
     pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server on 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("local address of test server listener");
+        let addr = listener.local_addr().expect("local address of test server listener");
         let shared = Arc::new(Shared::default());
         let handler: SharedHandler = Arc::new(handler);
         let acceptor = thread::Builder::new()
@@ -263,10 +261,7 @@ impl TestServer {
 
     /// Requests whose path equals `path`.
     pub fn count_path(&self, path: &str) -> usize {
-        lock(&self.shared.log)
-            .iter()
-            .filter(|r| r.request.path == path)
-            .count()
+        lock(&self.shared.log).iter().filter(|r| r.request.path == path).count()
     }
 
     /// Requests currently between "fully read" and "response handed to the socket".
@@ -355,16 +350,14 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, handler: SharedHandle
         if let Ok(clone) = stream.try_clone() {
             lock(&shared.connections).insert(id, clone);
         }
-        let spawned = thread::Builder::new()
-            .name(format!("test-server-conn-{id}"))
-            .spawn({
-                let shared = Arc::clone(&shared);
-                let handler = Arc::clone(&handler);
-                move || {
-                    serve_connection(stream, id, &shared, &*handler);
-                    lock(&shared.connections).remove(&id);
-                }
-            });
+        let spawned = thread::Builder::new().name(format!("test-server-conn-{id}")).spawn({
+            let shared = Arc::clone(&shared);
+            let handler = Arc::clone(&handler);
+            move || {
+                serve_connection(stream, id, &shared, &*handler);
+                lock(&shared.connections).remove(&id);
+            }
+        });
         match spawned {
             Ok(worker) => {
                 let mut workers = lock(&shared.workers);
@@ -415,9 +408,7 @@ impl Conn<'_> {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                     ) => {}
                 Err(_) => return Err(ReadError::Closed),
             }
@@ -465,8 +456,8 @@ impl Conn<'_> {
             let line = self.read_line(MAX_HEAD_BYTES)?.ok_or(ReadError::Closed)?;
             let line = String::from_utf8_lossy(&line);
             let size_text = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| bad(format!("invalid chunk size `{size_text}`")))?;
+            let size =
+                usize::from_str_radix(size_text, 16).map_err(|_| bad(format!("invalid chunk size `{size_text}`")))?;
             if size == 0 {
                 // Trailers are read and dropped; nothing in these tests depends on them.
                 let mut trailer_bytes = 0;
@@ -679,15 +670,14 @@ fn serve_connection(
             seq
         };
         let guard = InFlight::enter(shared);
-        let response =
-            catch_unwind(AssertUnwindSafe(|| handler(&request))).unwrap_or_else(|payload| {
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Response::text(500, &format!("test server handler panicked: {msg}\n"))
-            });
+        let response = catch_unwind(AssertUnwindSafe(|| handler(&request))).unwrap_or_else(|payload| {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Response::text(500, &format!("test server handler panicked: {msg}\n"))
+        });
         if let Some(delay) = response.delay
             && !sleep_unless_shutdown(shared, delay)
         {
@@ -735,12 +725,7 @@ fn sleep_unless_shutdown(shared: &Shared, d: Duration) -> bool {
     }
 }
 
-fn encode_response(
-    resp: &Response,
-    close: bool,
-    confirm_keep_alive: bool,
-    head_only: bool,
-) -> Vec<u8> {
+fn encode_response(resp: &Response, close: bool, confirm_keep_alive: bool, head_only: bool) -> Vec<u8> {
     // RFC 9110 §8.6: these statuses carry neither a body nor Content-Length.
     let bodyless = resp.status < 200 || resp.status == 204 || resp.status == 304;
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
@@ -873,10 +858,7 @@ fn parse_chat(req: &Request, expected_key: Option<&str>) -> Result<ChatRequest, 
         .as_object()
         .ok_or_else(|| openai_error(400, "request body must be a json object"))?;
     if obj.get("stream") == Some(&Value::Bool(true)) {
-        return Err(openai_error(
-            400,
-            "streaming is not supported by the test server",
-        ));
+        return Err(openai_error(400, "streaming is not supported by the test server"));
     }
     let raw = obj
         .get("messages")
@@ -971,30 +953,19 @@ pub fn judge_verdict(text: &str) -> (bool, String) {
     let value = |marker: &str| -> Option<String> {
         let start = lower.find(marker)? + marker.len();
         let rest = &lower[start..];
-        let end = [
-            rest.find('\n'),
-            rest.find(EXPECTED_MARKER),
-            rest.find(ANSWER_MARKER),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(rest.len());
+        let end = [rest.find('\n'), rest.find(EXPECTED_MARKER), rest.find(ANSWER_MARKER)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(rest.len());
         Some(rest[..end].trim().to_owned())
     };
     match (value(EXPECTED_MARKER), value(ANSWER_MARKER)) {
-        (Some(expected), Some(answer)) if !expected.is_empty() && expected == answer => (
-            true,
-            format!("answer `{answer}` matches expected `{expected}`"),
-        ),
-        (Some(expected), Some(answer)) => (
-            false,
-            format!("answer `{answer}` does not match expected `{expected}`"),
-        ),
-        _ => (
-            false,
-            "prompt lacks an `expected:` or `answer:` marker".to_owned(),
-        ),
+        (Some(expected), Some(answer)) if !expected.is_empty() && expected == answer => {
+            (true, format!("answer `{answer}` matches expected `{expected}`"))
+        }
+        (Some(expected), Some(answer)) => (false, format!("answer `{answer}` does not match expected `{expected}`")),
+        _ => (false, "prompt lacks an `expected:` or `answer:` marker".to_owned()),
     }
 }
 
@@ -1072,9 +1043,7 @@ fn custom_wire_answer(req: &Request) -> Result<Response, String> {
             Some("human") => last_human = Some(text),
             Some("bot") => {}
             _ => {
-                return Err(format!(
-                    "`prompt.turns[{i}].speaker` must be `human` or `bot`"
-                ));
+                return Err(format!("`prompt.turns[{i}].speaker` must be `human` or `bot`"));
             }
         }
         prompt_words += words(text);
@@ -1155,10 +1124,7 @@ pub fn session_poll_with(pending_polls: usize) -> impl Handler {
                     job.polls += 1;
                     Response::json(200, &json!({"state": "running"}))
                 }
-                Some(job) => Response::json(
-                    200,
-                    &json!({"state": "done", "answer": format!("echo: {}", job.text)}),
-                ),
+                Some(job) => Response::json(200, &json!({"state": "done", "answer": format!("echo: {}", job.text)})),
             },
             _ => err(404, "not found".to_owned()),
         }
@@ -1169,16 +1135,11 @@ pub fn session_poll_with(pending_polls: usize) -> impl Handler {
 /// next), then `fallback` forever. Typical use: `[429 + Retry-After, 503]` then a 200.
 pub fn scripted(responses: Vec<Response>, fallback: Response) -> impl Handler {
     let queue = Mutex::new(VecDeque::from(responses));
-    move |_req: &Request| -> Response {
-        lock(&queue).pop_front().unwrap_or_else(|| fallback.clone())
-    }
+    move |_req: &Request| -> Response { lock(&queue).pop_front().unwrap_or_else(|| fallback.clone()) }
 }
 
 /// Adds `d` to the delay of every response `inner` produces.
-pub fn delayed(
-    inner: impl Fn(&Request) -> Response + Send + Sync + 'static,
-    d: Duration,
-) -> impl Handler {
+pub fn delayed(inner: impl Fn(&Request) -> Response + Send + Sync + 'static, d: Duration) -> impl Handler {
     move |req: &Request| -> Response {
         let mut resp = inner(req);
         resp.delay = Some(resp.delay.unwrap_or_default() + d);

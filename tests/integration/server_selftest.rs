@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::server::{
-    REFUSAL, Request, Response, TestServer, custom_wire, delayed, judge, judge_verdict,
-    openai_chat, openai_chat_with_key, scripted, session_poll,
+    REFUSAL, Request, Response, TestServer, custom_wire, delayed, judge, judge_verdict, openai_chat,
+    openai_chat_with_key, scripted, session_poll,
 };
 
 /// Upper bound for any single client read; only reached if the server is broken.
@@ -89,11 +89,7 @@ impl Client {
     fn read_response(&mut self) -> RawResponse {
         let status_line = self.line();
         let mut parts = status_line.splitn(3, ' ');
-        assert_eq!(
-            parts.next(),
-            Some("HTTP/1.1"),
-            "status line `{status_line}`"
-        );
+        assert_eq!(parts.next(), Some("HTTP/1.1"), "status line `{status_line}`");
         let status: u16 = parts.next().unwrap().parse().unwrap();
         let mut headers = Vec::new();
         loop {
@@ -166,10 +162,7 @@ fn keep_alive_serves_two_requests_on_one_connection() {
     let body = first.json();
     assert_eq!(body["model"], "gpt-test");
     assert_eq!(body["object"], "chat.completion");
-    assert_eq!(
-        body["choices"][0]["message"]["content"],
-        "echo: hello there world"
-    );
+    assert_eq!(body["choices"][0]["message"]["content"], "echo: hello there world");
     assert_eq!(body["choices"][0]["message"]["refusal"], Value::Null);
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     // 3 system words + 3 user words; "echo: hello there world" is 4 words.
@@ -184,14 +177,8 @@ fn keep_alive_serves_two_requests_on_one_connection() {
     assert_eq!(server.connections(), 1);
     assert_eq!(log[0].connection, log[1].connection);
     assert_eq!((log[0].seq, log[1].seq), (0, 1));
-    assert_eq!(
-        log[1].request.json().unwrap()["messages"][1]["content"],
-        "again"
-    );
-    assert!(
-        log.iter()
-            .all(|r| r.status == Some(200) && r.finished >= r.started)
-    );
+    assert_eq!(log[1].request.json().unwrap()["messages"][1]["content"], "again");
+    assert!(log.iter().all(|r| r.status == Some(200) && r.finished >= r.started));
     assert_eq!(server.max_in_flight(), 1);
 }
 
@@ -220,9 +207,7 @@ fn chunked_request_body_is_reassembled() {
     let server = TestServer::start(openai_chat());
     let body = chat_body("chunked hello").to_string();
     let (a, b) = body.as_bytes().split_at(10);
-    let mut raw =
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-            .to_vec();
+    let mut raw = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     raw.extend_from_slice(format!("{:x};ext=1\r\n", a.len()).as_bytes());
     raw.extend_from_slice(a);
     raw.extend_from_slice(format!("\r\n{:X}\r\n", b.len()).as_bytes());
@@ -341,12 +326,7 @@ fn query_headers_and_absolute_targets_are_recorded() {
         body.as_bytes(),
     );
     assert_eq!(client.read_response().status, 200);
-    client.send(
-        "POST",
-        "http://127.0.0.1/v1/chat/completions?a=b",
-        &[],
-        body.as_bytes(),
-    );
+    client.send("POST", "http://127.0.0.1/v1/chat/completions?a=b", &[], body.as_bytes());
     assert_eq!(client.read_response().status, 200);
 
     let log = server.requests();
@@ -371,12 +351,7 @@ fn delayed_requests_overlap_and_take_at_least_the_delay() {
             let server = Arc::clone(&server);
             thread::spawn(move || {
                 let t0 = Instant::now();
-                let resp = one_shot(
-                    &server,
-                    "POST",
-                    "/v1/chat/completions",
-                    &chat_body(&format!("n{i}")),
-                );
+                let resp = one_shot(&server, "POST", "/v1/chat/completions", &chat_body(&format!("n{i}")));
                 (resp.status, reply_content(&resp), t0.elapsed())
             })
         })
@@ -395,12 +370,7 @@ fn delayed_requests_overlap_and_take_at_least_the_delay() {
         "max_in_flight {}",
         server.max_in_flight()
     );
-    assert!(
-        server
-            .requests()
-            .iter()
-            .all(|r| r.finished - r.started >= delay)
-    );
+    assert!(server.requests().iter().all(|r| r.finished - r.started >= delay));
 }
 
 #[test]
@@ -415,9 +385,7 @@ fn max_in_flight_counts_exact_concurrency() {
             let mut n = arrived.lock().unwrap();
             *n += 1;
             cv.notify_all();
-            let (n, timeout) = cv
-                .wait_timeout_while(n, CLIENT_TIMEOUT, |n| *n < N)
-                .unwrap();
+            let (n, timeout) = cv.wait_timeout_while(n, CLIENT_TIMEOUT, |n| *n < N).unwrap();
             if timeout.timed_out() {
                 Response::text(500, &format!("only {} arrived", *n))
             } else {
@@ -442,12 +410,7 @@ fn sequential_requests_never_overlap() {
     let server = TestServer::start(openai_chat());
     for i in 0..5 {
         // A fresh connection each time: the worst case for the in-flight bookkeeping.
-        let resp = one_shot(
-            &server,
-            "POST",
-            "/v1/chat/completions",
-            &chat_body(&format!("s{i}")),
-        );
+        let resp = one_shot(&server, "POST", "/v1/chat/completions", &chat_body(&format!("s{i}")));
         assert_eq!(resp.status, 200);
     }
     assert_eq!(server.max_in_flight(), 1);
@@ -462,8 +425,7 @@ fn sequential_requests_never_overlap() {
 fn scripted_responses_come_in_order_then_fallback() {
     let server = TestServer::start(scripted(
         vec![
-            Response::json(429, &json!({"error": {"message": "slow down"}}))
-                .with_header("Retry-After", "1"),
+            Response::json(429, &json!({"error": {"message": "slow down"}})).with_header("Retry-After", "1"),
             Response::text(503, "unavailable"),
             Response::json(400, &json!({"error": {"message": "bad"}})),
         ],
@@ -487,10 +449,7 @@ fn scripted_responses_come_in_order_then_fallback() {
         ]
     );
     let recorded: Vec<_> = server.requests().iter().map(|r| r.status).collect();
-    assert_eq!(
-        recorded,
-        [Some(429), Some(503), Some(400), Some(200), Some(200)]
-    );
+    assert_eq!(recorded, [Some(429), Some(503), Some(400), Some(200), Some(200)]);
 }
 
 #[test]
@@ -508,10 +467,7 @@ fn session_poll_full_flow() {
 
     for _ in 0..2 {
         let poll = client.request("GET", "/jobs/j-1", b"");
-        assert_eq!(
-            (poll.status, poll.json()),
-            (200, json!({"state": "running"}))
-        );
+        assert_eq!((poll.status, poll.json()), (200, json!({"state": "running"})));
     }
     let done = json!({"state": "done", "answer": "echo: what is up"});
     assert_eq!(client.request("GET", "/jobs/j-1", b"").json(), done);
@@ -519,22 +475,15 @@ fn session_poll_full_flow() {
 
     assert_eq!(client.request("GET", "/jobs/j-9", b"").status, 404);
     assert_eq!(
-        client
-            .post_json("/sessions/s-9/messages", &json!({"text": "x"}))
-            .status,
+        client.post_json("/sessions/s-9/messages", &json!({"text": "x"})).status,
         404
     );
     assert_eq!(
-        client
-            .post_json("/sessions/s-1/messages", &json!({"txt": "x"}))
-            .status,
+        client.post_json("/sessions/s-1/messages", &json!({"txt": "x"})).status,
         400
     );
     assert_eq!(client.request("DELETE", "/sessions", b"").status, 404);
-    assert_eq!(
-        client.request("POST", "/sessions", b"").json()["session_id"],
-        "s-2"
-    );
+    assert_eq!(client.request("POST", "/sessions", b"").json()["session_id"], "s-2");
     assert_eq!(server.count_path("/jobs/j-1"), 4);
 }
 
@@ -547,38 +496,23 @@ fn openai_chat_error_paths_and_refusal() {
         (not_found.status, not_found.json()),
         (404, json!({"error": {"message": "not found"}}))
     );
-    assert_eq!(
-        client.request("GET", "/v1/chat/completions", b"").status,
-        405
-    );
+    assert_eq!(client.request("GET", "/v1/chat/completions", b"").status, 405);
     let invalid = client.request("POST", "/v1/chat/completions", b"{not json");
     assert_eq!(invalid.status, 400);
     assert!(invalid.json()["error"]["message"].is_string());
+    assert_eq!(client.request("POST", "/v1/chat/completions", b"").status, 400);
     assert_eq!(
-        client.request("POST", "/v1/chat/completions", b"").status,
+        client.post_json("/v1/chat/completions", &json!({"model": "m"})).status,
         400
     );
     assert_eq!(
         client
-            .post_json("/v1/chat/completions", &json!({"model": "m"}))
+            .post_json("/v1/chat/completions", &json!({"messages": [{"content": "no role"}]}))
             .status,
         400
     );
-    assert_eq!(
-        client
-            .post_json(
-                "/v1/chat/completions",
-                &json!({"messages": [{"content": "no role"}]})
-            )
-            .status,
-        400
-    );
-    let streaming =
-        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"}]});
-    assert_eq!(
-        client.post_json("/v1/chat/completions", &streaming).status,
-        400
-    );
+    let streaming = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    assert_eq!(client.post_json("/v1/chat/completions", &streaming).status, 400);
 
     let refused = client.post_json("/v1/chat/completions", &chat_body("please [[refuse]] this"));
     assert_eq!(refused.status, 200);
@@ -603,12 +537,7 @@ fn openai_chat_with_key_checks_bearer_token() {
     let server = TestServer::start(openai_chat_with_key("sk-test"));
     let mut client = Client::connect(&server);
     let body = chat_body("secret").to_string();
-    for auth in [
-        None,
-        Some("Bearer sk-wrong"),
-        Some("sk-test"),
-        Some("Basic sk-test"),
-    ] {
+    for auth in [None, Some("Bearer sk-wrong"), Some("sk-test"), Some("Basic sk-test")] {
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
         client.send("POST", "/v1/chat/completions", &headers, body.as_bytes());
         let resp = client.read_response();
@@ -666,12 +595,7 @@ fn custom_wire_answers_and_rejects_malformed_bodies() {
         assert!(resp.json()["reason"].is_string());
     }
     assert_eq!(client.request("POST", "/generate", b"not json").status, 422);
-    assert_eq!(
-        client
-            .post_json("/v1/chat/completions", &chat_body("x"))
-            .status,
-        404
-    );
+    assert_eq!(client.post_json("/v1/chat/completions", &chat_body("x")).status, 404);
     // `system` may be null or absent.
     let minimal = json!({"prompt": {"system": null, "turns": turns}, "params": {}});
     assert_eq!(
@@ -712,10 +636,7 @@ fn judge_verdict_rule() {
 #[test]
 fn handlers_can_be_called_without_a_socket() {
     let handler = openai_chat();
-    let resp = handler(&Request::post_json(
-        "/v1/chat/completions",
-        &chat_body("direct"),
-    ));
+    let resp = handler(&Request::post_json("/v1/chat/completions", &chat_body("direct")));
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("content-type"), Some("application/json"));
     assert_eq!(
@@ -757,11 +678,7 @@ fn drop_is_prompt_with_idle_and_busy_connections() {
     let t0 = Instant::now();
     drop(server);
     // Generous: the server needs tens of milliseconds; a hang would show up as ~30 s.
-    assert!(
-        t0.elapsed() < Duration::from_secs(5),
-        "drop took {:?}",
-        t0.elapsed()
-    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "drop took {:?}", t0.elapsed());
     assert!(idle.closed_by_server());
     assert!(busy.closed_by_server());
 }

@@ -27,8 +27,18 @@ pub struct Output {
 
 impl Test {
     pub fn new() -> Test {
-        let dir = tempfile::Builder::new().prefix("lfeval-test-").tempdir().expect("create a temp dir");
-        Test { dir, args: Vec::new(), env: Vec::new(), stdin: None, filters: Vec::new(), cwd: None }
+        let dir = tempfile::Builder::new()
+            .prefix("lfeval-test-")
+            .tempdir()
+            .expect("create a temp dir");
+        Test {
+            dir,
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+            filters: Vec::new(),
+            cwd: None,
+        }
     }
 
     /// The project directory.
@@ -98,11 +108,22 @@ impl Test {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run lfeval");
         if let Some(input) = &self.stdin {
             use std::io::Write;
-            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
         }
         let out = child.wait_with_output().expect("wait for lfeval");
         Output {
@@ -115,22 +136,39 @@ impl Test {
     /// Runs and renders what a user sees, with nondeterminism filtered out.
     pub fn snapshot(&self) -> String {
         let out = self.run();
-        let text = format!("exit_code: {}\n----- stdout -----\n{}\n----- stderr -----\n{}", out.code, out.stdout.trim_end(), out.stderr.trim_end());
+        let text = format!(
+            "exit_code: {}\n----- stdout -----\n{}\n----- stderr -----\n{}",
+            out.code,
+            out.stdout.trim_end(),
+            out.stderr.trim_end()
+        );
         self.filtered(&text)
     }
 
     pub fn filtered(&self, text: &str) -> String {
-        let root = self.dir.path().canonicalize().unwrap_or_else(|_| self.dir.path().to_path_buf());
-        let mut text = text.replace(&root.display().to_string(), "[PROJECT]").replace(&self.dir.path().display().to_string(), "[PROJECT]");
+        let root = self
+            .dir
+            .path()
+            .canonicalize()
+            .unwrap_or_else(|_| self.dir.path().to_path_buf());
+        let mut text = text
+            .replace(&root.display().to_string(), "[PROJECT]")
+            .replace(&self.dir.path().display().to_string(), "[PROJECT]");
         let mut filters: Vec<(String, String)> = vec![
             (r"127\.0\.0\.1:\d+".to_owned(), "127.0.0.1:[PORT]".to_owned()),
             (r"\b\d+(\.\d+)?(ms|µs|s)\b".to_owned(), "[TIME]".to_owned()),
-            (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z".to_owned(), "[TIMESTAMP]".to_owned()),
+            (
+                r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z".to_owned(),
+                "[TIMESTAMP]".to_owned(),
+            ),
             (r"\d+(\.\d+)?/s\b".to_owned(), "[RATE]".to_owned()),
         ];
         filters.extend(self.filters.iter().cloned());
         for (pattern, replacement) in filters {
-            text = Regex::new(&pattern).expect("valid filter").replace_all(&text, replacement.as_str()).into_owned();
+            text = Regex::new(&pattern)
+                .expect("valid filter")
+                .replace_all(&text, replacement.as_str())
+                .into_owned();
         }
         text
     }
