@@ -160,7 +160,7 @@ fn prepare(
                     };
                     let snippet = python
                         .load_snippet(spec)
-                        .map_err(|e| crate::connection::custom_inference::load_diagnostic(&e))?;
+                        .map_err(|e| crate::connection::custom_inference::load_diagnostic(&e, None))?;
                     metric_snippets.insert((def.name.clone(), i), snippet);
                 }
             }

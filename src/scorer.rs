@@ -279,7 +279,7 @@ pub fn load_python(def: &ScorerDef, task_key: &str, python: &PythonRuntime) -> R
     python
         .load_snippet(spec)
         .map(Some)
-        .map_err(|e| crate::connection::custom_inference::load_diagnostic(&e))
+        .map_err(|e| crate::connection::custom_inference::load_diagnostic(&e, Some(snippet)))
 }
 
 /// Scores of one scorer for one sample.

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use crate::adapter::CompiledAdapter;
 use crate::cli::{GlobalArgs, ValidateArgs};
+use crate::connection::custom_inference;
+use crate::model::Connection;
 use crate::diagnostic::Diagnostic;
 use crate::exit_status::ExitStatus;
 use crate::printer::Printer;
@@ -48,6 +50,24 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, printer: &Printer) -> anyho
         {
             problems.push(d);
         }
+    }
+
+    // Snippets are compiled too, so syntax and import errors show up before any request.
+    let snippet_models: Vec<_> = models
+        .iter()
+        .filter_map(|key| project.model(key).ok())
+        .filter(|m| matches!(m.connection, Connection::CustomInference(_)))
+        .collect();
+    if !snippet_models.is_empty() {
+        let python = super::start_python(global)?;
+        for model in snippet_models {
+            if let Connection::CustomInference(config) = &model.connection
+                && let Err(d) = custom_inference::load(&model.key, config, 1, &python)
+            {
+                problems.push(d);
+            }
+        }
+        python.flush();
     }
 
     for problem in &problems {

@@ -10,6 +10,7 @@ use crate::diagnostic::{Diagnostic, Location};
 use crate::model::CustomInference;
 use crate::python::{CallError, CallErrorKind, PythonRuntime, ReturnKind, Snippet, SnippetLoadError, SnippetSpec};
 use crate::secrets::Secrets;
+use crate::yaml::SourceText;
 
 pub struct SnippetEndpoint {
     runtime: PythonRuntime,
@@ -102,16 +103,25 @@ pub fn load(
         returns: ReturnKind::Str,
         workers: workers.max(1),
     };
-    runtime.load_snippet(spec).map_err(|e| load_diagnostic(&e))
+    runtime.load_snippet(spec).map_err(|e| load_diagnostic(&e, Some(&config.snippet)))
 }
 
-pub fn load_diagnostic(e: &SnippetLoadError) -> Diagnostic {
+/// A snippet load error as a diagnostic in the coordinates of the file the user edits (for
+/// inline snippets that is the YAML file, whose lines are indented by the block).
+pub fn load_diagnostic(e: &SnippetLoadError, source: Option<&SourceText>) -> Diagnostic {
+    let (col, source_line) = match source {
+        Some(text) if text.file == e.file && e.line > 0 => {
+            let line = std::fs::read_to_string(&text.path).ok().and_then(|t| t.lines().nth(e.line - 1).map(str::to_owned));
+            (e.col.max(1) + text.col_offset, line.or_else(|| e.source_line.clone()))
+        }
+        _ => (e.col.max(1), e.source_line.clone()),
+    };
     let mut diag = Diagnostic::new(format!("{}: {}", e.owner, e.message)).at_location(Location {
         file: e.file.clone(),
         line: e.line,
-        col: e.col.max(1),
+        col,
         width: 1,
-        source_line: e.source_line.clone(),
+        source_line,
     });
     if matches!(e.kind, crate::python::LoadErrorKind::Import) {
         diag = diag.with_hint("install the package into a virtualenv and activate it (or pass `--python-env DIR`); `lfeval doctor` shows what Python sees");
