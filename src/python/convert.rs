@@ -36,9 +36,19 @@ pub(super) fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, 
             for (k, v) in map {
                 dict.set_item(k, to_py(py, v)?)?;
             }
-            dict.into_any()
+            record_class(py)?.call1((dict,))?
         }
     })
+}
+
+/// `_lfeval_support.Record`: a `dict` whose keys also read as attributes, so snippets written
+/// for the platform's objects (`solver_output.output`, `sample.answer`) and for plain dicts
+/// (`sample["answer"]`) both work.
+fn record_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static CLASS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    CLASS
+        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("_lfeval_support")?.getattr("Record")?.unbind()))
+        .map(|class| class.bind(py))
 }
 
 /// Why a Python value has no JSON form.

@@ -20,6 +20,18 @@ import traceback
 import types
 
 
+class Record(dict):
+    """A dict whose keys also read as attributes (`sample.answer` as well as `sample["answer"]`)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
 class SnippetTimeout(BaseException):
     """Injected into a snippet that ran out of time.
 

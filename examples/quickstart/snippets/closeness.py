@@ -3,7 +3,7 @@
 
 def compute_scores(sample, solver_output):
     try:
-        given = float(solver_output["text"])
+        given = float(solver_output.text)
     except (TypeError, ValueError):
         return {"scores": {"abs_error": 1000.0, "parsed": 0.0}, "metadata": {"reason": "not a number"}}
     error = abs(given - float(sample["answer"]))
