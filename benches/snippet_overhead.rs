@@ -84,7 +84,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let project = lfeval::project::Project::load(&project_dir, None)?;
     let model = project.model("constant").map_err(|d| d.to_string())?;
     let adapter = project.adapter(&model.adapter.value).map_err(|d| d.to_string())?;
-    let chain = ModelRuntime::new(Arc::clone(&model), adapter, Some(&runtime), &project.secrets).map_err(|d| d.to_string())?;
+    let chain =
+        ModelRuntime::new(Arc::clone(&model), adapter, Some(&runtime), &project.secrets).map_err(|d| d.to_string())?;
     let input = json!({"messages": [{"role": "user", "content": "hello"}]});
     let kwargs = serde_json::Map::new();
     let (mut chain_times, cpu) = tokio.block_on(async {
@@ -114,10 +115,14 @@ fn main() -> Result<(), Box<dyn Error>> {
 
 /// CPU time used by the whole process so far (user + system, all threads).
 fn cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return Duration::ZERO };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
     // Linux reports in clock ticks of 1/100 s on every common configuration.
     Duration::from_millis(ticks * 10)
 }

@@ -38,6 +38,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use crate::diagnostic::describe_value;
 use sha2::{Digest, Sha256};
 
 /// One dataset row: column → value.
@@ -379,7 +381,7 @@ fn sample_id(raw: &RawRow, id_column: Option<&str>) -> Result<String, DatasetErr
         other => Err(DatasetError::InvalidId {
             location: raw.location.clone(),
             column: column.to_owned(),
-            found: describe(other),
+            found: describe_value(other),
         }),
     }
 }
@@ -448,7 +450,7 @@ fn compile_filter(key: &str, index: usize, filter: &FilterSpec) -> Result<Compil
             let bound = ordinal(&value).ok_or_else(|| {
                 invalid(format!(
                     "`{op}` needs a number or boolean `value`, got {}",
-                    describe(&value)
+                    describe_value(&value)
                 ))
             })?;
             Check::Order(bound)
@@ -478,7 +480,7 @@ impl CompiledFilter {
                         location: location.clone(),
                         expression: self.expression.clone(),
                         op: self.op,
-                        found: describe(actual),
+                        found: describe_value(actual),
                     });
                 };
                 match self.op {
@@ -538,24 +540,6 @@ fn truthy(value: &Value) -> bool {
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
     }
-}
-
-fn describe(value: &Value) -> String {
-    let kind = match value {
-        Value::Null => return "`null`".into(),
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    };
-    let mut text = value.to_string();
-    if text.len() > 60 {
-        let cut = (0..=60).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
-        text.truncate(cut);
-        text.push('…');
-    }
-    format!("{kind} `{text}`")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -723,7 +707,7 @@ impl Iterator for JsonlRows {
                 }
                 Ok(other) => Err(DatasetError::NotAnObject {
                     location,
-                    found: describe(&other),
+                    found: describe_value(&other),
                 }),
                 Err(err) => Err(DatasetError::InvalidJson {
                     location,

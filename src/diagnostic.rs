@@ -148,3 +148,23 @@ impl fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+/// A JSON value for an error message: its kind and (shortened) text, e.g. ``string `"abc"` ``.
+pub fn describe_value(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    let kind = match value {
+        Value::Null => return "`null`".into(),
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let mut text = value.to_string();
+    if text.len() > 60 {
+        let cut = (0..=60).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    format!("{kind} `{text}`")
+}

@@ -18,6 +18,8 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
 use serde_json::{Map, Number, Value};
 
+use crate::diagnostic::describe_value;
+
 /// Metric name → value (a number, or an object for frequencies and confusion matrices).
 pub type MetricValues = Map<String, Value>;
 
@@ -122,7 +124,7 @@ fn label_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::E
         value @ (Value::Bool(_) | Value::Number(_) | Value::String(_)) => Ok(python_str(&value)),
         other => Err(D::Error::custom(format!(
             "expected a label (string, number or boolean), found {}",
-            describe(&other)
+            describe_value(&other)
         ))),
     }
 }
@@ -494,7 +496,7 @@ fn numbers(samples: &[Map<String, Value>], name: &str) -> Result<Vec<f64>, Metri
             other => Err(MetricError::NotNumeric {
                 field: name.into(),
                 index,
-                found: describe(other),
+                found: describe_value(other),
             }),
         })
         .collect()
@@ -502,24 +504,6 @@ fn numbers(samples: &[Map<String, Value>], name: &str) -> Result<Vec<f64>, Metri
 
 fn label(sample: &Map<String, Value>, name: &str, index: usize) -> Result<String, MetricError> {
     Ok(python_str(field(sample, name, index)?))
-}
-
-fn describe(value: &Value) -> String {
-    let kind = match value {
-        Value::Null => return "`null`".into(),
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    };
-    let mut text = value.to_string();
-    if text.len() > 60 {
-        let cut = (0..=60).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
-        text.truncate(cut);
-        text.push('…');
-    }
-    format!("{kind} `{text}`")
 }
 
 fn backticked<'a>(labels: impl Iterator<Item = &'a String>) -> String {

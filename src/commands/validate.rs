@@ -8,9 +8,9 @@ use std::sync::Arc;
 use crate::adapter::CompiledAdapter;
 use crate::cli::{GlobalArgs, ValidateArgs};
 use crate::connection::custom_inference;
-use crate::model::Connection;
 use crate::diagnostic::Diagnostic;
 use crate::exit_status::ExitStatus;
+use crate::model::Connection;
 use crate::printer::Printer;
 use crate::project::{Project, yaml_files};
 

@@ -103,7 +103,9 @@ pub fn load(
         returns: ReturnKind::Str,
         workers: workers.max(1),
     };
-    runtime.load_snippet(spec).map_err(|e| load_diagnostic(&e, Some(&config.snippet)))
+    runtime
+        .load_snippet(spec)
+        .map_err(|e| load_diagnostic(&e, Some(&config.snippet)))
 }
 
 /// A snippet load error as a diagnostic in the coordinates of the file the user edits (for
@@ -111,7 +113,9 @@ pub fn load(
 pub fn load_diagnostic(e: &SnippetLoadError, source: Option<&SourceText>) -> Diagnostic {
     let (col, source_line) = match source {
         Some(text) if text.file == e.file && e.line > 0 => {
-            let line = std::fs::read_to_string(&text.path).ok().and_then(|t| t.lines().nth(e.line - 1).map(str::to_owned));
+            let line = std::fs::read_to_string(&text.path)
+                .ok()
+                .and_then(|t| t.lines().nth(e.line - 1).map(str::to_owned));
             (e.col.max(1) + text.col_offset, line.or_else(|| e.source_line.clone()))
         }
         _ => (e.col.max(1), e.source_line.clone()),

@@ -47,7 +47,9 @@ pub(super) fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, 
 fn record_class(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CLASS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
     CLASS
-        .get_or_try_init(py, || Ok::<_, PyErr>(py.import("_lfeval_support")?.getattr("Record")?.unbind()))
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("_lfeval_support")?.getattr("Record")?.unbind())
+        })
         .map(|class| class.bind(py))
 }
 
