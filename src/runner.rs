@@ -68,12 +68,13 @@ struct Prepared {
     scorers: Vec<(ScorerDef, Option<Snippet>)>,
     metric_snippets: HashMap<(String, usize), Snippet>,
     origin: TemplateOrigin,
+    /// The task's templates, compiled once (keyed by their source text).
+    templates: TemplateEngine,
     task_config: Map<String, Value>,
 }
 
 struct Shared {
     registry: Registry,
-    templates: TemplateEngine,
     python: PythonRuntime,
     run_dir: RunDir,
     progress: Arc<Progress>,
@@ -171,6 +172,20 @@ fn prepare(
             line_offset: 0,
             column_offset: 0,
         };
+        let mut templates = TemplateEngine::new();
+        let sources = definition
+            .solver
+            .iter()
+            .flat_map(solver::templates)
+            .chain(scorers.iter().flat_map(|(d, _)| scorer::templates(d)));
+        for source in sources {
+            if !templates.contains(source) {
+                templates.add(source, source, origin.clone()).map_err(|e| {
+                    Diagnostic::new(format!("task `{}`: {}", task.key, e.message))
+                        .with_note(e.excerpt.clone().unwrap_or_default())
+                })?;
+            }
+        }
         prepared.push(Prepared {
             spec: spec.clone(),
             task,
@@ -180,6 +195,7 @@ fn prepare(
             scorers,
             metric_snippets,
             origin,
+            templates,
             task_config: values,
         });
     }
@@ -283,7 +299,6 @@ pub fn run(
         .build()?;
     let shared = Arc::new(Shared {
         registry,
-        templates: TemplateEngine::new(),
         python,
         run_dir,
         progress: Progress::new(options.progress, *printer),
@@ -504,7 +519,7 @@ async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Resul
                 sample: &sample.row,
                 target: model,
                 registry: &shared.registry,
-                templates: &shared.templates,
+                templates: &p.templates,
                 origin: &p.origin,
                 calls: &mut calls,
             };
@@ -528,7 +543,7 @@ async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Resul
                 sample: &sample.row,
                 solved,
                 registry: &shared.registry,
-                templates: &shared.templates,
+                templates: &p.templates,
                 origin: &p.origin,
                 python: Some(&shared.python),
                 calls: &mut calls,

@@ -282,6 +282,30 @@ pub fn load_python(def: &ScorerDef, task_key: &str, python: &PythonRuntime) -> R
         .map_err(|e| crate::connection::custom_inference::load_diagnostic(&e, Some(snippet)))
 }
 
+/// Every template string a scorer renders (compiled once per task specification).
+pub fn templates(def: &ScorerDef) -> Vec<&str> {
+    match &def.kind {
+        ScorerKind::StringEquals { ground_truth, value } | ScorerKind::Bleu { ground_truth, value } => {
+            std::iter::once(ground_truth.as_str()).chain(value.as_deref()).collect()
+        }
+        ScorerKind::Mcqa {
+            ground_truth_choice,
+            choices,
+            ..
+        } => ground_truth_choice
+            .as_deref()
+            .into_iter()
+            .chain(choices.as_deref())
+            .collect(),
+        ScorerKind::JudgeClassifier { judge, .. }
+        | ScorerKind::JudgeScorer { judge, .. }
+        | ScorerKind::Labeler { judge, .. } => {
+            vec![judge.system_prompt.as_str(), judge.user_prompt.as_str()]
+        }
+        ScorerKind::Python { .. } => Vec::new(),
+    }
+}
+
 /// Scores of one scorer for one sample.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Scores {
@@ -332,8 +356,7 @@ impl ScoreContext<'_> {
     }
 
     fn render(&self, template: &str) -> Result<String, String> {
-        self.templates
-            .render_str(template, self.origin, &self.template_context())
+        crate::template::render_cached(self.templates, template, self.origin, &self.template_context())
             .map_err(|e| format!("cannot render scorer template: {}", e.message))
     }
 

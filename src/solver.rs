@@ -154,6 +154,39 @@ impl SolveContext<'_> {
     }
 }
 
+/// Every template string a solver renders (compiled once per task specification).
+pub fn templates(def: &SolverDef) -> Vec<&str> {
+    fn builders<'a>(list: &'a [MessageBuilder], out: &mut Vec<&'a str>) {
+        for b in list {
+            match b {
+                MessageBuilder::ChatMessage { content, .. } => out.push(content),
+                MessageBuilder::GenerateMessage {
+                    extra_input_messages, ..
+                } => {
+                    out.extend(extra_input_messages.iter().map(|m| m.content.as_str()));
+                }
+                MessageBuilder::Loop { message_builders, .. } => builders(message_builders, out),
+                MessageBuilder::Generate { .. } => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    match def {
+        SolverDef::SingleTurnSolver {
+            input_builder: InputBuilder::ChatCompletion { input_messages },
+            ..
+        } => {
+            out.extend(input_messages.iter().map(|m| m.content.as_str()));
+        }
+        SolverDef::SingleTurnSolver {
+            input_builder: InputBuilder::Generic { template },
+            ..
+        } => out.push(template),
+        SolverDef::MultiTurnSolver { message_builders, .. } => builders(message_builders, &mut out),
+    }
+    out
+}
+
 pub async fn solve(def: &SolverDef, cx: &mut SolveContext<'_>) -> Result<Solved, SolveError> {
     let mut solved = Solved::default();
     match def {

@@ -2452,3 +2452,18 @@ mod tests {
         }
     }
 }
+
+/// Renders `source` with the template compiled under that same name if there is one (see
+/// [`TemplateEngine::add`]), else compiles it for this one render.
+pub fn render_cached(
+    engine: &TemplateEngine,
+    source: &str,
+    origin: &TemplateOrigin,
+    ctx: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, TemplateError> {
+    if engine.contains(source) {
+        engine.render(source, ctx)
+    } else {
+        engine.render_str(source, origin, ctx)
+    }
+}
