@@ -109,11 +109,13 @@ pub struct Failure {
     pub detail: Option<String>,
     pub diagnostic: Option<Diagnostic>,
     pub retryable: bool,
+    /// What the snippet printed during the failed call (also part of `detail`).
+    pub captured: String,
 }
 
 impl Failure {
     fn from_diagnostic(stage: Stage, d: Diagnostic) -> Failure {
-        Failure { stage, message: d.message.clone(), detail: None, diagnostic: Some(d), retryable: false }
+        Failure { stage, message: d.message.clone(), detail: None, diagnostic: Some(d), retryable: false, captured: String::new() }
     }
 }
 
@@ -168,6 +170,7 @@ impl ModelRuntime {
             detail: None,
             diagnostic: None,
             retryable: false,
+            captured: String::new(),
         })?;
         let t = Instant::now();
         let body = self.render_input(input, kwargs).map_err(|d| Failure::from_diagnostic(Stage::TransformInput, d))?;
@@ -222,6 +225,7 @@ impl ModelRuntime {
                 detail: None,
                 diagnostic: None,
                 retryable: false,
+                captured: String::new(),
             }),
             Err(OutputError::Malformed { problem, rendered }) => Err(Failure {
                 stage: Stage::TransformOutput,
@@ -229,6 +233,7 @@ impl ModelRuntime {
                 detail: Some(rendered),
                 diagnostic: None,
                 retryable: false,
+                captured: String::new(),
             }),
         }
     }
@@ -288,14 +293,15 @@ impl ModelRuntime {
             message.push_str(&format!(" (after {attempts} attempts)"));
         }
         let mut detail = error.detail().map(str::to_owned);
-        if !error.captured().is_empty() {
-            let captured = format!("captured output:\n{}", error.captured().trim_end());
+        let captured = error.captured().to_owned();
+        if !captured.is_empty() {
+            let text = format!("captured output:\n{}", captured.trim_end());
             detail = Some(match detail {
-                Some(d) => format!("{d}\n{captured}"),
-                None => captured,
+                Some(d) => format!("{d}\n{text}"),
+                None => text,
             });
         }
-        Failure { stage: Stage::RunInference, message, detail, diagnostic: None, retryable }
+        Failure { stage: Stage::RunInference, message, detail, diagnostic: None, retryable, captured }
     }
 }
 
