@@ -109,6 +109,8 @@ pub struct Failure {
     pub detail: Option<String>,
     pub diagnostic: Option<Diagnostic>,
     pub retryable: bool,
+    /// What the snippet printed during the failed call (also part of `detail`).
+    pub captured: String,
 }
 
 impl Failure {
@@ -119,6 +121,7 @@ impl Failure {
             detail: None,
             diagnostic: Some(d),
             retryable: false,
+            captured: String::new(),
         }
     }
 }
@@ -196,6 +199,7 @@ impl ModelRuntime {
             detail: None,
             diagnostic: None,
             retryable: false,
+            captured: String::new(),
         })?;
         let t = Instant::now();
         let body = self
@@ -263,6 +267,7 @@ impl ModelRuntime {
                 detail: None,
                 diagnostic: None,
                 retryable: false,
+                captured: String::new(),
             }),
             Err(OutputError::Malformed { problem, rendered }) => Err(Failure {
                 stage: Stage::TransformOutput,
@@ -274,6 +279,7 @@ impl ModelRuntime {
                 detail: Some(rendered),
                 diagnostic: None,
                 retryable: false,
+                captured: String::new(),
             }),
         }
     }
@@ -355,11 +361,12 @@ impl ModelRuntime {
             message.push_str(&format!(" (after {attempts} attempts)"));
         }
         let mut detail = error.detail().map(str::to_owned);
-        if !error.captured().is_empty() {
-            let captured = format!("captured output:\n{}", error.captured().trim_end());
+        let captured = error.captured().to_owned();
+        if !captured.is_empty() {
+            let text = format!("captured output:\n{}", captured.trim_end());
             detail = Some(match detail {
-                Some(d) => format!("{d}\n{captured}"),
-                None => captured,
+                Some(d) => format!("{d}\n{text}"),
+                None => text,
             });
         }
         Failure {
@@ -368,6 +375,7 @@ impl ModelRuntime {
             detail,
             diagnostic: None,
             retryable,
+            captured,
         }
     }
 }

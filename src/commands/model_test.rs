@@ -293,7 +293,12 @@ impl<'a> Report<'a> {
                 }
             }
             Endpoint::Snippet(_) => {
-                let captured = trace.response.as_ref().map_or("", |r| r.captured.as_str());
+                // A call that raised or timed out has no response, but may well have printed.
+                let captured = match (&trace.response, failure) {
+                    (Some(response), _) => response.captured.as_str(),
+                    (None, Some(failure)) => failure.captured.as_str(),
+                    (None, None) => "",
+                };
                 if captured.is_empty() {
                     self.field("output", "(the snippet printed nothing)");
                 } else {

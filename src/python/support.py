@@ -359,8 +359,22 @@ def describe(exc, filename):
             cur, cur_exc = cur.__context__, getattr(cur_exc, "__context__", None)
         else:
             cur = None
+    _drop_own_frames(te)
     text = "".join(te.format())
     return (type_name(type(exc)), _safe_str(exc), own, deepest, text, timed_out)
+
+
+def _drop_own_frames(te):
+    """Start the user's traceback at the snippet: the frames of this module that called it
+    are noise, and their line numbers change with every edit of this file."""
+    own_file = _drop_own_frames.__code__.co_filename
+    seen = set()
+    while te is not None and id(te) not in seen:
+        seen.add(id(te))
+        kept = [f for f in te.stack if f.filename != own_file]
+        if len(kept) != len(te.stack):
+            te.stack = traceback.StackSummary.from_list(kept)
+        te = te.__cause__ if te.__cause__ is not None else te.__context__
 
 
 def thread_frames(ident, filename):

@@ -1,6 +1,9 @@
 //! Integration tests: one binary that drives the real `lfeval` executable through [`test::Test`],
 //! against real HTTP servers on 127.0.0.1 ([`server`]) and the real embedded Python.
 
+mod model_test;
 mod server;
 mod server_selftest;
+mod snippet_errors;
 mod test;
+mod timeouts;
