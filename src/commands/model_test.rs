@@ -214,7 +214,10 @@ impl<'a> Report<'a> {
             Endpoint::Snippet(_) => {
                 let captured = trace.response.as_ref().map_or("", |r| r.captured.as_str());
                 if captured.is_empty() {
-                    self.field("output", "(the snippet printed nothing)");
+                    // A snippet that raised has no response; what it printed goes with the error.
+                    if stage != Some(Stage::RunInference) {
+                        self.field("output", "(the snippet printed nothing)");
+                    }
                 } else {
                     self.block("snippet output", captured);
                 }
