@@ -110,7 +110,15 @@ impl Project {
         };
         let key = key_of(&node);
         match adapter::from_yaml(&node, "") {
-            Ok(adapter) => self.add_adapter(adapter, path),
+            // The entity's file is the one under `adapters/`, even when its content came in
+            // through a `$ref` (two files referencing one definition must be told apart).
+            Ok(adapter) => self.add_adapter(
+                adapter::Adapter {
+                    file: yaml::display_path(&self.root, path),
+                    ..adapter
+                },
+                path,
+            ),
             Err(d) => {
                 self.record("adapter", path, key, d);
                 None
@@ -145,7 +153,13 @@ impl Project {
         };
         let key = key_of(&node);
         match model::from_yaml(node, "") {
-            Ok(model) => self.add_model(model, path),
+            Ok(model) => self.add_model(
+                Model {
+                    file: yaml::display_path(&self.root, path),
+                    ..model
+                },
+                path,
+            ),
             Err(d) => {
                 self.record("model", path, key, d);
                 None

@@ -300,7 +300,10 @@ impl<'a> Report<'a> {
                     (None, None) => "",
                 };
                 if captured.is_empty() {
-                    self.field("output", "(the snippet printed nothing)");
+                    // A snippet that raised has no response; what it printed goes with the error.
+                    if stage != Some(Stage::RunInference) {
+                        self.field("output", "(the snippet printed nothing)");
+                    }
                 } else {
                     self.block("snippet output", captured);
                 }

@@ -18,6 +18,9 @@ use crate::diagnostic::{Diagnostic, Location};
 
 /// The newtype name that asks for a node's metadata.
 pub const META: &str = "$lfeval::meta";
+/// Like [`META`], for values that are needed right away: an unset `$VAR` is reported at the
+/// place it was written instead of being described in the metadata.
+const META_REQUIRED: &str = "$lfeval::meta-required";
 
 #[derive(Debug)]
 pub struct DeError {
@@ -232,7 +235,10 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, DeError> {
-        if name == META {
+        if name == META || name == META_REQUIRED {
+            if name == META_REQUIRED && node_is_unset(self.node) {
+                return Err(self.unset());
+            }
             let meta = MetaDe::new(self.node, &self.path);
             return visitor.visit_map(meta).map_err(|e| self.locate(e));
         }
@@ -527,6 +533,14 @@ where
     D: de::Deserializer<'de>,
     T: Deserialize<'de>,
 {
+    deserialize_meta_as(deserializer, META)
+}
+
+fn deserialize_meta_as<'de, D, T>(deserializer: D, name: &'static str) -> Result<MetaWire<T>, D::Error>
+where
+    D: de::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
     struct MetaVisitor<T>(PhantomData<T>);
 
     impl<'de, T: Deserialize<'de>> Visitor<'de> for MetaVisitor<T> {
@@ -561,7 +575,7 @@ where
         }
     }
 
-    deserializer.deserialize_newtype_struct(META, MetaVisitor(PhantomData))
+    deserializer.deserialize_newtype_struct(name, MetaVisitor(PhantomData))
 }
 
 /// A value with the place it was written.
@@ -574,7 +588,7 @@ pub struct Located<T> {
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let meta = deserialize_meta::<D, T>(deserializer)?;
+        let meta = deserialize_meta_as::<D, T>(deserializer, META_REQUIRED)?;
         let location = meta.location();
         let value = match meta.value {
             Some(v) => v,
@@ -614,7 +628,7 @@ pub struct SourceText {
 
 impl<'de> Deserialize<'de> for SourceText {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let meta = deserialize_meta::<D, String>(deserializer)?;
+        let meta = deserialize_meta_as::<D, String>(deserializer, META_REQUIRED)?;
         let location = meta.location();
         let text = match meta.value {
             Some(v) => v,

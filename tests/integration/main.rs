@@ -1,7 +1,11 @@
 //! Integration tests: one binary that drives the real `lfeval` executable through [`test::Test`],
 //! against real HTTP servers on 127.0.0.1 ([`server`]) and the real embedded Python.
 
+mod adapters;
+mod dialect;
+mod errors;
 mod model_test;
+mod secrets;
 mod server;
 mod server_selftest;
 mod snippet_errors;
