@@ -261,7 +261,13 @@ fn eval_filter(expr: &str, row: &Map<String, Value>) -> Result<Value, String> {
     static ENGINE: std::sync::LazyLock<TemplateEngine> = std::sync::LazyLock::new(TemplateEngine::new);
     let mut ctx = row.clone();
     ctx.insert("sample".into(), Value::Object(row.clone()));
-    ENGINE.eval_expression(expr, &ctx).map_err(|e| e.message)
+    match ENGINE.eval_expression(expr, &ctx) {
+        Ok(value) => Ok(value),
+        // `dataset::open` expects undefined as `null`: a field missing from some rows is what
+        // `exists` / `not_exists` test for.
+        Err(e) if matches!(e.kind, crate::template::TemplateErrorKind::Undefined) => Ok(Value::Null),
+        Err(e) => Err(e.message),
+    }
 }
 
 fn open_samples(p: &Prepared) -> anyhow::Result<dataset::SampleIter<'static>> {
