@@ -332,11 +332,14 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>, completed: &HashSet<(St
             permit = Arc::clone(&slots).acquire_owned() => permit?,
             _ = &mut ctrl_c => break SpecEnd::Interrupted,
         };
+        // A sample may have failed while this one waited for its slot.
+        if shared.stop.load(Ordering::Relaxed) {
+            break SpecEnd::Stopped;
+        }
         let (p2, shared2) = (Arc::clone(&p), Arc::clone(&shared));
         let (fail_fast, max_errors) = (options.fail_fast, options.max_errors);
         tasks.spawn(async move {
             let result = process(&p2, &shared2, sample).await;
-            drop(permit);
             if let Err(e) = &result {
                 shared2.progress.set_limit(format!("cannot write results: {e}"));
                 shared2.stop.store(true, Ordering::Relaxed);
@@ -346,6 +349,8 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>, completed: &HashSet<(St
                     shared2.stop.store(true, Ordering::Relaxed);
                 }
             }
+            // Only now, so that the loop waiting for this slot sees the stop.
+            drop(permit);
             result
         });
         while let Some(done) = tasks.try_join_next() {
