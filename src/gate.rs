@@ -5,7 +5,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -17,6 +17,8 @@ pub struct Gate {
     limiter: Option<DefaultDirectRateLimiter>,
     /// Calls may not start before this instant (ms since `epoch`), set by `Retry-After`.
     paused_until_ms: AtomicU64,
+    /// Calls waiting for the limiter right now (asking the limiter itself would use up a cell).
+    limiter_waiting: AtomicUsize,
     epoch: Instant,
     pub concurrency: usize,
     pub rate_limit: Option<u32>,
@@ -43,6 +45,7 @@ impl Gate {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             limiter,
             paused_until_ms: AtomicU64::new(0),
+            limiter_waiting: AtomicUsize::new(0),
             epoch: Instant::now(),
             concurrency: concurrency.max(1),
             rate_limit,
@@ -61,6 +64,7 @@ impl Gate {
         let limiter_start = Instant::now();
         self.wait_for_pause().await;
         if let Some(limiter) = &self.limiter {
+            let _waiting = Waiting::new(&self.limiter_waiting);
             limiter.until_ready().await;
         }
         Admission {
@@ -89,12 +93,45 @@ impl Gate {
         self.paused_until_ms.fetch_max(until, Ordering::AcqRel);
     }
 
-    /// Whether the limiter would hold a call right now (for the progress display).
+    /// Whether the limiter is holding a call right now (for the progress display).
     pub fn is_rate_limited(&self) -> bool {
-        self.limiter.as_ref().is_some_and(|l| l.check().is_err())
+        self.limiter_waiting.load(Ordering::Acquire) > 0
     }
 
     pub fn in_flight(&self) -> usize {
         self.concurrency - self.permits.available_permits()
+    }
+}
+
+/// Counts a call as waiting for the limiter until dropped (also when the call is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicUsize) -> Waiting<'a> {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn asking_whether_calls_are_held_does_not_use_up_the_rate() {
+        // One call per minute: the first call may start at once, but only if nothing else
+        // took that cell.
+        let gate = Gate::new(1, Some(1));
+        for _ in 0..3 {
+            assert!(!gate.is_rate_limited());
+        }
+        let admitted = tokio::time::timeout(Duration::from_secs(5), gate.admit()).await;
+        assert!(admitted.is_ok(), "the first call waited for the limiter");
     }
 }

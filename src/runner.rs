@@ -360,7 +360,13 @@ fn eval_filter(expr: &str, row: &Map<String, Value>) -> Result<Value, String> {
     static ENGINE: std::sync::LazyLock<TemplateEngine> = std::sync::LazyLock::new(TemplateEngine::new);
     let mut ctx = row.clone();
     ctx.insert("sample".into(), Value::Object(row.clone()));
-    ENGINE.eval_expression(expr, &ctx).map_err(|e| e.message)
+    match ENGINE.eval_expression(expr, &ctx) {
+        Ok(value) => Ok(value),
+        // `dataset::open` expects undefined as `null`: a field missing from some rows is what
+        // `exists` / `not_exists` test for.
+        Err(e) if matches!(e.kind, crate::template::TemplateErrorKind::Undefined) => Ok(Value::Null),
+        Err(e) => Err(e.message),
+    }
 }
 
 fn open_samples(p: &Prepared) -> anyhow::Result<dataset::SampleIter<'static>> {
@@ -434,11 +440,14 @@ async fn run_spec(
             permit = Arc::clone(&slots).acquire_owned() => permit?,
             _ = &mut ctrl_c => break SpecEnd::Interrupted,
         };
+        // A sample may have failed while this one waited for its slot.
+        if shared.stop.load(Ordering::Relaxed) {
+            break SpecEnd::Stopped;
+        }
         let (p2, shared2) = (Arc::clone(&p), Arc::clone(&shared));
         let (fail_fast, max_errors) = (options.fail_fast, options.max_errors);
         tasks.spawn(async move {
             let result = process(&p2, &shared2, sample).await;
-            drop(permit);
             if let Err(e) = &result {
                 shared2.progress.set_limit(format!("cannot write results: {e}"));
                 shared2.stop.store(true, Ordering::Relaxed);
@@ -448,6 +457,8 @@ async fn run_spec(
                     shared2.stop.store(true, Ordering::Relaxed);
                 }
             }
+            // Only now, so that the loop waiting for this slot sees the stop.
+            drop(permit);
             result
         });
         while let Some(done) = tasks.try_join_next() {

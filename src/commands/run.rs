@@ -14,6 +14,8 @@ use crate::results::{RunDir, RunInfo};
 use crate::runner::{self, RunOptions};
 
 pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Result<ExitStatus> {
+    // A new run directory and whether it existed (empty) before this run.
+    let mut created: Option<(std::path::PathBuf, bool)> = None;
     let (config, run_dir, completed) = match &args.resume {
         Some(dir) => {
             let (run_dir, state) = RunDir::resume(dir).with_context(|| format!("cannot resume `{}`", dir.display()))?;
@@ -51,7 +53,9 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
                 run_file: Some(config.file.clone()),
                 started_at: now,
             };
+            let existed = path.exists();
             let run_dir = RunDir::create(&path, &info, &config.resolved)?;
+            created = Some((path, existed));
             (config, run_dir, HashSet::new())
         }
     };
@@ -72,5 +76,24 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
     };
     let status = runner::run(config, run_dir, completed, python.clone(), &options, printer);
     python.flush();
+    if status.is_err()
+        && let Some((dir, existed)) = created
+    {
+        discard_unused(&dir, existed);
+    }
     status
+}
+
+/// Removes a new run directory that failed before recording any sample (typically a
+/// configuration error found while preparing the run): it holds nothing to resume, and leaving
+/// it would make the same `--output` refuse the corrected run.
+fn discard_unused(dir: &std::path::Path, existed: bool) {
+    let samples = dir.join(crate::results::SAMPLES_FILE);
+    if std::fs::metadata(&samples).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::remove_file(&samples);
+        let _ = std::fs::remove_file(dir.join(crate::results::RUN_CONFIG_FILE));
+        if !existed {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }

@@ -4,7 +4,9 @@
 mod adapters;
 mod dialect;
 mod errors;
+mod limits;
 mod model_test;
+mod runs;
 mod secrets;
 mod server;
 mod server_selftest;
