@@ -21,15 +21,16 @@ import types
 
 
 class Record(dict):
-    """A dict whose keys also read as attributes (`sample.answer` as well as `sample["answer"]`)."""
+    """A dict whose keys also read as attributes: `score.values`, `sample.answer` as well as
+    `sample["answer"]`, like the platform's objects. A key wins over a dict method of the same
+    name (`score.values` is the key); `dict.values(d)` still reaches the method."""
 
     __slots__ = ()
 
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    def __getattribute__(self, name):
+        if not name.startswith("__") and dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        return object.__getattribute__(self, name)
 
 
 class SnippetTimeout(BaseException):

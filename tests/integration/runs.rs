@@ -208,7 +208,7 @@ def compute_scores(sample, solver_output):
 
 const TOTAL_WORDS_METRIC: &str = r#"
 def compute_metrics(scores):
-    return {"total_words": sum(s["values"]["words"] for s in scores), "count": len(scores)}
+    return {"total_words": sum(s.values["words"] for s in scores), "count": len(scores)}
 "#;
 
 pub(crate) fn indent(text: &str, by: usize) -> String {
