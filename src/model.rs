@@ -104,6 +104,21 @@ impl Model {
         }
     }
 
+    /// Every value that is resolved only when the model is used (variables, secrets).
+    pub fn deferred_values(&self) -> Vec<&ConfigValue> {
+        let mut values: Vec<&ConfigValue> = self.secrets.values().collect();
+        match &self.connection {
+            Connection::CustomInference(c) => values.extend(c.environment.values()),
+            Connection::CustomConnection(c) => {
+                values.push(&c.url);
+                values.extend(c.api_key.iter());
+                values.extend(c.custom_headers.values());
+                values.extend(c.trusted_ca.iter());
+            }
+        }
+        values
+    }
+
     /// Concurrency cap used when the model sets none.
     pub fn concurrency(&self) -> usize {
         self.max_concurrent_requests.map_or(4, |n| n as usize)

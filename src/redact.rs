@@ -11,6 +11,23 @@ static VALUES: RwLock<Vec<(String, String)>> = RwLock::new(Vec::new());
 /// output, and such values are not credentials.
 const MIN_LEN: usize = 4;
 
+/// Whether a name (an environment key, a variable) suggests its value is a credential.
+pub fn looks_sensitive(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "key",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "auth",
+        "credential",
+        "cookie",
+    ]
+    .iter()
+    .any(|w| name.contains(w))
+}
+
 pub fn register(value: &str, label: &str) {
     if value.len() < MIN_LEN {
         return;

@@ -833,7 +833,11 @@ fn print_summary(summary: &Value, json_output: bool, printer: &Printer) {
                 if value.is_object() || value.is_array() {
                     continue;
                 }
-                let shown = value.as_f64().map_or_else(|| value.to_string(), |v| format!("{v:.4}"));
+                let shown = if value.is_i64() || value.is_u64() {
+                    value.to_string()
+                } else {
+                    value.as_f64().map_or_else(|| value.to_string(), |v| format!("{v:.4}"))
+                };
                 let mut row = if any { vec![String::new(); 4] } else { base.clone() };
                 row.push(format!("{}.{name}", metric["scorer_name"].as_str().unwrap_or("")));
                 row.push(shown);

@@ -19,23 +19,6 @@ pub struct SnippetEndpoint {
     timeout: Duration,
 }
 
-/// Environment keys whose values are treated as credentials when they come from `$VAR`.
-fn looks_secret(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "key",
-        "token",
-        "secret",
-        "password",
-        "passwd",
-        "auth",
-        "credential",
-        "cookie",
-    ]
-    .iter()
-    .any(|w| key.contains(w))
-}
-
 impl SnippetEndpoint {
     pub fn new(
         model_key: &str,
@@ -46,10 +29,12 @@ impl SnippetEndpoint {
     ) -> Result<SnippetEndpoint, Diagnostic> {
         let mut environment = Map::new();
         for (name, value) in &config.environment {
-            let resolved = value.resolve(secrets, looks_secret(name)).map_err(|d| Diagnostic {
-                message: format!("model `{model_key}`: {}", d.message),
-                ..d
-            })?;
+            let resolved = value
+                .resolve(secrets, crate::redact::looks_sensitive(name))
+                .map_err(|d| Diagnostic {
+                    message: format!("model `{model_key}`: {}", d.message),
+                    ..d
+                })?;
             environment.insert(name.clone(), resolved);
         }
         let snippet = load(model_key, config, workers, runtime)?;

@@ -22,6 +22,14 @@ static WHOLE_VAR: LazyLock<Regex> = LazyLock::new(|| {
 static INNER_VAR: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}").expect("valid regex"));
 
+/// A variable whose name looks like a credential (`API_KEY`, `TOKEN`, …) is masked wherever
+/// its value would be shown, even when it is pasted into a longer string such as a URL.
+fn mask_if_sensitive(name: &str, value: &str) {
+    if crate::redact::looks_sensitive(name) {
+        crate::redact::register(value, &format!("${name}"));
+    }
+}
+
 pub const TODO_SENTINEL: &str = "((TODO))";
 
 pub struct Resolver<'a> {
@@ -68,7 +76,10 @@ impl Resolver<'_> {
             let op = caps.get(3).map(|m| m.as_str());
             let arg = caps.get(4).map(|m| m.as_str().to_owned());
             return Some(match (self.vars.get(&name), op) {
-                (Some(v), _) => (Value::Str(v), Some(name)),
+                (Some(v), _) => {
+                    mask_if_sensitive(&name, &v);
+                    (Value::Str(v), Some(name))
+                }
                 (None, Some(":-")) => (Value::Str(arg.unwrap_or_default()), None),
                 (None, Some(":?")) => (
                     Value::Unset(UnsetVar {
@@ -93,7 +104,10 @@ impl Resolver<'_> {
         let expanded = INNER_VAR.replace_all(text, |caps: &regex::Captures<'_>| {
             let name = &caps[1];
             match (self.vars.get(name), caps.get(2).map(|m| m.as_str())) {
-                (Some(v), _) => v,
+                (Some(v), _) => {
+                    mask_if_sensitive(name, &v);
+                    v
+                }
                 (None, Some(":-")) => caps.get(3).map_or("", |m| m.as_str()).to_owned(),
                 (None, op) => {
                     let message = if op == Some(":?") {

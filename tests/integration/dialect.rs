@@ -107,9 +107,13 @@ fn valid() {
             report.push_str(&text);
             report.push('\n');
         }
-        // A valid project loads without a single warning or error line.
+        // A valid project loads without a single error line. Warnings are allowed only for what
+        // depends on the machine (unset variables, secrets not in this machine's store).
+        let stray_warning = report
+            .lines()
+            .any(|l| l.starts_with("warning:") && !l.contains("cannot be used here yet"));
         assert!(
-            !report.contains("error:") && !report.contains("warning:"),
+            !report.contains("error:") && !stray_warning,
             "valid case `{name}` reported problems:\n{report}"
         );
         insta::assert_snapshot!(report);
