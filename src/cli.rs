@@ -8,7 +8,8 @@ use crate::printer::ColorChoice;
 
 /// Evaluate custom LLM integrations described in AI GO! YAML.
 ///
-/// Exit codes: 0 success, 1 failed checks or samples, 2 usage or configuration error.
+/// Exit codes: 0 success, 1 failed checks or samples, 2 usage or configuration error, 130
+/// interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "lfeval", version, about, max_term_width = 100)]
 pub struct Cli {

@@ -166,7 +166,17 @@ impl TaskDef {
         if wire.trials.is_some() {
             return Err(Diagnostic::new(format!("task `{}`: `trials` is not supported yet", self.key)).at(&node.span));
         }
-        let _ = (wire.evaluated_entity_type, wire.actions);
+        if wire.actions.is_some() {
+            return Err(Diagnostic::new(format!(
+                "task `{}`: `actions` (such as `exclude_from_metrics`) are not supported yet",
+                self.key
+            ))
+            .at(&node.span)
+            .with_hint(
+                "remove `actions`; metrics would otherwise silently include samples the task meant to exclude",
+            ));
+        }
+        let _ = wire.evaluated_entity_type;
         let dataset_key = match wire.dataset {
             Some(DatasetRef {
                 source: Some(source), ..
