@@ -1858,6 +1858,21 @@ fn python_sub(re: &regex::Regex, text: &str, template: &str, count: i64) -> Stri
     out
 }
 
+/// Renders `source` with the template compiled under that same name if there is one (see
+/// [`TemplateEngine::add`]), else compiles it for this one render.
+pub fn render_cached(
+    engine: &TemplateEngine,
+    source: &str,
+    origin: &TemplateOrigin,
+    ctx: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, TemplateError> {
+    if engine.contains(source) {
+        engine.render(source, ctx)
+    } else {
+        engine.render_str(source, origin, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2450,20 +2465,5 @@ mod tests {
             prop_assert_eq!(back.to_bits(), f.to_bits());
             prop_assert!(text.contains('.') || text.contains('e'));
         }
-    }
-}
-
-/// Renders `source` with the template compiled under that same name if there is one (see
-/// [`TemplateEngine::add`]), else compiles it for this one render.
-pub fn render_cached(
-    engine: &TemplateEngine,
-    source: &str,
-    origin: &TemplateOrigin,
-    ctx: &serde_json::Map<String, serde_json::Value>,
-) -> Result<String, TemplateError> {
-    if engine.contains(source) {
-        engine.render(source, ctx)
-    } else {
-        engine.render_str(source, origin, ctx)
     }
 }

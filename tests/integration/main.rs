@@ -1,6 +1,11 @@
 //! Integration tests: one binary that drives the real `lfeval` executable through [`test::Test`],
 //! against real HTTP servers on 127.0.0.1 ([`server`]) and the real embedded Python.
 
+#![allow(
+    clippy::print_stderr,
+    reason = "tests print measured figures to help diagnose failures"
+)]
+
 mod adapters;
 mod dialect;
 mod errors;
