@@ -88,6 +88,11 @@ pub fn from_yaml(node: &Node, overrides: &RunOverrides) -> Result<Evaluation, Di
     let wire: EvaluationWire = from_node(node, "evaluation")?;
     crate::model::check_key(&wire.key, "evaluation", false)?;
     let _ = (wire.description, wire.long_description, wire.tags, wire.config_spec);
+    if overrides.trials_config.is_some() {
+        return Err(
+            Diagnostic::new("`run_config.trials_config` (repeated trials) is not supported yet").at(&node.span),
+        );
+    }
     if wire.task_specifications.is_empty() {
         return Err(Diagnostic::new("an evaluation needs at least one task specification").at(&node.span));
     }
@@ -118,6 +123,12 @@ pub fn from_yaml(node: &Node, overrides: &RunOverrides) -> Result<Evaluation, Di
             key = format!("{base}_{n}");
             n += 1;
         }
+        let located_key = Located {
+            value: key.clone(),
+            location: spec.task_key.location.clone(),
+            path: spec.task_key.path.clone(),
+        };
+        crate::model::check_key(&located_key, "task specification", false)?;
         specs.push(TaskSpecification {
             display_name: spec.display_name.unwrap_or_else(|| key.clone()),
             key,

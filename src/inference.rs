@@ -208,7 +208,15 @@ impl ModelRuntime {
         trace.timings.render_input_ms = ms(t.elapsed());
         trace.request_body = Some(body.clone());
 
-        let key = self.cache.as_ref().map(|c| ResponseCache::key(&c.fingerprint, &body));
+        let key = self.cache.as_ref().map(|c| {
+            // A snippet that takes `sample` may answer differently per sample for the same body.
+            match (&self.endpoint, sample) {
+                (Endpoint::Snippet(s), Some(sample)) if s.snippet().arity() >= 3 => {
+                    ResponseCache::key(&c.fingerprint, &format!("{body}\n{sample}"))
+                }
+                _ => ResponseCache::key(&c.fingerprint, &body),
+            }
+        });
         if let (Some(handle), Some(key)) = (&self.cache, &key)
             && handle.policy.reads()
             && let Ok(Some(hit)) = handle.cache.get(key)
@@ -230,6 +238,7 @@ impl ModelRuntime {
         // Only answers that made it through the whole chain are worth replaying.
         if let (Some(handle), Some(key)) = (&self.cache, &key)
             && handle.policy.writes()
+            && (200..300).contains(&response.status_code)
         {
             let cached = CachedResponse {
                 status_code: response.status_code,
@@ -318,6 +327,11 @@ impl ModelRuntime {
                 Err(e) => e,
             };
             let retryable = error.retryable();
+            // Pause the whole model even when this call gives up: the calls queued behind it
+            // must not hit an endpoint that asked for a break.
+            if let Some(retry_after) = error.retry_after() {
+                self.gate.pause_for(retry_after);
+            }
             trace.attempts.push(Attempt {
                 error: Some(error.to_string()),
                 retryable,
@@ -331,9 +345,6 @@ impl ModelRuntime {
                 };
             }
             let delay = backoff(policy, attempt, error.retry_after());
-            if let Some(retry_after) = error.retry_after() {
-                self.gate.pause_for(retry_after);
-            }
             trace.timings.backoff_ms += ms(delay);
             tokio::time::sleep(delay).await;
         }
@@ -386,6 +397,6 @@ fn backoff(policy: &crate::model::RetryPolicy, attempt: u32, retry_after: Option
     let base = policy.initial_backoff.max(0.0) * 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
     let capped = base.min(policy.max_backoff.max(0.0));
     let jittered = capped * rand::rng().random_range(0.5..=1.0);
-    let delay = Duration::from_secs_f64(jittered);
+    let delay = Duration::try_from_secs_f64(jittered).unwrap_or(Duration::MAX);
     retry_after.map_or(delay, |r| r.max(delay))
 }

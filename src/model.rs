@@ -231,6 +231,21 @@ fn timeout(value: Option<Located<f64>>, default: f64) -> Result<Duration, Diagno
     Ok(Duration::from_secs_f64(t.value))
 }
 
+fn retry_policy(value: Option<Located<RetryPolicy>>) -> Result<RetryPolicy, Diagnostic> {
+    let Some(policy) = value else {
+        return Ok(RetryPolicy::default());
+    };
+    let p = &policy.value;
+    let sane = |s: f64| s.is_finite() && (0.0..=3600.0).contains(&s);
+    if p.max_attempts == 0 || p.max_attempts > 100 || !sane(p.initial_backoff) || !sane(p.max_backoff) {
+        return Err(Diagnostic::new("invalid `retry` policy")
+            .at_location(policy.location.clone())
+            .with_path(policy.path.clone())
+            .with_hint("`max_attempts` is 1 to 100; `initial_backoff` and `max_backoff` are seconds from 0 to 3600"));
+    }
+    Ok(policy.value)
+}
+
 fn positive(value: Option<Located<u32>>, name: &str) -> Result<Option<u32>, Diagnostic> {
     match value {
         Some(v) if v.value == 0 => Err(Diagnostic::new(format!("`{name}` must be at least 1"))
@@ -347,7 +362,7 @@ pub fn from_yaml(mut node: Node, path: &str) -> Result<Model, Diagnostic> {
         secrets: wire.secrets.unwrap_or_default(),
         adapter,
         connection,
-        retry: wire.retry.map(|r| r.value).unwrap_or_default(),
+        retry: retry_policy(wire.retry)?,
         file: node.span.file.display.clone(),
         location: wire.key.location,
     })

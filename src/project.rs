@@ -208,6 +208,15 @@ impl Project {
         Err(unknown("adapter", key, self.adapters.keys(), "lfeval adapter list"))
     }
 
+    /// Registers every model's inline `secrets:` (all inline maps are merged, as on the
+    /// platform) so that any model can use them and their values are masked from the start.
+    /// Best effort: a value that cannot be resolved yet fails when its model is used.
+    pub fn register_inline_secrets(&self) {
+        for model in self.models.values() {
+            let _ = self.register_model_secrets(model);
+        }
+    }
+
     /// Registers a model's inline `secrets:` so `<< secrets.X >>` can find them.
     pub fn register_model_secrets(&self, model: &Model) -> Result<(), Diagnostic> {
         for (name, value) in &model.secrets {

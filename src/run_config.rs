@@ -41,7 +41,7 @@ pub struct RunConfig {
 /// Only checks the top-level keys (so a typo gets "did you mean").
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
+#[expect(dead_code, reason = "only the key names are checked")]
 struct TopLevel {
     secrets: Option<IgnoredAny>,
     model_adapters: Option<IgnoredAny>,
@@ -81,10 +81,6 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
         None => run_file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
     };
     let mut project = Project::load(&dir, env_file)?;
-    if let Some(first) = project.errors.first() {
-        return Err(anyhow::Error::new(first.diagnostic.clone())
-            .context(format!("cannot load {} `{}`", first.kind, first.file)));
-    }
     let root = yaml::load(&run_file, &project.root, &project.vars)?;
     from_node::<TopLevel>(&root, "")?;
     let file_display = yaml::display_path(&project.root, &run_file);
@@ -187,6 +183,7 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
     yaml::substitute_config(&mut evaluation_node, &config)?;
     let evaluation = evaluation::from_yaml(&evaluation_node, &overrides)?;
 
+    project.register_inline_secrets();
     let resolved = masked_json(&root);
     Ok(RunConfig {
         file: run_file,

@@ -80,6 +80,29 @@ struct Shared {
     progress: Arc<Progress>,
     stop: AtomicBool,
     failed: AtomicUsize,
+    /// Becomes `true` on Ctrl-C (see [`listen_for_interrupt`]).
+    interrupt: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn interrupted(&self) -> bool {
+        *self.interrupt.borrow()
+    }
+}
+
+/// One Ctrl-C listener for the whole run: the first press asks everything to stop (finished
+/// samples are already on disk); a second one leaves at once.
+fn listen_for_interrupt(runtime: &tokio::runtime::Runtime) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.send(true);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    rx
 }
 
 /// Resolves every task specification and builds every model runtime before anything runs, so
@@ -207,7 +230,7 @@ fn prepare(
         let adapter = project
             .adapter(&model.adapter.value)
             .map_err(|d| d.at_location(model.adapter.location.clone()))?;
-        let fingerprint = fingerprint(&model, &adapter);
+        let fingerprint = fingerprint(&model, &adapter, &project.secrets);
         let mut runtime = ModelRuntime::new(model, adapter, Some(python), &project.secrets)?;
         if let Some(cache) = cache {
             runtime.cache = Some(CacheHandle {
@@ -256,19 +279,30 @@ fn collect_models(solver: Option<&SolverDef>, scorers: &[ScorerDef], keys: &mut 
 }
 
 /// What identifies a model's responses in the cache: everything that changes what the endpoint
-/// would answer for the same request body (never secret values).
-fn fingerprint(model: &crate::model::Model, adapter: &crate::adapter::Adapter) -> String {
+/// would answer for the same request body, with variables and secrets resolved (the fingerprint
+/// is only ever hashed, never stored).
+fn fingerprint(
+    model: &crate::model::Model,
+    adapter: &crate::adapter::Adapter,
+    secrets: &crate::secrets::Secrets,
+) -> String {
+    let resolved: Vec<Value> = model
+        .deferred_values()
+        .into_iter()
+        .map(|v| json!([v.path, v.resolve(secrets, true).unwrap_or(Value::Null)]))
+        .collect();
     let connection = match &model.connection {
-        Connection::CustomInference(c) => json!({
-            "type": "custom_inference",
-            "snippet": c.snippet.text,
-            "environment": c.environment.iter().map(|(k, v)| (k.clone(), Value::String(v.masked()))).collect::<Map<String, Value>>(),
-        }),
-        Connection::CustomConnection(c) => {
-            json!({"type": "custom_connection", "url": c.url.masked(), "model_key": c.model_key})
-        }
+        Connection::CustomInference(c) => json!({"type": "custom_inference", "snippet": c.snippet.text}),
+        Connection::CustomConnection(c) => json!({"type": "custom_connection", "model_key": c.model_key}),
     };
-    json!({"model": model.key, "task": model.task.as_str(), "connection": connection, "adapter_input": adapter.process_input.text}).to_string()
+    json!({
+        "model": model.key,
+        "task": model.task.as_str(),
+        "connection": connection,
+        "values": resolved,
+        "adapter_input": adapter.process_input.text,
+    })
+    .to_string()
 }
 
 /// Runs the evaluation; returns the exit status (interrupted, failed samples or success).
@@ -297,6 +331,7 @@ pub fn run(
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let interrupt = listen_for_interrupt(&runtime);
     let shared = Arc::new(Shared {
         registry,
         python,
@@ -304,36 +339,39 @@ pub fn run(
         progress: Progress::new(options.progress, *printer),
         stop: AtomicBool::new(false),
         failed: AtomicUsize::new(0),
+        interrupt,
     });
     let started = jiff::Timestamp::now();
     let clock = Instant::now();
     let prepared: Vec<Arc<Prepared>> = prepared.into_iter().map(Arc::new).collect();
+    let mut started_specs = HashSet::new();
     let result = runtime.block_on(async {
-        let mut interrupted = false;
         for p in &prepared {
+            started_specs.insert(p.spec.key.clone());
             match run_spec(Arc::clone(p), Arc::clone(&shared), &completed, options).await? {
                 SpecEnd::Done => {}
-                SpecEnd::Interrupted => {
-                    interrupted = true;
-                    break;
-                }
-                SpecEnd::Stopped => break,
+                SpecEnd::Interrupted | SpecEnd::Stopped => break,
             }
         }
-        anyhow::Ok(interrupted)
+        anyhow::Ok(())
     });
-    runtime.shutdown_background();
-    let interrupted = result?;
+    result?;
     shared.run_dir.finish()?;
-    if interrupted {
+    // The runtime (and its Ctrl-C listener) stays alive while metrics are computed.
+    let summary = if shared.interrupted() {
+        None
+    } else {
+        finish(&prepared, &started_specs, &shared, &config, started, clock.elapsed())?
+    };
+    runtime.shutdown_background();
+    let Some(summary) = summary else {
         printer.warn(&format!(
             "interrupted: every finished sample is saved in `{}`\nhint: resume with `lfeval run --resume {}`",
             shared.run_dir.path().display(),
             shared.run_dir.path().display()
         ));
         return Ok(ExitStatus::Interrupted);
-    }
-    let summary = finish(&prepared, &shared, &config, started, clock.elapsed())?;
+    };
     print_summary(&summary, options.json, printer);
     if shared.stop.load(Ordering::Relaxed) {
         printer.warn(&format!(
@@ -342,11 +380,14 @@ pub fn run(
         ));
     }
     let failed = summary["totals"]["failed"].as_u64().unwrap_or(0);
-    Ok(if failed > 0 || shared.stop.load(Ordering::Relaxed) {
-        ExitStatus::Failure
-    } else {
-        ExitStatus::Success
-    })
+    let metric_errors = summary["totals"]["metric_errors"].as_u64().unwrap_or(0);
+    Ok(
+        if failed > 0 || metric_errors > 0 || shared.stop.load(Ordering::Relaxed) {
+            ExitStatus::Failure
+        } else {
+            ExitStatus::Success
+        },
+    )
 }
 
 enum SpecEnd {
@@ -413,8 +454,10 @@ async fn run_spec(
     let mut tasks = tokio::task::JoinSet::new();
     let mut taken = 0u64;
     let mut samples = open_samples(&p)?;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    if shared.interrupted() {
+        return Ok(SpecEnd::Interrupted);
+    }
+    let mut interrupt = shared.interrupt.clone();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     let end = loop {
         if shared.stop.load(Ordering::Relaxed) {
@@ -438,7 +481,7 @@ async fn run_spec(
         }
         let permit = tokio::select! {
             permit = Arc::clone(&slots).acquire_owned() => permit?,
-            _ = &mut ctrl_c => break SpecEnd::Interrupted,
+            Ok(()) = interrupt.changed() => break SpecEnd::Interrupted,
         };
         // A sample may have failed while this one waited for its slot.
         if shared.stop.load(Ordering::Relaxed) {
@@ -466,7 +509,7 @@ async fn run_spec(
         }
         tokio::select! {
             biased;
-            _ = &mut ctrl_c => break SpecEnd::Interrupted,
+            Ok(()) = interrupt.changed() => break SpecEnd::Interrupted,
             _ = ticker.tick() => report_limit(&p, &shared),
             () = std::future::ready(()) => {}
         }
@@ -482,7 +525,7 @@ async fn run_spec(
                 Some(done) => { done??; }
                 None => break,
             },
-            _ = &mut ctrl_c => {
+            Ok(()) = interrupt.changed() => {
                 tasks.abort_all();
                 shared.progress.end();
                 return Ok(SpecEnd::Interrupted);
@@ -599,17 +642,36 @@ async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Resul
 }
 
 /// Computes metrics from `samples.jsonl`, writes the task result logs and `summary.json`.
+/// `None` when Ctrl-C arrived meanwhile.
 fn finish(
     prepared: &[Arc<Prepared>],
+    started_specs: &HashSet<String>,
     shared: &Shared,
     config: &RunConfig,
     started: jiff::Timestamp,
     wall: Duration,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Option<Value>> {
     let mut spec_summaries = Vec::new();
-    let (mut total_samples, mut total_failed) = (0u64, 0u64);
+    let (mut total_samples, mut total_failed, mut total_metric_errors) = (0u64, 0u64, 0u64);
     let mut total_usage = Usage::default();
     for p in prepared {
+        if shared.interrupted() {
+            return Ok(None);
+        }
+        if !started_specs.contains(&p.spec.key) {
+            // Stopped early (`--fail-fast`, `--max-errors`): nothing ran, nothing to report.
+            spec_summaries.push(json!({
+                "key": p.spec.key,
+                "status": "not_started",
+                "task": p.task.key,
+                "model": p.spec.model_key,
+                "dataset": p.dataset.spec.key,
+                "samples": 0,
+                "failed": 0,
+                "metrics": [],
+            }));
+            continue;
+        }
         let mut per_scorer: HashMap<String, Vec<Map<String, Value>>> = HashMap::new();
         let mut per_scorer_full: HashMap<String, Vec<Value>> = HashMap::new();
         let (mut samples, mut failed) = (0u64, 0u64);
@@ -689,6 +751,7 @@ fn finish(
             "metric_errors": metric_errors,
             "usage": usage,
         });
+        total_metric_errors += metric_errors.len() as u64;
         write_task_log(p, shared, &spec_summary, started)?;
         total_samples += samples;
         total_failed += failed;
@@ -703,10 +766,10 @@ fn finish(
         "ended_at": jiff::Timestamp::now().to_string(),
         "wall_time_s": wall.as_secs_f64(),
         "specifications": spec_summaries,
-        "totals": {"samples": total_samples, "failed": total_failed, "usage": total_usage},
+        "totals": {"samples": total_samples, "failed": total_failed, "metric_errors": total_metric_errors, "usage": total_usage},
     });
     shared.run_dir.write_json("summary.json", &summary)?;
-    Ok(summary)
+    Ok(Some(summary))
 }
 
 fn python_metric(
@@ -827,6 +890,14 @@ fn print_summary(summary: &Value, json_output: bool, printer: &Printer) {
             spec["samples"].to_string(),
             spec["failed"].to_string(),
         ];
+        if spec["status"] == "not_started" {
+            rows.push(
+                base.into_iter()
+                    .chain(["(not started)".to_owned(), String::new()])
+                    .collect(),
+            );
+            continue;
+        }
         let mut any = false;
         for metric in spec["metrics"].as_array().into_iter().flatten() {
             for (name, value) in metric["values"].as_object().into_iter().flatten() {

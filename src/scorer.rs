@@ -250,13 +250,15 @@ pub fn check_unique_names(scorers: &[ScorerDef]) -> Result<(), Diagnostic> {
 }
 
 pub fn dedupe_names(scorers: &mut [ScorerDef]) {
-    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for s in scorers.iter_mut() {
-        let n = counts.entry(s.name.clone()).or_insert(0);
-        *n += 1;
-        if *n > 1 {
-            s.name = format!("{}_{n}", s.name);
+    let mut taken: std::collections::HashSet<String> = scorers.iter().filter_map(|s| s.key.clone()).collect();
+    for s in scorers.iter_mut().filter(|s| s.key.is_none()) {
+        let mut name = s.name.clone();
+        let mut n = 1;
+        while !taken.insert(name.clone()) {
+            n += 1;
+            name = format!("{}_{n}", s.name);
         }
+        s.name = name;
     }
 }
 

@@ -229,6 +229,7 @@ pub async fn solve(def: &SolverDef, cx: &mut SolveContext<'_>) -> Result<Solved,
             let mut conversation = Conversation {
                 messages: Vec::new(),
                 last: None,
+                previous: None,
                 usage: Usage::default(),
             };
             run_builders(message_builders, cx, &mut conversation, None).await?;
@@ -254,7 +255,10 @@ fn assistant_message(output: &ModelOutput) -> Value {
 
 struct Conversation {
     messages: Vec<Value>,
+    /// The target model's latest output (what scorers see), and the one before it, restored when
+    /// `keep_iteration: false` drops the latest reply from the transcript.
     last: Option<ModelOutput>,
+    previous: Option<ModelOutput>,
     usage: Usage,
 }
 
@@ -275,7 +279,13 @@ fn terminates(rule: Option<&TerminateIf>, conversation: &mut Conversation) -> Fl
         return Flow::Continue;
     }
     if !rule.keep_iteration {
-        conversation.messages.pop();
+        let dropped = conversation.messages.pop();
+        let was_target_reply = dropped.as_ref().and_then(|m| m.get("role")).and_then(Value::as_str)
+            == Some("assistant")
+            && conversation.last.is_some();
+        if was_target_reply {
+            conversation.last = conversation.previous.take();
+        }
     }
     Flow::Terminate
 }
@@ -309,7 +319,7 @@ fn run_builders<'a>(
                     let input = json!({"messages": conversation.messages});
                     let output = cx.call(cx.target, &input, "solver", &mut conversation.usage).await?;
                     conversation.messages.push(assistant_message(&output));
-                    conversation.last = Some(output);
+                    conversation.previous = conversation.last.replace(output);
                     terminates(terminate_if.as_ref(), conversation)
                 }
                 MessageBuilder::GenerateMessage {
@@ -359,8 +369,9 @@ fn run_builders<'a>(
                             break;
                         }
                     }
+                    // A match ends the loop it is in; the builders after the loop still run.
                     if ended {
-                        Flow::Terminate
+                        Flow::Continue
                     } else if on_max_iterations.as_deref() == Some("continue") {
                         Flow::Continue
                     } else {

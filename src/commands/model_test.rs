@@ -51,6 +51,7 @@ pub fn run(
         })?,
     };
 
+    project.register_inline_secrets();
     let mut report = Report::new(&model, args, printer);
     report.connection(&model);
     let built = project

@@ -25,6 +25,14 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
                 .clone()
                 .context("this run directory does not say which run config it came from")?;
             let config = crate::run_config::load(&run_file, Some(&info.project_dir), global.env_file.as_deref())?;
+            if crate::redact::redact(&config.resolved.to_string())
+                != crate::redact::redact(&run_dir.run_config().to_string())
+            {
+                printer.warn(&format!(
+                    "`{}` changed since this run started; the remaining samples use the new version\nhint: start a new run (without `--resume`) to evaluate the change on every sample",
+                    run_file.display()
+                ));
+            }
             if state.truncated_bytes > 0 {
                 printer.warn(&format!(
                     "dropped a partial last line ({} bytes) from `samples.jsonl`",

@@ -24,11 +24,16 @@ static INNER_VAR: LazyLock<Regex> =
 
 /// A variable whose name looks like a credential (`API_KEY`, `TOKEN`, …) is masked wherever
 /// its value would be shown, even when it is pasted into a longer string such as a URL.
-fn mask_if_sensitive(name: &str, value: &str) {
-    if crate::redact::looks_sensitive(name) {
+fn mask_if_sensitive(name: &str, value: &str, sensitive_key: bool) {
+    if sensitive_key || crate::redact::looks_sensitive(name) {
         crate::redact::register(value, &format!("${name}"));
     }
 }
+
+/// `$NAME` or `${NAME[:-default|:?message]}`, for values that start with `$`.
+static DOLLAR_WORD_VAR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))").expect("valid regex")
+});
 
 pub const TODO_SENTINEL: &str = "((TODO))";
 
@@ -39,34 +44,52 @@ pub struct Resolver<'a> {
 
 impl Resolver<'_> {
     pub fn resolve(&self, node: &mut Node, stack: &mut Vec<std::path::PathBuf>) -> Result<(), Diagnostic> {
-        if let Some(reference) = node.get("$ref").cloned() {
-            self.apply_ref(node, &reference, stack)?;
+        self.resolve_in(node, stack, false)
+    }
+
+    /// `sensitive`: the value sits under a key that names a credential (`api_key`, `AUTH`, …),
+    /// so every variable expanded into it is masked wherever it would be shown.
+    fn resolve_in(
+        &self,
+        node: &mut Node,
+        stack: &mut Vec<std::path::PathBuf>,
+        sensitive: bool,
+    ) -> Result<(), Diagnostic> {
+        let reference = node.get("$ref").cloned();
+        if reference.is_some() {
+            node.take("$ref");
         }
         match &mut node.value {
             Value::Map(entries) => {
-                for (_, value) in entries.iter_mut() {
-                    self.resolve(value, stack)?;
+                for (key, value) in entries.iter_mut() {
+                    let sensitive = sensitive || crate::redact::looks_sensitive(&key.name);
+                    self.resolve_in(value, stack, sensitive)?;
                 }
             }
             Value::Seq(items) => {
                 for item in items.iter_mut() {
-                    self.resolve(item, stack)?;
+                    self.resolve_in(item, stack, sensitive)?;
                 }
             }
             Value::Str(text) if !matches!(node.style, Style::Included(..)) => {
                 let block = matches!(node.style, Style::Block);
-                if let Some((value, var)) = self.expand(text, block) {
+                if let Some((value, var)) = self.expand(text, block, sensitive) {
                     node.value = value;
                     node.env_var = var;
                 }
             }
             _ => {}
         }
+        // The referenced file is resolved on its own (relative to itself), after the siblings,
+        // so nothing is expanded twice.
+        if let Some(reference) = reference {
+            self.apply_ref(node, &reference, stack)?;
+        }
         Ok(())
     }
 
     /// Expands variables in `text`; `None` when there is nothing to expand.
-    fn expand(&self, text: &str, block: bool) -> Option<(Value, Option<String>)> {
+    fn expand(&self, text: &str, block: bool, sensitive: bool) -> Option<(Value, Option<String>)> {
         if let Some(caps) = WHOLE_VAR.captures(text.trim()) {
             let name = caps
                 .get(1)
@@ -77,7 +100,7 @@ impl Resolver<'_> {
             let arg = caps.get(4).map(|m| m.as_str().to_owned());
             return Some(match (self.vars.get(&name), op) {
                 (Some(v), _) => {
-                    mask_if_sensitive(&name, &v);
+                    mask_if_sensitive(&name, &v, sensitive);
                     (Value::Str(v), Some(name))
                 }
                 (None, Some(":-")) => (Value::Str(arg.unwrap_or_default()), None),
@@ -97,15 +120,19 @@ impl Resolver<'_> {
                 ),
             });
         }
-        if block || !text.contains("${") {
+        // Like `lf` (shell `expandvars` over a value that starts with `$` and has no
+        // whitespace), `$BASE/chat/completions` expands every variable in it.
+        let dollar_word = text.starts_with('$') && !text.contains(char::is_whitespace);
+        if block || !(text.contains("${") || dollar_word) {
             return None;
         }
         let mut unset = None;
-        let expanded = INNER_VAR.replace_all(text, |caps: &regex::Captures<'_>| {
-            let name = &caps[1];
+        let pattern: &Regex = if dollar_word { &DOLLAR_WORD_VAR } else { &INNER_VAR };
+        let expanded = pattern.replace_all(text, |caps: &regex::Captures<'_>| {
+            let name = caps.get(1).or_else(|| caps.get(4)).map_or("", |m| m.as_str());
             match (self.vars.get(name), caps.get(2).map(|m| m.as_str())) {
                 (Some(v), _) => {
-                    mask_if_sensitive(name, &v);
+                    mask_if_sensitive(name, &v, sensitive);
                     v
                 }
                 (None, Some(":-")) => caps.get(3).map_or("", |m| m.as_str()).to_owned(),

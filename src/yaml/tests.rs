@@ -165,3 +165,27 @@ fn block_scalar_origin_is_its_first_content_line() {
     assert_eq!(offset, 2, "the text's first line is line 3");
     assert_eq!(indent, 4);
 }
+
+#[test]
+fn dollar_words_expand_like_lf() {
+    let dir = project(&[("m.yaml", "url: $BASE/chat/completions\nplain: pre-$BASE\n")]);
+    let node = load_in(&dir, "m.yaml", &[("BASE", "http://h/v1")]).expect("load");
+    assert_eq!(
+        node.get("url").and_then(Node::as_str),
+        Some("http://h/v1/chat/completions")
+    );
+    assert_eq!(node.get("plain").and_then(Node::as_str), Some("pre-$BASE"));
+}
+
+#[test]
+fn ref_content_is_expanded_once() {
+    let dir = project(&[
+        ("run.yaml", "m: {$ref: ./m.yaml, extra: $A}\n"),
+        ("m.yaml", "key: $B\n"),
+    ]);
+    // `B` holds a value that itself looks like a variable; it must not be expanded again.
+    let node = load_in(&dir, "run.yaml", &[("A", "a"), ("B", "$NOT_A_VARIABLE")]).expect("load");
+    let m = node.get("m").expect("m");
+    assert_eq!(m.get("key").and_then(Node::as_str), Some("$NOT_A_VARIABLE"));
+    assert_eq!(m.get("extra").and_then(Node::as_str), Some("a"));
+}

@@ -5,20 +5,10 @@
 
 use crate::lfeval_snapshot;
 use crate::server::{TestServer, openai_chat};
-use crate::test::{Output, Test};
+use crate::test::Test;
 
 const URL: &str = "http://localhost:8000/v1/chat/completions";
 const OPENAI: &str = "  adapter:\n    key: latticeflow$openai_chat_completion\n";
-
-/// `Test::snapshot`'s rendering of an output that was already produced.
-fn shown(t: &Test, out: &Output) -> String {
-    t.filtered(&format!(
-        "exit_code: {}\n----- stdout -----\n{}\n----- stderr -----\n{}",
-        out.code,
-        out.stdout.trim_end(),
-        out.stderr.trim_end()
-    ))
-}
 
 fn model(key: &str, extra: &str) -> String {
     format!("key: {key}\ndisplay_name: Model {key}\n{extra}config:\n  url: {URL}\n")
@@ -81,7 +71,7 @@ fn include_escaping_the_project() {
         .args(["-C", "project", "validate"]);
     let out = t.run();
     assert!(!out.stderr.contains("not part of the project") && !out.stdout.contains("not part of the project"));
-    insta::assert_snapshot!(shown(&t, &out));
+    insta::assert_snapshot!(t.render(&out));
 }
 
 #[test]
@@ -108,7 +98,7 @@ fn duplicate_entity_key_across_files_names_both_files() {
         "{}",
         out.stderr
     );
-    insta::assert_snapshot!(shown(&t, &out));
+    insta::assert_snapshot!(t.render(&out));
 }
 
 #[test]
@@ -221,7 +211,7 @@ fn unknown_secret_says_where_it_looked() {
     let out = t.run();
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains(".test-home/secrets.json"), "{}", out.stderr);
-    insta::assert_snapshot!(shown(&t, &out));
+    insta::assert_snapshot!(t.render(&out));
 }
 
 #[test]
@@ -291,7 +281,7 @@ fn runaway_template() {
         "took {:?}",
         started.elapsed()
     );
-    insta::assert_snapshot!(shown(&t, &out));
+    insta::assert_snapshot!(t.render(&out));
 }
 
 #[test]

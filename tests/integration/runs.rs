@@ -1266,7 +1266,7 @@ fn task_result_log_and_summary_have_the_ai_go_shape() {
     );
     assert_eq!(
         summary["totals"],
-        json!({"samples": 3, "failed": 0, "usage": {"num_prompt_tokens": prompt, "num_completion_tokens": completion}})
+        json!({"samples": 3, "failed": 0, "metric_errors": 0, "usage": {"num_prompt_tokens": prompt, "num_completion_tokens": completion}})
     );
     assert!(summary["wall_time_s"].as_f64().is_some_and(|s| s > 0.0));
     assert!(dir.join("run_config.json").exists());

@@ -16,17 +16,6 @@ const CANARY: &str = "sk-canary-8c1f7e0d";
 const INLINE_CANARY: &str = "sk-inline-5b2a9e41";
 const ENV_CANARY: &str = "sk-env-3f9d1c77";
 
-/// `Test::snapshot`'s rendering of an output that was already produced (the command is not run
-/// again: a second `secret set` would say "updated" instead of "stored").
-fn shown(t: &Test, out: &Output) -> String {
-    t.filtered(&format!(
-        "exit_code: {}\n----- stdout -----\n{}\n----- stderr -----\n{}",
-        out.code,
-        out.stdout.trim_end(),
-        out.stderr.trim_end()
-    ))
-}
-
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).expect("store exists").permissions().mode() & 0o777
 }
@@ -54,7 +43,7 @@ fn set_creates_a_private_store_and_never_echoes_the_value() {
     assert_eq!(mode(&t.secrets_file()), 0o600);
     // The trailing newline of the piped line is not part of the value.
     assert_eq!(store(&t), json!({"OPENAI_API_KEY": CANARY}));
-    insta::assert_snapshot!(shown(&t, &out));
+    insta::assert_snapshot!(t.render(&out));
 }
 
 #[test]
@@ -67,7 +56,7 @@ fn set_tightens_an_existing_store_and_keeps_other_secrets() {
     // Setting it again replaces the value and says so.
     let t = t.args(["secret", "set", "NEW"]).stdin("value-3\n");
     let out = t.run();
-    insta::assert_snapshot!(shown(&t, &out));
+    insta::assert_snapshot!(t.render(&out));
     assert_eq!(store(&t)["NEW"], "value-3");
     assert_eq!(mode(&t.secrets_file()), 0o600);
 }
@@ -143,7 +132,7 @@ fn unknown_secret_lists_where_it_looked() {
     assert!(out.stderr.contains("unknown secret `OPENAI_API_KEY`"), "{}", out.stderr);
     assert!(out.stderr.contains(".test-home/secrets.json"), "{}", out.stderr);
     assert_no_canary("model test m", &out);
-    insta::assert_snapshot!(shown(&t, &out));
+    insta::assert_snapshot!(t.render(&out));
 }
 
 /// The endpoint requires the canary as bearer token and echoes what it received, in the reply

@@ -134,7 +134,11 @@ impl Test {
 
     /// Runs and renders what a user sees, with nondeterminism filtered out.
     pub fn snapshot(&self) -> String {
-        let out = self.run();
+        self.render(&self.run())
+    }
+
+    /// Renders an output that was already produced, as [`Test::snapshot`] does.
+    pub fn render(&self, out: &Output) -> String {
         let text = format!(
             "exit_code: {}\n----- stdout -----\n{}\n----- stderr -----\n{}",
             out.code,
