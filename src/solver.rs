@@ -370,11 +370,7 @@ fn run_builders<'a>(
                         }
                     }
                     // A match ends the loop it is in; the builders after the loop still run.
-                    if ended {
-                        Flow::Continue
-                    } else if on_max_iterations.as_deref() == Some("continue") {
-                        Flow::Continue
-                    } else {
+                    if !ended && on_max_iterations.as_deref() != Some("continue") {
                         return Err(SolveError {
                             message: format!(
                                 "the loop reached `max_iterations` ({max}) without a `terminate_if` match"
@@ -383,6 +379,7 @@ fn run_builders<'a>(
                             retryable: false,
                         });
                     }
+                    Flow::Continue
                 }
             };
             if let Flow::Terminate = flow {
