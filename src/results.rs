@@ -407,16 +407,6 @@ impl RunDir {
         Ok(target)
     }
 
-    /// Writes `task_results/<spec_key>/task_result_log.json`.
-    pub fn write_task_result_log(&self, spec_key: &str, log: &Value) -> Result<PathBuf, ResultsError> {
-        if spec_key.contains(['/', '\\']) {
-            return Err(ResultsError::InvalidRelativePath {
-                relative: format!("task_results/{spec_key}/task_result_log.json"),
-            });
-        }
-        self.write_json(&format!("task_results/{spec_key}/task_result_log.json"), log)
-    }
-
     /// Writes `summary.json`.
     pub fn write_summary(&self, summary: &Value) -> Result<PathBuf, ResultsError> {
         self.write_json(SUMMARY_FILE, summary)
@@ -989,12 +979,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("run");
         let run = new_run(&dir);
-        let target = run
-            .write_task_result_log("spec-1", &json!({"format_version": "v1", "n": 1}))
-            .unwrap();
+        let log = "task_results/spec-1/task_result_log.json";
+        let target = run.write_json(log, &json!({"format_version": "v1", "n": 1})).unwrap();
         assert_eq!(target, dir.join("task_results/spec-1/task_result_log.json"));
-        run.write_task_result_log("spec-1", &json!({"format_version": "v1", "n": 2}))
-            .unwrap();
+        run.write_json(log, &json!({"format_version": "v1", "n": 2})).unwrap();
         let text = fs::read_to_string(&target).unwrap();
         assert!(text.contains("\n  \"n\": 2"), "not pretty: {text}");
         assert_eq!(
@@ -1018,8 +1006,6 @@ mod tests {
                 "{bad:?} accepted"
             );
         }
-        assert!(run.write_task_result_log("a/b", &json!({})).is_err());
-        assert!(run.write_task_result_log("..", &json!({})).is_err());
     }
 
     #[test]

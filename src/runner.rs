@@ -768,7 +768,7 @@ fn finish(
         "specifications": spec_summaries,
         "totals": {"samples": total_samples, "failed": total_failed, "metric_errors": total_metric_errors, "usage": total_usage},
     });
-    shared.run_dir.write_json("summary.json", &summary)?;
+    shared.run_dir.write_summary(&summary)?;
     Ok(Some(summary))
 }
 
@@ -837,7 +837,7 @@ fn write_task_log(p: &Prepared, shared: &Shared, summary: &Value, started: jiff:
     write!(
         out,
         "{head_text},\n  \"evidence\": {{\n    \"metrics\": {},\n    \"failures\": {},\n    \"samples\": [",
-        serde_json::to_string(&summary["metrics"])?,
+        crate::redact::redact(&serde_json::to_string(&summary["metrics"])?),
         json!({"num_errors": failed, "num_total": summary["samples"]})
     )?;
     let mut first = true;
