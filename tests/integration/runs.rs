@@ -1361,3 +1361,92 @@ fn planted_secrets_never_reach_the_run_directory_or_the_cache() {
         assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
     }
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_and_says_how_to_resume() {
+    let server = TestServer::start(delayed(openai_chat(), Duration::from_millis(250)));
+    let rows = numbered_rows(12);
+    let t = echo_project(
+        &server,
+        "max_concurrent_requests: 2",
+        &rows,
+        "cache_policy: no-cache",
+        EXACT_SCORER,
+    );
+    let out = out_dir(&t, "out");
+    let samples_path = out.join("samples.jsonl");
+
+    let child = command(&t, &["run", "-f", "run.yaml", "-o", "out", "--no-progress"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn lfeval");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while complete_lines(&samples_path) < 2 {
+        assert!(Instant::now() < deadline, "no samples were written within 30 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let interrupt = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("send SIGINT");
+    assert!(interrupt.success());
+    let output = child.wait_with_output().expect("wait for lfeval");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("hint: resume with `lfeval run --resume out`"),
+        "{stderr}"
+    );
+    assert!(
+        !out.join("summary.json").exists(),
+        "an interrupted run writes no summary"
+    );
+    let before = complete_lines(&samples_path);
+    assert!(
+        before < rows.len(),
+        "the run should have stopped early, found {before} samples"
+    );
+
+    // Keep the project alive: `args` returns the builder that owns the directory.
+    let t = t.args(["run", "--resume", "out", "--no-progress"]);
+    let resumed = t.run();
+    assert_eq!(resumed.code, 0, "{}\n{}", resumed.stdout, resumed.stderr);
+    let records = samples(&out);
+    assert_eq!(records.len(), rows.len(), "every sample exactly once");
+    let expected: BTreeSet<String> = rows.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids(&records), expected);
+}
+
+#[test]
+fn the_cache_key_follows_resolved_variables() {
+    let server = TestServer::start(openai_chat());
+    let rows = numbered_rows(3);
+    // Same request bodies, but a header whose value comes from `$VARIANT`: a different value
+    // is a different configuration, so cached answers must not be reused across it.
+    let yaml = echo_yaml(&server, "", "cache_policy: reuse", EXACT_SCORER).replace(
+        "        key: \"latticeflow$openai_chat_completion\"\n",
+        "        key: \"latticeflow$openai_chat_completion\"\n      custom_headers:\n        X-Variant: $VARIANT\n",
+    );
+    assert!(yaml.contains("X-Variant"), "{yaml}");
+    let t = Test::new().write("run.yaml", &yaml).write("rows.jsonl", &jsonl(&rows));
+    let run = |t: Test, variant: &str, out: &str| {
+        let t = t
+            .env("VARIANT", variant)
+            .args(["run", "-f", "run.yaml", "-o", out, "--no-progress"]);
+        let result = t.run();
+        assert_eq!(result.code, 0, "{}\n{}", result.stdout, result.stderr);
+        t
+    };
+    let t = run(t, "a", "first");
+    assert_eq!(server.count(), 3);
+    let t = run(t, "a", "second");
+    assert_eq!(server.count(), 3, "same variable value: answers come from the cache");
+    let _t = run(t, "b", "third");
+    assert_eq!(server.count(), 6, "a changed variable must miss the cache");
+    let variants: Vec<String> = server
+        .requests()
+        .iter()
+        .filter_map(|r| r.request.header("x-variant").map(str::to_owned))
+        .collect();
+    assert_eq!(variants, ["a", "a", "a", "b", "b", "b"]);
+}
