@@ -1,3 +1,5 @@
+//! Tests of the YAML dialect: scalar typing, includes, `$ref`, variables, `((TODO))` and located errors.
+
 use std::collections::HashMap;
 
 use super::*;
