@@ -46,6 +46,20 @@ pub struct CacheHandle {
     pub fingerprint: String,
 }
 
+impl CacheHandle {
+    /// SQLite calls block, so they run on the blocking pool, never on a runtime worker. A cache
+    /// that cannot be read is treated as a miss: the call is made instead.
+    async fn lookup(&self, key: &str) -> Option<CachedResponse> {
+        let (cache, key) = (Arc::clone(&self.cache), key.to_owned());
+        tokio::task::spawn_blocking(move || cache.get(&key)).await.ok()?.ok()?
+    }
+
+    async fn store(&self, key: &str, model_key: &str, response: CachedResponse) {
+        let (cache, key, model_key) = (Arc::clone(&self.cache), key.to_owned(), model_key.to_owned());
+        let _ = tokio::task::spawn_blocking(move || cache.put(&key, &model_key, &response)).await;
+    }
+}
+
 /// The stages a failure is attributed to (the four steps of `model test`, minus the first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -219,7 +233,7 @@ impl ModelRuntime {
         });
         if let (Some(handle), Some(key)) = (&self.cache, &key)
             && handle.policy.reads()
-            && let Ok(Some(hit)) = handle.cache.get(key)
+            && let Some(hit) = handle.lookup(key).await
         {
             let response = RawResponse {
                 status_code: hit.status_code,
@@ -246,7 +260,7 @@ impl ModelRuntime {
                 body: response.body.clone(),
                 captured: response.captured.clone(),
             };
-            let _ = handle.cache.put(key, &self.model.key, &cached);
+            handle.store(key, &self.model.key, cached).await;
         }
         Ok(output)
     }
