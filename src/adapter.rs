@@ -186,7 +186,7 @@ fn template_diagnostic(adapter: &str, template: &str, err: &TemplateError) -> Di
         diag = diag.at_location(Location {
             file: file.clone(),
             line,
-            col: 1,
+            col: err.column.unwrap_or(0),
             width: 1,
             source_line: None,
         });

@@ -102,7 +102,12 @@ impl fmt::Display for Diagnostic {
         if let Some(loc) = &self.location {
             let gutter = loc.line.to_string().len();
             let pad = " ".repeat(gutter);
-            write!(f, "\n{pad}--> {}:{}:{}", loc.file, loc.line, loc.col)?;
+            // Column 0 means "unknown" (template errors point with their own excerpt).
+            if loc.col == 0 {
+                write!(f, "\n{pad}--> {}:{}", loc.file, loc.line)?;
+            } else {
+                write!(f, "\n{pad}--> {}:{}:{}", loc.file, loc.line, loc.col)?;
+            }
             if let Some(path) = &self.key_path {
                 write!(f, " (at `{path}`)")?;
             }

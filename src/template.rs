@@ -106,6 +106,8 @@ pub struct TemplateError {
     pub file: Option<String>,
     /// line in *file* coordinates (template line + line_offset)
     pub line: Option<usize>,
+    /// 1-based column in *file* coordinates of what the excerpt's marker points at
+    pub column: Option<usize>,
     /// source lines around `line`, each prefixed with its file line number, with a `^` marker
     /// line under the offending line
     pub excerpt: Option<String>,
@@ -118,6 +120,7 @@ impl TemplateError {
             message: message.into(),
             file: None,
             line: None,
+            column: None,
             excerpt: None,
         }
     }
@@ -294,6 +297,7 @@ impl TemplateEngine {
                 message: format!("expression `{}` is undefined", expr.trim()),
                 file: None,
                 line: None,
+                column: None,
                 excerpt: None,
             });
         }
@@ -400,7 +404,9 @@ fn convert_error(err: &Error, map: Option<&SourceMap>, compiling: bool) -> Templ
         let span = err.range().map(|r| map.to_original(r.start)..map.to_original(r.end));
         out.line = Some(line + line_offset);
         let column_offset = map.origin.as_ref().map_or(0, |o| o.column_offset);
-        out.excerpt = Some(excerpt(&map.original, line, span, line_offset, column_offset));
+        let (text, column) = excerpt(&map.original, line, span, line_offset, column_offset);
+        out.excerpt = Some(text);
+        out.column = Some(column);
     }
     out
 }
@@ -474,7 +480,7 @@ fn excerpt(
     span: Option<std::ops::Range<usize>>,
     line_offset: usize,
     column_offset: usize,
-) -> String {
+) -> (String, usize) {
     let lines: Vec<&str> = source.split('\n').collect();
     let idx = line.saturating_sub(1).min(lines.len().saturating_sub(1));
     let first = idx.saturating_sub(2);
@@ -519,7 +525,7 @@ fn excerpt(
         }
     }
     out.truncate(out.trim_end().len());
-    out
+    (out, column_offset + start_col + 1)
 }
 
 fn char_count(text: &str, byte_end: usize) -> usize {
