@@ -107,6 +107,13 @@ fn listen_for_interrupt(runtime: &tokio::runtime::Runtime) -> tokio::sync::watch
 
 /// Resolves every task specification and builds every model runtime before anything runs, so
 /// configuration errors surface at once (exit 2) and never halfway through.
+/// Resolves every task specification of a run config and builds its models (compiling adapters
+/// and snippets) without running anything: what `lfeval validate run.yaml` checks.
+pub fn check(config: &RunConfig, python: &PythonRuntime) -> anyhow::Result<usize> {
+    let (prepared, _) = prepare(config, python, None, CachePolicy::NoCache)?;
+    Ok(prepared.len())
+}
+
 fn prepare(
     config: &RunConfig,
     python: &PythonRuntime,

@@ -15,6 +15,14 @@ use crate::printer::Printer;
 use crate::project::{Project, yaml_files};
 
 pub fn run(global: &GlobalArgs, args: &ValidateArgs, printer: &Printer) -> anyhow::Result<ExitStatus> {
+    let (run_files, paths): (Vec<_>, Vec<_>) = args.paths.iter().cloned().partition(|p| is_run_config(p));
+    if !run_files.is_empty() {
+        let status = validate_run_configs(global, &run_files, printer)?;
+        if paths.is_empty() || status != ExitStatus::Success {
+            return Ok(status);
+        }
+    }
+    let args = &ValidateArgs { paths };
     let mut project = super::load_project(global)?;
     let (models, adapters): (BTreeSet<String>, BTreeSet<String>) = if args.paths.is_empty() {
         (
@@ -108,6 +116,52 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, printer: &Printer) -> anyho
         printer.errln(&printer.bad(&summary));
         Ok(ExitStatus::Failure)
     }
+}
+
+/// A YAML file whose top level has run-config keys.
+fn is_run_config(path: &Path) -> bool {
+    path.is_file()
+        && std::fs::read_to_string(path).is_ok_and(|text| {
+            text.lines().any(|l| {
+                ["evaluation:", "tasks:", "datasets:", "model_adapters:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+        })
+}
+
+/// Loads each run config and resolves every task specification, dataset, model, adapter and
+/// snippet it uses, without calling any model.
+fn validate_run_configs(
+    global: &GlobalArgs,
+    files: &[std::path::PathBuf],
+    printer: &Printer,
+) -> anyhow::Result<ExitStatus> {
+    let python = super::start_python(global)?;
+    let mut failed = 0;
+    for file in files {
+        let checked = crate::run_config::load(file, global.project.as_deref(), global.env_file.as_deref())
+            .and_then(|config| crate::runner::check(&config, &python));
+        match checked {
+            Ok(specs) => printer.errln(&printer.ok(&format!(
+                "`{}`: {specs} task specification(s) ready to run",
+                file.display()
+            ))),
+            Err(err) => {
+                failed += 1;
+                printer.error(&format!("`{}` is not ready to run", file.display()));
+                for cause in err.chain() {
+                    printer.errln(&cause.to_string());
+                }
+            }
+        }
+    }
+    python.flush();
+    Ok(if failed == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Failure
+    })
 }
 
 /// Restricts validation to the given files or directories (models and adapters by folder).

@@ -1450,3 +1450,27 @@ fn the_cache_key_follows_resolved_variables() {
         .collect();
     assert_eq!(variants, ["a", "a", "a", "b", "b", "b"]);
 }
+
+#[test]
+fn validate_checks_a_run_config_without_calling_models() {
+    let server = TestServer::start(openai_chat());
+    let rows = numbered_rows(3);
+    let t = echo_project(&server, "", &rows, "cache_policy: no-cache", EXACT_SCORER).args(["validate", "run.yaml"]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("1 task specification(s) ready to run"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(server.count(), 0, "validation makes no model calls");
+
+    let broken =
+        echo_yaml(&server, "", "cache_policy: no-cache", EXACT_SCORER).replace("task_key: echo", "task_key: ecoh");
+    let t = t.write("run.yaml", &broken);
+    let out = t.run();
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("unknown task `ecoh`"), "{}", out.stderr);
+    assert!(out.stderr.contains("did you mean `echo`?"), "{}", out.stderr);
+    assert!(out.stderr.contains("--> run.yaml:"), "{}", out.stderr);
+}
