@@ -374,7 +374,7 @@ impl ModelRuntime {
                         format!(
                             "model `{}`: run_inference timed out after {}",
                             self.model.key,
-                            crate::connection::humantime(*after)
+                            crate::diagnostic::format_duration(*after)
                         )
                     },
                     str::to_owned,

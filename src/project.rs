@@ -240,15 +240,9 @@ fn duplicate(kind: &str, key: &str, first: &str, second: &str, location: &crate:
 }
 
 pub fn unknown<'a>(kind: &str, key: &str, known: impl Iterator<Item = &'a String>, list: &str) -> Diagnostic {
-    let known: Vec<&String> = known.collect();
-    let best = known
-        .iter()
-        .map(|k| (strsim::jaro_winkler(key, k), *k))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
     let diag = Diagnostic::new(format!("unknown {kind} `{key}`"));
-    match best {
-        Some((_, k)) => diag.with_hint(format!("did you mean `{k}`?")),
+    match crate::diagnostic::closest(key, known.map(String::as_str)) {
+        Some(k) => diag.with_hint(format!("did you mean `{k}`?")),
         None => diag.with_hint(format!("`{list}` shows the {kind}s this project defines")),
     }
 }

@@ -809,6 +809,9 @@ fn python_metric(
     }
 }
 
+/// Marks where [`write_task_log`] streams the samples into the log.
+const SAMPLES_SLOT: &str = "@@lfeval-samples@@";
+
 /// The AI GO!-shaped task result log (aigo.md §8.9), written sample by sample so a large run
 /// never has to sit in memory.
 fn write_task_log(p: &Prepared, shared: &Shared, summary: &Value, started: jiff::Timestamp) -> anyhow::Result<()> {
@@ -838,15 +841,19 @@ fn write_task_log(p: &Prepared, shared: &Shared, summary: &Value, started: jiff:
             "model_usage": {"num_samples": summary["samples"], "num_prompt_tokens": summary["usage"]["num_prompt_tokens"], "num_completion_tokens": summary["usage"]["num_completion_tokens"]},
         },
         "errors": summary["metric_errors"],
+        "evidence": {
+            "metrics": summary["metrics"],
+            "failures": {"num_errors": failed, "num_total": summary["samples"]},
+            "samples": SAMPLES_SLOT,
+        },
     });
-    let head_text = crate::redact::redact(&serde_json::to_string_pretty(&head)?).into_owned();
-    let head_text = head_text.trim_end().trim_end_matches('}');
-    write!(
-        out,
-        "{head_text},\n  \"evidence\": {{\n    \"metrics\": {},\n    \"failures\": {},\n    \"samples\": [",
-        crate::redact::redact(&serde_json::to_string(&summary["metrics"])?),
-        json!({"num_errors": failed, "num_total": summary["samples"]})
-    )?;
+    // The document is written around its sample list, which is streamed in where the slot is.
+    let text = crate::redact::redact(&serde_json::to_string_pretty(&head)?).into_owned();
+    let slot = format!("\"{SAMPLES_SLOT}\"");
+    let (before, after) = text
+        .split_once(&slot)
+        .context("task result log template lost its sample slot")?;
+    write!(out, "{before}[")?;
     let mut first = true;
     for record in shared.run_dir.records()? {
         let record = record?;
@@ -870,7 +877,7 @@ fn write_task_log(p: &Prepared, shared: &Shared, summary: &Value, started: jiff:
         write!(out, "{}\n      {text}", if first { "" } else { "," })?;
         first = false;
     }
-    writeln!(out, "\n    ]\n  }}\n}}")?;
+    writeln!(out, "\n    ]{after}")?;
     out.flush()?;
     drop(out);
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write `{}`", path.display()))?;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde_json::{Map, Value, json};
 
 use crate::cli::{GlobalArgs, ModelTestArgs};
-use crate::connection::humantime;
+use crate::diagnostic::format_duration;
 use crate::exit_status::ExitStatus;
 use crate::inference::{Endpoint, Failure, ModelRuntime, Stage, Trace};
 use crate::model::{Connection, Model};
@@ -194,7 +194,7 @@ impl<'a> Report<'a> {
             }
         }
         self.field("adapter", &model.adapter.value);
-        let timeout = humantime(model.connection.timeout());
+        let timeout = format_duration(model.connection.timeout());
         self.field("timeout", &timeout);
         step.insert(
             "timeout_seconds".into(),

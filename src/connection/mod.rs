@@ -8,6 +8,8 @@ pub mod custom_inference;
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::diagnostic::format_duration;
 use serde_json::Value;
 
 /// What the endpoint answered, before `process_output`.
@@ -36,7 +38,7 @@ impl RawResponse {
 /// One failed attempt.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AttemptError {
-    #[error("timed out after {}", humantime(*after))]
+    #[error("timed out after {}", format_duration(*after))]
     Timeout {
         after: Duration,
         detail: String,
@@ -94,17 +96,6 @@ impl AttemptError {
             }
             _ => None,
         }
-    }
-}
-
-pub fn humantime(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs >= 1.0 && (secs - secs.round()).abs() < 1e-9 {
-        format!("{}s", secs.round())
-    } else if secs >= 1.0 {
-        format!("{secs:.1}s")
-    } else {
-        format!("{}ms", d.as_millis())
     }
 }
 

@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::diagnostic::format_duration;
+
 use super::ReturnKind;
 
 /// The interpreter could not be brought up.
@@ -158,17 +160,4 @@ fn bad_return_text(expected: ReturnKind, type_name: &str, path: Option<&str>, re
         text.push_str("; hint: return dict, list, str, int, float, bool or None");
     }
     text
-}
-
-/// Renders a duration the way people write timeouts: `15s`, `1.5s`, `250ms`.
-pub(crate) fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        let text = format!("{:.2}", d.as_secs_f64());
-        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
-    }
 }

@@ -393,6 +393,23 @@ struct Outcome {
     result: Result<(Value, Duration), Failure>,
 }
 
+impl Outcome {
+    /// A call that overran its timeout; `frames` show where it was when it was given up on.
+    fn timed_out(frames: Vec<RawFrame>, captured: String) -> Outcome {
+        Outcome {
+            captured,
+            result: Err(Failure::Raised {
+                exc_type: "SnippetTimeout".to_owned(),
+                message: String::new(),
+                chain_frames: frames_from(frames),
+                frames: Vec::new(),
+                traceback: String::new(),
+                timed_out: true,
+            }),
+        }
+    }
+}
+
 enum Failure {
     Raised {
         exc_type: String,
@@ -687,17 +704,7 @@ impl PythonRuntime {
                 ))),
             };
         }
-        Outcome {
-            captured,
-            result: Err(Failure::Raised {
-                exc_type: "SnippetTimeout".to_owned(),
-                message: String::new(),
-                chain_frames: frames_from(frames),
-                frames: Vec::new(),
-                traceback: String::new(),
-                timed_out: true,
-            }),
-        }
+        Outcome::timed_out(frames, captured)
     }
 
     async fn call_async(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration) -> Outcome {
@@ -756,17 +763,7 @@ impl PythonRuntime {
             Ok(Ok(Ok(found))) => found,
             _ => (Vec::new(), String::new()),
         };
-        Outcome {
-            captured,
-            result: Err(Failure::Raised {
-                exc_type: "SnippetTimeout".to_owned(),
-                message: String::new(),
-                chain_frames: frames_from(frames),
-                frames: Vec::new(),
-                traceback: String::new(),
-                timed_out: true,
-            }),
-        }
+        Outcome::timed_out(frames, captured)
     }
 }
 

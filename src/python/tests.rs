@@ -777,10 +777,10 @@ fn site_dirs_shadow_base_packages_and_run_pth_files() {
 
 #[test]
 fn durations_read_like_timeouts() {
-    assert_eq!(error::format_duration(Duration::from_secs(15)), "15s");
-    assert_eq!(error::format_duration(Duration::from_millis(1500)), "1.5s");
-    assert_eq!(error::format_duration(Duration::from_millis(250)), "250ms");
-    assert_eq!(error::format_duration(Duration::from_millis(2050)), "2.05s");
+    assert_eq!(crate::diagnostic::format_duration(Duration::from_secs(15)), "15s");
+    assert_eq!(crate::diagnostic::format_duration(Duration::from_millis(1500)), "1.5s");
+    assert_eq!(crate::diagnostic::format_duration(Duration::from_millis(250)), "250ms");
+    assert_eq!(crate::diagnostic::format_duration(Duration::from_millis(2050)), "2.05s");
 }
 
 #[test]

@@ -50,13 +50,8 @@ impl de::Error for DeError {
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
         let mut err = Self::custom(format_args!("unknown key `{field}`"));
-        let best = expected
-            .iter()
-            .map(|candidate| (strsim::jaro_winkler(field, candidate), candidate))
-            .filter(|(score, _)| *score > 0.8)
-            .max_by(|a, b| a.0.total_cmp(&b.0));
-        err.diagnostic.hint = Some(match best {
-            Some((_, candidate)) => format!("did you mean `{candidate}`?"),
+        err.diagnostic.hint = Some(match crate::diagnostic::closest(field, expected.iter().copied()) {
+            Some(candidate) => format!("did you mean `{candidate}`?"),
             None => format!(
                 "expected one of {}",
                 expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
