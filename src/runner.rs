@@ -33,6 +33,9 @@ use crate::solver::{self, Call, SolveContext, Solved, SolverDef};
 use crate::task::TaskDef;
 use crate::template::{TemplateEngine, TemplateOrigin};
 
+/// How often the progress display is told which limit holds the run back.
+const REPORT_EVERY: Duration = Duration::from_millis(500);
+
 /// Seed for `subsampling: random`, so the same run picks the same samples.
 const SUBSAMPLING_SEED: u64 = 42;
 
@@ -465,7 +468,8 @@ async fn run_spec(
         return Ok(SpecEnd::Interrupted);
     }
     let mut interrupt = shared.interrupt.clone();
-    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    let mut ticker = tokio::time::interval(REPORT_EVERY);
+    let mut last_report = Instant::now();
     let end = loop {
         if shared.stop.load(Ordering::Relaxed) {
             break SpecEnd::Stopped;
@@ -514,11 +518,12 @@ async fn run_spec(
         while let Some(done) = tasks.try_join_next() {
             done??;
         }
-        tokio::select! {
-            biased;
-            Ok(()) = interrupt.changed() => break SpecEnd::Interrupted,
-            _ = ticker.tick() => report_limit(&p, &shared),
-            () = std::future::ready(()) => {}
+        if shared.interrupted() {
+            break SpecEnd::Interrupted;
+        }
+        if last_report.elapsed() >= REPORT_EVERY {
+            report_limit(&p, &shared);
+            last_report = Instant::now();
         }
     };
     if let SpecEnd::Interrupted = end {
