@@ -144,12 +144,12 @@ pub enum TaskArg {
     Custom,
 }
 
-impl From<TaskArg> for crate::model_io::Task {
+impl From<TaskArg> for crate::model::io::Task {
     fn from(t: TaskArg) -> Self {
         match t {
-            TaskArg::ChatCompletion => crate::model_io::Task::ChatCompletion,
-            TaskArg::Embeddings => crate::model_io::Task::Embeddings,
-            TaskArg::Custom => crate::model_io::Task::Custom,
+            TaskArg::ChatCompletion => crate::model::io::Task::ChatCompletion,
+            TaskArg::Embeddings => crate::model::io::Task::Embeddings,
+            TaskArg::Custom => crate::model::io::Task::Custom,
         }
     }
 }

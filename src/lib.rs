@@ -4,34 +4,20 @@
 //! adapters, [`adapter`] renders Jinja templates via [`template`], [`model_io`] checks shapes,
 //! and [`commands`] holds one file per subcommand.
 
-pub mod adapter;
-pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod config_value;
-pub mod connection;
-pub mod dataset;
 pub mod diagnostic;
-pub mod evaluation;
+pub mod eval;
 pub mod exit_status;
-pub mod gate;
-pub mod inference;
-pub mod metric;
 pub mod model;
-pub mod model_io;
 pub mod printer;
 pub mod progress;
 pub mod project;
 pub mod python;
 pub mod redact;
-pub mod results;
-pub mod run_config;
-pub mod runner;
-pub mod scorer;
-pub mod scoring;
 pub mod secrets;
-pub mod solver;
-pub mod task;
+pub mod table;
 pub mod template;
 pub mod variables;
 pub mod yaml;

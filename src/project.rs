@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::adapter::{self, Adapter};
 use crate::diagnostic::Diagnostic;
+use crate::model::adapter::{self, Adapter};
 use crate::model::{self, Model};
 use crate::secrets::Secrets;
 use crate::variables::Variables;

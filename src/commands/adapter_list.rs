@@ -2,9 +2,9 @@
 
 use serde_json::json;
 
-use crate::adapter::Provider;
 use crate::cli::ListArgs;
 use crate::exit_status::ExitStatus;
+use crate::model::adapter::Provider;
 use crate::printer::Printer;
 use crate::project::Project;
 
@@ -45,7 +45,7 @@ pub fn run(project: &Project, args: &ListArgs, printer: &Printer) -> anyhow::Res
             a.file.clone(),
         ]);
     }
-    printer.out(&super::table(&rows));
+    printer.out(&crate::table::table(&rows));
     super::warn_load_errors(project, "adapter", printer);
     Ok(ExitStatus::Success)
 }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde_json::{Map, Value, json};
 
-use crate::adapter::{CompiledAdapter, ModelInfo};
 use crate::cli::AdapterTestArgs;
 use crate::diagnostic::Diagnostic;
 use crate::exit_status::ExitStatus;
-use crate::model_io::{self, OutputError, Task};
+use crate::model::adapter::{CompiledAdapter, ModelInfo};
+use crate::model::io::{self, OutputError, Task};
 use crate::printer::Printer;
 use crate::project::Project;
 
@@ -65,14 +65,14 @@ pub fn run(project: &Project, args: &AdapterTestArgs, printer: &Printer) -> anyh
 }
 
 fn test(
-    adapter: Arc<crate::adapter::Adapter>,
+    adapter: Arc<crate::model::adapter::Adapter>,
     input: &Value,
     body: Option<&str>,
     status_code: u16,
     info: &ModelInfo,
     report: &mut Map<String, Value>,
 ) -> Result<(), Diagnostic> {
-    model_io::validate_input(info.task, input).map_err(|e| Diagnostic::new(format!("invalid model input: {e}")))?;
+    io::validate_input(info.task, input).map_err(|e| Diagnostic::new(format!("invalid model input: {e}")))?;
     let compiled = CompiledAdapter::compile(adapter)?;
     let request = compiled.render_input(input, info, &Map::new())?;
     report.insert("request_body".into(), json!(request));
@@ -81,7 +81,7 @@ fn test(
     report.insert("response_body".into(), json!(body));
     let rendered = compiled.render_output(body, status_code, &Map::new(), info)?;
     report.insert("rendered_output".into(), json!(rendered));
-    match model_io::parse_output(info.task, &rendered) {
+    match io::parse_output(info.task, &rendered) {
         Ok(output) => {
             report.insert("output".into(), output.value);
             Ok(())

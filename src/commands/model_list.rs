@@ -61,7 +61,7 @@ pub fn run(project: &Project, args: &ListArgs, printer: &Printer) -> anyhow::Res
     if project.models.is_empty() {
         printer.errln("no models found under `models/`");
     } else {
-        printer.out(&super::table(&rows));
+        printer.out(&crate::table::table(&rows));
     }
     super::warn_load_errors(project, "model", printer);
     Ok(ExitStatus::Success)

@@ -7,11 +7,11 @@ use std::io::IsTerminal;
 use anyhow::Context;
 
 use crate::cli::{GlobalArgs, RunArgs};
+use crate::eval::run::{self, RunOptions};
+use crate::eval::run_dir::{RunDir, RunInfo};
 use crate::exit_status::ExitStatus;
 use crate::printer::Printer;
 use crate::progress;
-use crate::results::{RunDir, RunInfo};
-use crate::runner::{self, RunOptions};
 
 pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Result<ExitStatus> {
     // A new run directory and whether it existed (empty) before this run.
@@ -24,7 +24,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
                 .run_file
                 .clone()
                 .context("this run directory does not say which run config it came from")?;
-            let config = crate::run_config::load(&run_file, Some(&info.project_dir), global.env_file.as_deref())?;
+            let config = crate::eval::run_config::load(&run_file, Some(&info.project_dir), global.env_file.as_deref())?;
             if crate::redact::redact(&config.resolved.to_string())
                 != crate::redact::redact(&run_dir.run_config().to_string())
             {
@@ -50,7 +50,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
             let Some(file) = &args.file else {
                 anyhow::bail!("`lfeval run` needs `-f RUN.yaml` or `--resume RUN_DIR`")
             };
-            let config = crate::run_config::load(file, global.project.as_deref(), global.env_file.as_deref())?;
+            let config = crate::eval::run_config::load(file, global.project.as_deref(), global.env_file.as_deref())?;
             let now = jiff::Timestamp::now();
             let path = match &args.output {
                 Some(p) => p.clone(),
@@ -82,7 +82,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
         progress: mode,
         json: args.json,
     };
-    let status = runner::run(config, run_dir, completed, python.clone(), &options, printer);
+    let status = run::run(config, run_dir, completed, python.clone(), &options, printer);
     python.flush();
     if status.is_err()
         && let Some((dir, existed)) = created
@@ -96,10 +96,10 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
 /// configuration error found while preparing the run): it holds nothing to resume, and leaving
 /// it would make the same `--output` refuse the corrected run.
 fn discard_unused(dir: &std::path::Path, existed: bool) {
-    let samples = dir.join(crate::results::SAMPLES_FILE);
+    let samples = dir.join(crate::eval::run_dir::SAMPLES_FILE);
     if std::fs::metadata(&samples).is_ok_and(|m| m.len() == 0) {
         let _ = std::fs::remove_file(&samples);
-        let _ = std::fs::remove_file(dir.join(crate::results::RUN_CONFIG_FILE));
+        let _ = std::fs::remove_file(dir.join(crate::eval::run_dir::RUN_CONFIG_FILE));
         if !existed {
             let _ = std::fs::remove_dir(dir);
         }

@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::adapter::CompiledAdapter;
 use crate::cli::{GlobalArgs, ValidateArgs};
-use crate::connection::custom_inference;
 use crate::diagnostic::Diagnostic;
 use crate::exit_status::ExitStatus;
 use crate::model::Connection;
+use crate::model::adapter::CompiledAdapter;
+use crate::model::connection::snippet;
 use crate::printer::Printer;
 use crate::project::{Project, yaml_files};
 
@@ -86,7 +86,7 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, printer: &Printer) -> anyho
         let python = super::start_python(global)?;
         for model in snippet_models {
             if let Connection::CustomInference(config) = &model.connection
-                && let Err(d) = custom_inference::load(&model.key, config, 1, &python)
+                && let Err(d) = snippet::load(&model.key, config, 1, &python)
             {
                 problems.push(d);
             }
@@ -140,8 +140,8 @@ fn validate_run_configs(
     let python = super::start_python(global)?;
     let mut failed = 0;
     for file in files {
-        let checked = crate::run_config::load(file, global.project.as_deref(), global.env_file.as_deref())
-            .and_then(|config| crate::runner::check(&config, &python));
+        let checked = crate::eval::run_config::load(file, global.project.as_deref(), global.env_file.as_deref())
+            .and_then(|config| crate::eval::run::check(&config, &python));
         match checked {
             Ok(specs) => printer.errln(&printer.ok(&format!(
                 "`{}`: {specs} task specification(s) ready to run",

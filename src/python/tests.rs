@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::init::venv_site_packages;
+use super::snippet::slug;
 use super::*;
 
 fn runtime() -> &'static PythonRuntime {

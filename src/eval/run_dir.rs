@@ -1094,7 +1094,7 @@ mod tests {
         let dir = tmp.path().join("run");
         drop(new_run(&dir));
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "results::tests::writer_child", "--ignored"])
+            .args(["--exact", "eval::run_dir::tests::writer_child", "--ignored"])
             .env("LFEVAL_TEST_WRITER_DIR", &dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -2,8 +2,8 @@
 //! Python `run_inference` call ([`custom_inference`]). Both return a [`RawResponse`] for the
 //! adapter's `process_output`, or an [`AttemptError`] that says whether a retry may help.
 
-pub mod custom_connection;
-pub mod custom_inference;
+pub mod http;
+pub mod snippet;
 
 use std::time::Duration;
 

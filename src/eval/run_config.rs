@@ -13,11 +13,11 @@ use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
 use crate::config_value::ConfigValue;
-use crate::dataset::DatasetSpec;
 use crate::diagnostic::Diagnostic;
-use crate::evaluation::{self, Evaluation, RunOverrides};
+use crate::eval::dataset::DatasetSpec;
+use crate::eval::evaluation::{self, Evaluation, RunOverrides};
+use crate::eval::task::{self, TaskDef};
 use crate::project::{Project, yaml_files};
-use crate::task::{self, TaskDef};
 use crate::yaml::{self, Node, from_node};
 
 #[derive(Debug, Clone)]
@@ -97,7 +97,7 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
         }
     }
     for (path, node) in items(&root, "model_adapters")? {
-        let adapter = crate::adapter::from_yaml(node, &path)?;
+        let adapter = crate::model::adapter::from_yaml(node, &path)?;
         if let Some(existing) = project.adapters.get(&adapter.key) {
             return Err(Diagnostic::new(format!("duplicate adapter key `{}`", adapter.key))
                 .at_location(adapter.location.clone())

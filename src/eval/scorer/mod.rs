@@ -1,17 +1,19 @@
 //! Scorers (aigo.md §8.6): per-sample scores from the solver's output. Deterministic scorers
-//! use [`crate::scoring`]; `python` runs `compute_scores` in the embedded interpreter; judge
+//! use [`crate::eval::scorer::text`]; `python` runs `compute_scores` in the embedded interpreter; judge
 //! scorers call another model through the shared [`Registry`], so they obey its limits.
+
+pub mod text;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::diagnostic::Diagnostic;
-use crate::metric::MetricSpec;
-use crate::model_io::Usage;
+use crate::eval::metric::MetricSpec;
+use crate::eval::solver::Solved;
+use crate::model::io::Usage;
+use crate::model::registry::Registry;
+use crate::model::trace::Call;
 use crate::python::{PythonRuntime, ReturnKind, Snippet, SnippetSpec};
-use crate::runner::Registry;
-use crate::scoring;
-use crate::solver::{Call, Solved};
 use crate::template::{TemplateEngine, TemplateOrigin};
 use crate::yaml::{Node, SourceText, from_node};
 
@@ -281,7 +283,7 @@ pub fn load_python(def: &ScorerDef, task_key: &str, python: &PythonRuntime) -> R
     python
         .load_snippet(spec)
         .map(Some)
-        .map_err(|e| crate::connection::custom_inference::load_diagnostic(&e, Some(snippet)))
+        .map_err(|e| crate::model::connection::snippet::load_diagnostic(&e, Some(snippet)))
 }
 
 /// Every template string a scorer renders (compiled once per task specification).
@@ -383,19 +385,13 @@ pub async fn score(def: &ScorerDef, snippet: Option<&Snippet>, cx: &mut ScoreCon
             let value = cx.output_text(value.as_ref())?;
             scores.values.insert(
                 "is_correct".into(),
-                json!(if scoring::string_equals(&value, &truth) {
-                    1.0
-                } else {
-                    0.0
-                }),
+                json!(if text::string_equals(&value, &truth) { 1.0 } else { 0.0 }),
             );
         }
         ScorerKind::Bleu { ground_truth, value } => {
             let truth = cx.render(ground_truth)?;
             let value = cx.output_text(value.as_ref())?;
-            scores
-                .values
-                .insert("bleu".into(), json!(scoring::bleu(&value, &truth)));
+            scores.values.insert("bleu".into(), json!(text::bleu(&value, &truth)));
         }
         ScorerKind::Mcqa {
             ground_truth_choice,
@@ -420,7 +416,7 @@ pub async fn score(def: &ScorerDef, snippet: Option<&Snippet>, cx: &mut ScoreCon
                 (None, None) => return Err("`string_equals_mcqa` needs `choices`".to_owned()),
             };
             let completion = cx.output_text(None)?;
-            let result = scoring::string_equals_mcqa(&completion, truth.trim(), &choices);
+            let result = text::string_equals_mcqa(&completion, truth.trim(), &choices);
             scores
                 .values
                 .insert("is_correct".into(), json!(if result.is_correct { 1.0 } else { 0.0 }));
@@ -549,7 +545,7 @@ fn split_choices(text: &str) -> Vec<String> {
 fn label_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.trim().to_owned(),
-        other => crate::metric::python_str(other),
+        other => crate::eval::metric::python_str(other),
     }
 }
 

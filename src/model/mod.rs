@@ -1,5 +1,23 @@
-//! Model definitions (aigo.md §2): the wire form read from YAML, validated into [`Model`] with
-//! real types. `custom_inference` runs a Python snippet; `custom_connection` POSTs to a URL.
+//! The model call chain. A [`Model`] (this file: the YAML entity, validated into real types)
+//! is called through its [`adapter`] (`process_input` / `process_output`), its [`gate`]
+//! (concurrency, `Retry-After` pause, rate limit), its [`retry`] policy and the response
+//! [`cache`], over a [`connection`] (an HTTP endpoint or a Python snippet); the [`runtime`] runs
+//! that chain once and records every step in a [`trace`], and the [`registry`] holds one runtime
+//! per model key for a whole run. Shapes of model inputs and outputs live in [`io`].
+//!
+//! `custom_inference` runs a Python snippet; `custom_connection` POSTs to a URL.
+
+pub mod adapter;
+pub mod cache;
+pub mod connection;
+pub mod gate;
+pub mod io;
+pub mod registry;
+pub mod retry;
+pub mod runtime;
+pub mod trace;
+
+pub use retry::RetryPolicy;
 
 use std::time::Duration;
 
@@ -8,7 +26,7 @@ use serde::Deserialize;
 
 use crate::config_value::ConfigValue;
 use crate::diagnostic::{Diagnostic, Location};
-use crate::model_io::Task;
+use crate::model::io::Task;
 use crate::yaml::{Located, Node, SourceText, from_node};
 
 pub const DEFAULT_ADAPTER: &str = "latticeflow$identity";
@@ -72,28 +90,6 @@ pub struct CustomConnection {
     pub trusted_ca: Option<ConfigValue>,
     pub accept_untrusted: bool,
     pub timeout: Duration,
-}
-
-/// How failed attempts are retried (an lfeval extension: `retry:` on a model).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryPolicy {
-    /// Attempts in total, including the first.
-    pub max_attempts: u32,
-    /// Seconds before the first retry; doubles each time, with jitter.
-    pub initial_backoff: f64,
-    /// Upper bound on one backoff, in seconds.
-    pub max_backoff: f64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: 1.0,
-            max_backoff: 30.0,
-        }
-    }
 }
 
 impl Model {

@@ -6,19 +6,19 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::adapter::{CompiledAdapter, ModelInfo};
-use crate::cache::{CachePolicy, CachedResponse, ResponseCache};
-use crate::connection::custom_connection::HttpEndpoint;
-use crate::connection::custom_inference::SnippetEndpoint;
-use crate::connection::{AttemptError, RawResponse};
 use crate::diagnostic::Diagnostic;
-use crate::gate::Gate;
+use crate::model::adapter::{CompiledAdapter, ModelInfo};
+use crate::model::cache::{CacheHandle, CachedResponse, ResponseCache};
+use crate::model::connection::http::HttpEndpoint;
+use crate::model::connection::snippet::SnippetEndpoint;
+use crate::model::connection::{AttemptError, RawResponse};
+use crate::model::gate::Gate;
+use crate::model::io::{self, ModelOutput, OutputError};
+use crate::model::retry::backoff;
+use crate::model::trace::{Attempt, Failure, Stage, Trace};
 use crate::model::{Connection, Model};
-use crate::model_io::{self, ModelOutput, OutputError};
 use crate::python::PythonRuntime;
 use crate::secrets::Secrets;
 
@@ -38,108 +38,6 @@ pub struct ModelRuntime {
     pub info: ModelInfo,
 }
 
-/// A model's view of the response cache.
-pub struct CacheHandle {
-    pub cache: Arc<ResponseCache>,
-    pub policy: CachePolicy,
-    /// Identifies the model's effective configuration (see `runner::fingerprint`).
-    pub fingerprint: String,
-}
-
-impl CacheHandle {
-    /// SQLite calls block, so they run on the blocking pool, never on a runtime worker. A cache
-    /// that cannot be read is treated as a miss: the call is made instead.
-    async fn lookup(&self, key: &str) -> Option<CachedResponse> {
-        let (cache, key) = (Arc::clone(&self.cache), key.to_owned());
-        tokio::task::spawn_blocking(move || cache.get(&key)).await.ok()?.ok()?
-    }
-
-    async fn store(&self, key: &str, model_key: &str, response: CachedResponse) {
-        let (cache, key, model_key) = (Arc::clone(&self.cache), key.to_owned(), model_key.to_owned());
-        let _ = tokio::task::spawn_blocking(move || cache.put(&key, &model_key, &response)).await;
-    }
-}
-
-/// The stages a failure is attributed to (the four steps of `model test`, minus the first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    TransformInput,
-    RunInference,
-    TransformOutput,
-}
-
-impl Stage {
-    pub fn title(self) -> &'static str {
-        match self {
-            Stage::TransformInput => "transform input",
-            Stage::RunInference => "run inference",
-            Stage::TransformOutput => "transform output",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Timings {
-    /// Waiting for a concurrency permit (summed over attempts).
-    pub permit_wait_ms: f64,
-    /// Waiting for the rate limiter or a `Retry-After` pause.
-    pub limiter_wait_ms: f64,
-    pub render_input_ms: f64,
-    /// Time in the endpoint: the HTTP round trip, or the Python function.
-    pub inference_ms: f64,
-    pub render_output_ms: f64,
-    /// Sleeping between attempts.
-    pub backoff_ms: f64,
-    pub total_ms: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    pub error: Option<String>,
-    pub retryable: bool,
-    pub elapsed_ms: f64,
-}
-
-/// What happened during one inference, step by step.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Trace {
-    pub request_body: Option<String>,
-    pub response: Option<RawResponse>,
-    pub rendered_output: Option<String>,
-    pub output: Option<Value>,
-    pub attempts: Vec<Attempt>,
-    pub timings: Timings,
-    /// The response came from the cache; no call was made.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub cached: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub stage: Stage,
-    pub message: String,
-    /// Traceback or rendered output, for `--verbose` and result files.
-    pub detail: Option<String>,
-    pub diagnostic: Option<Diagnostic>,
-    pub retryable: bool,
-    /// What the snippet printed during the failed call (also part of `detail`).
-    pub captured: String,
-}
-
-impl Failure {
-    fn from_diagnostic(stage: Stage, d: Diagnostic) -> Failure {
-        Failure {
-            stage,
-            message: d.message.clone(),
-            detail: None,
-            diagnostic: Some(d),
-            retryable: false,
-            captured: String::new(),
-        }
-    }
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -148,7 +46,7 @@ impl ModelRuntime {
     /// Builds the runtime: resolves secrets, compiles the adapter and (for snippets) the Python.
     pub fn new(
         model: Arc<Model>,
-        adapter: Arc<crate::adapter::Adapter>,
+        adapter: Arc<crate::model::adapter::Adapter>,
         python: Option<&PythonRuntime>,
         secrets: &Secrets,
     ) -> Result<ModelRuntime, Diagnostic> {
@@ -207,7 +105,7 @@ impl ModelRuntime {
         sample: Option<&Value>,
         trace: &mut Trace,
     ) -> Result<ModelOutput, Failure> {
-        model_io::validate_input(self.info.task, input).map_err(|e| Failure {
+        io::validate_input(self.info.task, input).map_err(|e| Failure {
             stage: Stage::TransformInput,
             message: format!("invalid model input for task `{}`: {e}", self.info.task.as_str()),
             detail: None,
@@ -279,7 +177,7 @@ impl ModelRuntime {
             .map_err(|d| Failure::from_diagnostic(Stage::TransformOutput, d))?;
         trace.timings.render_output_ms = ms(t.elapsed());
         trace.rendered_output = Some(rendered.clone());
-        match model_io::parse_output(self.info.task, &rendered) {
+        match io::parse_output(self.info.task, &rendered) {
             Ok(output) => {
                 trace.output = Some(output.value.clone());
                 Ok(output)
@@ -403,14 +301,4 @@ impl ModelRuntime {
             captured,
         }
     }
-}
-
-/// The wait before retry `attempt + 1`: exponential with jitter, and never less than what the
-/// endpoint asked for with `Retry-After`.
-fn backoff(policy: &crate::model::RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let base = policy.initial_backoff.max(0.0) * 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
-    let capped = base.min(policy.max_backoff.max(0.0));
-    let jittered = capped * rand::rng().random_range(0.5..=1.0);
-    let delay = Duration::try_from_secs_f64(jittered).unwrap_or(Duration::MAX);
-    retry_after.map_or(delay, |r| r.max(delay))
 }

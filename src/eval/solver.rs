@@ -6,9 +6,10 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::inference::{ModelRuntime, Trace};
-use crate::model_io::{ModelOutput, Usage};
-use crate::runner::Registry;
+use crate::model::io::{ModelOutput, Usage};
+use crate::model::registry::Registry;
+use crate::model::runtime::ModelRuntime;
+use crate::model::trace::Call;
 use crate::template::{TemplateEngine, TemplateOrigin};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,15 +75,6 @@ pub enum MessageBuilder {
         max_iterations: Option<u32>,
         on_max_iterations: Option<String>,
     },
-}
-
-/// One model call made while solving or scoring a sample (AI GO!'s `direct_ios`).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Call {
-    pub model: String,
-    pub purpose: &'static str,
-    #[serde(flatten)]
-    pub trace: Trace,
 }
 
 /// What a solver produced.

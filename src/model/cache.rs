@@ -8,12 +8,14 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::model::Connection as ModelConnection;
 use crate::redact::redact;
 
 /// Layout of the tables below; bump it (and migrate) when they change.
@@ -282,6 +284,55 @@ impl ResponseCache {
             error,
         }
     }
+}
+
+/// A model's view of the response cache.
+pub struct CacheHandle {
+    pub cache: Arc<ResponseCache>,
+    pub policy: CachePolicy,
+    /// Identifies the model's effective configuration (see [`fingerprint`]).
+    pub fingerprint: String,
+}
+
+impl CacheHandle {
+    /// SQLite calls block, so they run on the blocking pool, never on a runtime worker. A cache
+    /// that cannot be read is treated as a miss: the call is made instead.
+    pub async fn lookup(&self, key: &str) -> Option<CachedResponse> {
+        let (cache, key) = (Arc::clone(&self.cache), key.to_owned());
+        tokio::task::spawn_blocking(move || cache.get(&key)).await.ok()?.ok()?
+    }
+
+    pub async fn store(&self, key: &str, model_key: &str, response: CachedResponse) {
+        let (cache, key, model_key) = (Arc::clone(&self.cache), key.to_owned(), model_key.to_owned());
+        let _ = tokio::task::spawn_blocking(move || cache.put(&key, &model_key, &response)).await;
+    }
+}
+
+/// What identifies a model's responses in the cache: everything that changes what the endpoint
+/// would answer for the same request body, with variables and secrets resolved (the fingerprint
+/// is only ever hashed, never stored).
+pub fn fingerprint(
+    model: &crate::model::Model,
+    adapter: &crate::model::adapter::Adapter,
+    secrets: &crate::secrets::Secrets,
+) -> String {
+    let resolved: Vec<Value> = model
+        .deferred_values()
+        .into_iter()
+        .map(|v| json!([v.path, v.resolve(secrets, true).unwrap_or(Value::Null)]))
+        .collect();
+    let connection = match &model.connection {
+        ModelConnection::CustomInference(c) => json!({"type": "custom_inference", "snippet": c.snippet.text}),
+        ModelConnection::CustomConnection(c) => json!({"type": "custom_connection", "model_key": c.model_key}),
+    };
+    json!({
+        "model": model.key,
+        "task": model.task.as_str(),
+        "connection": connection,
+        "values": resolved,
+        "adapter_input": adapter.process_input.text,
+    })
+    .to_string()
 }
 
 #[cfg(test)]

@@ -14,23 +14,26 @@ use rand::SeedableRng;
 use rand::seq::IteratorRandom;
 use serde_json::{Map, Value, json};
 
-use crate::cache::{CachePolicy, ResponseCache};
-use crate::dataset::{self, Sample};
 use crate::diagnostic::Diagnostic;
-use crate::evaluation::{Subsampling, TaskSpecification};
+use crate::eval::dataset::{self, Sample};
+use crate::eval::evaluation::{Subsampling, TaskSpecification};
+use crate::eval::metric::MetricSpec;
+use crate::eval::run_config::{DatasetEntry, RunConfig};
+use crate::eval::run_dir::RunDir;
+use crate::eval::scorer::{self, ScoreContext, ScorerDef};
+use crate::eval::solver::{self, SolveContext, Solved, SolverDef};
+use crate::eval::task::TaskDef;
 use crate::exit_status::ExitStatus;
-use crate::inference::{CacheHandle, ModelRuntime};
-use crate::metric::MetricSpec;
-use crate::model::Connection;
-use crate::model_io::Usage;
+use crate::model::cache::CacheHandle;
+use crate::model::cache::fingerprint;
+use crate::model::cache::{CachePolicy, ResponseCache};
+use crate::model::io::Usage;
+use crate::model::registry::Registry;
+use crate::model::runtime::ModelRuntime;
+use crate::model::trace::Call;
 use crate::printer::Printer;
 use crate::progress::{self, Progress};
 use crate::python::{PythonRuntime, ReturnKind, Snippet, SnippetSpec};
-use crate::results::RunDir;
-use crate::run_config::{DatasetEntry, RunConfig};
-use crate::scorer::{self, ScoreContext, ScorerDef};
-use crate::solver::{self, Call, SolveContext, Solved, SolverDef};
-use crate::task::TaskDef;
 use crate::template::{TemplateEngine, TemplateOrigin};
 
 /// How often the progress display is told which limit holds the run back.
@@ -38,20 +41,6 @@ const REPORT_EVERY: Duration = Duration::from_millis(500);
 
 /// Seed for `subsampling: random`, so the same run picks the same samples.
 const SUBSAMPLING_SEED: u64 = 42;
-
-/// The model runtimes of a run, one per model key, shared by targets and judges.
-pub struct Registry {
-    runtimes: HashMap<String, Arc<ModelRuntime>>,
-}
-
-impl Registry {
-    pub fn get(&self, key: &str) -> Result<Arc<ModelRuntime>, Diagnostic> {
-        self.runtimes
-            .get(key)
-            .cloned()
-            .ok_or_else(|| Diagnostic::new(format!("model `{key}` is not part of this run")))
-    }
-}
 
 pub struct RunOptions {
     pub fail_fast: bool,
@@ -194,7 +183,7 @@ fn prepare(
                     };
                     let snippet = python
                         .load_snippet(spec)
-                        .map_err(|e| crate::connection::custom_inference::load_diagnostic(&e, None))?;
+                        .map_err(|e| crate::model::connection::snippet::load_diagnostic(&e, None))?;
                     metric_snippets.insert((def.name.clone(), i), snippet);
                 }
             }
@@ -258,7 +247,7 @@ fn prepare(
             p.model = runtimes.get(key).cloned();
         }
     }
-    Ok((prepared, Registry { runtimes }))
+    Ok((prepared, Registry::new(runtimes)))
 }
 
 fn collect_models(solver: Option<&SolverDef>, scorers: &[ScorerDef], keys: &mut BTreeSet<String>) {
@@ -286,33 +275,6 @@ fn collect_models(solver: Option<&SolverDef>, scorers: &[ScorerDef], keys: &mut 
             _ => {}
         }
     }
-}
-
-/// What identifies a model's responses in the cache: everything that changes what the endpoint
-/// would answer for the same request body, with variables and secrets resolved (the fingerprint
-/// is only ever hashed, never stored).
-fn fingerprint(
-    model: &crate::model::Model,
-    adapter: &crate::adapter::Adapter,
-    secrets: &crate::secrets::Secrets,
-) -> String {
-    let resolved: Vec<Value> = model
-        .deferred_values()
-        .into_iter()
-        .map(|v| json!([v.path, v.resolve(secrets, true).unwrap_or(Value::Null)]))
-        .collect();
-    let connection = match &model.connection {
-        Connection::CustomInference(c) => json!({"type": "custom_inference", "snippet": c.snippet.text}),
-        Connection::CustomConnection(c) => json!({"type": "custom_connection", "model_key": c.model_key}),
-    };
-    json!({
-        "model": model.key,
-        "task": model.task.as_str(),
-        "connection": connection,
-        "values": resolved,
-        "adapter_input": adapter.process_input.text,
-    })
-    .to_string()
 }
 
 /// Runs the evaluation; returns the exit status (interrupted, failed samples or success).
@@ -731,7 +693,7 @@ fn finish(
                         i,
                         per_scorer_full.get(&def.name).cloned().unwrap_or_default(),
                     ),
-                    other => crate::metric::compute(other, &values).map_err(|e| e.to_string()),
+                    other => crate::eval::metric::compute(other, &values).map_err(|e| e.to_string()),
                 };
                 match computed {
                     Ok(values) => metrics.push(json!({
@@ -941,7 +903,7 @@ fn print_summary(summary: &Value, json_output: bool, printer: &Printer) {
             rows.push(row);
         }
     }
-    printer.out(&crate::commands::table(&rows));
+    printer.out(&crate::table::table(&rows));
     let totals = &summary["totals"];
     printer.outln(&format!(
         "\n{} sample(s), {} failed, {} prompt + {} completion tokens, {:.1}s wall time",

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::diagnostic::{Diagnostic, Location};
-use crate::model_io::Task;
+use crate::model::io::Task;
 use crate::template::{TemplateEngine, TemplateError, TemplateOrigin};
 use crate::yaml::{Located, Node, SourceText, from_node};
 
@@ -17,15 +17,15 @@ use crate::yaml::{Located, Node, SourceText, from_node};
 pub const BUILTINS: &[(&str, &str)] = &[
     (
         "adapters/builtin/identity.yaml",
-        include_str!("../adapters/builtin/identity.yaml"),
+        include_str!("../../adapters/builtin/identity.yaml"),
     ),
     (
         "adapters/builtin/openai_chat_completion.yaml",
-        include_str!("../adapters/builtin/openai_chat_completion.yaml"),
+        include_str!("../../adapters/builtin/openai_chat_completion.yaml"),
     ),
     (
         "adapters/builtin/openai_embeddings.yaml",
-        include_str!("../adapters/builtin/openai_embeddings.yaml"),
+        include_str!("../../adapters/builtin/openai_embeddings.yaml"),
     ),
 ];
 

@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::diagnostic::Diagnostic;
-use crate::model_io::Task as MlTask;
-use crate::scorer::{self, ScorerDef};
-use crate::solver::SolverDef;
+use crate::eval::scorer::{self, ScorerDef};
+use crate::eval::solver::SolverDef;
+use crate::model::io::Task as MlTask;
 use crate::yaml::{Located, Node, from_node, join, substitute_config};
 
 /// A task as loaded, before a specification instantiates it.

@@ -4,8 +4,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::cache::CachePolicy;
 use crate::diagnostic::Diagnostic;
+use crate::model::cache::CachePolicy;
 use crate::yaml::{Located, Node, from_node};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]

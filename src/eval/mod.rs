@@ -1,0 +1,15 @@
+//! The evaluation pipeline, in data order: a [`run_config`] names an [`evaluation`] whose task
+//! specifications pair a [`task`] with a [`dataset`] and a model; [`prepare`] resolves all of it
+//! before anything runs; [`run`] streams samples through the [`solver`] and [`scorer`]s, each
+//! finished sample becoming one [`record`] in the [`run_dir`]; [`summary`] folds the records
+//! into [`metric`] values, and [`task_log`] writes the AI GO!-shaped result logs.
+
+pub mod dataset;
+pub mod evaluation;
+pub mod metric;
+pub mod run;
+pub mod run_config;
+pub mod run_dir;
+pub mod scorer;
+pub mod solver;
+pub mod task;

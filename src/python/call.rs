@@ -1,0 +1,479 @@
+//! Calling a snippet function: sync calls on the snippet's worker threads with an injected
+//! timeout exception and a grace period, async calls on the shared asyncio loop under
+//! `asyncio.timeout`, each call's printed output captured on its own.
+
+use std::ffi::c_long;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyCFunction, PyList, PyString, PyTuple};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::error::{CallError, CallErrorKind, Frame};
+
+use super::convert;
+use super::pool::AfterJob;
+use super::snippet::Snippet;
+use super::snippet::SnippetInner;
+use super::{CallOutput, PythonRuntime, ReturnKind, RuntimeInner, TIMEOUT_GRACE};
+
+/// Per-call bookkeeping shared between the caller and the worker thread running the call.
+pub(super) struct JobCtl {
+    state: AtomicU8,
+    /// Python thread ident of the worker (0 until the call starts).
+    ident: AtomicU64,
+    /// Set only while the worker is inside the snippet call; injection happens only then.
+    in_python: AtomicBool,
+    /// A timeout was injected into this call (it may still be pending when the call returns).
+    injected: AtomicBool,
+    buf: OnceLock<Py<PyList>>,
+    /// When a worker picked the call up.
+    started: OnceLock<Instant>,
+}
+
+pub(super) const RUNNING: u8 = 0;
+pub(super) const DONE: u8 = 1;
+pub(super) const ABANDONED: u8 = 2;
+
+impl JobCtl {
+    fn new() -> Self {
+        Self {
+            state: AtomicU8::new(RUNNING),
+            ident: AtomicU64::new(0),
+            in_python: AtomicBool::new(false),
+            injected: AtomicBool::new(false),
+            buf: OnceLock::new(),
+            started: OnceLock::new(),
+        }
+    }
+
+    /// Worker side: true when the caller still wants the result.
+    fn finish(&self) -> bool {
+        self.state
+            .compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Caller side: true when the worker had not finished, i.e. its thread is now given up.
+    fn abandon(&self) -> bool {
+        self.state
+            .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
+
+/// The result of one call before it is turned into the public types.
+pub(super) struct Outcome {
+    captured: String,
+    result: Result<(Value, Duration), Failure>,
+}
+
+impl Outcome {
+    /// A call that overran its timeout; `frames` show where it was when it was given up on.
+    fn timed_out(frames: Vec<RawFrame>, captured: String) -> Outcome {
+        Outcome {
+            captured,
+            result: Err(Failure::Raised {
+                exc_type: "SnippetTimeout".to_owned(),
+                message: String::new(),
+                chain_frames: frames_from(frames),
+                frames: Vec::new(),
+                traceback: String::new(),
+                timed_out: true,
+            }),
+        }
+    }
+}
+
+pub(super) enum Failure {
+    Raised {
+        exc_type: String,
+        message: String,
+        frames: Vec<Frame>,
+        /// Snippet frames of the deepest exception in the `__cause__`/`__context__` chain.
+        chain_frames: Vec<Frame>,
+        traceback: String,
+        /// The chain contains the injected `SnippetTimeout`, or asyncio's deadline expired.
+        timed_out: bool,
+    },
+    BadReturn(convert::Unconvertible),
+    Internal(String),
+}
+
+pub(super) type RawFrame = (String, usize, String, String);
+
+pub(super) fn frames_from(raw: Vec<RawFrame>) -> Vec<Frame> {
+    raw.into_iter()
+        .map(|(file, line, function, source_line)| Frame {
+            file,
+            line,
+            function,
+            source_line,
+        })
+        .collect()
+}
+
+impl PythonRuntime {
+    /// Calls the snippet function with `args` (extra trailing ones beyond its arity are dropped)
+    /// within `timeout`. Never runs Python on the calling (tokio) thread; needs a tokio runtime.
+    ///
+    /// For sync snippets the budget starts when one of the snippet's worker threads picks the call
+    /// up, so bound in-flight calls to `workers` (as `max_concurrent_requests` does) to keep
+    /// queueing out of it. A timed-out call returns within `timeout + TIMEOUT_GRACE` plus a few
+    /// milliseconds. Dropping the returned future does not stop a call that already started.
+    pub async fn call(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration) -> Result<CallOutput, CallError> {
+        let outcome = if snippet.inner.is_async {
+            self.call_async(snippet, args, timeout).await
+        } else {
+            self.call_sync(snippet, args, timeout).await
+        };
+        finish(&snippet.inner, outcome, timeout)
+    }
+
+    async fn call_sync(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration) -> Outcome {
+        let Some(pool) = &snippet.inner.pool else {
+            return internal("sync snippet without worker threads");
+        };
+        let ctl = Arc::new(JobCtl::new());
+        let (done_tx, mut done_rx) = oneshot::channel::<Outcome>();
+        let job = {
+            let rt = Arc::clone(&self.inner);
+            let snip = Arc::clone(&snippet.inner);
+            let ctl = Arc::clone(&ctl);
+            Box::new(move || {
+                if done_tx.is_closed() {
+                    return AfterJob::Continue; // the caller went away while the job was queued
+                }
+                let _ = ctl.started.set(Instant::now());
+                let outcome = run_sync(&rt, &snip, &ctl, &args);
+                if ctl.finish() {
+                    let _ = done_tx.send(outcome);
+                    AfterJob::Continue
+                } else {
+                    AfterJob::Exit
+                }
+            })
+        };
+        if let Err(e) = pool.submit(job) {
+            return internal(&e);
+        }
+        // The budget starts when a worker picks the call up, not while the call waits in the
+        // queue. Re-arming the timer only when it fires (instead of waiting for a "started"
+        // signal) keeps the common path at one wake-up per call.
+        let mut deadline = Instant::now() + timeout;
+        loop {
+            let at = tokio::time::Instant::from_std(deadline);
+            if let Ok(done) = tokio::time::timeout_at(at, &mut done_rx).await {
+                return done.unwrap_or_else(|_| internal("the worker thread dropped the call"));
+            }
+            let now = Instant::now();
+            match ctl.started.get() {
+                None => deadline = now + timeout,
+                Some(&started) if started + timeout > now => deadline = started + timeout,
+                Some(_) => break,
+            }
+        }
+
+        // Deadline passed: ask the call to stop, then give it the grace period.
+        let inject = {
+            let rt = Arc::clone(&self.inner);
+            let ctl = Arc::clone(&ctl);
+            tokio::task::spawn_blocking(move || {
+                Python::attach(|py| {
+                    // Checked while attached: the worker flips `in_python` only while attached,
+                    // so the call cannot leave the snippet between this check and the injection.
+                    if ctl.in_python.load(Ordering::SeqCst) {
+                        let ident = ctl.ident.load(Ordering::SeqCst);
+                        let exc = rt.support.timeout_exc.bind(py);
+                        ctl.injected.store(true, Ordering::SeqCst);
+                        // SAFETY: attached; `exc` is a live exception class (CPython takes its own
+                        // reference), `ident` is the worker's thread id.
+                        unsafe { ffi::PyThreadState_SetAsyncExc(ident as c_long, exc.as_ptr()) };
+                    }
+                })
+            })
+        };
+        if let Ok(done) = tokio::time::timeout(TIMEOUT_GRACE, &mut done_rx).await {
+            drop(inject);
+            return done.unwrap_or_else(|_| internal("the worker thread dropped the call"));
+        }
+        if !ctl.abandon() {
+            // Finished right at the end of the grace period; the result is on its way.
+            return done_rx
+                .await
+                .unwrap_or_else(|_| internal("the worker thread dropped the call"));
+        }
+        // Stuck in C code (or swallowing the injected exception): give the thread up.
+        let replaced = pool.spawn_worker();
+        let (frames, captured) = {
+            let rt = Arc::clone(&self.inner);
+            let ctl = Arc::clone(&ctl);
+            let file = snippet.inner.file.clone();
+            let probe = tokio::task::spawn_blocking(move || {
+                Python::attach(|py| -> PyResult<(Vec<RawFrame>, String)> {
+                    let ident = ctl.ident.load(Ordering::SeqCst);
+                    let frames = rt.support.thread_frames.bind(py).call1((ident, file))?.extract()?;
+                    let captured = match ctl.buf.get() {
+                        Some(buf) => join_buf(buf.bind(py)),
+                        None => String::new(),
+                    };
+                    Ok((frames, captured))
+                })
+            });
+            match tokio::time::timeout(TIMEOUT_GRACE, probe).await {
+                Ok(Ok(Ok(found))) => found,
+                _ => (Vec::new(), String::new()),
+            }
+        };
+        if let Err(e) = replaced {
+            return Outcome {
+                captured,
+                result: Err(Failure::Internal(format!(
+                    "call timed out and no replacement worker thread could be started: {e}"
+                ))),
+            };
+        }
+        Outcome::timed_out(frames, captured)
+    }
+
+    async fn call_async(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration) -> Outcome {
+        let (tx, rx) = oneshot::channel::<Outcome>();
+        let submitted = {
+            let rt = Arc::clone(&self.inner);
+            let snip = Arc::clone(&snippet.inner);
+            tokio::task::spawn_blocking(move || {
+                Python::attach(|py| -> PyResult<Py<PyAny>> {
+                    let py_args = build_args(py, &args, snip.arity)?;
+                    let deliver = make_deliver(py, Arc::clone(&rt), Arc::clone(&snip), tx)?;
+                    let holder = rt.support.submit.bind(py).call1((
+                        snip.func.bind(py),
+                        py_args,
+                        timeout.as_secs_f64(),
+                        deliver,
+                    ))?;
+                    Ok(holder.unbind())
+                })
+            })
+            .await
+        };
+        let holder = match submitted {
+            Ok(Ok(holder)) => holder,
+            Ok(Err(e)) => return internal(&format!("cannot schedule the coroutine: {e}")),
+            Err(e) => return internal(&format!("cannot schedule the coroutine: {e}")),
+        };
+        // asyncio.timeout cancels inside the loop; this outer limit only fires when the loop
+        // itself is blocked or the coroutine ignores cancellation.
+        match tokio::time::timeout(timeout.saturating_add(TIMEOUT_GRACE), rx).await {
+            Ok(Ok(outcome)) => return outcome,
+            Ok(Err(_)) => return internal("the asyncio loop dropped the call"),
+            Err(_) => {}
+        }
+        let rt = Arc::clone(&self.inner);
+        let file = snippet.inner.file.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            Python::attach(|py| -> PyResult<(Vec<RawFrame>, String)> {
+                let (running, frames, captured): (bool, Vec<RawFrame>, String) = rt
+                    .support
+                    .async_overdue
+                    .bind(py)
+                    .call1((holder.bind(py), file))?
+                    .extract()?;
+                if running {
+                    // The loop thread is inside this call (blocking code in a coroutine): stop
+                    // it there so the other async snippets get the loop back.
+                    let exc = rt.support.timeout_exc.bind(py);
+                    // SAFETY: attached; live exception class; `loop_ident` is the loop thread.
+                    unsafe { ffi::PyThreadState_SetAsyncExc(rt.loop_ident as c_long, exc.as_ptr()) };
+                }
+                Ok((frames, captured))
+            })
+        });
+        let (frames, captured) = match tokio::time::timeout(TIMEOUT_GRACE, probe).await {
+            Ok(Ok(Ok(found))) => found,
+            _ => (Vec::new(), String::new()),
+        };
+        Outcome::timed_out(frames, captured)
+    }
+}
+
+pub(super) fn internal(message: &str) -> Outcome {
+    Outcome {
+        captured: String::new(),
+        result: Err(Failure::Internal(message.to_owned())),
+    }
+}
+
+/// Runs one sync call on the current (pool) thread.
+pub(super) fn run_sync(rt: &RuntimeInner, snip: &SnippetInner, ctl: &JobCtl, args: &[Value]) -> Outcome {
+    Python::attach(|py| {
+        // SAFETY: plain query of the current thread's id.
+        let ident = unsafe { ffi::PyThread_get_thread_ident() } as u64;
+        ctl.ident.store(ident, Ordering::SeqCst);
+        let buf = PyList::empty(py);
+        let _ = ctl.buf.set(buf.clone().unbind());
+        let py_args = match build_args(py, args, snip.arity) {
+            Ok(a) => a,
+            Err(e) => {
+                return Outcome {
+                    captured: String::new(),
+                    result: Err(Failure::Internal(format!("cannot convert arguments: {e}"))),
+                };
+            }
+        };
+        let started = Instant::now();
+        ctl.in_python.store(true, Ordering::SeqCst);
+        let result = rt.support.call_sync.bind(py).call1((snip.func.bind(py), py_args, &buf));
+        ctl.in_python.store(false, Ordering::SeqCst);
+        if ctl.injected.load(Ordering::SeqCst) {
+            // Drop a timeout injected too late to be delivered, so it cannot hit the thread's
+            // next call. (Both flags change only while attached, so this cannot miss one.)
+            // SAFETY: attached; a NULL exception clears the pending one of that thread.
+            unsafe { ffi::PyThreadState_SetAsyncExc(ident as c_long, std::ptr::null_mut()) };
+        }
+        let python_time = started.elapsed();
+        let captured = join_buf(&buf);
+        let result = match result {
+            Ok(value) => convert_return(&value, snip.returns).map(|v| (v, python_time)),
+            Err(err) => Err(describe(rt, py, err.value(py).as_any(), &snip.file, false)),
+        };
+        Outcome { captured, result }
+    })
+}
+
+pub(super) fn build_args<'py>(py: Python<'py>, args: &[Value], arity: usize) -> PyResult<Bound<'py, PyTuple>> {
+    let items = args
+        .iter()
+        .take(arity)
+        .map(|a| convert::to_py(py, a))
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(py, items)
+}
+
+pub(super) fn join_buf(buf: &Bound<'_, PyList>) -> String {
+    buf.iter()
+        .filter_map(|s| s.cast::<PyString>().ok().map(|s| s.to_string_lossy().into_owned()))
+        .collect()
+}
+
+pub(super) fn convert_return(value: &Bound<'_, PyAny>, returns: ReturnKind) -> Result<Value, Failure> {
+    match returns {
+        ReturnKind::Str => match value.cast::<PyString>() {
+            Ok(s) => Ok(Value::String(s.to_string_lossy().into_owned())),
+            Err(_) => Err(Failure::BadReturn(convert::Unconvertible {
+                type_name: convert::type_name(value),
+                path: None,
+                reason: None,
+            })),
+        },
+        ReturnKind::Json => convert::from_py(value).map_err(Failure::BadReturn),
+    }
+}
+
+pub(super) fn describe(
+    rt: &RuntimeInner,
+    py: Python<'_>,
+    exc: &Bound<'_, PyAny>,
+    file: &str,
+    deadline_expired: bool,
+) -> Failure {
+    let described = rt
+        .support
+        .describe
+        .bind(py)
+        .call1((exc, file))
+        .and_then(|d| d.extract::<(String, String, Vec<RawFrame>, Vec<RawFrame>, String, bool)>());
+    match described {
+        Ok((exc_type, message, frames, chain_frames, traceback, is_timeout)) => Failure::Raised {
+            exc_type,
+            message,
+            frames: frames_from(frames),
+            chain_frames: frames_from(chain_frames),
+            traceback,
+            timed_out: is_timeout || deadline_expired,
+        },
+        Err(e) => Failure::Internal(format!("cannot describe the snippet's exception: {e}")),
+    }
+}
+
+/// The Python callable the loop thread invokes with `(status, value, captured, seconds)` when an
+/// async call ends.
+pub(super) fn make_deliver<'py>(
+    py: Python<'py>,
+    rt: Arc<RuntimeInner>,
+    snip: Arc<SnippetInner>,
+    tx: oneshot::Sender<Outcome>,
+) -> PyResult<Bound<'py, PyCFunction>> {
+    let tx = Mutex::new(Some(tx));
+    PyCFunction::new_closure(
+        py,
+        Some(c"deliver"),
+        None,
+        move |args: &Bound<'_, PyTuple>, _kwargs| -> PyResult<()> {
+            let py = args.py();
+            let status: u8 = args.get_item(0)?.extract()?;
+            let value = args.get_item(1)?;
+            let captured: String = args.get_item(2)?.extract()?;
+            let seconds: f64 = args.get_item(3)?.extract()?;
+            let result = if status == 0 {
+                let elapsed = Duration::try_from_secs_f64(seconds).unwrap_or_default();
+                convert_return(&value, snip.returns).map(|v| (v, elapsed))
+            } else {
+                Err(describe(&rt, py, &value, &snip.file, status == 2))
+            };
+            let sender = tx.lock().ok().and_then(|mut slot| slot.take());
+            if let Some(sender) = sender {
+                let _ = sender.send(Outcome { captured, result });
+            }
+            Ok(())
+        },
+    )
+}
+
+pub(super) fn finish(snip: &SnippetInner, outcome: Outcome, timeout: Duration) -> Result<CallOutput, CallError> {
+    let kind = match outcome.result {
+        Ok((value, python_time)) => {
+            return Ok(CallOutput {
+                value,
+                captured: outcome.captured,
+                python_time,
+            });
+        }
+        Err(Failure::Raised {
+            timed_out: true,
+            chain_frames,
+            ..
+        }) => CallErrorKind::Timeout {
+            after: timeout,
+            frames: chain_frames,
+        },
+        Err(Failure::Raised {
+            exc_type,
+            message,
+            frames,
+            traceback,
+            ..
+        }) => CallErrorKind::Raised {
+            exc_type,
+            message,
+            frames,
+            traceback,
+        },
+        Err(Failure::BadReturn(u)) => CallErrorKind::BadReturn {
+            type_name: u.type_name,
+            expected: snip.returns,
+            path: u.path,
+            reason: u.reason,
+        },
+        Err(Failure::Internal(message)) => CallErrorKind::Internal(message),
+    };
+    Err(CallError {
+        owner: snip.owner.clone(),
+        function: snip.function.clone(),
+        kind: Box::new(kind),
+        captured: outcome.captured,
+    })
+}

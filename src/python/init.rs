@@ -1,0 +1,164 @@
+//! Bringing the interpreter up: `PYTHONHOME` when unset, the active virtualenv's
+//! `site-packages`, and the support module every snippet call goes through.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyModule;
+
+use super::error::PythonError;
+
+use super::{PythonOptions, PythonRuntime, RuntimeInner, Support};
+
+pub(super) const SUPPORT_PY: &str = include_str!("support.py");
+
+pub(super) static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Brings up the interpreter. Call it once, on the main thread, before tokio or any other thread
+/// starts: it may set `PYTHONHOME`, and whichever thread initialises CPython becomes Python's main
+/// thread.
+pub fn initialize(opts: &PythonOptions) -> Result<PythonRuntime, PythonError> {
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return Err(PythonError::AlreadyInitialized);
+    }
+    let started = Instant::now();
+    let venv = opts.python_env.clone().or_else(|| {
+        std::env::var_os("VIRTUAL_ENV")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(dir) = &venv
+        && !dir.is_dir()
+    {
+        return Err(PythonError::Venv {
+            path: dir.clone(),
+            reason: "no such directory".to_owned(),
+        });
+    }
+
+    // SAFETY: Py_IsInitialized may be called at any time.
+    let already_up = unsafe { ffi::Py_IsInitialized() } != 0;
+    let mut home_set = false;
+    if !already_up
+        && std::env::var_os("PYTHONHOME").is_none()
+        && let Some(home) = build_time_home()
+    {
+        // Without this, CPython derives its prefix from whatever `python3` is first on PATH,
+        // and under `env -i` falls back to `/`, loading a foreign stdlib or none at all.
+        // SAFETY: documented precondition of `initialize`: no other thread runs yet, so nothing
+        // reads the environment concurrently.
+        unsafe { std::env::set_var("PYTHONHOME", &home) };
+        home_set = true;
+    }
+    Python::initialize();
+
+    let (support, loop_ident) = Python::attach(|py| setup(py, venv.as_deref(), home_set))?;
+    Ok(PythonRuntime {
+        inner: Arc::new(RuntimeInner {
+            support,
+            loop_ident,
+            startup: started.elapsed(),
+            next_module: AtomicUsize::new(1),
+        }),
+    })
+}
+
+/// `<prefix>` of the interpreter the binary was built against, if it still has a stdlib.
+pub(super) fn build_time_home() -> Option<PathBuf> {
+    let lib = Path::new(option_env!("LFEVAL_PY_LIBDIR")?);
+    let has_stdlib = std::fs::read_dir(lib).ok()?.flatten().any(|entry| {
+        entry.file_name().to_string_lossy().starts_with("python3") && entry.path().join("os.py").is_file()
+    });
+    if has_stdlib {
+        lib.parent().map(Path::to_path_buf)
+    } else {
+        None
+    }
+}
+
+pub(super) fn init_err(e: PyErr) -> PythonError {
+    PythonError::Init { message: e.to_string() }
+}
+
+pub(super) fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Result<(Support, u64), PythonError> {
+    let sys = py.import("sys").map_err(init_err)?;
+    let (major, minor): (u8, u8) = sys
+        .getattr("version_info")
+        .and_then(|v| Ok((v.get_item(0)?.extract()?, v.get_item(1)?.extract()?)))
+        .map_err(init_err)?;
+
+    let mut site_dirs = Vec::new();
+    let mut executable = option_env!("LFEVAL_PY_EXE")
+        .filter(|exe| Path::new(exe).is_file())
+        .map(str::to_owned);
+    if let Some(venv) = venv {
+        site_dirs.push(venv_site_packages(venv, major, minor)?);
+        // Child processes started with `sys.executable` should see the same packages.
+        let venv_python = venv.join("bin").join("python");
+        if venv_python.exists() {
+            executable = Some(venv_python.display().to_string());
+        }
+    }
+
+    let code = CString::new(SUPPORT_PY).map_err(|e| PythonError::Init {
+        message: format!("support module: {e}"),
+    })?;
+    let module = PyModule::from_code(py, &code, c"<lfeval-support>", c"_lfeval_support").map_err(init_err)?;
+    module
+        .getattr("setup")
+        .and_then(|f| f.call1((executable, site_dirs, home_set)))
+        .map_err(init_err)?;
+    let get = |name: &str| module.getattr(name).map(Bound::unbind).map_err(init_err);
+    let support = Support {
+        load: get("load")?,
+        call_sync: get("call_sync")?,
+        describe: get("describe")?,
+        thread_frames: get("thread_frames")?,
+        submit: get("submit")?,
+        async_overdue: get("async_overdue")?,
+        flush: get("flush")?,
+        info: get("info")?,
+        timeout_exc: get("SnippetTimeout")?,
+    };
+    let loop_ident: u64 = module
+        .getattr("loop_ident")
+        .and_then(|v| v.extract())
+        .map_err(init_err)?;
+    Ok((support, loop_ident))
+}
+
+pub(super) fn venv_site_packages(venv: &Path, major: u8, minor: u8) -> Result<String, PythonError> {
+    let want = format!("python{major}.{minor}");
+    let site = venv.join("lib").join(&want).join("site-packages");
+    if site.is_dir() {
+        return Ok(site.display().to_string());
+    }
+    let found: Vec<String> = std::fs::read_dir(venv.join("lib"))
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("python"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let exe = option_env!("LFEVAL_PY_EXE").unwrap_or("python3");
+    let reason = match found.first() {
+        Some(other) => format!(
+            "it was created for `{other}` but lfeval embeds `{want}`; hint: recreate it with `{exe} -m venv {}`",
+            venv.display()
+        ),
+        None => format!(
+            "no `lib/{want}/site-packages` inside; hint: create it with `{exe} -m venv {}`",
+            venv.display()
+        ),
+    };
+    Err(PythonError::Venv {
+        path: venv.to_path_buf(),
+        reason,
+    })
+}
