@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use lfeval::inference::ModelRuntime;
+use lfeval::model::runtime::ModelRuntime;
 use lfeval::python::{PythonOptions, ReturnKind, SnippetSpec, initialize};
 use serde_json::json;
 
