@@ -111,6 +111,9 @@ pub struct ModelTestArgs {
     /// Show full Python tracebacks.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Retry failed attempts as the model's retry policy says (default: one attempt).
+    #[arg(long)]
+    pub retries: bool,
 }
 
 #[derive(Debug, Args)]
@@ -180,9 +183,17 @@ pub struct RunArgs {
         required_unless_present = "resume"
     )]
     pub file: Option<PathBuf>,
-    /// Finish an interrupted run in this directory.
+    /// Finish an interrupted run in this directory, with the flags it started with.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "file")]
     pub resume: Option<PathBuf>,
+    /// With `--resume`: run the samples that failed again (their old records are moved to
+    /// `samples.retried.jsonl`).
+    #[arg(long, requires = "resume")]
+    pub retry_failed: bool,
+    /// With `--resume`: continue even though files, variables or flags changed since the run
+    /// started.
+    #[arg(long, requires = "resume")]
+    pub force_resume: bool,
     /// Where to write results (default: `runs/<time>-<evaluation>/`).
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,

@@ -4,10 +4,12 @@
 //! adapters, [`adapter`] renders Jinja templates via [`template`], [`model_io`] checks shapes,
 //! and [`commands`] holds one file per subcommand.
 
+pub mod async_runtime;
 pub mod cli;
 pub mod commands;
 pub mod config_value;
 pub mod diagnostic;
+pub mod error_class;
 pub mod eval;
 pub mod exit_status;
 pub mod model;
@@ -17,6 +19,7 @@ pub mod project;
 pub mod python;
 pub mod redact;
 pub mod secrets;
+pub mod signals;
 pub mod table;
 pub mod template;
 pub mod variables;

@@ -36,8 +36,9 @@ const LINE_INTERVAL: Duration = Duration::from_secs(5);
 impl Progress {
     pub fn new(mode: Mode, printer: Printer) -> Arc<Progress> {
         let bar = (mode == Mode::Bar).then(|| {
-            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(8));
-            let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
+            // Hidden until `start` knows the total, so it never flashes `0/0`.
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
+            let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
             bar.set_style(style);
@@ -72,6 +73,7 @@ impl Progress {
             bar.set_length(total);
             bar.set_position(already_done);
             bar.set_prefix(label.to_owned());
+            bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(8));
         }
         if self.mode == Mode::Lines {
             self.printer.errln(&format!(
@@ -107,6 +109,7 @@ impl Progress {
         let retries = self.retries.load(Ordering::Relaxed);
         let limit = self.limit.lock().map(|l| l.clone()).unwrap_or_default();
         let mut parts = vec![
+            rate(self.done.load(Ordering::Relaxed), self.started.elapsed()),
             format!("{errors} error(s)"),
             format!("{retries} retr{}", if retries == 1 { "y" } else { "ies" }),
         ];
@@ -139,12 +142,9 @@ impl Progress {
     fn print_line(&self) {
         let done = self.done.load(Ordering::Relaxed);
         let total = self.total.load(Ordering::Relaxed);
-        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         let label = self.label.lock().map(|l| l.clone()).unwrap_or_default();
-        self.printer.errln(&format!(
-            "{label}: {done}/{total} samples, {rate:.1}/s, {}",
-            self.message()
-        ));
+        self.printer
+            .errln(&format!("{label}: {done}/{total} samples, {}", self.message()));
     }
 
     /// Clears the bar (or prints a last line) when a task specification is done.
@@ -158,5 +158,27 @@ impl Progress {
             Mode::Lines => self.print_line(),
             Mode::Off => {}
         }
+    }
+}
+
+/// Samples per second as people read it: whole numbers from 10/s up, one decimal below.
+fn rate(done: u64, elapsed: Duration) -> String {
+    let per_sec = done as f64 / elapsed.as_secs_f64().max(1e-3);
+    if per_sec >= 10.0 {
+        format!("{per_sec:.0}/s")
+    } else {
+        format!("{per_sec:.1}/s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_have_at_most_one_decimal() {
+        assert_eq!(rate(1234, Duration::from_secs(1)), "1234/s");
+        assert_eq!(rate(3, Duration::from_secs(2)), "1.5/s");
+        assert_eq!(rate(0, Duration::ZERO), "0.0/s");
     }
 }

@@ -12,7 +12,7 @@ use crate::cli::{GlobalArgs, ModelTestArgs};
 use crate::diagnostic::format_duration;
 use crate::exit_status::ExitStatus;
 use crate::model::runtime::{Endpoint, ModelRuntime};
-use crate::model::trace::{Failure, Stage, Trace};
+use crate::model::trace::{Failure, Step, Trace};
 use crate::model::{Connection, Model};
 use crate::printer::Printer;
 use crate::python::PythonRuntime;
@@ -52,6 +52,14 @@ pub fn run(
         })?,
     };
 
+    // One attempt unless asked: a test should show the first failure, not hide it behind retries.
+    let model = if args.retries {
+        model
+    } else {
+        let mut once = (*model).clone();
+        once.retry.max_attempts = 1;
+        Arc::new(once)
+    };
     project.register_inline_secrets();
     let mut report = Report::new(&model, args, printer);
     report.connection(&model);
@@ -69,10 +77,7 @@ pub fn run(
     };
     report.connection_details(&runtime);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = crate::async_runtime::build()?;
     let (trace, result) = rt.block_on(runtime.infer(&input, &Map::new(), None));
     rt.shutdown_background();
     Ok(report.finish(&runtime, &input, &trace, result.as_ref().err()))
@@ -230,7 +235,12 @@ impl<'a> Report<'a> {
             }
         }
         if !self.json {
-            self.printer.outln(&self.printer.ok("connection ok"));
+            // Nothing has been sent yet; step 3 is where the endpoint answers or not.
+            let ready = match &runtime.endpoint {
+                Endpoint::Snippet(_) => "snippet loaded",
+                Endpoint::Http(_) => "client configured",
+            };
+            self.printer.outln(&self.printer.ok(ready));
         }
     }
 
@@ -241,7 +251,7 @@ impl<'a> Report<'a> {
     }
 
     fn finish(mut self, runtime: &ModelRuntime, input: &Value, trace: &Trace, failure: Option<&Failure>) -> ExitStatus {
-        let stage = failure.map(|f| f.stage);
+        let stage = failure.map(|f| f.step);
         // 2. transform input
         self.heading(2, "transform input");
         let input_text = serde_json::to_string_pretty(input).unwrap_or_default();
@@ -256,7 +266,7 @@ impl<'a> Report<'a> {
             "transform_input".into(),
             json!({"input": input, "template": adapter.process_input.text, "request_body": trace.request_body}),
         );
-        if stage == Some(Stage::TransformInput) {
+        if stage == Some(Step::TransformInput) {
             return self.fail(failure);
         }
 
@@ -303,7 +313,7 @@ impl<'a> Report<'a> {
                 };
                 if captured.is_empty() {
                     // A snippet that raised has no response; what it printed goes with the error.
-                    if stage != Some(Stage::RunInference) {
+                    if stage != Some(Step::RunInference) {
                         self.field("output", "(the snippet printed nothing)");
                     }
                 } else {
@@ -313,7 +323,7 @@ impl<'a> Report<'a> {
             }
         }
         self.doc.insert("run_inference".into(), Value::Object(step));
-        if stage == Some(Stage::RunInference) {
+        if stage == Some(Step::RunInference) {
             return self.fail(failure);
         }
 
@@ -331,7 +341,7 @@ impl<'a> Report<'a> {
             self.block("rendered output", rendered);
         }
         self.doc.insert("transform_output".into(), json!({"raw_output": raw, "template": adapter.process_output.text, "rendered_output": trace.rendered_output, "output": trace.output}));
-        if stage == Some(Stage::TransformOutput) {
+        if stage == Some(Step::TransformOutput) {
             return self.fail(failure);
         }
         self.doc.insert("timings".into(), json!(trace.timings));
@@ -343,17 +353,17 @@ impl<'a> Report<'a> {
         let Some(failure) = failure else {
             return self.done(false, "failed");
         };
-        let step = match failure.stage {
-            Stage::TransformInput => "transform input",
-            Stage::RunInference => "run inference",
-            Stage::TransformOutput => "transform output",
+        let step = match failure.step {
+            Step::TransformInput => "transform input",
+            Step::RunInference => "run inference",
+            Step::TransformOutput => "transform output",
         };
         let mut message = match &failure.diagnostic {
             Some(d) => d.to_string(),
             None => failure.message.clone(),
         };
         if let Some(detail) = &failure.detail {
-            let show = self.verbose || failure.stage != Stage::RunInference || detail.starts_with("captured output");
+            let show = self.verbose || failure.step != Step::RunInference || detail.starts_with("captured output");
             if show {
                 message.push_str(&format!("\n{}", detail.trim_end()));
             } else if let Some(captured) = detail.split_once("captured output:\n").map(|(_, c)| c) {
@@ -361,12 +371,12 @@ impl<'a> Report<'a> {
             }
         }
         if !self.verbose
-            && failure.stage == Stage::RunInference
+            && failure.step == Step::RunInference
             && failure.detail.as_deref().is_some_and(|d| d.contains("Traceback"))
         {
             message.push_str("\nhint: `--verbose` shows the full Python traceback");
         }
-        self.doc.insert("failed_step".into(), json!(failure.stage));
+        self.doc.insert("failed_step".into(), json!(failure.step));
         self.doc.insert("error".into(), json!(failure.message));
         if let Some(detail) = &failure.detail {
             self.doc.insert("error_detail".into(), json!(detail));

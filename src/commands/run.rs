@@ -1,22 +1,33 @@
 //! `lfeval run -f run.yaml` and `lfeval run --resume RUN_DIR`: load the run config, create (or
-//! reopen) the run directory, and hand over to the runner.
+//! reopen) the run directory, hand over to the evaluation, and print what it adds up to: the
+//! metrics table, failures grouped by cause, and where the records are.
 
-use std::collections::HashSet;
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use crate::cli::{GlobalArgs, RunArgs};
-use crate::eval::run::{self, RunOptions};
+use crate::eval::fingerprint::{FINGERPRINT_FILE, Fingerprint, RunFlags};
+use crate::eval::run::{self, RunOptions, RunOutcome};
 use crate::eval::run_dir::{RunDir, RunInfo};
+use crate::eval::summary::{RunSummary, SpecStatus};
 use crate::exit_status::ExitStatus;
 use crate::printer::Printer;
 use crate::progress;
 
+/// How long a failure message may be in the grouped list (the record has it whole).
+const MESSAGE_WIDTH: usize = 160;
+
 pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Result<ExitStatus> {
+    let given = RunFlags {
+        no_cache: args.no_cache,
+        fail_fast: args.fail_fast,
+        max_errors: args.max_errors,
+    };
     // A new run directory and whether it existed (empty) before this run.
-    let mut created: Option<(std::path::PathBuf, bool)> = None;
-    let (config, run_dir, completed) = match &args.resume {
+    let mut created: Option<(PathBuf, bool)> = None;
+    let (config, run_dir, flags, recorded) = match &args.resume {
         Some(dir) => {
             let (run_dir, state) = RunDir::resume(dir).with_context(|| format!("cannot resume `{}`", dir.display()))?;
             let info = run_dir.info().clone();
@@ -25,26 +36,34 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
                 .clone()
                 .context("this run directory does not say which run config it came from")?;
             let config = crate::eval::run_config::load(&run_file, Some(&info.project_dir), global.env_file.as_deref())?;
-            if crate::redact::redact(&config.resolved.to_string())
-                != crate::redact::redact(&run_dir.run_config().to_string())
-            {
-                printer.warn(&format!(
-                    "`{}` changed since this run started; the remaining samples use the new version\nhint: start a new run (without `--resume`) to evaluate the change on every sample",
-                    run_file.display()
-                ));
-            }
+            let recorded = read_fingerprint(run_dir.path())?;
+            // The run keeps the flags it started with; flags given now add to them.
+            let flags = match &recorded {
+                Some(r) => RunFlags {
+                    no_cache: r.flags.no_cache || given.no_cache,
+                    fail_fast: r.flags.fail_fast || given.fail_fast,
+                    max_errors: given.max_errors.or(r.flags.max_errors),
+                },
+                None => given,
+            };
             if state.truncated_bytes > 0 {
                 printer.warn(&format!(
                     "dropped a partial last line ({} bytes) from `samples.jsonl`",
                     state.truncated_bytes
                 ));
             }
+            let retried = if args.retry_failed { run_dir.drop_failed()? } else { 0 };
             printer.errln(&format!(
-                "resuming `{}`: {} sample(s) already done",
+                "resuming `{}`: {} sample(s) already done{}",
                 run_dir.path().display(),
-                state.records
+                state.records - retried,
+                if retried > 0 {
+                    format!(", {retried} failed one(s) to run again")
+                } else {
+                    String::new()
+                }
             ));
-            (config, run_dir, state.completed)
+            (config, run_dir, flags, recorded)
         }
         None => {
             let Some(file) = &args.file else {
@@ -64,7 +83,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
             let existed = path.exists();
             let run_dir = RunDir::create(&path, &info, &config.resolved)?;
             created = Some((path, existed));
-            (config, run_dir, HashSet::new())
+            (config, run_dir, given, None)
         }
     };
     let python = super::start_python(global)?;
@@ -76,32 +95,191 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
         progress::Mode::Lines
     };
     let options = RunOptions {
-        fail_fast: args.fail_fast,
-        max_errors: args.max_errors,
-        no_cache: args.no_cache,
+        flags,
         progress: mode,
-        json: args.json,
+        recorded,
+        force_resume: args.force_resume,
     };
-    let status = run::run(config, run_dir, completed, python.clone(), &options, printer);
+    let run_path = run_dir.path().to_path_buf();
+    let outcome = run::run(config, run_dir, python.clone(), &options, printer);
     python.flush();
-    if status.is_err()
-        && let Some((dir, existed)) = created
-    {
-        discard_unused(&dir, existed);
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            if let Some((dir, existed)) = created {
+                discard_unused(&dir, existed);
+            }
+            return Err(e);
+        }
+    };
+    report(&outcome, &run_path, args.json, printer);
+    Ok(outcome.status())
+}
+
+fn read_fingerprint(dir: &Path) -> anyhow::Result<Option<Fingerprint>> {
+    let path = dir.join(FINGERPRINT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(
+            serde_json::from_str(&text).with_context(|| format!("invalid `{}`", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read `{}`", path.display())),
     }
-    status
 }
 
 /// Removes a new run directory that failed before recording any sample (typically a
 /// configuration error found while preparing the run): it holds nothing to resume, and leaving
 /// it would make the same `--output` refuse the corrected run.
-fn discard_unused(dir: &std::path::Path, existed: bool) {
-    let samples = dir.join(crate::eval::run_dir::SAMPLES_FILE);
+fn discard_unused(dir: &Path, existed: bool) {
+    use crate::eval::run_dir::{RUN_CONFIG_FILE, SAMPLES_FILE};
+    let samples = dir.join(SAMPLES_FILE);
     if std::fs::metadata(&samples).is_ok_and(|m| m.len() == 0) {
-        let _ = std::fs::remove_file(&samples);
-        let _ = std::fs::remove_file(dir.join(crate::eval::run_dir::RUN_CONFIG_FILE));
+        for file in [SAMPLES_FILE, RUN_CONFIG_FILE, FINGERPRINT_FILE] {
+            let _ = std::fs::remove_file(dir.join(file));
+        }
         if !existed {
             let _ = std::fs::remove_dir(dir);
         }
     }
+}
+
+fn report(outcome: &RunOutcome, run_dir: &Path, json: bool, printer: &Printer) {
+    let Some(summary) = &outcome.summary else {
+        printer.warn(&format!(
+            "interrupted: every finished sample is saved in `{}`\nhint: resume with `lfeval run --resume {}`",
+            run_dir.display(),
+            run_dir.display()
+        ));
+        return;
+    };
+    if json {
+        printer.outln(&serde_json::to_string_pretty(summary).unwrap_or_default());
+    } else {
+        printer.out(&summary_table(summary));
+        let failures = failure_list(summary);
+        if !failures.is_empty() {
+            printer.errln(&failures);
+        }
+        printer.outln(&format!("results: {}", summary.run_dir.display()));
+    }
+    if outcome.stopped_early {
+        printer.warn(&format!(
+            "stopped early after failed samples\nhint: resume with `lfeval run --resume {}` to finish the rest",
+            run_dir.display()
+        ));
+    }
+}
+
+/// The metrics of every specification, then the totals.
+pub fn summary_table(summary: &RunSummary) -> String {
+    let mut rows = vec![
+        ["SPECIFICATION", "MODEL", "SAMPLES", "FAILED", "METRIC", "VALUE", "N"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
+    for spec in &summary.specifications {
+        let base = vec![
+            spec.identity.key.clone(),
+            spec.identity.model.clone().unwrap_or_else(|| "-".to_owned()),
+            spec.samples.to_string(),
+            spec.failed.to_string(),
+        ];
+        if spec.status == SpecStatus::NotStarted {
+            rows.push(base.into_iter().chain(["(not started)".to_owned()]).collect());
+            continue;
+        }
+        let mut any = false;
+        for metric in &spec.metrics {
+            for (name, value) in &metric.values {
+                let shown = match value {
+                    serde_json::Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(0.0)),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    serde_json::Value::String(s) => s.clone(),
+                    // Frequencies and confusion matrices are in summary.json.
+                    _ => continue,
+                };
+                let mut row = if any { vec![String::new(); 4] } else { base.clone() };
+                row.push(format!("{}.{name}", metric.scorer_name));
+                row.push(shown);
+                row.push(if metric.excluded > 0 {
+                    format!("{} ({} excluded)", metric.n, metric.excluded)
+                } else {
+                    metric.n.to_string()
+                });
+                rows.push(row);
+                any = true;
+            }
+        }
+        if !any {
+            rows.push(base.into_iter().chain(["(no metrics)".to_owned()]).collect());
+        }
+    }
+    let totals = &summary.totals;
+    let mut out = crate::table::table(&rows);
+    out.push_str(&format!(
+        "\n{} sample(s), {} failed, {} prompt + {} completion tokens, {:.1}s wall time\n",
+        totals.samples,
+        totals.failed,
+        totals.usage.num_prompt_tokens,
+        totals.usage.num_completion_tokens,
+        summary.wall_time_s
+    ));
+    out
+}
+
+/// Failures grouped by cause, most frequent first, and metric errors: what to fix first.
+pub fn failure_list(summary: &RunSummary) -> String {
+    let mut lines = Vec::new();
+    for spec in &summary.specifications {
+        if spec.failures.is_empty() && spec.metric_errors.is_empty() {
+            continue;
+        }
+        lines.push(format!("failures in `{}`:", spec.identity.key));
+        let width = spec
+            .failures
+            .iter()
+            .map(|g| g.count.to_string().len())
+            .max()
+            .unwrap_or(1);
+        for group in &spec.failures {
+            let owner = match (&group.scorer, &group.model) {
+                (Some(scorer), _) => format!(" `{scorer}`"),
+                (None, Some(model)) => format!(" `{model}`"),
+                (None, None) => String::new(),
+            };
+            let location = group.location.as_ref().map(|l| format!(" ({l})")).unwrap_or_default();
+            lines.push(format!(
+                "  {:>width$} × {}{owner}: {}{location}",
+                group.count,
+                group.stage.as_str(),
+                shorten(&group.message, MESSAGE_WIDTH)
+            ));
+        }
+        for error in &spec.metric_errors {
+            lines.push(format!(
+                "  metric `{}` of scorer `{}`: {}",
+                error.metric_type, error.scorer, error.message
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    lines.push(format!(
+        "full records: {} (samples with `errors`)",
+        summary.run_dir.join(crate::eval::run_dir::SAMPLES_FILE).display()
+    ));
+    lines.join("\n")
+}
+
+/// The first line of `text`, cut at `width` characters.
+fn shorten(text: &str, width: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    let cut = line.chars().count() > width || text.contains('\n');
+    let mut out: String = line.chars().take(width).collect();
+    if cut {
+        out.push_str(" …");
+    }
+    out
 }

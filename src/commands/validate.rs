@@ -141,7 +141,7 @@ fn validate_run_configs(
     let mut failed = 0;
     for file in files {
         let checked = crate::eval::run_config::load(file, global.project.as_deref(), global.env_file.as_deref())
-            .and_then(|config| crate::eval::run::check(&config, &python));
+            .and_then(|config| crate::eval::prepare::check(&config, &python));
         match checked {
             Ok(specs) => printer.errln(&printer.ok(&format!(
                 "`{}`: {specs} task specification(s) ready to run",

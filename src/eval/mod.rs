@@ -6,10 +6,15 @@
 
 pub mod dataset;
 pub mod evaluation;
+pub mod fingerprint;
 pub mod metric;
+pub mod prepare;
+pub mod record;
 pub mod run;
 pub mod run_config;
 pub mod run_dir;
 pub mod scorer;
 pub mod solver;
+pub mod summary;
 pub mod task;
+pub mod task_log;

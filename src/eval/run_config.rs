@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use indexmap::IndexMap;
@@ -18,7 +19,7 @@ use crate::eval::dataset::DatasetSpec;
 use crate::eval::evaluation::{self, Evaluation, RunOverrides};
 use crate::eval::task::{self, TaskDef};
 use crate::project::{Project, yaml_files};
-use crate::yaml::{self, Node, from_node};
+use crate::yaml::{self, Node, SourceFile, from_node};
 
 #[derive(Debug, Clone)]
 pub struct DatasetEntry {
@@ -26,6 +27,8 @@ pub struct DatasetEntry {
     /// Relative `file_path`s resolve against the directory of the file that defined it.
     pub base_dir: PathBuf,
     pub file: String,
+    /// Every file the definition was read from (the data files are hashed separately).
+    pub sources: Vec<Arc<SourceFile>>,
 }
 
 pub struct RunConfig {
@@ -36,6 +39,8 @@ pub struct RunConfig {
     pub evaluation: Evaluation,
     /// The config as loaded, credentials masked: stored with the results.
     pub resolved: Value,
+    /// The files of the run config itself and of its evaluation (for the fingerprint).
+    pub sources: Vec<Arc<SourceFile>>,
 }
 
 /// Only checks the top-level keys (so a typo gets "did you mean").
@@ -185,6 +190,8 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
 
     project.register_inline_secrets();
     let resolved = masked_json(&root);
+    let mut sources = yaml::sources(&root);
+    sources.extend(yaml::sources(&evaluation_node));
     Ok(RunConfig {
         file: run_file,
         project,
@@ -192,6 +199,7 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
         tasks,
         evaluation,
         resolved,
+        sources,
     })
 }
 
@@ -224,6 +232,7 @@ fn add_dataset(
             spec,
             base_dir,
             file: display,
+            sources: yaml::sources(node),
         },
     );
     Ok(())

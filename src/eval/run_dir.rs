@@ -30,6 +30,7 @@ use std::sync::{Mutex, PoisonError};
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 
+use crate::eval::record::SampleRecord;
 use crate::redact::redact;
 
 /// File holding the run config and the run's metadata.
@@ -38,6 +39,10 @@ pub const RUN_CONFIG_FILE: &str = "run_config.json";
 pub const SAMPLES_FILE: &str = "samples.jsonl";
 /// Run-wide summary written at the end.
 pub const SUMMARY_FILE: &str = "summary.json";
+/// One line per session (the first start and every resume) with its wall time.
+pub const SESSIONS_FILE: &str = "sessions.jsonl";
+/// Records that `--retry-failed` took out of `samples.jsonl`, kept for the record.
+pub const RETRIED_FILE: &str = "samples.retried.jsonl";
 
 /// Version of the `run_config.json` layout; a resume refuses layouts it does not know.
 const FORMAT_VERSION: u64 = 1;
@@ -51,6 +56,32 @@ pub struct RunInfo {
     /// The run file (`run.yaml`), when the run came from one; absolute too.
     pub run_file: Option<PathBuf>,
     pub started_at: Timestamp,
+}
+
+/// One session of a run, from its start until [`RunDir::end_session`].
+pub struct SessionLog {
+    started_at: Timestamp,
+    clock: std::time::Instant,
+}
+
+impl SessionLog {
+    pub fn start() -> SessionLog {
+        SessionLog {
+            started_at: Timestamp::now(),
+            clock: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Every session of a run, added up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sessions {
+    /// When the run first started.
+    pub first_started_at: String,
+    /// Wall time across every session that ended (an interrupted one counts; a killed one
+    /// could not say).
+    pub wall_time_s: f64,
+    pub count: u32,
 }
 
 /// What [`RunDir::resume`] found in an existing run.
@@ -92,8 +123,6 @@ pub enum ResultsError {
     InvalidRunConfig { path: PathBuf, message: String },
     #[error("invalid record at `{}:{line}`: {message}", path.display())]
     InvalidRecord { path: PathBuf, line: u64, message: String },
-    #[error("sample record has no string field `{field}`")]
-    MissingField { field: &'static str },
     #[error("sample `{sample_id}` of task specification `{spec}` is already recorded in this run")]
     Duplicate { spec: String, sample_id: String },
     #[error("`{relative}` is not a relative path inside the run directory")]
@@ -272,10 +301,8 @@ impl RunDir {
         lock(&file, path)?;
 
         let mut state = ResumeState::default();
-        let good_len = scan(&mut file, &samples_path, |line, record| {
-            let (spec, sample_id) = record_key(&record)
-                .map_err(|field| invalid(&samples_path, line, format!("no string field `{field}`")))?;
-            if !state.completed.insert((spec.to_owned(), sample_id.to_owned())) {
+        let good_len = scan(&mut file, &samples_path, |line, RecordKey { spec, sample_id }| {
+            if !state.completed.insert((spec.clone(), sample_id.clone())) {
                 return Err(invalid(
                     &samples_path,
                     line,
@@ -339,14 +366,19 @@ impl RunDir {
         samples.written.contains(&key)
     }
 
-    /// Appends one record, which must hold string fields `spec` and `sample_id`. A sample
-    /// already recorded in this run is refused with [`ResultsError::Duplicate`].
-    pub fn append(&self, record: &Value) -> Result<(), ResultsError> {
-        let redacted = redact_value(record);
-        let (spec, sample_id) = record_key(&redacted).map_err(|field| ResultsError::MissingField { field })?;
-        let key = (spec.to_owned(), sample_id.to_owned());
-        let what = format!("sample `{sample_id}` of `{spec}`");
-        let mut line = render(&redacted, false, &what)?;
+    /// Appends one record. A sample already recorded in this run is refused with
+    /// [`ResultsError::Duplicate`].
+    pub fn append(&self, record: &SampleRecord) -> Result<(), ResultsError> {
+        let key = (
+            redact(&record.spec).into_owned(),
+            redact(&record.sample_id).into_owned(),
+        );
+        let what = format!("sample `{}` of `{}`", key.1, key.0);
+        let value = serde_json::to_value(record).map_err(|e| ResultsError::Serialize {
+            what: what.clone(),
+            message: e.to_string(),
+        })?;
+        let mut line = render(&value, false, &what)?;
         line.push('\n');
 
         // A poisoned lock only means another thread panicked between writes; the state
@@ -380,9 +412,105 @@ impl RunDir {
         Ok(())
     }
 
+    /// How many samples of `spec` are recorded.
+    pub fn recorded_count(&self, spec: &str) -> usize {
+        let spec = redact(spec);
+        let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        samples.written.iter().filter(|(s, _)| *s == spec).count()
+    }
+
+    /// Takes every failed record out of `samples.jsonl` (moving it to
+    /// `samples.retried.jsonl`), so that those samples run again. Returns how many it took.
+    pub fn drop_failed(&self) -> Result<usize, ResultsError> {
+        #[derive(serde::Deserialize)]
+        struct Outcome {
+            spec: String,
+            sample_id: String,
+            #[serde(default)]
+            errors: Vec<serde::de::IgnoredAny>,
+        }
+        let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        let path = self.samples_path.clone();
+        let (mut kept, mut retried, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
+        let mut line = 0u64;
+        scan_lines(&mut samples.file, &path, |buf| {
+            line += 1;
+            let outcome: Outcome = parse_line(buf).map_err(|message| invalid(&path, line, message))?;
+            if outcome.errors.is_empty() {
+                kept.extend_from_slice(buf);
+            } else {
+                retried.extend_from_slice(buf);
+                dropped.push((outcome.spec, outcome.sample_id));
+            }
+            Ok(())
+        })?;
+        if dropped.is_empty() {
+            return Ok(0);
+        }
+        let retried_path = self.path.join(RETRIED_FILE);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&retried_path)
+            .and_then(|mut f| f.write_all(&retried).and_then(|()| f.sync_data()))
+            .map_err(|e| ResultsError::io("append to", &retried_path, e))?;
+        // Rewritten in place under the lock we hold: truncate, then write the kept lines.
+        let file = &mut samples.file;
+        file.set_len(0)
+            .and_then(|()| file.write_all(&kept))
+            .and_then(|()| file.sync_data())
+            .map_err(|e| ResultsError::io("rewrite", &path, e))?;
+        samples.len = kept.len() as u64;
+        for key in &dropped {
+            samples.written.remove(key);
+        }
+        Ok(dropped.len())
+    }
+
+    /// Appends this session's line to `sessions.jsonl`.
+    pub fn end_session(&self, session: SessionLog) -> Result<(), ResultsError> {
+        let line = serde_json::json!({
+            "started_at": session.started_at.to_string(),
+            "ended_at": Timestamp::now().to_string(),
+            "wall_time_s": session.clock.elapsed().as_secs_f64(),
+        });
+        let path = self.path.join(SESSIONS_FILE);
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}").and_then(|()| f.sync_data()))
+            .map_err(|e| ResultsError::io("append to", &path, e))
+    }
+
+    /// The run's sessions so far.
+    pub fn sessions(&self) -> Result<Sessions, ResultsError> {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            wall_time_s: f64,
+        }
+        let path = self.path.join(SESSIONS_FILE);
+        let mut sessions = Sessions {
+            first_started_at: self.info.started_at.to_string(),
+            wall_time_s: 0.0,
+            count: 0,
+        };
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(sessions),
+            Err(e) => return Err(ResultsError::io("read", &path, e)),
+        };
+        for (i, line) in text.lines().enumerate() {
+            let parsed: Line = serde_json::from_str(line).map_err(|e| invalid(&path, i as u64 + 1, e.to_string()))?;
+            sessions.wall_time_s += parsed.wall_time_s;
+            sessions.count += 1;
+        }
+        Ok(sessions)
+    }
+
     /// Streams every complete record of `samples.jsonl` in file order. A line still being
     /// written (no `\n` yet) is not a record and is skipped.
-    pub fn records(&self) -> Result<impl Iterator<Item = Result<Value, ResultsError>> + use<>, ResultsError> {
+    pub fn records(&self) -> Result<impl Iterator<Item = Result<SampleRecord, ResultsError>> + use<>, ResultsError> {
         let file = File::open(&self.samples_path).map_err(|e| ResultsError::io("open", &self.samples_path, e))?;
         Ok(Records {
             reader: BufReader::new(file),
@@ -392,9 +520,54 @@ impl RunDir {
         })
     }
 
+    /// One specification's complete records in sample order (dataset position, then id),
+    /// whatever order they were written in. Only the position of each line is held while
+    /// sorting; records are read one at a time.
+    pub fn records_in_order(
+        &self,
+        spec: &str,
+    ) -> Result<impl Iterator<Item = Result<SampleRecord, ResultsError>> + use<>, ResultsError> {
+        #[derive(serde::Deserialize)]
+        struct Position {
+            spec: String,
+            sample_id: String,
+            sample_index: u64,
+        }
+        let path = self.samples_path.clone();
+        let mut file = File::open(&path).map_err(|e| ResultsError::io("open", &path, e))?;
+        let mut lines = Vec::new();
+        let mut offset = 0u64;
+        let mut line = 0u64;
+        scan_lines(&mut file, &path, |buf| {
+            line += 1;
+            let at: Position = parse_line(buf).map_err(|message| invalid(&path, line, message))?;
+            if at.spec == spec {
+                lines.push((at.sample_index, at.sample_id, offset, line));
+            }
+            offset += buf.len() as u64;
+            Ok(())
+        })?;
+        lines.sort();
+        let mut reader = BufReader::new(file);
+        Ok(lines.into_iter().map(move |(_, _, offset, line)| {
+            reader
+                .seek(SeekFrom::Start(offset))
+                .map_err(|e| ResultsError::io("read", &path, e))?;
+            let mut buf = Vec::new();
+            reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| ResultsError::io("read", &path, e))?;
+            parse_line(&buf).map_err(|message| invalid(&path, line, message))
+        }))
+    }
+
     /// Writes `value` as pretty JSON to `relative` (inside the run directory), creating parent
     /// directories; the file is replaced atomically. Returns the full path.
-    pub fn write_json(&self, relative: &str, value: &Value) -> Result<PathBuf, ResultsError> {
+    pub fn write_json(&self, relative: &str, value: &impl serde::Serialize) -> Result<PathBuf, ResultsError> {
+        let value = serde_json::to_value(value).map_err(|e| ResultsError::Serialize {
+            what: relative.to_owned(),
+            message: e.to_string(),
+        })?;
         let relative_path = Path::new(relative);
         let safe = !relative.is_empty() && relative_path.components().all(|c| matches!(c, Component::Normal(_)));
         if !safe {
@@ -403,12 +576,12 @@ impl RunDir {
             });
         }
         let target = self.path.join(relative_path);
-        write_atomic(&target, value)?;
+        write_atomic(&target, &value)?;
         Ok(target)
     }
 
     /// Writes `summary.json`.
-    pub fn write_summary(&self, summary: &Value) -> Result<PathBuf, ResultsError> {
+    pub fn write_summary(&self, summary: &impl serde::Serialize) -> Result<PathBuf, ResultsError> {
         self.write_json(SUMMARY_FILE, summary)
     }
 
@@ -432,7 +605,7 @@ struct Records {
 }
 
 impl Iterator for Records {
-    type Item = Result<Value, ResultsError>;
+    type Item = Result<SampleRecord, ResultsError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
@@ -450,7 +623,8 @@ impl Iterator for Records {
             }
             Ok(_) => {
                 self.line += 1;
-                let parsed = parse_line(&buf).map_err(|message| invalid(&self.path, self.line, message));
+                let parsed =
+                    parse_line::<SampleRecord>(&buf).map_err(|message| invalid(&self.path, self.line, message));
                 if parsed.is_err() {
                     self.done = true;
                 }
@@ -460,18 +634,17 @@ impl Iterator for Records {
     }
 }
 
-/// Reads complete lines from the start of `file`, handing each parsed record to `each`, and
-/// returns the length of the complete part (the offset where a partial last line starts).
-fn scan(
+/// Hands every complete line of `file` (from its start, `\n` included) to `each`, and returns
+/// the length of the complete part (the offset where a partial last line starts).
+fn scan_lines(
     file: &mut File,
     path: &Path,
-    mut each: impl FnMut(u64, Value) -> Result<(), ResultsError>,
+    mut each: impl FnMut(&[u8]) -> Result<(), ResultsError>,
 ) -> Result<u64, ResultsError> {
     file.seek(SeekFrom::Start(0))
         .map_err(|e| ResultsError::io("read", path, e))?;
     let mut reader = BufReader::new(Read::by_ref(file));
     let mut good_len = 0u64;
-    let mut line = 0u64;
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -482,19 +655,34 @@ fn scan(
             // End of file, or a line the writer never finished: nothing after it is kept.
             return Ok(good_len);
         }
-        line += 1;
-        let record = parse_line(&buf).map_err(|message| invalid(path, line, message))?;
-        each(line, record)?;
+        each(&buf)?;
         good_len += n as u64;
     }
 }
 
-fn parse_line(buf: &[u8]) -> Result<Value, String> {
-    let value: Value = serde_json::from_slice(buf).map_err(|e| e.to_string())?;
-    if !value.is_object() {
-        return Err("not a JSON object".to_owned());
-    }
-    Ok(value)
+/// Reads the identity of every complete record, handing it to `each` with its line number.
+fn scan(
+    file: &mut File,
+    path: &Path,
+    mut each: impl FnMut(u64, RecordKey) -> Result<(), ResultsError>,
+) -> Result<u64, ResultsError> {
+    let mut line = 0u64;
+    scan_lines(file, path, |buf| {
+        line += 1;
+        let key = parse_line(buf).map_err(|message| invalid(path, line, message))?;
+        each(line, key)
+    })
+}
+
+fn parse_line<T: serde::de::DeserializeOwned>(buf: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(buf).map_err(|e| e.to_string())
+}
+
+/// What resume needs of a record: which sample it is (the rest of the line is skipped).
+#[derive(serde::Deserialize)]
+struct RecordKey {
+    spec: String,
+    sample_id: String,
 }
 
 fn invalid(path: &Path, line: u64, message: impl Into<String>) -> ResultsError {
@@ -503,12 +691,6 @@ fn invalid(path: &Path, line: u64, message: impl Into<String>) -> ResultsError {
         line,
         message: message.into(),
     }
-}
-
-/// `(spec, sample_id)` of a record, or the name of the missing string field.
-fn record_key(record: &Value) -> Result<(&str, &str), &'static str> {
-    let field = |name: &'static str| record.get(name).and_then(Value::as_str).ok_or(name);
-    Ok((field("spec")?, field("sample_id")?))
 }
 
 fn parse_run_config(path: &Path, text: &str) -> Result<(RunInfo, String, Value), ResultsError> {
@@ -693,11 +875,31 @@ mod tests {
         RunDir::create(dir, &info(), &json!({"evaluation": {"key": "demo"}})).unwrap()
     }
 
-    fn record(spec: &str, id: &str) -> Value {
-        json!({"spec": spec, "sample_id": id, "output": format!("answer {id}"), "score": 1.5})
+    fn row(value: Value) -> crate::eval::dataset::Row {
+        value.as_object().cloned().unwrap()
     }
 
-    fn lines(dir: &Path) -> Vec<Value> {
+    fn record(spec: &str, id: &str) -> SampleRecord {
+        SampleRecord::new(
+            spec,
+            id,
+            id.parse().unwrap_or(0),
+            row(json!({"output": format!("answer {id}"), "score": 1.5})),
+        )
+    }
+
+    fn padded(spec: &str, id: &str, pad: &str) -> SampleRecord {
+        SampleRecord::new(spec, id, 0, row(json!({ "pad": pad })))
+    }
+
+    fn lines(dir: &Path) -> Vec<SampleRecord> {
+        raw_lines(dir)
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect()
+    }
+
+    fn raw_lines(dir: &Path) -> Vec<Value> {
         let text = fs::read_to_string(dir.join(SAMPLES_FILE)).unwrap();
         assert!(text.is_empty() || text.ends_with('\n'), "unterminated: {text:?}");
         text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
@@ -762,7 +964,7 @@ mod tests {
         assert!(run.is_recorded("a", "2"));
         assert!(!run.is_recorded("b", "2"));
 
-        let records: Vec<Value> = run.records().unwrap().map(Result::unwrap).collect();
+        let records: Vec<SampleRecord> = run.records().unwrap().map(Result::unwrap).collect();
         assert_eq!(records, vec![record("a", "1"), record("a", "2"), record("b", "1")]);
 
         // The resumed run keeps refusing what the first process wrote.
@@ -802,8 +1004,8 @@ mod tests {
         run.append(&record("a", "3")).unwrap();
         run.append(&record("a", "4")).unwrap();
         run.finish().unwrap();
-        let ids: Vec<Value> = lines(&dir).iter().map(|r| r["sample_id"].clone()).collect();
-        assert_eq!(ids, vec![json!("1"), json!("2"), json!("3"), json!("4")]);
+        let ids: Vec<String> = lines(&dir).into_iter().map(|r| r.sample_id).collect();
+        assert_eq!(ids, vec!["1", "2", "3", "4"]);
     }
 
     #[test]
@@ -847,7 +1049,7 @@ mod tests {
         let dir = tmp.path().join("run");
         let run = new_run(&dir);
         run.append(&record("a", "1")).unwrap();
-        match run.append(&json!({"spec": "a", "sample_id": "1", "output": "other"})) {
+        match run.append(&padded("a", "1", "other")) {
             Err(ResultsError::Duplicate { spec, sample_id }) => {
                 assert_eq!((spec.as_str(), sample_id.as_str()), ("a", "1"));
             }
@@ -855,18 +1057,6 @@ mod tests {
         }
         // Same id under another spec is a different sample.
         run.append(&record("b", "1")).unwrap();
-        assert!(matches!(
-            run.append(&json!({"spec": "a"})),
-            Err(ResultsError::MissingField { field: "sample_id" })
-        ));
-        assert!(matches!(
-            run.append(&json!({"spec": "a", "sample_id": 7})),
-            Err(ResultsError::MissingField { field: "sample_id" })
-        ));
-        assert!(matches!(
-            run.append(&json!({"sample_id": "9"})),
-            Err(ResultsError::MissingField { field: "spec" })
-        ));
         assert_eq!(lines(&dir), vec![record("a", "1"), record("b", "1")]);
     }
 
@@ -885,10 +1075,9 @@ mod tests {
                     let mut shared_won = 0;
                     for i in 0..PER_THREAD {
                         let id = format!("{t}-{i}");
-                        run.append(&json!({"spec": "s", "sample_id": id, "pad": padding}))
-                            .unwrap();
+                        run.append(&padded("s", &id, &padding)).unwrap();
                         // Every thread races for the same sample; only one may win.
-                        if run.append(&json!({"spec": "s", "sample_id": "shared"})).is_ok() {
+                        if run.append(&padded("s", "shared", "")).is_ok() {
                             shared_won += 1;
                         }
                     }
@@ -902,10 +1091,7 @@ mod tests {
 
         let records = lines(&dir);
         assert_eq!(records.len(), THREADS * PER_THREAD + 1);
-        let ids: HashSet<String> = records
-            .iter()
-            .map(|r| r["sample_id"].as_str().unwrap().to_owned())
-            .collect();
+        let ids: HashSet<String> = records.iter().map(|r| r.sample_id.clone()).collect();
         assert_eq!(ids.len(), records.len());
         assert_eq!(run.records().unwrap().count(), records.len());
     }
@@ -922,7 +1108,7 @@ mod tests {
             .unwrap()
             .write_all(br#"{"spec":"a","sam"#)
             .unwrap();
-        let records: Vec<Value> = run.records().unwrap().map(Result::unwrap).collect();
+        let records: Vec<SampleRecord> = run.records().unwrap().map(Result::unwrap).collect();
         assert_eq!(records, vec![record("a", "1")]);
     }
 
@@ -1019,13 +1205,16 @@ mod tests {
             run.run_config(),
             &json!({"models": {"m": {"api_key": "<<secrets.CANARY>>"}}})
         );
-        run.append(&json!({
-            "spec": "a",
-            "sample_id": "1",
-            "request": "Authorization: Bearer sk-canary-XYZ123",
-            "escaped": "{\"key\":\"sk-canary-XYZ123\"}",
-            "sk-canary-XYZ123": ["nested sk-canary-XYZ123"],
-        }))
+        run.append(&SampleRecord::new(
+            "a",
+            "1",
+            1,
+            row(json!({
+                "request": "Authorization: Bearer sk-canary-XYZ123",
+                "escaped": "{\"key\":\"sk-canary-XYZ123\"}",
+                "sk-canary-XYZ123": ["nested sk-canary-XYZ123"],
+            })),
+        ))
         .unwrap();
         run.write_summary(&json!({"echo": "sk-canary-XYZ123"})).unwrap();
         run.finish().unwrap();
@@ -1033,15 +1222,17 @@ mod tests {
         let bytes = all_bytes_under(&dir);
         assert!(!contains(&bytes, "sk-canary-XYZ123"));
         assert!(contains(&bytes, "<<secrets.CANARY>>"));
-        let written = &lines(&dir)[0];
-        assert_eq!(written["<<secrets.CANARY>>"], json!(["nested <<secrets.CANARY>>"]));
+        let written = &raw_lines(&dir)[0];
+        assert_eq!(
+            written["sample"]["<<secrets.CANARY>>"],
+            json!(["nested <<secrets.CANARY>>"])
+        );
 
         // A secret in an id is masked in the key too, and lookups by the raw id still work.
-        run.append(&json!({"spec": "a", "sample_id": "sk-canary-XYZ123"}))
-            .unwrap();
+        run.append(&padded("a", "sk-canary-XYZ123", "")).unwrap();
         assert!(run.is_recorded("a", "sk-canary-XYZ123"));
         assert!(matches!(
-            run.append(&json!({"spec": "a", "sample_id": "sk-canary-XYZ123"})),
+            run.append(&padded("a", "sk-canary-XYZ123", "")),
             Err(ResultsError::Duplicate { .. })
         ));
     }
@@ -1055,7 +1246,7 @@ mod tests {
         let dir = tmp.path().join("run");
         let run = new_run(&dir);
         assert!(matches!(
-            run.append(&json!({"spec": "a", "sample_id": "1", "qzk": "vvq"})),
+            run.append(&SampleRecord::new("a", "1", 1, row(json!({"qzk": "vvq"})))),
             Err(ResultsError::Unredactable { .. })
         ));
         assert!(lines(&dir).is_empty());
@@ -1083,8 +1274,7 @@ mod tests {
         let (run, _) = resume_when_free(Path::new(&dir));
         let padding = "p".repeat(4 * 1024 * 1024);
         for i in 0.. {
-            run.append(&json!({"spec": "s", "sample_id": i.to_string(), "pad": padding}))
-                .unwrap();
+            run.append(&padded("s", &i.to_string(), &padding)).unwrap();
         }
     }
 
@@ -1113,11 +1303,11 @@ mod tests {
         assert!(state.records >= 5, "{} records", state.records);
         let next = state.records.to_string();
         assert!(!run.is_recorded("s", &next));
-        run.append(&json!({"spec": "s", "sample_id": next})).unwrap();
+        run.append(&padded("s", &next, "")).unwrap();
         let records = lines(&dir);
         assert_eq!(records.len(), state.records + 1);
         for (i, record) in records.iter().enumerate() {
-            assert_eq!(record["sample_id"], json!(i.to_string()));
+            assert_eq!(record.sample_id, i.to_string());
         }
     }
 }

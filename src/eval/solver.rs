@@ -6,10 +6,12 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::error_class::ErrorClass;
+use crate::eval::record::{SampleError, Stage};
 use crate::model::io::{ModelOutput, Usage};
 use crate::model::registry::Registry;
 use crate::model::runtime::ModelRuntime;
-use crate::model::trace::Call;
+use crate::model::trace::{Call, CallPurpose};
 use crate::template::{TemplateEngine, TemplateOrigin};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,13 +89,6 @@ pub struct Solved {
     pub usage: Usage,
 }
 
-#[derive(Debug, Clone)]
-pub struct SolveError {
-    pub message: String,
-    pub detail: Option<String>,
-    pub retryable: bool,
-}
-
 pub struct SolveContext<'a> {
     pub sample: &'a Map<String, Value>,
     pub target: &'a ModelRuntime,
@@ -104,28 +99,30 @@ pub struct SolveContext<'a> {
 }
 
 impl SolveContext<'_> {
-    fn render(&self, template: &str, extra: &[(&str, Value)]) -> Result<String, SolveError> {
+    fn render(&self, template: &str, extra: &[(&str, Value)]) -> Result<String, SampleError> {
         let mut ctx = Map::new();
         ctx.insert("sample".into(), Value::Object(self.sample.clone()));
         for (k, v) in extra {
             ctx.insert((*k).to_owned(), v.clone());
         }
-        self.templates
-            .render_str(template, self.origin, &ctx)
-            .map_err(|e| SolveError {
-                message: format!("cannot render solver template: {}", e.message),
-                detail: e.excerpt.clone(),
-                retryable: false,
-            })
+        self.templates.render_str(template, self.origin, &ctx).map_err(|e| {
+            SampleError::new(
+                Stage::Solver,
+                ErrorClass::TemplateError,
+                format!("cannot render solver template: {}", e.message),
+            )
+            .with_location(e.location())
+            .with_detail(e.excerpt.clone().unwrap_or_default())
+        })
     }
 
     async fn call(
         &mut self,
         model: &ModelRuntime,
         input: &Value,
-        purpose: &'static str,
+        purpose: CallPurpose,
         usage: &mut Usage,
-    ) -> Result<ModelOutput, SolveError> {
+    ) -> Result<ModelOutput, SampleError> {
         let sample = Value::Object(self.sample.clone());
         let (trace, result) = model.infer(input, &Map::new(), Some(&sample)).await;
         self.calls.push(Call {
@@ -133,14 +130,9 @@ impl SolveContext<'_> {
             purpose,
             trace,
         });
-        let output = result.map_err(|f| SolveError {
-            message: format!("{}: {}", f.stage.title(), f.message),
-            detail: f.detail.or_else(|| f.diagnostic.map(|d| d.to_string())),
-            retryable: f.retryable,
-        })?;
+        let output = result.map_err(|f| SampleError::from_failure(&model.model.key, f))?;
         if let Some(u) = output.usage {
-            usage.num_prompt_tokens += u.num_prompt_tokens;
-            usage.num_completion_tokens += u.num_completion_tokens;
+            *usage += u;
         }
         Ok(output)
     }
@@ -179,7 +171,7 @@ pub fn templates(def: &SolverDef) -> Vec<&str> {
     out
 }
 
-pub async fn solve(def: &SolverDef, cx: &mut SolveContext<'_>) -> Result<Solved, SolveError> {
+pub async fn solve(def: &SolverDef, cx: &mut SolveContext<'_>) -> Result<Solved, SampleError> {
     let mut solved = Solved::default();
     match def {
         SolverDef::SingleTurnSolver {
@@ -196,15 +188,20 @@ pub async fn solve(def: &SolverDef, cx: &mut SolveContext<'_>) -> Result<Solved,
                 }
                 InputBuilder::Generic { template } => {
                     let text = cx.render(template, &[])?;
-                    serde_json::from_str(&text).map_err(|e| SolveError {
-                        message: format!("the `generic` input template did not render valid JSON: {e}"),
-                        detail: Some(text),
-                        retryable: false,
+                    serde_json::from_str(&text).map_err(|e| {
+                        SampleError::new(
+                            Stage::Solver,
+                            ErrorClass::InvalidInput,
+                            format!("the `generic` input template did not render valid JSON: {e}"),
+                        )
+                        .with_detail(text.clone())
                     })?
                 }
             };
             solved.model_input = input.clone();
-            let output = cx.call(cx.target, &input, "solver", &mut solved.usage).await?;
+            let output = cx
+                .call(cx.target, &input, CallPurpose::Solver, &mut solved.usage)
+                .await?;
             let mut messages = input
                 .get("messages")
                 .and_then(Value::as_array)
@@ -287,7 +284,7 @@ fn run_builders<'a>(
     cx: &'a mut SolveContext<'_>,
     conversation: &'a mut Conversation,
     loop_index: Option<u32>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Flow, SolveError>> + Send + 'a>> {
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Flow, SampleError>> + Send + 'a>> {
     Box::pin(async move {
         for builder in builders {
             let extra = |conversation: &Conversation| {
@@ -309,7 +306,9 @@ fn run_builders<'a>(
                 }
                 MessageBuilder::Generate { terminate_if } => {
                     let input = json!({"messages": conversation.messages});
-                    let output = cx.call(cx.target, &input, "solver", &mut conversation.usage).await?;
+                    let output = cx
+                        .call(cx.target, &input, CallPurpose::Solver, &mut conversation.usage)
+                        .await?;
                     conversation.messages.push(assistant_message(&output));
                     conversation.previous = conversation.last.replace(output);
                     terminates(terminate_if.as_ref(), conversation)
@@ -321,11 +320,10 @@ fn run_builders<'a>(
                     include_conversation,
                     terminate_if,
                 } => {
-                    let model = cx.registry.get(model_key).map_err(|d| SolveError {
-                        message: d.message.clone(),
-                        detail: Some(d.to_string()),
-                        retryable: false,
-                    })?;
+                    let model = cx
+                        .registry
+                        .get(model_key)
+                        .map_err(|d| SampleError::new(Stage::Solver, ErrorClass::Internal, d.message.clone()))?;
                     let mut messages = if include_conversation.unwrap_or(true) {
                         conversation.messages.clone()
                     } else {
@@ -338,7 +336,7 @@ fn run_builders<'a>(
                         .call(
                             &model,
                             &json!({"messages": messages}),
-                            "generate_message",
+                            CallPurpose::GenerateMessage,
                             &mut conversation.usage,
                         )
                         .await?;
@@ -363,13 +361,11 @@ fn run_builders<'a>(
                     }
                     // A match ends the loop it is in; the builders after the loop still run.
                     if !ended && on_max_iterations.as_deref() != Some("continue") {
-                        return Err(SolveError {
-                            message: format!(
-                                "the loop reached `max_iterations` ({max}) without a `terminate_if` match"
-                            ),
-                            detail: None,
-                            retryable: false,
-                        });
+                        return Err(SampleError::new(
+                            Stage::Solver,
+                            ErrorClass::SolverError,
+                            format!("the loop reached `max_iterations` ({max}) without a `terminate_if` match"),
+                        ));
                     }
                     Flow::Continue
                 }

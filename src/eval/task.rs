@@ -2,6 +2,8 @@
 //! `config_spec`; each task specification instantiates it with its own `task_config`, so the
 //! definition is kept as YAML until then and `<< config.X >>` is substituted per specification.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -9,7 +11,7 @@ use crate::diagnostic::Diagnostic;
 use crate::eval::scorer::{self, ScorerDef};
 use crate::eval::solver::SolverDef;
 use crate::model::io::Task as MlTask;
-use crate::yaml::{Located, Node, from_node, join, substitute_config};
+use crate::yaml::{Located, Node, SourceFile, from_node, join, substitute_config};
 
 /// A task as loaded, before a specification instantiates it.
 #[derive(Debug, Clone)]
@@ -19,6 +21,8 @@ pub struct TaskDef {
     pub description: Option<String>,
     pub config_spec: Vec<ConfigParam>,
     pub file: String,
+    /// Every file the definition was read from (for a run's fingerprint).
+    pub sources: Vec<Arc<SourceFile>>,
     definition: Node,
 }
 
@@ -81,6 +85,7 @@ struct DatasetRef {
 }
 
 pub fn from_yaml(mut node: Node) -> Result<TaskDef, Diagnostic> {
+    let sources = crate::yaml::sources(&node);
     let definition = node.take("definition");
     let wire: TaskWire = from_node(&node, "")?;
     crate::model::check_key(&wire.key, "task", false)?;
@@ -94,6 +99,7 @@ pub fn from_yaml(mut node: Node) -> Result<TaskDef, Diagnostic> {
         description: wire.description,
         config_spec: wire.config_spec.unwrap_or_default(),
         file: node.span.file.display.clone(),
+        sources,
         definition,
     })
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::diagnostic::{Diagnostic, Location};
 use crate::model::io::Task;
 use crate::template::{TemplateEngine, TemplateError, TemplateOrigin};
-use crate::yaml::{Located, Node, SourceText, from_node};
+use crate::yaml::{Located, Node, SourceFile, SourceText, from_node};
 
 /// The built-in adapters: (file name, YAML text).
 pub const BUILTINS: &[(&str, &str)] = &[
@@ -41,6 +41,8 @@ pub struct Adapter {
     pub process_output: SourceText,
     pub file: String,
     pub location: Location,
+    /// Every file the definition was read from (for a run's fingerprint).
+    pub sources: Vec<Arc<SourceFile>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -92,6 +94,7 @@ pub fn from_yaml(node: &Node, path: &str) -> Result<Adapter, Diagnostic> {
         process_output: wire.process_output.source_code,
         file: node.span.file.display.clone(),
         location: wire.key.location,
+        sources: crate::yaml::sources(node),
     })
 }
 

@@ -41,9 +41,17 @@ impl Task {
 
 /// Token usage in AI GO! names.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Usage {
     pub num_prompt_tokens: u64,
     pub num_completion_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.num_prompt_tokens += other.num_prompt_tokens;
+        self.num_completion_tokens += other.num_completion_tokens;
+    }
 }
 
 /// A model output that passed validation.

@@ -19,6 +19,7 @@ pub mod trace;
 
 pub use retry::RetryPolicy;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -27,7 +28,7 @@ use serde::Deserialize;
 use crate::config_value::ConfigValue;
 use crate::diagnostic::{Diagnostic, Location};
 use crate::model::io::Task;
-use crate::yaml::{Located, Node, SourceText, from_node};
+use crate::yaml::{Located, Node, SourceFile, SourceText, from_node};
 
 pub const DEFAULT_ADAPTER: &str = "latticeflow$identity";
 const DEFAULT_HTTP_TIMEOUT: f64 = 60.0;
@@ -49,6 +50,8 @@ pub struct Model {
     /// The file that defined the model (project-relative).
     pub file: String,
     pub location: Location,
+    /// Every file the definition was read from (for a run's fingerprint).
+    pub sources: Vec<Arc<SourceFile>>,
 }
 
 #[derive(Debug, Clone)]
@@ -268,6 +271,7 @@ fn adapter_key(adapter: Option<AdapterRef>, config: &Node) -> Located<String> {
 
 /// Reads a model from its YAML tree.
 pub fn from_yaml(mut node: Node, path: &str) -> Result<Model, Diagnostic> {
+    let sources = crate::yaml::sources(&node);
     let key_path = |k: &str| crate::yaml::join(path, k);
     let Some(_) = node.as_map() else {
         return Err(Diagnostic::new(format!("a model must be a mapping, found {}", node.kind())).at(&node.span));
@@ -361,5 +365,6 @@ pub fn from_yaml(mut node: Node, path: &str) -> Result<Model, Diagnostic> {
         retry: retry_policy(wire.retry)?,
         file: node.span.file.display.clone(),
         location: wire.key.location,
+        sources,
     })
 }

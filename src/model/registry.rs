@@ -16,6 +16,11 @@ impl Registry {
         Registry { runtimes }
     }
 
+    /// Every runtime, in no particular order.
+    pub fn runtimes(&self) -> impl Iterator<Item = &Arc<ModelRuntime>> {
+        self.runtimes.values()
+    }
+
     pub fn get(&self, key: &str) -> Result<Arc<ModelRuntime>, Diagnostic> {
         self.runtimes
             .get(key)

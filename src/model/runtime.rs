@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::diagnostic::Diagnostic;
+use crate::error_class::ErrorClass;
 use crate::model::adapter::{CompiledAdapter, ModelInfo};
 use crate::model::cache::{CacheHandle, CachedResponse, ResponseCache};
 use crate::model::connection::http::HttpEndpoint;
@@ -17,7 +18,7 @@ use crate::model::connection::{AttemptError, RawResponse};
 use crate::model::gate::Gate;
 use crate::model::io::{self, ModelOutput, OutputError};
 use crate::model::retry::backoff;
-use crate::model::trace::{Attempt, Failure, Stage, Trace};
+use crate::model::trace::{Attempt, Failure, Step, Trace};
 use crate::model::{Connection, Model};
 use crate::python::PythonRuntime;
 use crate::secrets::Secrets;
@@ -105,18 +106,17 @@ impl ModelRuntime {
         sample: Option<&Value>,
         trace: &mut Trace,
     ) -> Result<ModelOutput, Failure> {
-        io::validate_input(self.info.task, input).map_err(|e| Failure {
-            stage: Stage::TransformInput,
-            message: format!("invalid model input for task `{}`: {e}", self.info.task.as_str()),
-            detail: None,
-            diagnostic: None,
-            retryable: false,
-            captured: String::new(),
+        io::validate_input(self.info.task, input).map_err(|e| {
+            Failure::new(
+                Step::TransformInput,
+                ErrorClass::InvalidInput,
+                format!("invalid model input for task `{}`: {e}", self.info.task.as_str()),
+            )
         })?;
         let t = Instant::now();
         let body = self
             .render_input(input, kwargs)
-            .map_err(|d| Failure::from_diagnostic(Stage::TransformInput, d))?;
+            .map_err(|d| Failure::from_diagnostic(Step::TransformInput, d))?;
         trace.timings.render_input_ms = ms(t.elapsed());
         trace.request_body = Some(body.clone());
 
@@ -174,7 +174,7 @@ impl ModelRuntime {
                 &response.headers_map(),
                 &self.info,
             )
-            .map_err(|d| Failure::from_diagnostic(Stage::TransformOutput, d))?;
+            .map_err(|d| Failure::from_diagnostic(Step::TransformOutput, d))?;
         trace.timings.render_output_ms = ms(t.elapsed());
         trace.rendered_output = Some(rendered.clone());
         match io::parse_output(self.info.task, &rendered) {
@@ -182,25 +182,22 @@ impl ModelRuntime {
                 trace.output = Some(output.value.clone());
                 Ok(output)
             }
-            Err(OutputError::Reported(message)) => Err(Failure {
-                stage: Stage::TransformOutput,
-                message: format!("model `{}` returned an error: {message}", self.model.key),
-                detail: None,
-                diagnostic: None,
-                retryable: false,
-                captured: String::new(),
-            }),
+            Err(OutputError::Reported(message)) => Err(Failure::new(
+                Step::TransformOutput,
+                ErrorClass::ModelError,
+                format!("model `{}` returned an error: {message}", self.model.key),
+            )),
             Err(OutputError::Malformed { problem, rendered }) => Err(Failure {
-                stage: Stage::TransformOutput,
-                message: format!(
-                    "adapter `{}` produced an invalid {} output: {problem}",
-                    self.adapter.adapter.key,
-                    self.info.task.as_str()
-                ),
                 detail: Some(rendered),
-                diagnostic: None,
-                retryable: false,
-                captured: String::new(),
+                ..Failure::new(
+                    Step::TransformOutput,
+                    ErrorClass::InvalidOutput,
+                    format!(
+                        "adapter `{}` produced an invalid {} output: {problem}",
+                        self.adapter.adapter.key,
+                        self.info.task.as_str()
+                    ),
+                )
             }),
         }
     }
@@ -293,12 +290,11 @@ impl ModelRuntime {
             });
         }
         Failure {
-            stage: Stage::RunInference,
-            message,
             detail,
-            diagnostic: None,
+            location: error.location().map(str::to_owned),
             retryable,
             captured,
+            ..Failure::new(Step::RunInference, error.class(), message)
         }
     }
 }

@@ -1,33 +1,36 @@
 //! What happened during one model call: the [`Trace`] of every step (request body, raw
 //! response, rendered output, attempts, timings), the [`Call`] a sample record keeps of it, and
-//! the [`Failure`] a chain ends with, attributed to its [`Stage`].
+//! the [`Failure`] a chain ends with, attributed to its [`Step`] and [`ErrorClass`].
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
+use crate::error_class::ErrorClass;
 use crate::model::connection::RawResponse;
 
-/// The stages a failure is attributed to (the four steps of `model test`, minus the first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The steps of the chain a failure is attributed to (the four steps of `model test`, minus
+/// the first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Stage {
+pub enum Step {
     TransformInput,
     RunInference,
     TransformOutput,
 }
 
-impl Stage {
+impl Step {
     pub fn title(self) -> &'static str {
         match self {
-            Stage::TransformInput => "transform input",
-            Stage::RunInference => "run inference",
-            Stage::TransformOutput => "transform output",
+            Step::TransformInput => "transform input",
+            Step::RunInference => "run inference",
+            Step::TransformOutput => "transform output",
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Timings {
     /// Waiting for a concurrency permit (summed over attempts).
     pub permit_wait_ms: f64,
@@ -42,7 +45,7 @@ pub struct Timings {
     pub total_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     pub error: Option<String>,
     pub retryable: bool,
@@ -50,7 +53,8 @@ pub struct Attempt {
 }
 
 /// What happened during one inference, step by step.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Trace {
     pub request_body: Option<String>,
     pub response: Option<RawResponse>,
@@ -63,12 +67,16 @@ pub struct Trace {
     pub cached: bool,
 }
 
+/// How a model call chain ended when it did not produce an output.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    pub stage: Stage,
+    pub step: Step,
+    pub class: ErrorClass,
     pub message: String,
     /// Traceback or rendered output, for `--verbose` and result files.
     pub detail: Option<String>,
+    /// `file:line` of the snippet or template line that failed, when known.
+    pub location: Option<String>,
     pub diagnostic: Option<Diagnostic>,
     pub retryable: bool,
     /// What the snippet printed during the failed call (also part of `detail`).
@@ -76,23 +84,46 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn from_diagnostic(stage: Stage, d: Diagnostic) -> Failure {
+    pub fn new(step: Step, class: ErrorClass, message: impl Into<String>) -> Failure {
         Failure {
-            stage,
-            message: d.message.clone(),
+            step,
+            class,
+            message: message.into(),
             detail: None,
-            diagnostic: Some(d),
+            location: None,
+            diagnostic: None,
             retryable: false,
             captured: String::new(),
         }
     }
+
+    /// A template failure: the diagnostic carries the file, line and excerpt.
+    pub fn from_diagnostic(step: Step, d: Diagnostic) -> Failure {
+        Failure {
+            location: d.location.as_ref().map(|l| format!("{}:{}", l.file, l.line)),
+            diagnostic: Some(d.clone()),
+            ..Failure::new(step, ErrorClass::TemplateError, d.message)
+        }
+    }
+}
+
+/// Why a sample called a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallPurpose {
+    /// The evaluated model, called by the solver.
+    Solver,
+    /// Another model producing a message inside a multi-turn solver.
+    GenerateMessage,
+    /// A judge or labeler model, called by a scorer.
+    Judge,
 }
 
 /// One model call made while solving or scoring a sample (AI GO!'s `direct_ios`).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Call {
     pub model: String,
-    pub purpose: &'static str,
+    pub purpose: CallPurpose,
     #[serde(flatten)]
     pub trace: Trace,
 }

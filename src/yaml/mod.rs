@@ -36,6 +36,32 @@ pub fn load(path: &Path, root: &Path, vars: &Variables) -> Result<Node, Diagnost
     Ok(node)
 }
 
+/// Every file that contributed to `node`: its own, and those `!include` and `$ref` pulled in.
+/// Built-in definitions (compiled into the binary) have no file on disk and are left out.
+pub fn sources(node: &Node) -> Vec<Arc<SourceFile>> {
+    fn walk(node: &Node, out: &mut Vec<Arc<SourceFile>>) {
+        let mut add = |file: &Arc<SourceFile>| {
+            if !out.iter().any(|f| Arc::ptr_eq(f, file) || f.path == file.path) {
+                out.push(Arc::clone(file));
+            }
+        };
+        add(&node.span.file);
+        if let Style::Included(file, _) = &node.style {
+            add(file);
+        }
+        match &node.value {
+            Value::Seq(items) => items.iter().for_each(|n| walk(n, out)),
+            Value::Map(entries) => entries.iter().for_each(|(_, n)| walk(n, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(node, &mut out);
+    out.retain(|f| f.path.is_absolute());
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
 /// Loads YAML text that is not on disk (built-in definitions compiled into the binary).
 pub fn load_str(display: &str, text: &str) -> Result<Node, Diagnostic> {
     let file = Arc::new(SourceFile {

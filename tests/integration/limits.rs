@@ -196,7 +196,7 @@ evaluation:
     // 400 → a single request and a failed sample that says why.
     assert_eq!(requests("bad-request").len(), 1, "a 400 is never retried");
     let (stage, message) = error_of("bad-request");
-    assert_eq!(stage, "solver");
+    assert_eq!(stage, "transform_output", "the adapter turned the 400 into an error");
     assert!(message.contains("status code (400)"), "{message}");
     assert_eq!(
         (
@@ -213,9 +213,9 @@ evaluation:
         "max_attempts 3 means three requests in all"
     );
     let (stage, message) = error_of("exhausted");
-    assert_eq!(stage, "solver");
+    assert_eq!(stage, "transform_output");
     assert!(message.contains("status code (503)"), "{message}");
-    let attempts = record("exhausted")["direct_ios"][0]["attempts"].clone();
+    let attempts = record("exhausted")["calls"][0]["attempts"].clone();
     let attempt_errors: Vec<&str> = attempts
         .as_array()
         .expect("attempts")
@@ -231,8 +231,9 @@ evaluation:
         "an output the adapter cannot read is not retried"
     );
     let (stage, message) = error_of("bad-body");
-    assert_eq!(stage, "solver");
-    assert!(message.contains("transform output"), "{message}");
+    assert_eq!(stage, "transform_output");
+    assert!(message.contains("`process_output` failed"), "{message}");
+    assert_eq!(record("bad-body")["errors"][0]["class"], "template_error");
 
     let summary = read_json(&out_dir(&t, "out").join("summary.json"));
     let failed: Vec<(String, u64)> = summary["specifications"]

@@ -15,7 +15,8 @@ use super::server::{Request, Response, TestServer, delayed, judge, judge_verdict
 use super::test::Test;
 
 /// The default system prompt of judge scorers (aigo.md §8.6).
-const JUDGE_SYSTEM: &str = "You are a helpful assistant and will be used to judge the output of another model.";
+const JUDGE_SYSTEM: &str = "You are a helpful assistant and will be used to judge the output of another model. \
+     Answer with only a JSON object of this form: {\"prediction\": \"<label>\", \"reasoning\": \"<one or two sentences>\", \"confidence\": <number between 0 and 1>}";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -504,7 +505,7 @@ evaluation:
             request["response_format"]["json_schema"]["schema"]["required"],
             json!(["prediction", "reasoning", "confidence"])
         );
-        let purposes: Vec<&str> = record["direct_ios"]
+        let purposes: Vec<&str> = record["calls"]
             .as_array()
             .unwrap()
             .iter()
@@ -957,22 +958,20 @@ fn fail_fast_and_max_errors_stop_early_with_exit_1() {
             out.stderr
         );
         let records = samples(&out_dir(&t, "out"));
-        // One request at a time gives two sample slots: when the last allowed failure stops the
-        // run, at most one other sample is still in flight, and none starts afterwards.
-        assert!(
-            records.len() >= errors && records.len() <= errors + 1,
-            "{flag:?}: {} samples recorded",
-            records.len()
-        );
+        // Exactly the allowed number of failures is recorded. One request at a time gives two
+        // sample slots, so one more sample may have been in flight when the last allowed failure
+        // stopped the run: it is left unrecorded (a resume runs it again), and none starts after.
+        assert_eq!(records.len(), errors, "{flag:?}: {} samples recorded", records.len());
         assert!(
             records
                 .iter()
                 .all(|r| r["errors"].as_array().is_some_and(|e| !e.is_empty()))
         );
-        assert_eq!(
+        assert!(
+            server.count() == records.len() || server.count() == records.len() + 1,
+            "{flag:?}: {} requests for {} recorded samples; none may start after the stop",
             server.count(),
-            records.len(),
-            "{flag:?}: one request per recorded sample, none after the stop"
+            records.len()
         );
         let summary = read_json(&out_dir(&t, "out").join("summary.json"));
         assert_eq!(summary["totals"]["failed"], json!(records.len()));

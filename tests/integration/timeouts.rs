@@ -166,11 +166,9 @@ fn assert_timed_out_then_recovered(outcome: &Outcome, line: usize) -> Duration {
     let message = failed["errors"][0]["message"].as_str().expect("an error message");
     assert_eq!(
         message,
-        format!(
-            "run inference: model `hang`: run_inference timed out after 1s (snippets/hang.py:{line}, in run_inference)"
-        ),
+        format!("model `hang`: run_inference timed out after 1s (snippets/hang.py:{line}, in run_inference)"),
     );
-    let attempts = failed["direct_ios"][0]["attempts"].as_array().expect("attempts");
+    let attempts = failed["calls"][0]["attempts"].as_array().expect("attempts");
     assert_eq!(attempts.len(), 1, "retry.max_attempts is 1");
     assert_eq!(attempts[0]["error"], "timed out after 1s");
     let elapsed = ms(&attempts[0]["elapsed_ms"]);
@@ -184,7 +182,7 @@ fn assert_timed_out_then_recovered(outcome: &Outcome, line: usize) -> Duration {
     // started once the hung call had given its permit back.
     let id = outcome.succeeded["sample_id"].as_str().expect("sample id");
     assert_eq!(outcome.succeeded["solver_output"]["text"], format!("call 2 for {id}"));
-    let waited = ms(&outcome.succeeded["direct_ios"][0]["timings"]["permit_wait_ms"]);
+    let waited = ms(&outcome.succeeded["calls"][0]["timings"]["permit_wait_ms"]);
     assert!(
         waited >= TIMEOUT - Duration::from_millis(50),
         "the second call did not wait for the first: {waited:?}"

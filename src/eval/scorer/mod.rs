@@ -1,25 +1,28 @@
-//! Scorers (aigo.md §8.6): per-sample scores from the solver's output. Deterministic scorers
-//! use [`crate::eval::scorer::text`]; `python` runs `compute_scores` in the embedded interpreter; judge
-//! scorers call another model through the shared [`Registry`], so they obey its limits.
+//! Scorers (aigo.md §8.6): the `scorers:` entries of a task and how each turns a solved sample
+//! into [`Scores`]. Deterministic scorers use [`text`]; `python` runs `compute_scores` in the
+//! embedded interpreter ([`python`]); judges and labelers ask another model ([`judge`]).
 
+pub mod judge;
+pub mod python;
 pub mod text;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::diagnostic::Diagnostic;
+use crate::error_class::ErrorClass;
 use crate::eval::metric::MetricSpec;
+use crate::eval::record::{SampleError, Scores, Stage};
 use crate::eval::solver::Solved;
 use crate::model::io::Usage;
 use crate::model::registry::Registry;
 use crate::model::trace::Call;
-use crate::python::{PythonRuntime, ReturnKind, Snippet, SnippetSpec};
+use crate::python::{PythonRuntime, Snippet};
 use crate::template::{TemplateEngine, TemplateOrigin};
 use crate::yaml::{Node, SourceText, from_node};
 
-const JUDGE_SYSTEM: &str = "You are a helpful assistant and will be used to judge the output of another model.";
-const LABELER_SYSTEM: &str =
-    "You are a helpful assistant and will be used to label the output of another model or a dataset sample.";
+pub use judge::Judge;
+use judge::Verdict;
 
 #[derive(Debug, Clone)]
 pub struct ScorerDef {
@@ -69,14 +72,6 @@ pub enum ScorerKind {
     },
 }
 
-#[derive(Debug, Clone)]
-pub struct Judge {
-    pub model_key: String,
-    pub system_prompt: String,
-    pub user_prompt: String,
-    pub structured: bool,
-}
-
 macro_rules! scorer_wire {
     ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
         #[derive(Deserialize)]
@@ -123,13 +118,6 @@ pub fn from_yaml(node: &Node, path: &str) -> Result<ScorerDef, Diagnostic> {
             (common.0, common.1, common.2, $kind(w))
         }};
     }
-    let judge =
-        |model_key: String, system: Option<String>, user: String, structured: Option<bool>, default: &str| Judge {
-            model_key,
-            system_prompt: system.unwrap_or_else(|| default.to_owned()),
-            user_prompt: user,
-            structured: structured.unwrap_or(false),
-        };
     let (key, purpose, metrics, kind) = match kind_name {
         "string_equals" => common!(from_node::<StringEqualsWire>(node, path)?, |w: StringEqualsWire| {
             ScorerKind::StringEquals {
@@ -150,12 +138,12 @@ pub fn from_yaml(node: &Node, path: &str) -> Result<ScorerDef, Diagnostic> {
         }),
         "model_as_a_judge_classifier" => common!(from_node::<ClassifierWire>(node, path)?, |w: ClassifierWire| {
             ScorerKind::JudgeClassifier {
-                judge: judge(
+                judge: Judge::new(
                     w.model_key,
                     w.system_prompt,
                     w.user_prompt,
                     w.use_structured_outputs,
-                    JUDGE_SYSTEM,
+                    Verdict::Prediction,
                 ),
                 correct_labels: w.correct_labels,
                 incorrect_labels: w.incorrect_labels,
@@ -163,12 +151,12 @@ pub fn from_yaml(node: &Node, path: &str) -> Result<ScorerDef, Diagnostic> {
         }),
         "model_as_a_judge_scorer" => common!(from_node::<JudgeScorerWire>(node, path)?, |w: JudgeScorerWire| {
             ScorerKind::JudgeScorer {
-                judge: judge(
+                judge: Judge::new(
                     w.model_key,
                     w.system_prompt,
                     w.user_prompt,
                     w.use_structured_outputs,
-                    JUDGE_SYSTEM,
+                    Verdict::Score,
                 ),
                 score_min: w.score_min.unwrap_or(0.0),
                 score_max: w.score_max.unwrap_or(1.0),
@@ -176,12 +164,12 @@ pub fn from_yaml(node: &Node, path: &str) -> Result<ScorerDef, Diagnostic> {
         }),
         "labeler_via_model" => common!(from_node::<LabelerWire>(node, path)?, |w: LabelerWire| {
             ScorerKind::Labeler {
-                judge: judge(
+                judge: Judge::new(
                     w.model_key,
                     w.system_prompt,
                     w.user_prompt,
                     w.use_structured_outputs,
-                    LABELER_SYSTEM,
+                    Verdict::Label,
                 ),
                 valid_labels: w.valid_labels.unwrap_or_default(),
             }
@@ -266,24 +254,10 @@ pub fn dedupe_names(scorers: &mut [ScorerDef]) {
 
 /// Loads a python scorer's `compute_scores` (once per task specification).
 pub fn load_python(def: &ScorerDef, task_key: &str, python: &PythonRuntime) -> Result<Option<Snippet>, Diagnostic> {
-    let ScorerKind::Python { snippet } = &def.kind else {
-        return Ok(None);
-    };
-    let spec = SnippetSpec {
-        owner: format!("scorer `{}` of task `{task_key}`", def.name),
-        file: snippet.file.clone(),
-        source: snippet.text.clone(),
-        display_source: None,
-        line_offset: snippet.line_offset,
-        function: "compute_scores".to_owned(),
-        arities: vec![1, 2],
-        returns: ReturnKind::Json,
-        workers: 4,
-    };
-    python
-        .load_snippet(spec)
-        .map(Some)
-        .map_err(|e| crate::model::connection::snippet::load_diagnostic(&e, Some(snippet)))
+    match &def.kind {
+        ScorerKind::Python { snippet } => python::load(&def.name, snippet, task_key, python).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Every template string a scorer renders (compiled once per task specification).
@@ -308,14 +282,6 @@ pub fn templates(def: &ScorerDef) -> Vec<&str> {
         }
         ScorerKind::Python { .. } => Vec::new(),
     }
-}
-
-/// Scores of one scorer for one sample.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Scores {
-    pub values: Map<String, Value>,
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub metadata: Map<String, Value>,
 }
 
 pub struct ScoreContext<'a> {
@@ -359,12 +325,27 @@ impl ScoreContext<'_> {
         ctx
     }
 
-    fn render(&self, template: &str) -> Result<String, String> {
-        crate::template::render_cached(self.templates, template, self.origin, &self.template_context())
-            .map_err(|e| format!("cannot render scorer template: {}", e.message))
+    /// What a python scorer receives as `solver_output`.
+    fn solver_output_value(&self) -> Value {
+        json!({
+            "output": self.solved.output.as_ref().map_or(Value::Null, |o| o.value.clone()),
+            "messages": self.solved.messages,
+            "text": self.solved.output.as_ref().and_then(|o| o.text.clone()),
+        })
     }
 
-    fn output_text(&self, value: Option<&String>) -> Result<String, String> {
+    fn render(&self, template: &str) -> Result<String, SampleError> {
+        crate::template::render_cached(self.templates, template, self.origin, &self.template_context()).map_err(|e| {
+            SampleError::new(
+                Stage::Score,
+                ErrorClass::TemplateError,
+                format!("cannot render scorer template: {}", e.message),
+            )
+            .with_location(e.location())
+        })
+    }
+
+    fn output_text(&self, value: Option<&String>) -> Result<String, SampleError> {
         match value {
             Some(template) => self.render(template),
             None => Ok(self
@@ -377,16 +358,21 @@ impl ScoreContext<'_> {
     }
 }
 
-pub async fn score(def: &ScorerDef, snippet: Option<&Snippet>, cx: &mut ScoreContext<'_>) -> Result<Scores, String> {
+/// Scores one sample; an error names its stage and class, and the caller adds the scorer.
+pub async fn score(
+    def: &ScorerDef,
+    snippet: Option<&Snippet>,
+    cx: &mut ScoreContext<'_>,
+) -> Result<Scores, SampleError> {
     let mut scores = Scores::default();
     match &def.kind {
         ScorerKind::StringEquals { ground_truth, value } => {
             let truth = cx.render(ground_truth)?;
             let value = cx.output_text(value.as_ref())?;
-            scores.values.insert(
-                "is_correct".into(),
-                json!(if text::string_equals(&value, &truth) { 1.0 } else { 0.0 }),
-            );
+            let correct = text::string_equals(&value, &truth);
+            scores
+                .values
+                .insert("is_correct".into(), json!(if correct { 1.0 } else { 0.0 }));
         }
         ScorerKind::Bleu { ground_truth, value } => {
             let truth = cx.render(ground_truth)?;
@@ -402,7 +388,7 @@ pub async fn score(def: &ScorerDef, snippet: Option<&Snippet>, cx: &mut ScoreCon
             let truth = match (ground_truth_choice, ground_truth_choice_field) {
                 (Some(t), _) => cx.render(t)?,
                 (None, Some(field)) => field_text(cx.sample, field)?,
-                (None, None) => return Err("`string_equals_mcqa` needs `ground_truth_choice`".to_owned()),
+                (None, None) => return Err(scorer_error("`string_equals_mcqa` needs `ground_truth_choice`")),
             };
             let choices = match (choices, choices_field) {
                 (Some(t), _) => split_choices(&cx.render(t)?),
@@ -413,7 +399,7 @@ pub async fn score(def: &ScorerDef, snippet: Option<&Snippet>, cx: &mut ScoreCon
                         .collect(),
                     _ => split_choices(&field_text(cx.sample, field)?),
                 },
-                (None, None) => return Err("`string_equals_mcqa` needs `choices`".to_owned()),
+                (None, None) => return Err(scorer_error("`string_equals_mcqa` needs `choices`")),
             };
             let completion = cx.output_text(None)?;
             let result = text::string_equals_mcqa(&completion, truth.trim(), &choices);
@@ -426,107 +412,39 @@ pub async fn score(def: &ScorerDef, snippet: Option<&Snippet>, cx: &mut ScoreCon
             );
         }
         ScorerKind::Python { .. } => {
-            let (Some(snippet), Some(python)) = (snippet, cx.python) else {
-                return Err("internal error: python scorer not loaded".to_owned());
+            let Some(snippet) = snippet else {
+                return Err(SampleError::new(
+                    Stage::Score,
+                    ErrorClass::Internal,
+                    "internal error: python scorer not loaded",
+                ));
             };
-            let solver_output = json!({
-                "output": cx.solved.output.as_ref().map_or(Value::Null, |o| o.value.clone()),
-                "messages": cx.solved.messages,
-                "text": cx.solved.output.as_ref().and_then(|o| o.text.clone()),
-            });
-            let args = vec![Value::Object(cx.sample.clone()), solver_output];
-            let out = python
-                .call(snippet, args, std::time::Duration::from_secs(60))
-                .await
-                .map_err(|e| {
-                    let mut message = e.to_string();
-                    if !e.captured.is_empty() {
-                        message.push_str(&format!("\ncaptured output:\n{}", e.captured.trim_end()));
-                    }
-                    message
-                })?;
-            if !out.captured.is_empty() {
-                scores.metadata.insert("captured_output".into(), json!(out.captured));
-            }
-            match out.value {
-                Value::Object(mut map) if map.contains_key("scores") => {
-                    if let Some(Value::Object(values)) = map.remove("scores") {
-                        scores.values = values;
-                    }
-                    if let Some(Value::Object(metadata)) = map.remove("metadata") {
-                        scores.metadata.extend(metadata);
-                    }
-                }
-                Value::Object(map) => scores.values = map,
-                other => return Err(format!("`compute_scores` must return a dict, got `{other}`")),
-            }
+            scores = python::score(snippet, cx).await?;
         }
         ScorerKind::JudgeClassifier {
             judge,
             correct_labels,
             incorrect_labels,
-        } => {
-            let answer = ask_judge(judge, cx, schema(&["prediction", "reasoning", "confidence"])).await?;
-            let prediction = answer
-                .get("prediction")
-                .map(label_text)
-                .ok_or("the judge's answer has no `prediction`")?;
-            let is_correct = if correct_labels.contains(&prediction) {
-                1.0
-            } else if incorrect_labels.contains(&prediction) {
-                0.0
-            } else {
-                return Err(format!(
-                    "the judge predicted `{prediction}`, which is neither a correct nor an incorrect label"
-                ));
-            };
-            scores.values.insert("is_correct".into(), json!(is_correct));
-            scores.metadata.insert("prediction".into(), json!(prediction));
-            copy_fields(&answer, &mut scores.metadata, &["reasoning", "confidence"]);
-        }
+        } => scores = judge::classify(judge, correct_labels, incorrect_labels, cx).await?,
         ScorerKind::JudgeScorer {
             judge,
             score_min,
             score_max,
-        } => {
-            let answer = ask_judge(judge, cx, schema(&["score", "reasoning", "confidence"])).await?;
-            let raw = answer
-                .get("score")
-                .and_then(number)
-                .ok_or("the judge's answer has no numeric `score`")?;
-            if raw < *score_min || raw > *score_max {
-                return Err(format!("the judge's score {raw} is outside [{score_min}, {score_max}]"));
-            }
-            scores
-                .values
-                .insert("score".into(), json!((raw - score_min) / (score_max - score_min)));
-            scores.metadata.insert("raw_score".into(), json!(raw));
-            copy_fields(&answer, &mut scores.metadata, &["reasoning", "confidence"]);
-        }
-        ScorerKind::Labeler { judge, valid_labels } => {
-            let answer = ask_judge(judge, cx, schema(&["label", "reasoning", "confidence"])).await?;
-            let label = answer
-                .get("label")
-                .or_else(|| answer.get("prediction"))
-                .map(label_text)
-                .ok_or("the labeler's answer has no `label`")?;
-            if !valid_labels.is_empty() && !valid_labels.contains(&label) {
-                return Err(format!(
-                    "the labeler answered `{label}`, which is not one of the valid labels"
-                ));
-            }
-            scores.values.insert("label".into(), json!(label));
-            copy_fields(&answer, &mut scores.metadata, &["reasoning", "confidence"]);
-        }
+        } => scores = judge::rate(judge, *score_min, *score_max, cx).await?,
+        ScorerKind::Labeler { judge, valid_labels } => scores = judge::label(judge, valid_labels, cx).await?,
     }
     Ok(scores)
 }
 
-fn field_text(sample: &Map<String, Value>, field: &str) -> Result<String, String> {
+fn scorer_error(message: impl Into<String>) -> SampleError {
+    SampleError::new(Stage::Score, ErrorClass::ScorerError, message)
+}
+
+fn field_text(sample: &Map<String, Value>, field: &str) -> Result<String, SampleError> {
     match sample.get(field) {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(other) => Ok(other.to_string()),
-        None => Err(format!("the sample has no field `{field}`")),
+        None => Err(scorer_error(format!("the sample has no field `{field}`"))),
     }
 }
 
@@ -542,110 +460,9 @@ fn split_choices(text: &str) -> Vec<String> {
     }
 }
 
-fn label_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.trim().to_owned(),
-        other => crate::eval::metric::python_str(other),
-    }
-}
-
-fn number(v: &Value) -> Option<f64> {
-    v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-}
-
-fn copy_fields(from: &Map<String, Value>, to: &mut Map<String, Value>, fields: &[&str]) {
-    for f in fields {
-        if let Some(v) = from.get(*f) {
-            to.insert((*f).to_owned(), v.clone());
-        }
-    }
-}
-
-fn schema(fields: &[&str]) -> Value {
-    let properties: Map<String, Value> = fields
-        .iter()
-        .map(|f| {
-            (
-                (*f).to_owned(),
-                if *f == "confidence" || *f == "score" {
-                    json!({"type": "number"})
-                } else {
-                    json!({"type": "string"})
-                },
-            )
-        })
-        .collect();
-    json!({"type": "json_schema", "json_schema": {"name": "judgement", "strict": true, "schema": {"type": "object", "properties": properties, "required": fields, "additionalProperties": false}}})
-}
-
-async fn ask_judge(
-    judge: &Judge,
-    cx: &mut ScoreContext<'_>,
-    response_format: Value,
-) -> Result<Map<String, Value>, String> {
-    let model = cx.registry.get(&judge.model_key).map_err(|d| d.message.clone())?;
-    let system = cx.render(&judge.system_prompt)?;
-    let user = cx.render(&judge.user_prompt)?;
-    let mut input = json!({"messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]});
-    if judge.structured
-        && let Some(map) = input.as_object_mut()
-    {
-        map.insert("response_format".into(), response_format);
-    }
-    let sample = Value::Object(cx.sample.clone());
-    let (trace, result) = model.infer(&input, &Map::new(), Some(&sample)).await;
-    cx.calls.push(Call {
-        model: model.model.key.clone(),
-        purpose: "judge",
-        trace,
-    });
-    let output = result.map_err(|f| format!("judge `{}`: {}: {}", judge.model_key, f.stage.title(), f.message))?;
-    if let Some(u) = output.usage {
-        cx.usage.num_prompt_tokens += u.num_prompt_tokens;
-        cx.usage.num_completion_tokens += u.num_completion_tokens;
-    }
-    let text = output.text.unwrap_or_default();
-    parse_judgement(&text).ok_or_else(|| {
-        format!(
-            "judge `{}` did not answer with a JSON object: {}",
-            judge.model_key,
-            truncate(&text, 200)
-        )
-    })
-}
-
-/// The first JSON object in a judge's answer (tolerates code fences and prose around it).
-pub fn parse_judgement(text: &str) -> Option<Map<String, Value>> {
-    if let Ok(Value::Object(map)) = serde_json::from_str(text.trim()) {
-        return Some(map);
-    }
-    let start = text.find('{')?;
-    let end = text.rfind('}')?;
-    match serde_json::from_str(text.get(start..=end)?) {
-        Ok(Value::Object(map)) => Some(map),
-        _ => None,
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        format!("{}…", text.chars().take(max).collect::<String>())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn judgements_are_found_inside_prose_and_fences() {
-        let answer =
-            parse_judgement("Sure!\n```json\n{\"prediction\": \"CORRECT\", \"confidence\": 0.9}\n```").expect("json");
-        assert_eq!(answer["prediction"], "CORRECT");
-        assert!(parse_judgement("no json here").is_none());
-    }
 
     #[test]
     fn choices_split_by_comma_or_character() {

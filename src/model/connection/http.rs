@@ -182,6 +182,7 @@ impl HttpEndpoint {
                 after: self.timeout,
                 detail: String::new(),
                 captured: String::new(),
+                location: None,
             };
         }
         if e.is_builder() {

@@ -1,5 +1,5 @@
-//! How a rendered request body reaches a model: an HTTP POST ([`custom_connection`]) or a
-//! Python `run_inference` call ([`custom_inference`]). Both return a [`RawResponse`] for the
+//! How a rendered request body reaches a model: an HTTP POST ([`http`], `custom_connection`)
+//! or a Python `run_inference` call ([`snippet`], `custom_inference`). Both return a [`RawResponse`] for the
 //! adapter's `process_output`, or an [`AttemptError`] that says whether a retry may help.
 
 pub mod http;
@@ -7,13 +7,15 @@ pub mod snippet;
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::format_duration;
+use crate::error_class::ErrorClass;
 use serde_json::Value;
 
 /// What the endpoint answered, before `process_output`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RawResponse {
     pub status_code: u16,
     pub headers: Vec<(String, String)>,
@@ -43,6 +45,8 @@ pub enum AttemptError {
         after: Duration,
         detail: String,
         captured: String,
+        /// `file:line` where a snippet was when it was stopped.
+        location: Option<String>,
     },
     #[error("connection failed: {0}")]
     Transport(String),
@@ -59,6 +63,8 @@ pub enum AttemptError {
         detail: String,
         captured: String,
         retryable: bool,
+        /// `file:line` of the innermost snippet frame.
+        location: Option<String>,
     },
     /// A problem no retry can fix (bad URL, invalid header, internal error).
     #[error("{0}")]
@@ -78,6 +84,24 @@ impl AttemptError {
         match self {
             AttemptError::Status { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// `file:line` in the snippet, when the failure has one.
+    pub fn location(&self) -> Option<&str> {
+        match self {
+            AttemptError::Timeout { location, .. } | AttemptError::Snippet { location, .. } => location.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AttemptError::Timeout { .. } => ErrorClass::Timeout,
+            AttemptError::Transport(_) => ErrorClass::Connection,
+            AttemptError::Status { .. } => ErrorClass::ModelError,
+            AttemptError::Snippet { .. } => ErrorClass::SnippetError,
+            AttemptError::Fatal(_) => ErrorClass::Internal,
         }
     }
 

@@ -145,11 +145,13 @@ const TRANSIENT: &[&str] = &[
 fn classify(err: CallError) -> AttemptError {
     let captured = err.captured.clone();
     let message = err.to_string();
+    let location = err.kind.frames().last().map(|f| format!("{}:{}", f.file, f.line));
     match &*err.kind {
         CallErrorKind::Timeout { after, .. } => AttemptError::Timeout {
             after: *after,
             detail: message,
             captured,
+            location,
         },
         CallErrorKind::Raised {
             exc_type,
@@ -167,6 +169,7 @@ fn classify(err: CallError) -> AttemptError {
                 message,
                 detail: traceback.clone(),
                 captured,
+                location,
             }
         }
         CallErrorKind::BadReturn { .. } | CallErrorKind::Internal(_) => AttemptError::Snippet {
@@ -174,6 +177,7 @@ fn classify(err: CallError) -> AttemptError {
             detail: String::new(),
             captured,
             retryable: false,
+            location,
         },
     }
 }

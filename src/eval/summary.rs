@@ -1,0 +1,506 @@
+//! What a run adds up to: [`summarize`] folds one task specification's [`SampleRecord`]s into a
+//! [`SpecSummary`] (counts, metrics with their `n`, failures grouped by cause), and
+//! [`RunSummary`] is `summary.json`. Records may arrive in any order (they are written as samples
+//! finish); metrics are computed in sample order, so two runs of the same evaluation give
+//! bit-identical numbers. Only the score values are kept while folding, never whole records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::diagnostic::closest;
+use crate::error_class::ErrorClass;
+use crate::eval::metric::{self, MetricError, MetricSpec};
+use crate::eval::record::{SampleError, SampleRecord, Scores, Stage};
+use crate::eval::scorer::ScorerDef;
+use crate::model::io::Usage;
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub evaluation: String,
+    pub run_dir: PathBuf,
+    /// When the run first started (a resumed run keeps its first start).
+    pub started_at: String,
+    pub ended_at: String,
+    /// Wall time across every session of the run (interruptions excluded).
+    pub wall_time_s: f64,
+    /// How many times the run was started (1 + resumes).
+    #[serde(default = "one")]
+    pub sessions: u32,
+    pub specifications: Vec<SpecSummary>,
+    pub totals: Totals,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub samples: u64,
+    pub failed: u64,
+    pub metric_errors: u64,
+    pub usage: Usage,
+}
+
+impl Totals {
+    pub fn add(&mut self, spec: &SpecSummary) {
+        self.samples += spec.samples;
+        self.failed += spec.failed;
+        self.metric_errors += spec.metric_errors.len() as u64;
+        self.usage += spec.usage;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpecStatus {
+    /// Every sample ran and every metric was computed.
+    Succeeded,
+    /// Some sample or metric failed.
+    Failed,
+    /// Never reached (the run stopped early).
+    NotStarted,
+}
+
+/// The identity of a task specification, as summaries and logs show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecIdentity {
+    pub key: String,
+    pub display_name: String,
+    pub task: String,
+    pub model: Option<String>,
+    pub dataset: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpecSummary {
+    #[serde(flatten)]
+    pub identity: SpecIdentity,
+    pub status: SpecStatus,
+    pub samples: u64,
+    pub failed: u64,
+    pub errors_by_stage: BTreeMap<Stage, u64>,
+    pub errors_by_class: BTreeMap<ErrorClass, u64>,
+    /// Failures grouped by cause, most frequent first.
+    pub failures: Vec<FailureGroup>,
+    pub metrics: Vec<MetricResult>,
+    pub metric_errors: Vec<MetricFailure>,
+    pub usage: Usage,
+}
+
+impl SpecSummary {
+    /// A specification the run never reached.
+    pub fn not_started(identity: SpecIdentity) -> SpecSummary {
+        SpecSummary {
+            identity,
+            status: SpecStatus::NotStarted,
+            samples: 0,
+            failed: 0,
+            errors_by_stage: BTreeMap::new(),
+            errors_by_class: BTreeMap::new(),
+            failures: Vec::new(),
+            metrics: Vec::new(),
+            metric_errors: Vec::new(),
+            usage: Usage::default(),
+        }
+    }
+}
+
+/// One computed metric of one scorer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricResult {
+    pub scorer_name: String,
+    pub scorer_key: Option<String>,
+    pub scorer_purpose: String,
+    pub metric_key: Option<String>,
+    pub metric_type: String,
+    pub values: Map<String, Value>,
+    /// Samples the metric was computed over.
+    pub n: u64,
+    /// Samples left out because they failed before this scorer scored them.
+    pub excluded: u64,
+}
+
+/// A metric that could not be computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricFailure {
+    pub scorer: String,
+    pub metric_type: String,
+    pub message: String,
+}
+
+/// Samples that failed for the same reason: same stage, class, scorer or model, and place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureGroup {
+    pub stage: Stage,
+    pub class: ErrorClass,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The message of the first sample (in sample order) that failed this way.
+    pub message: String,
+    pub count: u64,
+    /// The first sample that failed this way.
+    pub first_sample: String,
+}
+
+/// Computes a Python metric: `(scorer name, index of the metric, every scored sample's scores in
+/// sample order)` → metric values.
+pub type PythonMetric<'a> = dyn FnMut(&str, usize, Vec<Value>) -> Result<Map<String, Value>, String> + 'a;
+
+/// Folds one specification's records. `records` may hold other specifications' records too;
+/// they are skipped.
+pub fn summarize(
+    identity: SpecIdentity,
+    scorers: &[ScorerDef],
+    records: impl IntoIterator<Item = SampleRecord>,
+    python_metric: &mut PythonMetric<'_>,
+) -> SpecSummary {
+    let mut fold = Fold::default();
+    for record in records {
+        if record.spec == identity.key {
+            fold.add(record);
+        }
+    }
+    fold.finish(identity, scorers, python_metric)
+}
+
+/// What [`summarize`] keeps of a scored sample: `(sample index, sample id, scores by scorer)`.
+type Scored = (u64, String, Vec<(String, Scores)>);
+
+/// What [`summarize`] keeps of each record.
+#[derive(Default)]
+struct Fold {
+    samples: u64,
+    failed: u64,
+    usage: Usage,
+    /// Sorted into sample order before metrics are computed.
+    scored: Vec<Scored>,
+    /// `(sample index, sample id, error)`.
+    errors: Vec<(u64, String, SampleError)>,
+}
+
+impl Fold {
+    fn add(&mut self, record: SampleRecord) {
+        self.samples += 1;
+        if record.failed() {
+            self.failed += 1;
+        }
+        self.usage += record.usage;
+        for error in record.errors {
+            self.errors.push((record.sample_index, record.sample_id.clone(), error));
+        }
+        self.scored.push((
+            record.sample_index,
+            record.sample_id,
+            record.scores.into_iter().collect(),
+        ));
+    }
+
+    fn finish(
+        mut self,
+        identity: SpecIdentity,
+        scorers: &[ScorerDef],
+        python_metric: &mut PythonMetric<'_>,
+    ) -> SpecSummary {
+        self.scored.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        self.errors.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut errors_by_stage = BTreeMap::new();
+        let mut errors_by_class = BTreeMap::new();
+        for (_, _, e) in &self.errors {
+            *errors_by_stage.entry(e.stage).or_insert(0) += 1;
+            *errors_by_class.entry(e.class).or_insert(0) += 1;
+        }
+        let failures = group_failures(&self.errors);
+        let mut metrics = Vec::new();
+        let mut metric_errors = Vec::new();
+        for def in scorers.iter().filter(|d| d.purpose != "qa") {
+            let scores: Vec<&Scores> = self
+                .scored
+                .iter()
+                .filter_map(|(_, _, s)| s.iter().find(|(name, _)| *name == def.name).map(|(_, s)| s))
+                .collect();
+            let values: Vec<Map<String, Value>> = scores.iter().map(|s| s.values.clone()).collect();
+            for (i, spec) in def.metrics.iter().enumerate() {
+                let computed = match spec {
+                    MetricSpec::Python { .. } => {
+                        let full = scores
+                            .iter()
+                            .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+                            .collect();
+                        python_metric(&def.name, i, full)
+                    }
+                    other => metric::compute(other, &values).map_err(|e| explain(&e, spec, &values)),
+                };
+                match computed {
+                    Ok(values) => metrics.push(MetricResult {
+                        scorer_name: def.name.clone(),
+                        scorer_key: def.key.clone(),
+                        scorer_purpose: def.purpose.clone(),
+                        metric_key: spec.key().map(str::to_owned),
+                        metric_type: spec.display_type().to_owned(),
+                        values,
+                        n: scores.len() as u64,
+                        excluded: self.samples - scores.len() as u64,
+                    }),
+                    Err(message) => metric_errors.push(MetricFailure {
+                        scorer: def.name.clone(),
+                        metric_type: spec.display_type().to_owned(),
+                        message,
+                    }),
+                }
+            }
+        }
+        let status = if self.failed == 0 && metric_errors.is_empty() {
+            SpecStatus::Succeeded
+        } else {
+            SpecStatus::Failed
+        };
+        SpecSummary {
+            identity,
+            status,
+            samples: self.samples,
+            failed: self.failed,
+            errors_by_stage,
+            errors_by_class,
+            failures,
+            metrics,
+            metric_errors,
+            usage: self.usage,
+        }
+    }
+}
+
+/// A metric error in the user's terms: a field no sample has is named with the fields that do
+/// exist (a typo in `field:` is the usual cause).
+fn explain(error: &MetricError, spec: &MetricSpec, values: &[Map<String, Value>]) -> String {
+    let MetricError::MissingField { field, .. } = error else {
+        return error.to_string();
+    };
+    if values.iter().any(|v| v.contains_key(field)) {
+        return error.to_string();
+    }
+    let known: BTreeSet<&str> = values.iter().flat_map(|v| v.keys().map(String::as_str)).collect();
+    let mut message = format!(
+        "`{}` metric reads field `{field}`, which no sample's scores have",
+        spec.display_type()
+    );
+    match closest(field, known.iter().copied()) {
+        Some(near) => message.push_str(&format!("; hint: did you mean `{near}`?")),
+        None if !known.is_empty() => {
+            let list: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+            message.push_str(&format!("; hint: the scorer produces {}", list.join(", ")));
+        }
+        None => {}
+    }
+    message
+}
+
+/// Groups errors by stage, class, scorer, model and location (or, without a location, the
+/// message), keeping the first message of each group; most frequent first.
+fn group_failures(errors: &[(u64, String, SampleError)]) -> Vec<FailureGroup> {
+    type Key<'a> = (
+        Stage,
+        ErrorClass,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let mut groups: Vec<FailureGroup> = Vec::new();
+    let mut index: BTreeMap<Key<'_>, usize> = BTreeMap::new();
+    for (_, id, e) in errors {
+        let message_key = e.location.is_none().then_some(e.message.as_str());
+        let key = (
+            e.stage,
+            e.class,
+            e.scorer.as_deref(),
+            e.model.as_deref(),
+            e.location.as_deref(),
+            message_key,
+        );
+        match index.get(&key) {
+            Some(&i) => groups[i].count += 1,
+            None => {
+                index.insert(key, groups.len());
+                groups.push(FailureGroup {
+                    stage: e.stage,
+                    class: e.class,
+                    scorer: e.scorer.clone(),
+                    model: e.model.clone(),
+                    location: e.location.clone(),
+                    message: e.message.clone(),
+                    count: 1,
+                    first_sample: id.clone(),
+                });
+            }
+        }
+    }
+    // Stable: equally frequent groups keep the order of their first sample.
+    groups.sort_by_key(|g| std::cmp::Reverse(g.count));
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scorer(yaml_metrics: Value) -> ScorerDef {
+        ScorerDef {
+            name: "exact".into(),
+            key: None,
+            display_name: None,
+            kind_name: "string_equals".into(),
+            purpose: "score".into(),
+            metrics: serde_json::from_value(yaml_metrics).unwrap(),
+            kind: crate::eval::scorer::ScorerKind::StringEquals {
+                ground_truth: "x".into(),
+                value: None,
+            },
+        }
+    }
+
+    fn identity() -> SpecIdentity {
+        SpecIdentity {
+            key: "s".into(),
+            display_name: "s".into(),
+            task: "t".into(),
+            model: Some("m".into()),
+            dataset: "d".into(),
+        }
+    }
+
+    fn record(index: u64, value: Option<f64>) -> SampleRecord {
+        let mut r = SampleRecord::new("s", index.to_string(), index, Map::new());
+        match value {
+            Some(v) => {
+                r.scores.insert(
+                    "exact".into(),
+                    Scores {
+                        values: json!({ "is_correct": v }).as_object().cloned().unwrap(),
+                        metadata: Map::new(),
+                    },
+                );
+            }
+            None => r.errors.push(SampleError {
+                location: Some("snippets/score.py:3".into()),
+                scorer: Some("exact".into()),
+                ..SampleError::new(
+                    Stage::Score,
+                    ErrorClass::SnippetError,
+                    format!("ValueError: sample {index}"),
+                )
+            }),
+        }
+        r.usage.num_prompt_tokens = 10;
+        r
+    }
+
+    fn no_python(_: &str, _: usize, _: Vec<Value>) -> Result<Map<String, Value>, String> {
+        Err("no python here".into())
+    }
+
+    #[test]
+    fn metrics_count_n_and_excluded_and_failures_group_by_place() {
+        let scorers = [scorer(json!([{"type": "mean", "field": "is_correct"}]))];
+        let records = vec![
+            record(2, Some(1.0)),
+            record(0, None),
+            record(1, Some(0.0)),
+            record(3, None),
+        ];
+        let summary = summarize(identity(), &scorers, records, &mut no_python);
+        assert_eq!((summary.samples, summary.failed), (4, 2));
+        assert_eq!(summary.status, SpecStatus::Failed);
+        assert_eq!(summary.usage.num_prompt_tokens, 40);
+        let metric = &summary.metrics[0];
+        assert_eq!(metric.values["is_correct_mean"], json!(0.5));
+        assert_eq!((metric.n, metric.excluded), (2, 2));
+        assert_eq!(summary.errors_by_stage[&Stage::Score], 2);
+        // Two messages, one place: one group, reported with the first sample's message.
+        assert_eq!(summary.failures.len(), 1);
+        let group = &summary.failures[0];
+        assert_eq!((group.count, group.first_sample.as_str()), (2, "0"));
+        assert_eq!(group.message, "ValueError: sample 0");
+    }
+
+    #[test]
+    fn metrics_do_not_depend_on_completion_order() {
+        // Sums of these values depend on the order they are added in.
+        let values = [0.1, 0.7, 1e16, -1e16, 0.3, 0.2, 0.6];
+        let scorers = [scorer(
+            json!([{"type": "mean", "field": "is_correct"}, {"type": "std_dev", "field": "is_correct"}]),
+        )];
+        let in_order: Vec<SampleRecord> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| record(i as u64, Some(*v)))
+            .collect();
+        let mut reversed = in_order.clone();
+        reversed.reverse();
+        let mut shuffled = in_order.clone();
+        shuffled.swap(0, 4);
+        shuffled.swap(2, 6);
+        let a = summarize(identity(), &scorers, in_order, &mut no_python);
+        for other in [reversed, shuffled] {
+            let b = summarize(identity(), &scorers, other, &mut no_python);
+            assert_eq!(
+                serde_json::to_string(&a.metrics).unwrap(),
+                serde_json::to_string(&b.metrics).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_metric_over_a_field_no_scorer_produced_suggests_the_near_one() {
+        let scorers = [scorer(json!([{"type": "mean", "field": "is_corect"}]))];
+        let summary = summarize(identity(), &scorers, vec![record(0, Some(1.0))], &mut no_python);
+        assert!(summary.metrics.is_empty());
+        let message = &summary.metric_errors[0].message;
+        assert!(
+            message.contains("field `is_corect`, which no sample's scores have"),
+            "{message}"
+        );
+        assert!(message.contains("did you mean `is_correct`?"), "{message}");
+    }
+
+    #[test]
+    fn python_metrics_get_every_scored_sample_in_order() {
+        let scorers = [scorer(
+            json!([{"type": "python", "compute_metrics_snippet": "def compute_metrics(s): ..."}]),
+        )];
+        let mut seen = Vec::new();
+        let mut metric = |name: &str, index: usize, scores: Vec<Value>| {
+            seen.push((name.to_owned(), index, scores));
+            Ok(json!({"custom": 1}).as_object().cloned().unwrap())
+        };
+        let summary = summarize(
+            identity(),
+            &scorers,
+            vec![record(1, Some(0.0)), record(0, Some(1.0))],
+            &mut metric,
+        );
+        assert_eq!(summary.metrics[0].values["custom"], json!(1));
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].2[0]["values"]["is_correct"], json!(1.0));
+        assert_eq!(seen[0].2[1]["values"]["is_correct"], json!(0.0));
+    }
+
+    #[test]
+    fn records_of_other_specifications_are_skipped() {
+        let scorers = [scorer(json!([]))];
+        let mut other = record(0, Some(1.0));
+        other.spec = "other".into();
+        let summary = summarize(identity(), &scorers, vec![other, record(1, Some(1.0))], &mut no_python);
+        assert_eq!(summary.samples, 1);
+        assert_eq!(summary.status, SpecStatus::Succeeded);
+    }
+}
