@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::yaml::Span;
+use crate::source::Span;
 
 /// A place in a file, with the line's text when it is known.
 #[derive(Debug, Clone)]

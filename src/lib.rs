@@ -1,8 +1,7 @@
-//! lfeval: an evaluation harness for custom LLM integrations.
-//!
-//! The pipeline, file by file: [`yaml`] reads the AI GO! dialect, [`project`] loads models and
-//! adapters, [`adapter`] renders Jinja templates via [`template`], [`model_io`] checks shapes,
-//! and [`commands`] holds one file per subcommand.
+//! lfeval: an evaluation harness for custom LLM integrations. [`commands`] holds one file per
+//! command; [`eval`] is the evaluation pipeline and [`model`] the model call chain beneath it;
+//! [`python`], [`template`] and [`yaml`] are the embedded interpreter, the Jinja engine and the
+//! AI GO! dialect. `ARCHITECTURE.md` maps the whole tree.
 
 pub mod async_runtime;
 pub mod cli;
@@ -20,6 +19,7 @@ pub mod python;
 pub mod redact;
 pub mod secrets;
 pub mod signals;
+pub mod source;
 pub mod table;
 pub mod template;
 pub mod variables;

@@ -183,11 +183,7 @@ impl Project {
         if let Some(model) = self.models.get(key) {
             return Ok(model.clone());
         }
-        if let Some(err) = self
-            .errors
-            .iter()
-            .find(|e| e.kind == "model" && e.key.as_deref() == Some(key))
-        {
+        if let Some(err) = self.load_error("model", key) {
             return Err(err.diagnostic.clone());
         }
         Err(unknown("model", key, self.models.keys(), "lfeval model list"))
@@ -198,14 +194,24 @@ impl Project {
         if let Some(adapter) = self.adapters.get(key) {
             return Ok(adapter.clone());
         }
-        if let Some(err) = self
-            .errors
-            .iter()
-            .find(|e| e.kind == "adapter" && e.key.as_deref() == Some(key))
-        {
+        if let Some(err) = self.load_error("adapter", key) {
             return Err(err.diagnostic.clone());
         }
         Err(unknown("adapter", key, self.adapters.keys(), "lfeval adapter list"))
+    }
+
+    /// The load error of the `kind` file that defines `key`: by the key it got to, or, for a file
+    /// broken before its key could be read, by a file name that matches the key.
+    fn load_error(&self, kind: &str, key: &str) -> Option<&LoadError> {
+        let of_kind = || self.errors.iter().filter(move |e| e.kind == kind);
+        of_kind().find(|e| e.key.as_deref() == Some(key)).or_else(|| {
+            of_kind().find(|e| {
+                e.key.is_none()
+                    && Path::new(&e.file)
+                        .file_stem()
+                        .is_some_and(|stem| stem.to_string_lossy() == key)
+            })
+        })
     }
 
     /// Registers every model's inline `secrets:` (all inline maps are merged, as on the

@@ -22,11 +22,11 @@ impl Variables {
         if let Some(path) = env_file {
             let text =
                 std::fs::read_to_string(path).with_context(|| format!("cannot read env file `{}`", path.display()))?;
-            files.push(parse_dotenv(&text));
+            files.push(parse_dotenv(&text, path)?);
         }
         let dotenv = project_dir.join(".env");
         if let Ok(text) = std::fs::read_to_string(&dotenv) {
-            files.push(parse_dotenv(&text));
+            files.push(parse_dotenv(&text, &dotenv)?);
         }
         Ok(Variables { files, fixed: None })
     }
@@ -50,43 +50,64 @@ impl Variables {
     }
 }
 
-/// Parses `KEY=value` lines: `#` comments, optional `export `, single or double quotes.
-pub fn parse_dotenv(text: &str) -> HashMap<String, String> {
+/// Parses a `.env` file the way dotenv tools do (dotenvy): `#` comments, `export KEY=v`, single
+/// quotes taken literally, double quotes with escapes and multi-line values, inline comments after
+/// unquoted and quoted values. Variables in values (`${OTHER}`) are not expanded here: lfeval
+/// expands `$VAR` where a value is used.
+pub fn parse_dotenv(text: &str, path: &Path) -> anyhow::Result<HashMap<String, String>> {
     let mut vars = HashMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let value = value.trim();
-        let value = if let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-            inner.replace("\\n", "\n").replace("\\\"", "\"")
-        } else if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
-            inner.to_owned()
-        } else {
-            // An unquoted value ends at an inline comment.
-            value.split(" #").next().unwrap_or("").trim().to_owned()
-        };
-        vars.insert(key.trim().to_owned(), value);
+    for item in dotenvy::from_read_iter(text.as_bytes()) {
+        let (key, value) = item.map_err(|e| match e {
+            dotenvy::Error::LineParse(line, index) => anyhow::anyhow!(
+                "cannot parse `{}`: invalid line `{}` (at character {})\nhint: write `KEY=value`, quoting values that hold spaces or `#`",
+                path.display(),
+                line.lines().next().unwrap_or(""),
+                index + 1
+            ),
+            other => anyhow::anyhow!("cannot parse `{}`: {other}", path.display()),
+        })?;
+        vars.insert(key, value);
     }
-    vars
+    Ok(vars)
 }
 
 #[cfg(test)]
 mod tests {
     use super::parse_dotenv;
+    use std::path::Path;
+
+    fn parse(text: &str) -> std::collections::HashMap<String, String> {
+        parse_dotenv(text, Path::new(".env")).unwrap()
+    }
 
     #[test]
-    fn dotenv_forms() {
-        let vars = parse_dotenv("# c\nA=1\nexport B=\"two words\"\nC='x#y'\nD=plain # comment\n\nbad line\n");
+    fn dotenv_conventions() {
+        let vars = parse(concat!(
+            "# a comment\n",
+            "A=1\n",
+            "export B=\"two words\"\n",
+            "C='x#y'\n",
+            "D=plain # comment\n",
+            "E=\"quoted\" # comment after quotes\n",
+            "F=\"line one\\nline two\"\n",
+            "G=\"multi\nline\"\n",
+            "H='no $EXPANSION \\n here'\n",
+            "\n",
+        ));
         assert_eq!(vars["A"], "1");
         assert_eq!(vars["B"], "two words");
         assert_eq!(vars["C"], "x#y");
         assert_eq!(vars["D"], "plain");
-        assert_eq!(vars.len(), 4);
+        assert_eq!(vars["E"], "quoted");
+        assert_eq!(vars["F"], "line one\nline two");
+        assert_eq!(vars["G"], "multi\nline");
+        assert_eq!(vars["H"], "no $EXPANSION \\n here");
+        assert_eq!(vars.len(), 8);
+    }
+
+    #[test]
+    fn a_broken_line_is_an_error_naming_the_file() {
+        let err = parse_dotenv("GOOD=1\nnot a line\n", Path::new("proj/.env")).unwrap_err();
+        assert!(err.to_string().contains("proj/.env"), "{err}");
     }
 }

@@ -244,10 +244,13 @@ impl<'a> Report<'a> {
         }
     }
 
+    /// The model could not be set up (an unset variable, an unknown adapter, a snippet that
+    /// does not compile): a configuration error, so exit 2 rather than a failed test.
     fn fail_connection(mut self, message: &str) -> ExitStatus {
         self.doc.insert("failed_step".into(), json!("connection"));
         self.doc.insert("error".into(), json!(message));
-        self.done(false, message)
+        self.done(false, message);
+        ExitStatus::Error
     }
 
     fn finish(mut self, runtime: &ModelRuntime, input: &Value, trace: &Trace, failure: Option<&Failure>) -> ExitStatus {

@@ -237,7 +237,7 @@ impl Fold {
                             .collect();
                         python_metric(&def.name, i, full)
                     }
-                    other => metric::compute(other, &values).map_err(|e| explain(&e, spec, &values)),
+                    other => metric::compute(other, &values).map_err(|e| explain(&e, &values)),
                 };
                 match computed {
                     Ok(values) => metrics.push(MetricResult {
@@ -280,7 +280,7 @@ impl Fold {
 
 /// A metric error in the user's terms: a field no sample has is named with the fields that do
 /// exist (a typo in `field:` is the usual cause).
-fn explain(error: &MetricError, spec: &MetricSpec, values: &[Map<String, Value>]) -> String {
+fn explain(error: &MetricError, values: &[Map<String, Value>]) -> String {
     let MetricError::MissingField { field, .. } = error else {
         return error.to_string();
     };
@@ -288,10 +288,7 @@ fn explain(error: &MetricError, spec: &MetricSpec, values: &[Map<String, Value>]
         return error.to_string();
     }
     let known: BTreeSet<&str> = values.iter().flat_map(|v| v.keys().map(String::as_str)).collect();
-    let mut message = format!(
-        "`{}` metric reads field `{field}`, which no sample's scores have",
-        spec.display_type()
-    );
+    let mut message = format!("field `{field}` is in no sample's scores");
     match closest(field, known.iter().copied()) {
         Some(near) => message.push_str(&format!("; hint: did you mean `{near}`?")),
         None if !known.is_empty() => {
@@ -466,7 +463,7 @@ mod tests {
         assert!(summary.metrics.is_empty());
         let message = &summary.metric_errors[0].message;
         assert!(
-            message.contains("field `is_corect`, which no sample's scores have"),
+            message.contains("field `is_corect` is in no sample's scores"),
             "{message}"
         );
         assert!(message.contains("did you mean `is_correct`?"), "{message}");

@@ -41,6 +41,7 @@ mod mut_map;
 mod mutation;
 mod regex;
 mod set_rewrite;
+mod strict_filters;
 #[cfg(test)]
 mod tests;
 
@@ -52,11 +53,9 @@ use minijinja::{AutoEscape, Environment, Error, State, UndefinedBehavior};
 
 use error::{SourceMap, convert_error};
 pub use error::{TemplateError, TemplateErrorKind};
-use filters::{merge_filter, zip_filter};
 pub use json::tojson_string;
-use json::{context_value, fromjson, json_escape, python_float, tojson_filter, value_to_json};
+use json::{context_value, python_float, value_to_json};
 use mutation::{dict_fn, mutable_fn, namespace_fn, unknown_method};
-use regex::regex_replace;
 use set_rewrite::{MUTABLE_FN, rewrite_sets};
 
 /// Instruction budget per render. A realistic input adapter over a 1000-message multimodal
@@ -123,12 +122,7 @@ impl TemplateEngine {
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(unknown_method);
         env.set_formatter(format_value);
-        env.add_filter("fromjson", fromjson);
-        env.add_filter("tojson", tojson_filter);
-        env.add_filter("json_escape", json_escape);
-        env.add_filter("zip", zip_filter);
-        env.add_filter("merge", merge_filter);
-        env.add_filter("regex_replace", regex_replace);
+        strict_filters::register(&mut env);
         env.add_function("dict", dict_fn);
         env.add_function("namespace", namespace_fn);
         env.add_function(MUTABLE_FN, mutable_fn);

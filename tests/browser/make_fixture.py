@@ -48,18 +48,19 @@ SPECS = [
      (0.05, 0.20)),
 ]
 
-# (class, stage, share of errors, message, location or None)
+# (class, stage, share of errors, message, location or None), in the vocabulary of
+# src/error_class.rs and the `Stage` enum of src/eval/record.rs.
 ERRORS = [
-    ("timeout", "inference", 0.30, "model call timed out after 15 s", None),
-    ("http_429", "inference", 0.20, "rate limited (429) after 3 attempts", None),
-    ("http_500", "inference", 0.10, "endpoint answered 500 Internal Server Error", None),
-    ("python_exception", "inference", 0.12, "KeyError: 'choices'",
-     "snippets/run_inference.py:31:12"),
-    ("adapter_render", "render_input", 0.08, "undefined value `message.content`",
-     "adapters/acme-chat.yaml:14:23"),
-    ("output_validation", "validate_output", 0.08,
+    ("timeout", "run_inference", 0.30, "model call timed out after 15 s", None),
+    ("model_error", "run_inference", 0.20, "endpoint answered 429 Too Many Requests after 3 attempts",
+     None),
+    ("connection", "run_inference", 0.10, "connection refused (acme.internal:8080)", None),
+    ("snippet_error", "run_inference", 0.12, "KeyError: 'choices'", "snippets/run_inference.py:31"),
+    ("template_error", "transform_input", 0.08, "undefined value `message.content`",
+     "adapters/acme-chat.yaml:14"),
+    ("invalid_output", "transform_output", 0.08,
      "output is not a valid chat_completion output: missing `choices`", None),
-    ("judge_parse", "score", 0.12, "judge answer has no verdict line", None),
+    ("judge_error", "score", 0.12, "judge answer has no verdict line", None),
 ]
 
 WORDS = (
@@ -150,12 +151,12 @@ def synthesize(total: int, seed: int, with_baseline: bool) -> dict:
          "categories": ["correct", "partial", "incorrect"]},
         {"key": "bleu.bleu", "scorer": "bleu", "field": "bleu", "type": "number"},
     ]
-    idx = {"n": 0, "spec": [], "id": [], "pos": [], "pass": [], "error": [],
+    idx = {"n": 0, "spec": [], "id": [], "pass": [], "error": [],
            "error_classes": error_classes, "input": [], "output": [],
            "scores": [dict(d, values=[]) for d in score_defs],
            "latency": {"parts": LATENCY_PARTS, "values": [[] for _ in LATENCY_PARTS],
                        "total": []},
-           "prompt_tokens": [], "completion_tokens": [], "cost": [], "retries": []}
+           "cost": []}
     score_col = {d["key"]: col for d, col in zip(score_defs, idx["scores"])}
     records, specs, baseline = [], [], []
 
@@ -207,6 +208,8 @@ def words(rng: random.Random, n: int) -> str:
 def make_sample(rng: random.Random, spec: tuple, i: int):
     key, _, task, model, connection, dataset, price = spec
     sample_id = f"{task}-{i:06d}"
+    if task == "summarize" and i == 1:
+        sample_id = "news/2026-12-01 #1 über"  # ids come from datasets: any text, even "/" and "#"
     if task == "arith":
         a, b = rng.randint(1, 999), rng.randint(1, 999)
         row = {"id": sample_id, "question": f"What is {a} + {b}?", "answer": str(a + b)}
@@ -235,9 +238,11 @@ def make_sample(rng: random.Random, spec: tuple, i: int):
         err = {"stage": stage, "class": cls, "message": message}
         if stage == "score":
             err["scorer"] = "judge"
+        else:
+            err["model"] = model
         if location:
             err["location"] = location
-        if cls == "python_exception":
+        if cls == "snippet_error":
             err["detail"] = ('Traceback (most recent call last):\n  File '
                              '"snippets/run_inference.py", line 31, in run_inference\n'
                              '    return data["choices"][0]["message"]["content"]\n'
@@ -262,7 +267,7 @@ def make_sample(rng: random.Random, spec: tuple, i: int):
         calls.append(c)
         usages.append(usage)
 
-    call("target", connection, messages, answer, errors, failed_call)
+    call("solver", connection, messages, answer, errors, failed_call)
     scores = {}
     if not failed_call:
         if task == "arith":
@@ -292,7 +297,7 @@ def make_sample(rng: random.Random, spec: tuple, i: int):
     cost = None
     if price:
         cost = round((prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6, 8)
-    solver_ms = round(sum(c["timings"]["total_ms"] for c in calls if c["purpose"] == "target"), 1)
+    solver_ms = round(sum(c["timings"]["total_ms"] for c in calls if c["purpose"] == "solver"), 1)
     score_ms = round(sum(c["timings"]["total_ms"] for c in calls if c["purpose"] == "judge")
                      + rng.uniform(0.05, 2.0), 1)
     rec = {
@@ -313,6 +318,11 @@ def make_sample(rng: random.Random, spec: tuple, i: int):
         "timings": {"solver_ms": solver_ms, "score_ms": score_ms,
                     "total_ms": round(solver_ms + score_ms + rng.uniform(0.1, 3), 1)},
     }
+    if key == "arith-acme":
+        # src/eval/record.rs writes this shape today; the page reads both (report-data.md §5).
+        out = rec.pop("output")
+        rec["solver_output"] = None if out is None else {
+            "output": out["value"], "text": out["text"], "messages": out["messages"]}
     if connection == "custom_inference" and rng.random() < 0.2:
         rec["captured_output"] = f"[run_inference] POST /v1/chat/completions -> 200 in " \
                                  f"{rng.randint(80, 900)} ms\n"
@@ -327,7 +337,7 @@ def make_sample(rng: random.Random, spec: tuple, i: int):
 
 
 def pick_error(rng: random.Random, task: str):
-    pool = [e for e in ERRORS if task == "qa" or e[0] != "judge_parse"]
+    pool = [e for e in ERRORS if task == "qa" or e[0] != "judge_error"]
     return rng.choices(pool, [e[2] for e in pool])[0]
 
 
@@ -335,10 +345,10 @@ def make_call(rng, model, purpose, connection, messages, answer, errors, failed)
     permit = rng.expovariate(1 / 250) if rng.random() < 0.3 else rng.uniform(0, 2)
     limiter = rng.uniform(0, 900) if connection == "custom_connection" else rng.uniform(0, 40)
     render_in, render_out = rng.uniform(0.1, 2.5), rng.uniform(0.1, 1.5)
-    inference = rng.lognormvariate(math.log(520 if purpose == "target" else 380), 0.55)
+    inference = rng.lognormvariate(math.log(520 if purpose == "solver" else 380), 0.55)
     attempts = [{"error": None, "retryable": None, "elapsed_ms": round(inference, 1)}]
     backoff = 0.0
-    if errors and purpose == "target" and errors[0]["class"] in ("http_429", "timeout"):
+    if errors and purpose == "solver" and errors[0]["class"] in ("model_error", "timeout"):
         attempts = [{"error": errors[0]["message"], "retryable": True,
                      "elapsed_ms": round(inference if errors[0]["class"] != "timeout"
                                          else 15000.0, 1)} for _ in range(3)]
@@ -389,12 +399,12 @@ def add_index_row(idx, score_col, spec_no, rec, connection):
     """One index row per record: what Rust derives from a samples.jsonl line."""
     idx["spec"].append(spec_no)
     idx["id"].append(rec["sample_id"])
-    idx["pos"].append(rec["sample_index"])
     idx["error"].append(idx["error_classes"].index(rec["errors"][0]["class"]) + 1
                         if rec["errors"] else 0)
     user = [m["content"] for m in rec["model_input"]["messages"] if m["role"] == "user"]
     idx["input"].append(preview(user[-1] if user else ""))
-    idx["output"].append(preview(rec["output"]["text"] if rec["output"] else ""))
+    out = rec["output"] if "output" in rec else rec.get("solver_output")
+    idx["output"].append(preview(out["text"] if out else ""))
     values = {f"{s}.{f}": v for s, sc in rec["scores"].items() for f, v in sc["values"].items()}
     for key, col in score_col.items():
         v = values.get(key)
@@ -413,10 +423,7 @@ def add_index_row(idx, score_col, spec_no, rec, connection):
     for col, v in zip(idx["latency"]["values"], parts):
         col.append(round(v, 1))
     idx["latency"]["total"].append(rec["timings"]["total_ms"])
-    idx["prompt_tokens"].append(rec["usage"]["num_prompt_tokens"])
-    idx["completion_tokens"].append(rec["usage"]["num_completion_tokens"])
     idx["cost"].append(rec["cost_usd"])
-    idx["retries"].append(rec["retries"])
 
 
 def pass_of(rec):
@@ -640,6 +647,14 @@ def comparison(rng, idx, records, baseline, specs):
                    for (s, c), v in sorted(errors_by.items())],
         "error_changes": error_changes,
         "deltas": deltas,
+        "totals": {
+            "cost_usd": {"a": round(sum(d["cost_usd"]["a"] or 0 for d in deltas), 6),
+                         "b": round(sum(d["cost_usd"]["b"] or 0 for d in deltas), 6)},
+            "prompt_tokens": {k: sum(d["prompt_tokens"][k] for d in deltas) for k in "ab"},
+            "completion_tokens": {k: sum(d["completion_tokens"][k] for d in deltas)
+                                  for k in "ab"},
+            "wall_time_s": {"a": 1511.0, "b": 1358.2},
+        },
         "unpaired": {"only_in_baseline": 0, "only_in_current": 0},
     }
 

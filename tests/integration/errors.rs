@@ -209,7 +209,7 @@ fn unknown_secret_says_where_it_looked() {
         )
         .args(["model", "test", "m"]);
     let out = t.run();
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2);
     assert!(out.stderr.contains(".test-home/secrets.json"), "{}", out.stderr);
     insta::assert_snapshot!(t.render(&out));
 }

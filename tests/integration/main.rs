@@ -7,10 +7,12 @@
 )]
 
 mod adapters;
+mod config;
 mod dialect;
 mod errors;
 mod limits;
 mod model_test;
+mod resume;
 mod runs;
 mod secrets;
 mod server;

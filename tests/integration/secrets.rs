@@ -128,7 +128,7 @@ fn unknown_secret_lists_where_it_looked() {
         )
         .args(["model", "test", "m"]);
     let out = t.run();
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2, "a missing secret is a configuration error");
     assert!(out.stderr.contains("unknown secret `OPENAI_API_KEY`"), "{}", out.stderr);
     assert!(out.stderr.contains(".test-home/secrets.json"), "{}", out.stderr);
     assert_no_canary("model test m", &out);

@@ -132,6 +132,40 @@ impl Test {
         }
     }
 
+    /// Runs and checks the exit code, showing both streams when it is not `code`.
+    #[track_caller]
+    pub fn status(&self, code: i32) -> Output {
+        let out = self.run();
+        assert_eq!(
+            out.code,
+            code,
+            "`lfeval {}` exited {} (expected {code})\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.args.join(" "),
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+        out
+    }
+
+    /// Runs and expects exit code 0.
+    #[track_caller]
+    pub fn success(&self) -> Output {
+        self.status(0)
+    }
+
+    /// Runs and expects exit code 1: the command ran, and checks or samples failed.
+    #[track_caller]
+    pub fn failure(&self) -> Output {
+        self.status(1)
+    }
+
+    /// Runs and expects exit code 2: a usage or configuration error.
+    #[track_caller]
+    pub fn config_error(&self) -> Output {
+        self.status(2)
+    }
+
     /// Runs and renders what a user sees, with nondeterminism filtered out.
     pub fn snapshot(&self) -> String {
         self.render(&self.run())

@@ -560,6 +560,11 @@
       if (!cache.has(skip)) cache.set(skip, select(skip));
       return cache.get(skip);
     };
+    if (!D.idx.n) {
+      fill(byId('charts-scope'));
+      fill(byId('charts-body'), h('p', { class: 'muted', text: 'This run has no samples.' }));
+      return;
+    }
     const main = rowsFor(null);
     fill(byId('charts-scope'), main.length === D.idx.n
       ? `All ${fmtInt(main.length)} samples`
@@ -862,12 +867,22 @@
 
     const errs = cmp.errors || [];
     if (errs.length) {
-      parts.push(h('h3', { text: 'Errors by class' }));
-      parts.push(h('div', { class: 'table-wrap' }, h('table', { class: 'compact' }, h('caption', { class: 'sr-only', text: 'Error counts per class, baseline and current' }),
-        h('thead', null, h('tr', null, [['Spec'], ['Class'], ['Baseline', 1], ['Current', 1], ['Δ', 1]].map(([t, num]) => h('th', { scope: 'col', class: num ? 'num' : null, text: t })))),
-        h('tbody', null, errs.map((e) => h('tr', null, h('td', { text: e.spec }), h('td', { text: e.class }),
+      const errTable = (caption, rows, first) => h('div', { class: 'table-wrap' }, h('table', { class: 'compact' }, h('caption', { class: 'sr-only', text: caption }),
+        h('thead', null, h('tr', null, [[first], ['Baseline', 1], ['Current', 1], ['Δ', 1]].map(([t, num]) => h('th', { scope: 'col', class: num ? 'num' : null, text: t })))),
+        h('tbody', null, rows.map((e) => h('tr', null, h('td', { text: e.label }),
           h('td', { class: 'num', text: fmtInt(e.a) }), h('td', { class: 'num', text: fmtInt(e.b) }),
-          h('td', { class: `num ${e.b > e.a ? 'delta-bad' : e.b < e.a ? 'delta-good' : ''}`, text: fmtSigned(e.b - e.a) })))))));
+          h('td', { class: `num ${e.b > e.a ? 'delta-bad' : e.b < e.a ? 'delta-good' : ''}`, text: fmtSigned(e.b - e.a) }))))));
+      // One row per class, biggest change first; the spec-by-class grid is there when needed.
+      const byClass = new Map();
+      for (const e of errs) {
+        const x = byClass.get(e.class) || { label: e.class, a: 0, b: 0 };
+        x.a += e.a ?? 0; x.b += e.b ?? 0;
+        byClass.set(e.class, x);
+      }
+      const classes = [...byClass.values()].sort((x, y) => Math.abs(y.b - y.a) - Math.abs(x.b - x.a) || y.b - x.b);
+      parts.push(h('h3', { text: 'Errors by class' }), errTable('Error counts per class, baseline and current', classes, 'Class'),
+        h('details', { class: 'more' }, h('summary', { text: 'Per specification' }), h('div', { class: 'inner' },
+          errTable('Error counts per specification and class', errs.map((e) => ({ ...e, label: `${e.spec} · ${e.class}` })), 'Specification · class'))));
     }
     const changes = cmp.error_changes || [];
     const appeared = changes.filter((c) => c.change === 'appeared'), vanished = changes.filter((c) => c.change !== 'appeared');
@@ -877,8 +892,8 @@
         h('td', null, h('span', { class: `badge ${c.change === 'appeared' ? 'error' : 'neutral'}`, text: c.change })), h('td', { text: c.class })))
       : h('p', { class: 'muted', text: 'No sample changed its error status.' }));
 
-    const deltas = cmp.deltas || [];
-    if (deltas.length) {
+    const deltas = cmp.deltas || [], tot = cmp.totals;
+    if (deltas.length || tot) {
       const ab = (x, fmt) => (x ? [`${fmt(x.a)} → ${fmt(x.b)} `, h('span', { class: 'muted', text: fmtChange(x.a, x.b) })] : '—');
       parts.push(h('h3', { text: 'Latency, tokens and cost' }));
       parts.push(h('div', { class: 'table-wrap' }, h('table', { class: 'compact' }, h('caption', { class: 'sr-only', text: 'Latency, token and cost changes per specification' }),
@@ -886,7 +901,11 @@
         h('tbody', null, deltas.map((d) => h('tr', null, h('td', { text: d.spec }),
           h('td', { class: 'num' }, ab(d.latency_p50_ms, fmtMs)), h('td', { class: 'num' }, ab(d.latency_p95_ms, fmtMs)),
           h('td', { class: 'num' }, ab(d.prompt_tokens, fmtInt)), h('td', { class: 'num' }, ab(d.completion_tokens, fmtInt)),
-          h('td', { class: 'num' }, ab(d.cost_usd, fmtUsd))))))));
+          h('td', { class: 'num' }, ab(d.cost_usd, fmtUsd)))),
+        tot ? h('tr', null, h('th', { scope: 'row', text: 'All specifications' }),
+          h('td', { class: 'num', colspan: 2 }, tot.wall_time_s ? ['wall time ', ab(tot.wall_time_s, fmtSeconds)] : '—'),
+          h('td', { class: 'num' }, ab(tot.prompt_tokens, fmtInt)), h('td', { class: 'num' }, ab(tot.completion_tokens, fmtInt)),
+          h('td', { class: 'num' }, h('strong', null, ab(tot.cost_usd, fmtUsd)))) : null))));
     }
     parts.push(h('details', { class: 'more' }, h('summary', { text: 'Baseline provenance' }), h('div', { class: 'inner' }, provenanceList(bp), datasetTable(bp.datasets))));
     fill(byId('comparison-body'), parts);
@@ -949,7 +968,8 @@
         c.response ? h('div', null, h('h4', { text: `Raw response${status != null ? ` (${status})` : ''}` }),
           c.response.headers && Object.keys(c.response.headers).length ? h('details', { class: 'more' }, h('summary', { text: 'Headers' }), h('div', { class: 'inner' }, kvTable(c.response.headers, 'Response headers'))) : null,
           textBlock(prettyMaybeJson(c.response.body))) : null,
-        c.rendered_output != null ? h('div', null, h('h4', { text: 'Rendered output (process_output)' }), textBlock(prettyMaybeJson(c.rendered_output))) : null));
+        c.rendered_output != null ? h('div', null, h('h4', { text: 'Rendered output (process_output)' }), textBlock(prettyMaybeJson(c.rendered_output))) : null,
+        c.output != null ? h('div', null, h('h4', { text: 'Parsed output' }), textBlock(prettyMaybeJson(c.output))) : null));
   }
 
   function errorView(e) {
@@ -957,7 +977,7 @@
       : [e.location.file, e.location.line, e.location.column].filter((x) => x != null).join(':'));
     return h('div', { class: 'error-box' },
       h('div', null, h('span', { class: 'badge error', text: e.class || 'error' }), ' ', h('strong', { text: e.message ?? '' })),
-      h('div', { class: 'where' }, `stage ${e.stage ?? '?'}`, e.scorer ? ` · scorer ${e.scorer}` : null, loc ? [' · ', h('code', { text: loc })] : null),
+      h('div', { class: 'where' }, `stage ${e.stage ?? '?'}`, e.model ? ` · model ${e.model}` : null, e.scorer ? ` · scorer ${e.scorer}` : null, loc ? [' · ', h('code', { text: loc })] : null),
       e.detail ? textBlock(e.detail, 'mono') : null);
   }
 
@@ -973,8 +993,16 @@
       ...Object.entries(flip.baseline.scores || {}).map(([k, v]) => [k, fmtNum(v)])]) : null);
   }
 
+  // Records name the solver's output `output: {value, text, messages}` (the contract) or
+  // `solver_output: {output, text, messages}` (SampleRecord today); read either.
+  function outputOf(rec) {
+    if (rec.output !== undefined) return rec.output;
+    const so = rec.solver_output;
+    return so ? { value: so.output, text: so.text, messages: so.messages } : null;
+  }
+
   function renderSample(rec, row) {
-    const out = rec.output || {};
+    const output = outputOf(rec), out = output || {};
     const scoreRows = Object.entries(rec.scores || {}).flatMap(([scorer, s]) =>
       Object.entries(s.values || {}).map(([field, v]) => h('tr', null, h('td', { text: scorer }), h('td', { text: field }),
         h('td', { class: 'num' }, h('strong', { text: fmtNum(v) })))));
@@ -1002,7 +1030,7 @@
           h('tbody', null, scoreRows)) : null, reasons) : null,
       section('Model input', inputMessages ? messages(inputMessages) : textBlock(prettyMaybeJson(rec.model_input))),
       section('Parsed output',
-        rec.output == null ? h('p', { class: 'muted', text: 'No output.' }) : out.text != null ? textBlock(out.text) : textBlock(prettyMaybeJson(out.value)),
+        output == null ? h('p', { class: 'muted', text: 'No output.' }) : out.text != null ? textBlock(out.text) : textBlock(prettyMaybeJson(out.value)),
         outMessages && inputMessages && outMessages.length > inputMessages.length + 1
           ? h('details', { class: 'more' }, h('summary', { text: `Conversation (${outMessages.length} messages)` }), h('div', { class: 'inner' }, messages(outMessages))) : null,
         out.value != null ? h('details', { class: 'more' }, h('summary', { text: 'Output value (JSON)' }), h('div', { class: 'inner' }, textBlock(prettyMaybeJson(out.value)))) : null),
