@@ -1,0 +1,488 @@
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark prints its figures"
+)]
+//! The whole-program figures: the real `lfeval` binary on generated projects against an echo
+//! server started here (HTTP/1.1 with keep-alive and a configurable latency). One line per
+//! figure on stdout:
+//!
+//! - CPU per sample with a constant snippet at 10,000 samples (default settings and
+//!   `--no-cache`), interpreter start included;
+//! - peak RSS at 10,000 and 100,000 samples;
+//! - wall time against the limit `samples / in-flight × latency` for 2,000 samples at 64 in
+//!   flight against 50 ms: `custom_connection`, a module-level `httpx.Client` snippet, and a bare
+//!   Python thread pool sharing one `httpx.Client` (no harness at all), plus `lfeval.http`
+//!   snippets when the binary provides them;
+//! - the rate `rate_limit: 600` achieves as the server sees it;
+//! - `model test` start-up on an offline snippet.
+//!
+//! Run with `cargo bench --bench workload` (needs `.venv` with httpx, as the tests do;
+//! `LFEVAL_BENCH_QUICK=1` shrinks every workload for a smoke run).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const LFEVAL: &str = env!("CARGO_BIN_EXE_lfeval");
+
+fn main() {
+    let quick = std::env::var_os("LFEVAL_BENCH_QUICK").is_some();
+    let scale = |n: usize| if quick { (n / 20).max(50) } else { n };
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "run `.ci/test` once first: it creates `.venv` with httpx"
+    );
+
+    // Overhead: a constant snippet, no network.
+    for (label, extra) in [("default", &[][..]), ("no_cache", &["--no-cache"][..])] {
+        let n = scale(10_000);
+        let project = constant_project(n);
+        let (usage, _) = run(
+            &project,
+            &venv,
+            &["run", "-f", "run.yaml", "-o", "out", "--no-progress"],
+            extra,
+        );
+        figure(
+            &format!("overhead_cpu_us_per_sample_{n}_{label}"),
+            usage.cpu.as_secs_f64() * 1e6 / n as f64,
+            "µs",
+        );
+        if label == "default" {
+            figure(&format!("peak_rss_mb_{n}"), usage.max_rss_kb as f64 / 1024.0, "MB");
+        }
+    }
+    let n = scale(100_000);
+    let project = constant_project(n);
+    let (usage, _) = run(
+        &project,
+        &venv,
+        &["run", "-f", "run.yaml", "-o", "out", "--no-progress"],
+        &[],
+    );
+    figure(&format!("peak_rss_mb_{n}"), usage.max_rss_kb as f64 / 1024.0, "MB");
+    figure(
+        &format!("overhead_cpu_us_per_sample_{n}_default"),
+        usage.cpu.as_secs_f64() * 1e6 / n as f64,
+        "µs",
+    );
+
+    // Throughput at 64 in flight against 50 ms.
+    let latency = Duration::from_millis(50);
+    let server = EchoServer::start(latency);
+    let (n, in_flight) = (scale(2_000), 64);
+    let limit = n as f64 / in_flight as f64 * latency.as_secs_f64();
+    figure("throughput_limit_s", limit, "s");
+    let mut bare_wall = None;
+    for (label, model) in [
+        ("custom_connection", custom_connection_model(&server.url())),
+        (
+            "httpx_client_snippet",
+            snippet_model(HTTPX_SNIPPET, &server.url(), false),
+        ),
+        (
+            "lfeval_http_snippet",
+            snippet_model(LFEVAL_HTTP_SNIPPET, &server.url(), false),
+        ),
+        (
+            "lfeval_http_async_snippet",
+            snippet_model(LFEVAL_HTTP_ASYNC_SNIPPET, &server.url(), true),
+        ),
+    ] {
+        let project = http_project(n, in_flight, &model);
+        server.reset();
+        let (usage, ok) = run(
+            &project,
+            &venv,
+            &["run", "-f", "run.yaml", "-o", "out", "--no-progress", "--no-cache"],
+            &[],
+        );
+        if !ok || server.count() < n {
+            println!("{label:<40} n/a (the run failed or this lfeval has no such feature)");
+            continue;
+        }
+        figure(&format!("{label}_wall_s"), usage.wall.as_secs_f64(), "s");
+        figure(
+            &format!("{label}_wall_over_limit"),
+            usage.wall.as_secs_f64() / limit,
+            "×",
+        );
+        figure(&format!("{label}_cpu_s"), usage.cpu.as_secs_f64(), "s");
+        if label == "httpx_client_snippet" {
+            bare_wall = Some(bare_pool(&python, &server, n, in_flight));
+            let bare = bare_wall.unwrap_or_default();
+            figure("bare_python_pool_wall_s", bare, "s");
+            figure(
+                "httpx_client_snippet_over_bare_pool",
+                usage.wall.as_secs_f64() / bare,
+                "×",
+            );
+        }
+    }
+    let _ = bare_wall;
+
+    // Rate limit accuracy: 600/min is one request every 100 ms.
+    let server = EchoServer::start(Duration::ZERO);
+    let n = if quick { 30 } else { 121 };
+    let project = rate_project(n, &server.url());
+    run(
+        &project,
+        &venv,
+        &["run", "-f", "run.yaml", "-o", "out", "--no-progress", "--no-cache"],
+        &[],
+    );
+    let arrivals = server.arrivals();
+    if arrivals.len() >= 2 {
+        let span = arrivals[arrivals.len() - 1].duration_since(arrivals[0]).as_secs_f64();
+        let per_minute = (arrivals.len() - 1) as f64 / span * 60.0;
+        figure("rate_limit_600_observed_per_min", per_minute, "/min");
+        figure("rate_limit_600_error_pct", (per_minute - 600.0) / 600.0 * 100.0, "%");
+    }
+
+    // `model test` start-up.
+    let project = constant_project(1);
+    let mut walls: Vec<f64> = (0..7)
+        .map(|_| {
+            run(&project, &venv, &["model", "test", "constant"], &[])
+                .0
+                .wall
+                .as_secs_f64()
+        })
+        .collect();
+    walls.sort_by(f64::total_cmp);
+    figure(
+        "model_test_offline_wall_ms_median",
+        walls[walls.len() / 2] * 1000.0,
+        "ms",
+    );
+}
+
+fn figure(name: &str, value: f64, unit: &str) {
+    println!("{name:<40} {value:>10.2} {unit}");
+}
+
+/// What one child process used.
+#[derive(Default)]
+struct Usage {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kb: i64,
+}
+
+/// Runs lfeval in `project` and waits for it with `wait4`, which reports that child's own CPU
+/// time and peak RSS.
+fn run(project: &Path, venv: &Path, args: &[&str], extra: &[&str]) -> (Usage, bool) {
+    let _ = std::fs::remove_dir_all(project.join("out"));
+    let _ = std::fs::remove_dir_all(project.join(".lfeval"));
+    let started = Instant::now();
+    let child = Command::new(LFEVAL)
+        .args(args)
+        .args(extra)
+        .current_dir(project)
+        .env("VIRTUAL_ENV", venv)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lfeval");
+    let pid = child.id() as libc::pid_t;
+    let mut stderr = String::new();
+    let mut err = child.stderr.expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let _ = err.read_to_string(&mut stderr);
+        stderr
+    });
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data that `wait4` fills in; `pid` is our own child.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the child is not waited for anywhere else.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
+    let wall = started.elapsed();
+    let stderr = reader.join().unwrap_or_default();
+    let ok = waited == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) <= 1;
+    if !ok {
+        eprintln!("lfeval {} failed:\n{stderr}", args.join(" "));
+    }
+    let time = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    (
+        Usage {
+            wall,
+            cpu: time(rusage.ru_utime) + time(rusage.ru_stime),
+            max_rss_kb: rusage.ru_maxrss,
+        },
+        ok,
+    )
+}
+
+fn project_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lfeval-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("project dir");
+    dir
+}
+
+fn write(dir: &Path, relative: &str, text: &str) {
+    let path = dir.join(relative);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+    std::fs::write(path, text).expect("write");
+}
+
+fn rows(dir: &Path, n: usize) {
+    let mut text = String::with_capacity(n * 40);
+    for i in 0..n {
+        text.push_str(&json!({"id": format!("s{i}"), "question": format!("question {i}")}).to_string());
+        text.push('\n');
+    }
+    write(dir, "rows.jsonl", &text);
+}
+
+fn run_yaml(model: &str, scorer_value: &str) -> String {
+    format!(
+        r#"models:
+{model}
+datasets:
+  - key: rows
+    source: {{type: local, file_path: rows.jsonl}}
+    id_column: id
+tasks:
+  - key: echo
+    display_name: Echo
+    definition:
+      dataset: {{key: rows}}
+      solver:
+        type: single_turn_solver
+        input_builder:
+          type: chat_completion
+          input_messages:
+            - {{role: user, content: "{{{{ sample.question }}}}"}}
+      scorers:
+        - type: string_equals
+          key: exact
+          ground_truth: "{scorer_value}"
+          metrics:
+            - {{type: mean, field: is_correct}}
+evaluation:
+  key: bench
+  task_specifications:
+    - {{key: echo, task_key: echo, model_key: m}}
+"#
+    )
+}
+
+const CONSTANT_SNIPPET: &str = r#"import json
+
+ANSWER = json.dumps({"choices": [{"message": {"role": "assistant", "content": "ok"}}]})
+
+def run_inference(body, environment):
+    return ANSWER
+"#;
+
+/// A constant snippet model, for the harness's own cost.
+fn constant_project(n: usize) -> PathBuf {
+    let dir = project_dir(&format!("constant-{n}"));
+    write(&dir, "snippets/constant.py", CONSTANT_SNIPPET);
+    let model = "  - key: m\n    display_name: constant\n    max_concurrent_requests: 8\n    config:\n      connection_type: custom_inference\n      run_inference_snippet: !include snippets/constant.py\n";
+    write(&dir, "run.yaml", &run_yaml(model, "ok"));
+    write(
+        &dir,
+        "models/constant.yaml",
+        "key: constant\ndisplay_name: constant\nconfig:\n  connection_type: custom_inference\n  run_inference_snippet: !include ../snippets/constant.py\n",
+    );
+    rows(&dir, n);
+    dir
+}
+
+fn custom_connection_model(url: &str) -> String {
+    format!(
+        "  - key: m\n    display_name: http\n    max_concurrent_requests: 64\n    config:\n      connection_type: custom_connection\n      adapter: {{key: \"latticeflow$openai_chat_completion\"}}\n      url: \"{url}\"\n      model_key: echo\n"
+    )
+}
+
+const HTTPX_SNIPPET: &str = r#"import httpx
+
+client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+
+def run_inference(body, environment):
+    response = client.post(environment["URL"], content=body, headers={"content-type": "application/json"})
+    response.raise_for_status()
+    return response.text
+"#;
+
+const LFEVAL_HTTP_SNIPPET: &str = r#"from lfeval import http
+
+def run_inference(body, environment):
+    response = http.post(environment["URL"], content=body, headers={"content-type": "application/json"})
+    response.raise_for_status()
+    return response.text
+"#;
+
+const LFEVAL_HTTP_ASYNC_SNIPPET: &str = r#"from lfeval import http
+
+async def run_inference(body, environment):
+    response = await http.apost(environment["URL"], content=body, headers={"content-type": "application/json"})
+    response.raise_for_status()
+    return response.text
+"#;
+
+fn snippet_model(source: &str, url: &str, _is_async: bool) -> String {
+    let indented: String = source.lines().map(|l| format!("        {l}\n")).collect();
+    format!(
+        "  - key: m\n    display_name: snippet\n    max_concurrent_requests: 64\n    config:\n      connection_type: custom_inference\n      adapter: {{key: \"latticeflow$openai_chat_completion\"}}\n      environment:\n        URL: \"{url}\"\n      run_inference_snippet: |\n{indented}"
+    )
+}
+
+fn http_project(n: usize, _in_flight: usize, model: &str) -> PathBuf {
+    let dir = project_dir(&format!("http-{n}"));
+    write(&dir, "run.yaml", &run_yaml(model, "echo: {{ sample.question }}"));
+    rows(&dir, n);
+    dir
+}
+
+fn rate_project(n: usize, url: &str) -> PathBuf {
+    let dir = project_dir("rate");
+    let model = custom_connection_model(url).replace(
+        "max_concurrent_requests: 64",
+        "rate_limit: 600\n    max_concurrent_requests: 8",
+    );
+    write(&dir, "run.yaml", &run_yaml(&model, "echo: {{ sample.question }}"));
+    rows(&dir, n);
+    dir
+}
+
+/// The same calls from a bare Python thread pool sharing one `httpx.Client`: what a user would
+/// write without any harness.
+fn bare_pool(python: &Path, server: &EchoServer, n: usize, in_flight: usize) -> f64 {
+    let script = format!(
+        r#"import json, time, httpx
+from concurrent.futures import ThreadPoolExecutor
+client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections={in_flight}, max_keepalive_connections={in_flight}))
+bodies = [json.dumps({{"model": "echo", "messages": [{{"role": "user", "content": f"question {{i}}"}}]}}) for i in range({n})]
+def call(body):
+    r = client.post("{url}", content=body, headers={{"content-type": "application/json"}})
+    r.raise_for_status()
+    return json.loads(r.text)["choices"][0]["message"]["content"]
+start = time.perf_counter()
+with ThreadPoolExecutor({in_flight}) as pool:
+    out = list(pool.map(call, bodies))
+print(time.perf_counter() - start)
+"#,
+        url = server.url()
+    );
+    let output = Command::new(python).arg("-c").arg(script).output().expect("python");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN)
+}
+
+/// An OpenAI-compatible echo server: every POST answers `echo: <last user message>` after
+/// `latency`, over keep-alive connections, one thread per connection.
+struct EchoServer {
+    port: u16,
+    count: Arc<AtomicUsize>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl EchoServer {
+    fn start(latency: Duration) -> EchoServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let count = Arc::new(AtomicUsize::new(0));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let (c, a) = (Arc::clone(&count), Arc::clone(&arrivals));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (c, a) = (Arc::clone(&c), Arc::clone(&a));
+                std::thread::spawn(move || serve(stream, latency, &c, &a));
+            }
+        });
+        EchoServer { port, count, arrivals }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/chat/completions", self.port)
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    fn reset(&self) {
+        self.count.store(0, Ordering::SeqCst);
+        if let Ok(mut a) = self.arrivals.lock() {
+            a.clear();
+        }
+    }
+
+    fn arrivals(&self) -> Vec<Instant> {
+        self.arrivals.lock().map(|a| a.clone()).unwrap_or_default()
+    }
+}
+
+fn serve(stream: TcpStream, latency: Duration, count: &AtomicUsize, arrivals: &Mutex<Vec<Instant>>) {
+    let _ = stream.set_nodelay(true);
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if let Ok(mut a) = arrivals.lock() {
+            a.push(Instant::now());
+        }
+        count.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(latency);
+        let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let text = request["messages"]
+            .as_array()
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("");
+        let answer = json!({
+            "id": "chatcmpl-bench", "object": "chat.completion", "model": "echo",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": format!("echo: {text}")}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+        })
+        .to_string();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
