@@ -180,6 +180,7 @@ struct Usage {
 
 /// Runs lfeval in `project` and waits for it with `wait4`, which reports that child's own CPU
 /// time and peak RSS.
+#[allow(clippy::zombie_processes, reason = "the child is waited for with `wait4`")]
 fn run(project: &Path, venv: &Path, args: &[&str], extra: &[&str]) -> (Usage, bool) {
     let _ = std::fs::remove_dir_all(project.join("out"));
     let _ = std::fs::remove_dir_all(project.join(".lfeval"));

@@ -176,6 +176,9 @@ pub fn run(
     })?;
     shared.run_dir.finish()?;
     shared.run_dir.end_session(session)?;
+    if let Some(Err(e)) = cache.as_ref().map(|c| c.finish()) {
+        printer.warn(&format!("some responses could not be cached: {e}"));
+    }
     // The runtime (and its signal listener) stays alive while metrics are computed.
     let summary = if shared.interrupted() {
         None

@@ -5,10 +5,18 @@
 //! rendered request body: change either and the old entry no longer matches. What is stored is
 //! masked with [`crate::redact::redact`] first, since a response can echo a credential back.
 //! The file uses WAL mode and a busy timeout, so several lfeval processes can share it.
+//!
+//! Speed: a run looks up and stores once per call, so neither may cost a transaction or a
+//! thread hand-off each. Lookups use a cached prepared statement on their own connection (WAL
+//! readers never wait for the writer); stores go to one writer thread that commits them in
+//! batches, and until a batch is committed its entries answer lookups from memory.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -27,6 +35,25 @@ const KEY_DOMAIN: &str = "lfeval-response-cache-v1";
 
 /// How long a writer waits for another process holding the database before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most entries one write transaction commits.
+const BATCH: usize = 512;
+
+/// How long the writer waits for more entries before committing what it has.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+const SELECT: &str = "SELECT status_code, headers, body, captured FROM responses WHERE key = ?1";
+
+const UPSERT: &str = "INSERT INTO responses
+         (key, model_key, status_code, headers, body, captured, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT (key) DO UPDATE SET
+         model_key = excluded.model_key,
+         status_code = excluded.status_code,
+         headers = excluded.headers,
+         body = excluded.body,
+         captured = excluded.captured,
+         created_at = excluded.created_at";
 
 /// `cache_policy` of an evaluation: `reuse` (default), `update` or `no-cache`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -72,6 +99,8 @@ pub enum CacheError {
         path.display()
     )]
     NewerSchema { path: PathBuf, found: i64 },
+    #[error("cache `{}` is closed", path.display())]
+    Closed { path: PathBuf },
     #[error(
         "cache `{}` has a corrupt entry `{key}`: {message}; hint: delete the file to start an empty cache",
         path.display()
@@ -83,11 +112,48 @@ pub enum CacheError {
     },
 }
 
-/// An open response cache; share it behind an `Arc` (calls are serialized on one connection).
+/// An open response cache; share it behind an `Arc`. Dropping it commits every stored entry.
 #[derive(Debug)]
 pub struct ResponseCache {
     path: PathBuf,
+    /// For lookups and statistics.
     connection: Mutex<Connection>,
+    /// Entries stored but not committed yet, by key (already masked), with the number of the
+    /// store that put them there: a commit clears an entry only if no later store replaced it.
+    pending: Arc<Mutex<HashMap<String, (u64, Row)>>>,
+    stores: std::sync::atomic::AtomicU64,
+    writer: Mutex<Option<Writer>>,
+    /// The first error the writer met (the cache is best effort; [`ResponseCache::finish`]
+    /// reports it).
+    failed: Arc<Mutex<Option<CacheError>>>,
+}
+
+/// One masked entry, as stored.
+#[derive(Debug, Clone)]
+struct Row {
+    model_key: String,
+    status_code: u16,
+    headers: String,
+    body: String,
+    captured: String,
+    created_at: String,
+}
+
+#[derive(Debug)]
+struct Writer {
+    queue: mpsc::Sender<Message>,
+    thread: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+enum Message {
+    Store {
+        key: String,
+        row: Row,
+        number: u64,
+    },
+    /// Answered once everything sent before it is committed.
+    Flush(mpsc::Sender<()>),
 }
 
 impl ResponseCache {
@@ -103,16 +169,7 @@ impl ResponseCache {
             path: path.to_path_buf(),
             error,
         };
-        let mut connection = Connection::open(path).map_err(sqlite)?;
-        connection.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-        // WAL lets readers and one writer work at once; with it, `NORMAL` sync loses at most
-        // the last commits on power loss, never the database, which suits a cache.
-        let _mode: String = connection
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(sqlite)?;
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sqlite)?;
+        let mut connection = connect(path).map_err(sqlite)?;
 
         // `IMMEDIATE` takes the write lock up front, so two processes opening a fresh file at
         // once do not both try to create the schema.
@@ -150,9 +207,16 @@ impl ResponseCache {
             Some(_) => {}
         }
         tx.commit().map_err(sqlite)?;
+        let pending = Arc::new(Mutex::new(HashMap::new()));
+        let failed = Arc::new(Mutex::new(None));
+        let writer = Writer::start(connect(path).map_err(sqlite)?, path, &pending, &failed);
         Ok(ResponseCache {
             path: path.to_path_buf(),
             connection: Mutex::new(connection),
+            pending,
+            stores: std::sync::atomic::AtomicU64::new(0),
+            writer: Mutex::new(Some(writer)),
+            failed,
         })
     }
 
@@ -172,25 +236,46 @@ impl ResponseCache {
     }
 
     pub fn get(&self, key: &str) -> Result<Option<CachedResponse>, CacheError> {
+        if let Some((_, row)) = lock(&self.pending).get(key) {
+            return self.decode(
+                key,
+                i64::from(row.status_code),
+                &row.headers,
+                row.body.clone(),
+                row.captured.clone(),
+            );
+        }
         let connection = self.lock();
         let row = connection
-            .query_row(
-                "SELECT status_code, headers, body, captured FROM responses WHERE key = ?1",
-                [key],
-                |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, String>(3)?,
-                    ))
-                },
-            )
-            .optional()
+            .prepare_cached(SELECT)
+            .and_then(|mut statement| {
+                statement
+                    .query_row([key], |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, String>(3)?,
+                        ))
+                    })
+                    .optional()
+            })
             .map_err(|error| self.sqlite(error))?;
+        drop(connection);
         let Some((status_code, headers, body, captured)) = row else {
             return Ok(None);
         };
+        self.decode(key, status_code, &headers, body, captured)
+    }
+
+    fn decode(
+        &self,
+        key: &str,
+        status_code: i64,
+        headers: &str,
+        body: String,
+        captured: String,
+    ) -> Result<Option<CachedResponse>, CacheError> {
         let corrupt = |message: String| CacheError::Corrupt {
             path: self.path.clone(),
             key: key.to_owned(),
@@ -199,7 +284,7 @@ impl ResponseCache {
         let status_code =
             u16::try_from(status_code).map_err(|_| corrupt(format!("status code {status_code} is out of range")))?;
         let headers: Vec<(String, String)> =
-            serde_json::from_str(&headers).map_err(|e| corrupt(format!("headers are not a list of pairs: {e}")))?;
+            serde_json::from_str(headers).map_err(|e| corrupt(format!("headers are not a list of pairs: {e}")))?;
         Ok(Some(CachedResponse {
             status_code,
             headers,
@@ -225,37 +310,56 @@ impl ResponseCache {
             Cow::Owned(masked) if serde_json::from_str::<Vec<(String, String)>>(&masked).is_ok() => masked,
             Cow::Owned(_) => "[]".to_owned(),
         };
-        let created_at = jiff::Timestamp::now().to_string();
-        let connection = self.lock();
-        connection
-            .execute(
-                "INSERT INTO responses
-                     (key, model_key, status_code, headers, body, captured, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (key) DO UPDATE SET
-                     model_key = excluded.model_key,
-                     status_code = excluded.status_code,
-                     headers = excluded.headers,
-                     body = excluded.body,
-                     captured = excluded.captured,
-                     created_at = excluded.created_at",
-                params![
-                    key,
-                    redact(model_key),
-                    response.status_code,
-                    headers,
-                    redact(&response.body),
-                    redact(&response.captured),
-                    created_at,
-                ],
-            )
-            .map_err(|error| self.sqlite(error))?;
+        let row = Row {
+            model_key: redact(model_key).into_owned(),
+            status_code: response.status_code,
+            headers,
+            body: redact(&response.body).into_owned(),
+            captured: redact(&response.captured).into_owned(),
+            created_at: jiff::Timestamp::now().to_string(),
+        };
+        let number = self.stores.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.pending).insert(key.to_owned(), (number, row.clone()));
+        self.send(Message::Store {
+            key: key.to_owned(),
+            row,
+            number,
+        })
+    }
+
+    /// Waits until everything stored so far is committed.
+    pub fn flush(&self) -> Result<(), CacheError> {
+        let (done, wait) = mpsc::channel();
+        self.send(Message::Flush(done))?;
+        let _ = wait.recv();
         Ok(())
     }
 
-    /// `(entries, bytes)`: the number of cached responses and the UTF-8 size of their stored
-    /// headers, bodies and captured output (not the size of the file, which includes indexes
-    /// and free pages).
+    fn send(&self, message: Message) -> Result<(), CacheError> {
+        match lock(&self.writer).as_ref() {
+            Some(writer) if writer.queue.send(message).is_ok() => Ok(()),
+            _ => Err(CacheError::Closed {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// Commits every stored entry and stops the writer; reports the first write that failed.
+    /// Later stores fail with [`CacheError::Closed`].
+    pub fn finish(&self) -> Result<(), CacheError> {
+        if let Some(writer) = lock(&self.writer).take() {
+            drop(writer.queue);
+            let _ = writer.thread.join();
+        }
+        match lock(&self.failed).take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// `(entries, bytes)`: the number of committed responses and the UTF-8 size of their
+    /// stored headers, bodies and captured output (not the size of the file, which includes
+    /// indexes and free pages).
     pub fn stats(&self) -> Result<(u64, u64), CacheError> {
         let connection = self.lock();
         let (entries, bytes): (i64, i64) = connection
@@ -275,7 +379,7 @@ impl ResponseCache {
     /// A panic elsewhere while the lock was held cannot leave the connection half-way through
     /// a statement (rusqlite resets statements on drop), so a poisoned lock is still usable.
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.connection.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.connection)
     }
 
     fn sqlite(&self, error: rusqlite::Error) -> CacheError {
@@ -295,17 +399,112 @@ pub struct CacheHandle {
 }
 
 impl CacheHandle {
-    /// SQLite calls block, so they run on the blocking pool, never on a runtime worker. A cache
-    /// that cannot be read is treated as a miss: the call is made instead.
-    pub async fn lookup(&self, key: &str) -> Option<CachedResponse> {
-        let (cache, key) = (Arc::clone(&self.cache), key.to_owned());
-        tokio::task::spawn_blocking(move || cache.get(&key)).await.ok()?.ok()?
+    /// A lookup is one indexed read on a WAL database (microseconds, never waiting for a
+    /// writer), so it runs where the call is. A cache that cannot be read is a miss: the call
+    /// is made instead.
+    pub fn lookup(&self, key: &str) -> Option<CachedResponse> {
+        self.cache.get(key).ok().flatten()
     }
 
-    pub async fn store(&self, key: &str, model_key: &str, response: CachedResponse) {
-        let (cache, key, model_key) = (Arc::clone(&self.cache), key.to_owned(), model_key.to_owned());
-        let _ = tokio::task::spawn_blocking(move || cache.put(&key, &model_key, &response)).await;
+    /// Hands the response to the writer thread; never waits for the disk.
+    pub fn store(&self, key: &str, model_key: &str, response: &CachedResponse) {
+        let _ = self.cache.put(key, model_key, response);
     }
+}
+
+impl Drop for ResponseCache {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+impl Writer {
+    fn start(
+        connection: Connection,
+        path: &Path,
+        pending: &Arc<Mutex<HashMap<String, (u64, Row)>>>,
+        failed: &Arc<Mutex<Option<CacheError>>>,
+    ) -> Writer {
+        let (queue, messages) = mpsc::channel::<Message>();
+        let (pending, failed, path) = (Arc::clone(pending), Arc::clone(failed), path.to_path_buf());
+        let thread = std::thread::Builder::new()
+            .name("lfeval-cache".to_owned())
+            .spawn(move || {
+                let mut connection = connection;
+                let mut next = messages.recv().ok();
+                while let Some(first) = next.take() {
+                    // Gather a batch: whatever arrives within the window, up to `BATCH`.
+                    let mut batch = Vec::new();
+                    let mut flushes = Vec::new();
+                    let mut message = Some(first);
+                    while let Some(m) = message.take() {
+                        match m {
+                            Message::Store { key, row, number } => batch.push((key, row, number)),
+                            Message::Flush(done) => flushes.push(done),
+                        }
+                        if batch.len() < BATCH && flushes.is_empty() {
+                            message = messages.recv_timeout(BATCH_WINDOW).ok();
+                        }
+                    }
+                    if !batch.is_empty() {
+                        if let Err(error) = write_batch(&mut connection, &batch) {
+                            lock(&failed).get_or_insert(CacheError::Sqlite {
+                                path: path.clone(),
+                                error,
+                            });
+                        }
+                        let mut pending = lock(&pending);
+                        for (key, _, number) in &batch {
+                            if pending.get(key).is_some_and(|(n, _)| n == number) {
+                                pending.remove(key);
+                            }
+                        }
+                    }
+                    for done in flushes {
+                        let _ = done.send(());
+                    }
+                    next = messages.recv().ok();
+                }
+            })
+            .unwrap_or_else(|e| panic!("cannot start the cache writer thread: {e}"));
+        Writer { queue, thread }
+    }
+}
+
+fn write_batch(connection: &mut Connection, batch: &[(String, Row, u64)]) -> rusqlite::Result<()> {
+    let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut statement = tx.prepare_cached(UPSERT)?;
+        for (key, row, _) in batch {
+            statement.execute(params![
+                key,
+                row.model_key,
+                row.status_code,
+                row.headers,
+                row.body,
+                row.captured,
+                row.created_at
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// A connection with the settings every cache connection uses.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    // WAL lets readers and one writer work at once; with it, `NORMAL` sync loses at most the
+    // last commits on power loss, never the database, which suits a cache.
+    let _mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(connection)
+}
+
+/// A panic elsewhere while a lock was held cannot leave its data half-updated here (rusqlite
+/// resets statements on drop; maps are updated in one call), so a poisoned lock is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What identifies a model's responses in the cache: everything that changes what the endpoint
@@ -372,9 +571,39 @@ mod tests {
             captured: String::new(),
         };
         cache.put(&key, "my-model", &second).unwrap();
+        assert_eq!(cache.get(&key).unwrap(), Some(second.clone()));
+        // "[]" + 9 UTF-8 bytes of "ünïcode", once committed.
+        cache.flush().unwrap();
         assert_eq!(cache.get(&key).unwrap(), Some(second));
-        // "[]" + 9 UTF-8 bytes of "ünïcode".
         assert_eq!(cache.stats().unwrap(), (1, 2 + 9));
+    }
+
+    #[test]
+    fn stores_from_many_threads_are_all_committed_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("cache.sqlite");
+        let cache = Arc::new(ResponseCache::open(&path).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let cache = Arc::clone(&cache);
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        let key = ResponseCache::key("fp", &format!("{t}-{i}"));
+                        cache.put(&key, "m", &response(&format!("body {t}-{i}"))).unwrap();
+                        // Readable at once, before any commit.
+                        assert!(cache.get(&key).unwrap().is_some());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        drop(cache);
+        let reopened = ResponseCache::open(&path).unwrap();
+        assert_eq!(reopened.stats().unwrap().0, 1200);
+        let key = ResponseCache::key("fp", "3-299");
+        assert_eq!(reopened.get(&key).unwrap().unwrap().body, "body 3-299");
     }
 
     #[test]

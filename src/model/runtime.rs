@@ -131,7 +131,7 @@ impl ModelRuntime {
         });
         if let (Some(handle), Some(key)) = (&self.cache, &key)
             && handle.policy.reads()
-            && let Some(hit) = handle.lookup(key).await
+            && let Some(hit) = handle.lookup(key)
         {
             let response = RawResponse {
                 status_code: hit.status_code,
@@ -158,7 +158,7 @@ impl ModelRuntime {
                 body: response.body.clone(),
                 captured: response.captured.clone(),
             };
-            handle.store(key, &self.model.key, cached).await;
+            handle.store(key, &self.model.key, &cached);
         }
         Ok(output)
     }
