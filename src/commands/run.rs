@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::cli::{GlobalArgs, RunArgs};
+use crate::cli::{GlobalArgs, LimitsArgs, RunArgs};
 use crate::eval::fingerprint::{FINGERPRINT_FILE, Fingerprint, RunFlags};
 use crate::eval::run::{self, RunOptions, RunOutcome};
 use crate::eval::run_dir::{RunDir, RunInfo};
 use crate::eval::shard::Shard;
 use crate::eval::summary::{RunSummary, SpecStatus};
 use crate::exit_status::ExitStatus;
+use crate::model::shared_limits::LimitsConfig;
 use crate::printer::Printer;
 use crate::progress;
 
@@ -111,6 +112,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
         progress: mode,
         recorded,
         force_resume: args.force_resume,
+        limits: limits_config(&args.limits),
     };
     let run_path = run_dir.path().to_path_buf();
     let outcome = run::run(config, run_dir, python.clone(), &options, printer);
@@ -126,6 +128,18 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
     };
     report(&outcome, &run_path, args.json, printer);
     Ok(outcome.status())
+}
+
+/// `--limits` / `LFEVAL_LIMITS`, when given (an empty value means none).
+fn limits_config(args: &LimitsArgs) -> Option<LimitsConfig> {
+    let url = args.url.as_deref().filter(|u| !u.trim().is_empty())?;
+    let from_flag = std::env::args().any(|a| a == "--limits" || a.starts_with("--limits="));
+    Some(LimitsConfig {
+        url: url.trim().to_owned(),
+        origin: if from_flag { "`--limits`" } else { "`LFEVAL_LIMITS`" },
+        namespace: args.namespace.clone(),
+        lease: args.lease,
+    })
 }
 
 /// The default run directory of one shard: the run's, marked with the shard.

@@ -30,6 +30,7 @@ use crate::exit_status::ExitStatus;
 use crate::model::cache::{CachePolicy, ResponseCache};
 use crate::model::io::Usage;
 use crate::model::registry::Registry;
+use crate::model::shared_limits::{LimitsConfig, ModelLimits, SharedLimits};
 use crate::printer::Printer;
 use crate::progress::{self, Progress};
 use crate::python::PythonRuntime;
@@ -51,6 +52,8 @@ pub struct RunOptions {
     pub recorded: Option<Fingerprint>,
     /// Resume even when the fingerprint changed.
     pub force_resume: bool,
+    /// Limits shared with other processes (`--limits`).
+    pub limits: Option<LimitsConfig>,
 }
 
 impl RunOptions {
@@ -153,6 +156,9 @@ pub fn run(
     }
     run_dir.write_json(FINGERPRINT_FILE, &fingerprint)?;
     let runtime = crate::async_runtime::build()?;
+    if let Some(limits) = &options.limits {
+        share_limits(&runtime, limits, &registry)?;
+    }
     let interrupt = crate::signals::listen(&runtime);
     let shared = Arc::new(Shared {
         registry,
@@ -191,6 +197,22 @@ pub fn run(
         summary,
         stopped_early: shared.stop.load(Ordering::Relaxed),
     })
+}
+
+/// Connects to the shared limits and hands every model's limits to them, before any call.
+fn share_limits(runtime: &tokio::runtime::Runtime, config: &LimitsConfig, registry: &Registry) -> anyhow::Result<()> {
+    let limits = runtime.block_on(SharedLimits::connect(config))?;
+    let _inside = runtime.enter();
+    for r in registry.runtimes() {
+        let model = &r.model;
+        let declared = ModelLimits {
+            max_concurrent: model.max_concurrent_requests,
+            rate_limit: model.rate_limit,
+            tokens_per_minute: model.tokens_per_minute,
+        };
+        r.gate.share(limits.model(&model.key, declared));
+    }
+    Ok(())
 }
 
 enum SpecEnd {
@@ -352,20 +374,10 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
 fn report_limit(p: &Prepared, shared: &Shared) {
     let Some(model) = &p.model else { return };
     let gate = &model.gate;
-    let text = if gate.is_rate_limited() {
-        format!(
-            "held by rate_limit {}/min of `{}`",
-            gate.rate_limit.unwrap_or(0),
-            model.model.key
-        )
-    } else if gate.in_flight() >= gate.concurrency {
-        format!(
-            "held by max_concurrent_requests {} of `{}`",
-            gate.concurrency, model.model.key
-        )
-    } else {
-        String::new()
-    };
+    let text = gate
+        .holding()
+        .map(|h| format!("held by {} of `{}`", h.describe(gate), model.model.key))
+        .unwrap_or_default();
     shared.progress.set_limit(text);
 }
 
@@ -444,6 +456,11 @@ async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Resul
         total_ms,
     };
     let failed = record.failed();
+    // The shared limits server is gone: this sample failed for it, not for itself, so it stays
+    // unrecorded (it runs again on `--resume`) and the run stops.
+    if failed && let Some(e) = shared.registry.runtimes().find_map(|r| r.gate.broken()) {
+        return Err(e.clone().into());
+    }
     if failed && !spend_failure(shared) {
         // Past the failure budget: the sample stays unrecorded and runs again on `--resume`.
         return Ok(());
