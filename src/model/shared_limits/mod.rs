@@ -49,7 +49,9 @@ pub enum LimitsError {
         "shared limits: invalid Redis URL (from {origin}): {message}; hint: write `redis://HOST:PORT` or `redis://:PASSWORD@HOST:PORT/DB`"
     )]
     InvalidUrl { origin: &'static str, message: String },
-    #[error("shared limits: cannot use {url} (from {origin}): {message}")]
+    #[error(
+        "shared limits: cannot use {url} (from {origin}): {message}\nhint: check that Redis runs there; without `--limits` (and `LFEVAL_LIMITS`) every process keeps its own limits"
+    )]
     Connect {
         url: String,
         origin: &'static str,
