@@ -14,7 +14,7 @@ use crate::eval::run_dir::{RunDir, RunInfo};
 use crate::eval::shard::Shard;
 use crate::eval::summary::{RunSummary, SpecStatus};
 use crate::exit_status::ExitStatus;
-use crate::model::shared_limits::LimitsConfig;
+use crate::model::shared_limits::{LimitsConfig, LimitsError};
 use crate::printer::Printer;
 use crate::progress;
 
@@ -122,6 +122,13 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
         Err(e) => {
             if let Some((dir, existed)) = created {
                 discard_unused(&dir, existed);
+            }
+            if matches!(e.downcast_ref(), Some(LimitsError::Unreachable { .. })) {
+                printer.warn(&format!(
+                    "stopped: every finished sample is saved in `{}`\nhint: once the shared limits server is back, resume with `lfeval run --resume {}`",
+                    run_path.display(),
+                    run_path.display()
+                ));
             }
             return Err(e);
         }

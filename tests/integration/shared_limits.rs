@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::redis::RedisServer;
-use super::runs::{EXACT_SCORER, command, echo_project, numbered_rows};
+use serde_json::json;
+
+use super::runs::{EXACT_SCORER, command, echo_project, numbered_rows, samples};
 use super::server::{Request, TestServer, delayed, openai_chat};
 use super::test::Test;
 
@@ -183,4 +185,66 @@ fn a_shared_limits_server_that_cannot_be_reached_stops_the_run_before_any_reques
     assert!(!out.stderr.contains("hunter22"), "{}", out.stderr);
     assert!(!t.path().join("out").exists(), "an empty run directory was left behind");
     insta::assert_snapshot!(t.render(&out));
+}
+
+#[test]
+fn losing_the_shared_limits_server_mid_run_stops_the_run_and_resume_finishes_it() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(openai_chat());
+    let n = 40;
+    let t = echo_project(
+        &server,
+        "rate_limit: 600\nmax_concurrent_requests: 2",
+        &numbered_rows(n),
+        "cache_policy: no-cache",
+        EXACT_SCORER,
+    );
+    let url = redis.url();
+    let run = [
+        "run",
+        "-f",
+        "run.yaml",
+        "-o",
+        "out",
+        "--no-progress",
+        "--limits-lease",
+        "1s",
+        "--limits",
+    ];
+    let mut args = run.to_vec();
+    args.push(&url);
+    let child = command(&t, &args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn lfeval");
+    assert!(
+        server.wait_for_count(5, Duration::from_secs(30)),
+        "the run never started"
+    );
+    let lost = Instant::now();
+    drop(redis);
+    let out = child.wait_with_output().expect("wait for lfeval");
+    let stopped = lost.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    eprintln!("the run stopped {stopped:?} after Redis went away");
+    assert!(stderr.contains("has been unreachable for"), "{stderr}");
+    assert!(stderr.contains("resume with `lfeval run --resume out`"), "{stderr}");
+    // What finished is saved, and no sample was recorded as failed because Redis went away.
+    let saved = samples(&t.path().join("out"));
+    assert!(saved.len() >= 3 && saved.len() < n, "{} samples saved", saved.len());
+    assert!(
+        saved.iter().all(|r| r["errors"] == json!([])),
+        "a sample failed for Redis"
+    );
+
+    // Redis is back (elsewhere): the resumed run finishes, every sample once.
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let t = t.args(["run", "--resume", "out", "--no-progress", "--limits", &url]);
+    t.success();
+    let records = samples(&t.path().join("out"));
+    assert_eq!(records.len(), n);
+    let ids: std::collections::BTreeSet<&str> = records.iter().map(|r| r["sample_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), n, "a sample was recorded twice");
 }

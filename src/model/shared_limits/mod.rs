@@ -58,7 +58,7 @@ pub enum LimitsError {
         message: String,
     },
     #[error(
-        "shared limits: {url} has been unreachable for {}: {message}; every finished sample is saved\nhint: when the server is back, resume with `lfeval run --resume RUN_DIR`",
+        "shared limits: {url} has been unreachable for {}: {message}",
         crate::diagnostic::format_duration(*after)
     )]
     Unreachable {
