@@ -186,6 +186,15 @@ pub fn run(
     })?;
     shared.run_dir.finish()?;
     shared.run_dir.end_session(session)?;
+    for r in shared.registry.runtimes() {
+        let lost = r.gate.lost_leases();
+        if lost > 0 {
+            printer.warn(&format!(
+                "{lost} call(s) of `{}` ran over the shared max_concurrent_requests: their leases expired while this process was stalled\nhint: a longer `--limits-lease` tolerates longer stalls",
+                r.model.key
+            ));
+        }
+    }
     // The runtime (and its signal listener) stays alive while metrics are computed.
     let summary = if shared.interrupted() {
         None

@@ -240,6 +240,12 @@ impl Gate {
         self.window.on_success();
     }
 
+    /// Calls that ran over the shared concurrency limit because their lease expired under them
+    /// (this process stalled past the lease time).
+    pub fn lost_leases(&self) -> u64 {
+        self.shared.get().map_or(0, |s| s.lost_leases())
+    }
+
     /// Why calls can no longer start: the shared limits server stayed unreachable.
     pub fn broken(&self) -> Option<&LimitsError> {
         self.broken.get()

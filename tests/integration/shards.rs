@@ -285,6 +285,14 @@ fn a_merge_refuses_runs_that_are_not_shards_of_one_run() {
         "--no-progress",
     ]);
     ran(&t);
+    // A shard resumes as itself only.
+    let t = t.args(["run", "--resume", "a0", "--shard", "1/2", "--no-progress"]);
+    let out = t.config_error();
+    assert!(
+        out.stderr.contains("flags changed from `--shard 0/2` to `--shard 1/2`"),
+        "{}",
+        out.stderr
+    );
     let t = t.args(["merge", "a0", "whole", "-o", "m"]);
     crate::lfeval_snapshot!("not_a_shard", t);
     let t = t.args(["merge", "a0", "a1", "-o", "m"]);
