@@ -186,6 +186,12 @@ pub fn run(
     })?;
     shared.run_dir.finish()?;
     shared.run_dir.end_session(session)?;
+    // The runtime (and its signal listener) stays alive while metrics are computed.
+    let summary = if shared.interrupted() {
+        None
+    } else {
+        finish(&prepared, &started_specs, &shared, &config, &runtime)?
+    };
     for r in shared.registry.runtimes() {
         let lost = r.gate.lost_leases();
         if lost > 0 {
@@ -195,12 +201,6 @@ pub fn run(
             ));
         }
     }
-    // The runtime (and its signal listener) stays alive while metrics are computed.
-    let summary = if shared.interrupted() {
-        None
-    } else {
-        finish(&prepared, &started_specs, &shared, &config, &runtime)?
-    };
     runtime.shutdown_background();
     Ok(RunOutcome {
         summary,
