@@ -52,6 +52,8 @@ pub enum Command {
     Doctor,
     /// Run an evaluation described by a run config.
     Run(RunArgs),
+    /// Merge the run directories of a sharded run (`run --shard I/N`) into one run directory.
+    Merge(MergeArgs),
     /// `lf`-style spelling: `lfeval test model KEY`.
     #[command(subcommand, hide = true)]
     Test(TestCommand),
@@ -212,4 +214,66 @@ pub struct RunArgs {
     /// Print the summary as JSON.
     #[arg(short, long)]
     pub json: bool,
+    /// Run only shard I of N (0-based): the samples whose id hashes to I.
+    #[arg(long, value_name = "I/N", conflicts_with = "shards")]
+    pub shard: Option<crate::eval::shard::Shard>,
+    /// Run one of N shards, its index taken from `JOB_COMPLETION_INDEX` (Kubernetes) or
+    /// `SLURM_ARRAY_TASK_ID` (Slurm).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub shards: Option<u32>,
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+}
+
+/// Limits shared by every process that uses the same Redis.
+#[derive(Debug, Args)]
+pub struct LimitsArgs {
+    /// Share every model's `rate_limit`, `max_concurrent_requests` and `tokens_per_minute`
+    /// with every lfeval process using this Redis (`redis://HOST:PORT[/DB]`).
+    #[arg(long = "limits", env = "LFEVAL_LIMITS", value_name = "URL", hide_env_values = true)]
+    pub url: Option<String>,
+    /// Keeps unrelated runs that use the same model keys (other provider accounts) apart.
+    #[arg(
+        long = "limits-namespace",
+        env = "LFEVAL_LIMITS_NAMESPACE",
+        value_name = "NAME",
+        default_value = "default"
+    )]
+    pub namespace: String,
+    /// How long a concurrency lease outlives a process that stopped renewing it (a crash).
+    #[arg(long = "limits-lease", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub lease: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shards' run directories.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// The merged run directory (new or empty).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// The run config, when it is not where the shards ran it from.
+    #[arg(short = 'f', long = "file", value_name = "RUN.yaml")]
+    pub file: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(short, long)]
+    pub json: bool,
+}
+
+/// `30s`, `500ms`, `2m` or a plain number of seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration `{text}`; hint: write e.g. `30s`, `500ms` or `2m`");
+    let duration = match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 => std::time::Duration::from_secs_f64(secs),
+        Ok(_) => return Err(bad()),
+        Err(_) => {
+            let signed: jiff::SignedDuration = text.trim().parse().map_err(|_| bad())?;
+            std::time::Duration::try_from(signed).map_err(|_| bad())?
+        }
+    };
+    if duration < std::time::Duration::from_millis(100) {
+        return Err(bad());
+    }
+    Ok(duration)
 }

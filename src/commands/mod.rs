@@ -4,6 +4,7 @@
 mod adapter_list;
 mod adapter_test;
 mod doctor;
+mod merge;
 mod model_list;
 mod model_test;
 mod run;
@@ -35,6 +36,7 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         }
         Command::Doctor => doctor::run(&start_python(&global)?, printer),
         Command::Run(args) => run::run(&global, &args, printer),
+        Command::Merge(args) => merge::run(&global, &args, printer),
     }
 }
 

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::cli::{GlobalArgs, RunArgs};
+use crate::cli::{GlobalArgs, LimitsArgs, RunArgs};
 use crate::eval::fingerprint::{FINGERPRINT_FILE, Fingerprint, RunFlags};
 use crate::eval::run::{self, RunOptions, RunOutcome};
 use crate::eval::run_dir::{RunDir, RunInfo};
+use crate::eval::shard::Shard;
 use crate::eval::summary::{RunSummary, SpecStatus};
 use crate::exit_status::ExitStatus;
+use crate::model::shared_limits::{LimitsConfig, LimitsError};
 use crate::printer::Printer;
 use crate::progress;
 
@@ -20,10 +22,16 @@ use crate::progress;
 const MESSAGE_WIDTH: usize = 160;
 
 pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Result<ExitStatus> {
+    let shard = match (args.shard, args.shards) {
+        (Some(shard), _) => Some(shard),
+        (None, Some(count)) => Some(Shard::from_scheduler(count, |name| std::env::var(name).ok())?),
+        (None, None) => None,
+    };
     let given = RunFlags {
         no_cache: args.no_cache,
         fail_fast: args.fail_fast,
         max_errors: args.max_errors,
+        shard,
     };
     // A new run directory and whether it existed (empty) before this run.
     let mut created: Option<(PathBuf, bool)> = None;
@@ -36,13 +44,15 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
                 .clone()
                 .context("this run directory does not say which run config it came from")?;
             let config = crate::eval::run_config::load(&run_file, Some(&info.project_dir), global.env_file.as_deref())?;
-            let recorded = read_fingerprint(run_dir.path())?;
+            let recorded = Fingerprint::read(run_dir.path())?;
             // The run keeps the flags it started with; flags given now add to them.
             let flags = match &recorded {
                 Some(r) => RunFlags {
                     no_cache: r.flags.no_cache || given.no_cache,
                     fail_fast: r.flags.fail_fast || given.fail_fast,
                     max_errors: given.max_errors.or(r.flags.max_errors),
+                    // A different shard is a different run: the fingerprint check refuses it.
+                    shard: given.shard.or(r.flags.shard),
                 },
                 None => given,
             };
@@ -73,7 +83,10 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
             let now = jiff::Timestamp::now();
             let path = match &args.output {
                 Some(p) => p.clone(),
-                None => RunDir::default_path(&config.project.root, &config.evaluation.key, now),
+                None => shard_path(
+                    RunDir::default_path(&config.project.root, &config.evaluation.key, now),
+                    shard,
+                ),
             };
             let info = RunInfo {
                 project_dir: config.project.root.clone(),
@@ -99,6 +112,7 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
         progress: mode,
         recorded,
         force_resume: args.force_resume,
+        limits: limits_config(&args.limits),
     };
     let run_path = run_dir.path().to_path_buf();
     let outcome = run::run(config, run_dir, python.clone(), &options, printer);
@@ -109,6 +123,13 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
             if let Some((dir, existed)) = created {
                 discard_unused(&dir, existed);
             }
+            if matches!(e.downcast_ref(), Some(LimitsError::Unreachable { .. })) {
+                printer.warn(&format!(
+                    "stopped: every finished sample is saved in `{}`\nhint: once the shared limits server is back, resume with `lfeval run --resume {}`",
+                    run_path.display(),
+                    run_path.display()
+                ));
+            }
             return Err(e);
         }
     };
@@ -116,14 +137,27 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
     Ok(outcome.status())
 }
 
-fn read_fingerprint(dir: &Path) -> anyhow::Result<Option<Fingerprint>> {
-    let path = dir.join(FINGERPRINT_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok(Some(
-            serde_json::from_str(&text).with_context(|| format!("invalid `{}`", path.display()))?,
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+/// `--limits` / `LFEVAL_LIMITS`, when given (an empty value means none).
+fn limits_config(args: &LimitsArgs) -> Option<LimitsConfig> {
+    let url = args.url.as_deref().filter(|u| !u.trim().is_empty())?;
+    let from_flag = std::env::args().any(|a| a == "--limits" || a.starts_with("--limits="));
+    Some(LimitsConfig {
+        url: url.trim().to_owned(),
+        origin: if from_flag { "`--limits`" } else { "`LFEVAL_LIMITS`" },
+        namespace: args.namespace.clone(),
+        lease: args.lease,
+    })
+}
+
+/// The default run directory of one shard: the run's, marked with the shard.
+fn shard_path(path: PathBuf, shard: Option<Shard>) -> PathBuf {
+    match shard {
+        Some(shard) => {
+            let mut name = path.file_name().unwrap_or_default().to_os_string();
+            name.push(format!("-shard-{}-of-{}", shard.index, shard.count));
+            path.with_file_name(name)
+        }
+        None => path,
     }
 }
 

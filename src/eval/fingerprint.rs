@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::eval::dataset::SourceSpec;
 use crate::eval::prepare::Prepared;
 use crate::eval::run_config::RunConfig;
+use crate::eval::shard::Shard;
 use crate::model::registry::Registry;
 use crate::yaml::SourceFile;
 
@@ -31,6 +32,9 @@ pub struct RunFlags {
     pub no_cache: bool,
     pub fail_fast: bool,
     pub max_errors: Option<usize>,
+    /// The shard this run is (`--shard I/N`); shards of one run differ only here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +76,18 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 impl Fingerprint {
+    /// The fingerprint a run directory recorded, `None` for a run from before fingerprints.
+    pub fn read(dir: &Path) -> anyhow::Result<Option<Fingerprint>> {
+        let path = dir.join(FINGERPRINT_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("invalid `{}`: {e}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("cannot read `{}`: {e}", path.display())),
+        }
+    }
+
     /// Computes the fingerprint of a prepared run.
     pub fn compute(
         config: &RunConfig,
@@ -80,20 +96,7 @@ impl Fingerprint {
         flags: RunFlags,
     ) -> anyhow::Result<Fingerprint> {
         let project = &config.project;
-        let mut sources: Vec<Arc<SourceFile>> = config.sources.clone();
-        let mut data_files = Vec::new();
-        for p in prepared {
-            sources.extend(p.task.sources.iter().cloned());
-            sources.extend(p.dataset.sources.iter().cloned());
-            match p.dataset.spec.effective_source() {
-                Ok(SourceSpec::Local { file_path, .. }) => data_files.push(p.dataset.base_dir.join(file_path)),
-                Ok(SourceSpec::Folder { directory_path, .. }) => {
-                    data_files.push(p.dataset.base_dir.join(directory_path))
-                }
-                // A dataset without a source fails when it is opened, with its own error.
-                Err(_) => {}
-            }
-        }
+        let (mut sources, data_files) = task_sources(config, prepared);
         for runtime in registry.runtimes() {
             sources.extend(runtime.model.sources.iter().cloned());
             sources.extend(runtime.adapter.adapter.sources.iter().cloned());
@@ -131,6 +134,32 @@ impl Fingerprint {
         Ok(fingerprint)
     }
 
+    /// The files of the run's tasks (run config, tasks, datasets, data) that differ here from
+    /// what `self` recorded: `merge` recomputes metrics from these, so they must be the ones
+    /// the shards ran. Models, adapters and variables are not compared: merging calls no model.
+    pub fn task_file_changes(&self, config: &RunConfig, prepared: &[Prepared]) -> anyhow::Result<Vec<Change>> {
+        let (sources, data_files) = task_sources(config, prepared);
+        let mut here = BTreeMap::new();
+        for file in &sources {
+            here.insert(file.display.clone(), sha256(file.text.as_bytes()));
+        }
+        for path in data_files {
+            here.insert(
+                crate::yaml::display_path(&config.project.root, &path),
+                hash_path(&path)?,
+            );
+        }
+        let mut changes = Vec::new();
+        for (name, hash) in &here {
+            match self.files.get(name) {
+                None => changes.push(Change(format!("file `{name}` was not part of the run"))),
+                Some(recorded) if recorded != hash => changes.push(Change(format!("file `{name}` changed"))),
+                Some(_) => {}
+            }
+        }
+        Ok(changes)
+    }
+
     /// What changed from `self` (recorded) to `now`, one line per difference.
     pub fn changes(&self, now: &Fingerprint) -> Vec<Change> {
         let mut changes = Vec::new();
@@ -152,6 +181,23 @@ impl Fingerprint {
         }
         changes
     }
+}
+
+/// The source files and data files of the run config and its task specifications.
+fn task_sources(config: &RunConfig, prepared: &[Prepared]) -> (Vec<Arc<SourceFile>>, Vec<std::path::PathBuf>) {
+    let mut sources: Vec<Arc<SourceFile>> = config.sources.clone();
+    let mut data_files = Vec::new();
+    for p in prepared {
+        sources.extend(p.task.sources.iter().cloned());
+        sources.extend(p.dataset.sources.iter().cloned());
+        match p.dataset.spec.effective_source() {
+            Ok(SourceSpec::Local { file_path, .. }) => data_files.push(p.dataset.base_dir.join(file_path)),
+            Ok(SourceSpec::Folder { directory_path, .. }) => data_files.push(p.dataset.base_dir.join(directory_path)),
+            // A dataset without a source fails when it is opened, with its own error.
+            Err(_) => {}
+        }
+    }
+    (sources, data_files)
 }
 
 fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, what: &str, out: &mut Vec<Change>) {
@@ -177,6 +223,9 @@ fn describe_flags(flags: &RunFlags) -> String {
     }
     if let Some(n) = flags.max_errors {
         parts.push(format!("--max-errors {n}"));
+    }
+    if let Some(shard) = flags.shard {
+        parts.push(format!("--shard {shard}"));
     }
     if parts.is_empty() {
         "none".to_owned()

@@ -7,6 +7,7 @@
 pub mod dataset;
 pub mod evaluation;
 pub mod fingerprint;
+pub mod merge;
 pub mod metric;
 pub mod prepare;
 pub mod record;
@@ -14,6 +15,7 @@ pub mod run;
 pub mod run_config;
 pub mod run_dir;
 pub mod scorer;
+pub mod shard;
 pub mod solver;
 pub mod summary;
 pub mod task;

@@ -58,6 +58,39 @@ pub fn prepare(
     policy: CachePolicy,
 ) -> anyhow::Result<(Vec<Prepared>, Registry)> {
     let project = &config.project;
+    let (mut prepared, model_keys) = prepare_tasks(config, python)?;
+    let mut runtimes = HashMap::new();
+    for key in &model_keys {
+        let model = project.model(key)?;
+        project.register_model_secrets(&model)?;
+        let adapter = project
+            .adapter(&model.adapter.value)
+            .map_err(|d| d.at_location(model.adapter.location.clone()))?;
+        let fingerprint = fingerprint(&model, &adapter, &project.secrets);
+        let mut runtime = ModelRuntime::new(model, adapter, Some(python), &project.secrets)?;
+        if let Some(cache) = cache {
+            runtime.cache = Some(CacheHandle {
+                cache: Arc::clone(cache),
+                policy,
+                fingerprint,
+            });
+        }
+        runtimes.insert(key.clone(), Arc::new(runtime));
+    }
+    for p in &mut prepared {
+        if let Some(key) = &p.spec.model_key
+            && p.solver.is_some()
+        {
+            p.model = runtimes.get(key).cloned();
+        }
+    }
+    Ok((prepared, Registry::new(runtimes)))
+}
+
+/// Resolves every task specification (task, dataset, solver, scorers, snippets, templates) but
+/// no model: enough to summarise records, as `merge` does. Also returns the model keys the
+/// specifications call.
+pub fn prepare_tasks(config: &RunConfig, python: &PythonRuntime) -> anyhow::Result<(Vec<Prepared>, BTreeSet<String>)> {
     let mut prepared = Vec::new();
     let mut model_keys = BTreeSet::new();
     for spec in &config.evaluation.specs {
@@ -167,32 +200,7 @@ pub fn prepare(
         });
     }
 
-    let mut runtimes = HashMap::new();
-    for key in &model_keys {
-        let model = project.model(key)?;
-        project.register_model_secrets(&model)?;
-        let adapter = project
-            .adapter(&model.adapter.value)
-            .map_err(|d| d.at_location(model.adapter.location.clone()))?;
-        let fingerprint = fingerprint(&model, &adapter, &project.secrets);
-        let mut runtime = ModelRuntime::new(model, adapter, Some(python), &project.secrets)?;
-        if let Some(cache) = cache {
-            runtime.cache = Some(CacheHandle {
-                cache: Arc::clone(cache),
-                policy,
-                fingerprint,
-            });
-        }
-        runtimes.insert(key.clone(), Arc::new(runtime));
-    }
-    for p in &mut prepared {
-        if let Some(key) = &p.spec.model_key
-            && p.solver.is_some()
-        {
-            p.model = runtimes.get(key).cloned();
-        }
-    }
-    Ok((prepared, Registry::new(runtimes)))
+    Ok((prepared, model_keys))
 }
 
 fn collect_models(solver: Option<&SolverDef>, scorers: &[ScorerDef], keys: &mut BTreeSet<String>) {

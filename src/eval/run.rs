@@ -22,6 +22,7 @@ use crate::eval::record::{SampleError, SampleRecord, SampleTimings, SolverOutput
 use crate::eval::run_config::RunConfig;
 use crate::eval::run_dir::{RunDir, SessionLog};
 use crate::eval::scorer::{self, ScoreContext};
+use crate::eval::shard::Shard;
 use crate::eval::solver::{self, SolveContext, Solved};
 use crate::eval::summary::{self, RunSummary, SpecIdentity, SpecSummary, Totals};
 use crate::eval::task_log::{self, LogHead};
@@ -29,6 +30,7 @@ use crate::exit_status::ExitStatus;
 use crate::model::cache::{CachePolicy, ResponseCache};
 use crate::model::io::Usage;
 use crate::model::registry::Registry;
+use crate::model::shared_limits::{LimitsConfig, ModelLimits, SharedLimits};
 use crate::printer::Printer;
 use crate::progress::{self, Progress};
 use crate::python::PythonRuntime;
@@ -50,6 +52,8 @@ pub struct RunOptions {
     pub recorded: Option<Fingerprint>,
     /// Resume even when the fingerprint changed.
     pub force_resume: bool,
+    /// Limits shared with other processes (`--limits`).
+    pub limits: Option<LimitsConfig>,
 }
 
 impl RunOptions {
@@ -108,6 +112,8 @@ struct Shared {
     failure_budget: Option<usize>,
     /// Becomes `true` on Ctrl-C or SIGTERM (see [`crate::signals`]).
     interrupt: tokio::sync::watch::Receiver<bool>,
+    /// The part of the samples this process runs.
+    shard: Option<Shard>,
 }
 
 impl Shared {
@@ -150,6 +156,9 @@ pub fn run(
     }
     run_dir.write_json(FINGERPRINT_FILE, &fingerprint)?;
     let runtime = crate::async_runtime::build()?;
+    if let Some(limits) = &options.limits {
+        share_limits(&runtime, limits, &registry)?;
+    }
     let interrupt = crate::signals::listen(&runtime);
     let shared = Arc::new(Shared {
         registry,
@@ -160,6 +169,7 @@ pub fn run(
         failed: AtomicUsize::new(0),
         failure_budget: options.failure_budget(),
         interrupt,
+        shard: options.flags.shard,
     });
     let session = SessionLog::start();
     let prepared: Vec<Arc<Prepared>> = prepared.into_iter().map(Arc::new).collect();
@@ -185,11 +195,36 @@ pub fn run(
     } else {
         finish(&prepared, &started_specs, &shared, &config, &runtime)?
     };
+    for r in shared.registry.runtimes() {
+        let lost = r.gate.lost_leases();
+        if lost > 0 {
+            printer.warn(&format!(
+                "{lost} call(s) of `{}` ran over the shared max_concurrent_requests: their leases expired while this process was stalled\nhint: a longer `--limits-lease` tolerates longer stalls",
+                r.model.key
+            ));
+        }
+    }
     runtime.shutdown_background();
     Ok(RunOutcome {
         summary,
         stopped_early: shared.stop.load(Ordering::Relaxed),
     })
+}
+
+/// Connects to the shared limits and hands every model's limits to them, before any call.
+fn share_limits(runtime: &tokio::runtime::Runtime, config: &LimitsConfig, registry: &Registry) -> anyhow::Result<()> {
+    let limits = runtime.block_on(SharedLimits::connect(config))?;
+    let _inside = runtime.enter();
+    for r in registry.runtimes() {
+        let model = &r.model;
+        let declared = ModelLimits {
+            max_concurrent: model.max_concurrent_requests,
+            rate_limit: model.rate_limit,
+            tokens_per_minute: model.tokens_per_minute,
+        };
+        r.gate.share(limits.model(&model.key, declared));
+    }
+    Ok(())
 }
 
 enum SpecEnd {
@@ -222,35 +257,62 @@ fn open_samples(p: &Prepared) -> anyhow::Result<dataset::SampleIter<'static>> {
 }
 
 /// The samples a specification runs, in dataset order: the first N, or N picked at random with a
-/// fixed seed (only their indices are kept while choosing, so memory stays small).
-fn selection(p: &Prepared) -> anyhow::Result<(u64, Option<HashSet<usize>>)> {
-    let mut count = 0u64;
+/// fixed seed (only their indices are kept while choosing, so memory stays small). Returns how
+/// many of them `shard` owns (all of them without one) and the random pick, if any.
+fn selection(p: &Prepared, shard: Option<Shard>) -> anyhow::Result<(u64, Option<HashSet<usize>>)> {
     let mut indices = Vec::new();
     for sample in open_samples(p)? {
         let sample = sample?;
-        indices.push(sample.index);
-        count += 1;
+        indices.push((sample.index, shard.is_none_or(|s| s.owns(&sample.id))));
     }
+    let owned = |picked: &mut dyn Iterator<Item = &(usize, bool)>| picked.filter(|(_, own)| *own).count() as u64;
     match (p.spec.num_samples, p.spec.subsampling) {
-        (Some(n), Subsampling::Random) if (n as u64) < count => {
+        (Some(n), Subsampling::Random) if n < indices.len() => {
             let mut rng = rand::rngs::StdRng::seed_from_u64(SUBSAMPLING_SEED);
-            let chosen: HashSet<usize> = indices.into_iter().choose_multiple(&mut rng, n).into_iter().collect();
-            Ok((n as u64, Some(chosen)))
+            let chosen: HashSet<usize> = indices
+                .iter()
+                .map(|(index, _)| *index)
+                .choose_multiple(&mut rng, n)
+                .into_iter()
+                .collect();
+            let total = owned(&mut indices.iter().filter(|(index, _)| chosen.contains(index)));
+            Ok((total, Some(chosen)))
         }
-        (Some(n), _) => Ok((count.min(n as u64), None)),
-        (None, _) => Ok((count, None)),
+        (Some(n), _) => Ok((owned(&mut indices.iter().take(n)), None)),
+        (None, _) => Ok((owned(&mut indices.iter()), None)),
     }
 }
 
+/// The samples a specification runs (whatever shard runs them), in dataset order.
+pub fn selected_samples(p: &Prepared) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Sample>> + use<>> {
+    let (_, chosen) = selection(p, None)?;
+    selected(p, chosen)
+}
+
+/// The dataset's samples narrowed to the [`selection`]'s random pick, or to its first N.
+fn selected(
+    p: &Prepared,
+    chosen: Option<HashSet<usize>>,
+) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Sample>> + use<>> {
+    let limit = p.spec.num_samples.unwrap_or(usize::MAX);
+    Ok(open_samples(p)?
+        .map(|s| s.map_err(anyhow::Error::from))
+        .filter(move |s| match (s, &chosen) {
+            (Ok(sample), Some(chosen)) => chosen.contains(&sample.index),
+            _ => true,
+        })
+        .take(limit))
+}
+
 async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecEnd> {
-    let (total, chosen) = selection(&p)?;
+    let shard = shared.shard;
+    let (total, chosen) = selection(&p, shard)?;
     let done_before = shared.run_dir.recorded_count(&p.spec.key) as u64;
     shared.progress.start(&p.spec.key, total, done_before.min(total));
     let limit = p.model.as_ref().map_or(8, |m| m.gate.concurrency * 2).clamp(2, 512);
     let slots = Arc::new(tokio::sync::Semaphore::new(limit));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut taken = 0u64;
-    let mut samples = open_samples(&p)?;
+    let mut samples = selected(&p, chosen)?;
     if shared.interrupted() {
         return Ok(SpecEnd::Interrupted);
     }
@@ -261,20 +323,11 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
         if shared.stop.load(Ordering::Relaxed) {
             break SpecEnd::Stopped;
         }
-        let sample = if taken < total {
-            match samples.next() {
-                Some(s) => Some(s?),
-                None => None,
-            }
-        } else {
-            None
+        let sample = match samples.next() {
+            Some(s) => s?,
+            None => break SpecEnd::Done,
         };
-        let Some(sample) = sample else { break SpecEnd::Done };
-        if chosen.as_ref().is_some_and(|c| !c.contains(&sample.index)) {
-            continue;
-        }
-        taken += 1;
-        if shared.run_dir.is_recorded(&p.spec.key, &sample.id) {
+        if shard.is_some_and(|s| !s.owns(&sample.id)) || shared.run_dir.is_recorded(&p.spec.key, &sample.id) {
             continue;
         }
         let permit = tokio::select! {
@@ -333,20 +386,10 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
 fn report_limit(p: &Prepared, shared: &Shared) {
     let Some(model) = &p.model else { return };
     let gate = &model.gate;
-    let text = if gate.is_rate_limited() {
-        format!(
-            "held by rate_limit {}/min of `{}`",
-            gate.rate_limit.unwrap_or(0),
-            model.model.key
-        )
-    } else if gate.in_flight() >= gate.concurrency {
-        format!(
-            "held by max_concurrent_requests {} of `{}`",
-            gate.concurrency, model.model.key
-        )
-    } else {
-        String::new()
-    };
+    let text = gate
+        .holding()
+        .map(|h| format!("held by {} of `{}`", h.describe(gate), model.model.key))
+        .unwrap_or_default();
     shared.progress.set_limit(text);
 }
 
@@ -425,6 +468,11 @@ async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Resul
         total_ms,
     };
     let failed = record.failed();
+    // The shared limits server is gone: this sample failed for it, not for itself, so it stays
+    // unrecorded (it runs again on `--resume`) and the run stops.
+    if failed && let Some(e) = shared.registry.runtimes().find_map(|r| r.gate.broken()) {
+        return Err(e.clone().into());
+    }
     if failed && !spend_failure(shared) {
         // Past the failure budget: the sample stays unrecorded and runs again on `--resume`.
         return Ok(());
@@ -465,11 +513,39 @@ fn finish(
     config: &RunConfig,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<Option<RunSummary>> {
+    let outputs = Outputs {
+        run_dir: &shared.run_dir,
+        python: &shared.python,
+        evaluation: &config.evaluation.key,
+        sessions: shared.run_dir.sessions()?,
+    };
+    write_outputs(prepared, started_specs, &outputs, runtime, &|| shared.interrupted())
+}
+
+/// What [`write_outputs`] writes into and from.
+pub struct Outputs<'a> {
+    pub run_dir: &'a RunDir,
+    pub python: &'a PythonRuntime,
+    pub evaluation: &'a str,
+    pub sessions: crate::eval::run_dir::Sessions,
+}
+
+/// Summarises every specification from the run directory's `samples.jsonl`, writes the task
+/// result logs and `summary.json`: the end of a run, and all of `merge`. `None` when
+/// `interrupted` says so meanwhile.
+pub fn write_outputs(
+    prepared: &[Arc<Prepared>],
+    started_specs: &HashSet<String>,
+    outputs: &Outputs<'_>,
+    runtime: &tokio::runtime::Runtime,
+    interrupted: &dyn Fn() -> bool,
+) -> anyhow::Result<Option<RunSummary>> {
     let mut specifications = Vec::new();
     let mut totals = Totals::default();
-    let sessions = shared.run_dir.sessions()?;
+    let sessions = &outputs.sessions;
+    let run_dir = outputs.run_dir;
     for p in prepared {
-        if shared.interrupted() {
+        if interrupted() {
             return Ok(None);
         }
         let identity = SpecIdentity {
@@ -479,7 +555,7 @@ fn finish(
             model: p.spec.model_key.clone(),
             dataset: p.dataset.spec.key.clone(),
         };
-        if !started_specs.contains(&p.spec.key) && shared.run_dir.recorded_count(&p.spec.key) == 0 {
+        if !started_specs.contains(&p.spec.key) && run_dir.recorded_count(&p.spec.key) == 0 {
             // Stopped early (`--fail-fast`, `--max-errors`): nothing ran, nothing to report.
             specifications.push(SpecSummary::not_started(identity));
             continue;
@@ -490,7 +566,7 @@ fn finish(
                 .get(&(scorer.to_owned(), index))
                 .ok_or("python metric was not loaded")?;
             let out = runtime
-                .block_on(shared.python.call(snippet, vec![Value::Array(scores)], METRIC_TIMEOUT))
+                .block_on(outputs.python.call(snippet, vec![Value::Array(scores)], METRIC_TIMEOUT))
                 .map_err(|e| e.to_string())?;
             match out.value {
                 Value::Object(map) => Ok(map),
@@ -500,8 +576,7 @@ fn finish(
             }
         };
         let mut unreadable = None;
-        let records = shared
-            .run_dir
+        let records = run_dir
             .records()?
             .map_while(|r| r.map_err(|e| unreadable = Some(e)).ok());
         let summary = summary::summarize(identity, &p.scorer_defs(), records, &mut python_metric);
@@ -515,13 +590,13 @@ fn finish(
             dataset: &p.dataset.spec.key,
             started_at: &sessions.first_started_at,
         };
-        task_log::write(&shared.run_dir, &head, &summary)?;
+        task_log::write(run_dir, &head, &summary)?;
         totals.add(&summary);
         specifications.push(summary);
     }
     let summary = RunSummary {
-        evaluation: config.evaluation.key.clone(),
-        run_dir: shared.run_dir.path().to_path_buf(),
+        evaluation: outputs.evaluation.to_owned(),
+        run_dir: run_dir.path().to_path_buf(),
         started_at: sessions.first_started_at.clone(),
         ended_at: jiff::Timestamp::now().to_string(),
         wall_time_s: sessions.wall_time_s,
@@ -529,6 +604,8 @@ fn finish(
         specifications,
         totals,
     };
-    shared.run_dir.write_summary(&summary)?;
+    run_dir.write_summary(&summary)?;
+    // The report (issue 11) is written here, from the same records and summary, so that a
+    // merged run gets it exactly as a single run does.
     Ok(Some(summary))
 }

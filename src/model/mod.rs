@@ -1,6 +1,7 @@
 //! The model call chain. A [`Model`] (this file: the YAML entity, validated into real types)
 //! is called through its [`adapter`] (`process_input` / `process_output`), its [`gate`]
-//! (concurrency, `Retry-After` pause, rate limit), its [`retry`] policy and the response
+//! (concurrency, `Retry-After` pause, rate and token limits, shared across processes by
+//! [`shared_limits`]), its [`retry`] policy and the response
 //! [`cache`], over a [`connection`] (an HTTP endpoint or a Python snippet); the [`runtime`] runs
 //! that chain once and records every step in a [`trace`], and the [`registry`] holds one runtime
 //! per model key for a whole run. Shapes of model inputs and outputs live in [`io`].
@@ -8,6 +9,7 @@
 //! `custom_inference` runs a Python snippet; `custom_connection` POSTs to a URL.
 
 pub mod adapter;
+pub mod adaptive;
 pub mod cache;
 pub mod connection;
 pub mod gate;
@@ -15,6 +17,8 @@ pub mod io;
 pub mod registry;
 pub mod retry;
 pub mod runtime;
+pub mod shared_limits;
+pub mod token_rate;
 pub mod trace;
 
 pub use retry::RetryPolicy;
@@ -42,6 +46,8 @@ pub struct Model {
     /// Requests per minute.
     pub rate_limit: Option<u32>,
     pub max_concurrent_requests: Option<u32>,
+    /// Prompt plus completion tokens per minute (an lfeval extension).
+    pub tokens_per_minute: Option<u32>,
     pub task: Task,
     pub secrets: IndexMap<String, ConfigValue>,
     pub adapter: Located<String>,
@@ -132,6 +138,7 @@ struct ModelWire {
     description: Option<String>,
     rate_limit: Option<Located<u32>>,
     max_concurrent_requests: Option<Located<u32>>,
+    tokens_per_minute: Option<Located<u32>>,
     task: Option<Task>,
     secrets: Option<IndexMap<String, ConfigValue>>,
     retry: Option<Located<RetryPolicy>>,
@@ -358,6 +365,7 @@ pub fn from_yaml(mut node: Node, path: &str) -> Result<Model, Diagnostic> {
         description: wire.description,
         rate_limit: positive(wire.rate_limit, "rate_limit")?,
         max_concurrent_requests: positive(wire.max_concurrent_requests, "max_concurrent_requests")?,
+        tokens_per_minute: positive(wire.tokens_per_minute, "tokens_per_minute")?,
         task: wire.task.unwrap_or_default(),
         secrets: wire.secrets.unwrap_or_default(),
         adapter,

@@ -15,9 +15,10 @@ use crate::model::cache::{CacheHandle, CachedResponse, ResponseCache};
 use crate::model::connection::http::HttpEndpoint;
 use crate::model::connection::snippet::SnippetEndpoint;
 use crate::model::connection::{AttemptError, RawResponse};
-use crate::model::gate::Gate;
+use crate::model::gate::{Gate, TokenTicket};
 use crate::model::io::{self, ModelOutput, OutputError};
 use crate::model::retry::backoff;
+use crate::model::token_rate;
 use crate::model::trace::{Attempt, Failure, Step, Trace};
 use crate::model::{Connection, Model};
 use crate::python::PythonRuntime;
@@ -70,7 +71,8 @@ impl ModelRuntime {
             model_key: model.model_key().map(str::to_owned),
             task: model.task,
         };
-        let gate = Arc::new(Gate::new(model.concurrency(), model.rate_limit));
+        let gate =
+            Arc::new(Gate::new(model.concurrency(), model.rate_limit).with_tokens_per_minute(model.tokens_per_minute));
         Ok(ModelRuntime {
             cache: None,
             model,
@@ -144,9 +146,13 @@ impl ModelRuntime {
             trace.response = Some(response.clone());
             return self.finish(&response, trace);
         }
-        let response = self.call_with_retries(body, sample, trace).await?;
+        let (response, tokens) = self.call_with_retries(body, sample, trace).await?;
         trace.response = Some(response.clone());
         let output = self.finish(&response, trace)?;
+        // Without a reported usage the estimate stands: too high rather than too low.
+        if let Some(usage) = output.usage {
+            tokens.settle(usage.num_prompt_tokens + usage.num_completion_tokens);
+        }
         // Only answers that made it through the whole chain are worth replaying.
         if let (Some(handle), Some(key)) = (&self.cache, &key)
             && handle.policy.writes()
@@ -207,13 +213,19 @@ impl ModelRuntime {
         body: String,
         sample: Option<&Value>,
         trace: &mut Trace,
-    ) -> Result<RawResponse, Failure> {
+    ) -> Result<(RawResponse, TokenTicket), Failure> {
         let policy = &self.model.retry;
         let max_attempts = policy.max_attempts.max(1);
+        let estimate = self.gate.tokens_per_minute.map_or(0, |_| token_rate::estimate(&body));
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let admission = self.gate.admit().await;
+            let admission = self
+                .gate
+                .admit_call(estimate)
+                .await
+                .map_err(|e| Failure::new(Step::RunInference, ErrorClass::Connection, e.to_string()))?;
+            let started = admission.started;
             trace.timings.permit_wait_ms += ms(admission.wait.permit);
             trace.timings.limiter_wait_ms += ms(admission.wait.limiter);
             let t = Instant::now();
@@ -221,21 +233,34 @@ impl ModelRuntime {
                 Endpoint::Http(http) => http.send(body.clone()).await,
                 Endpoint::Snippet(snippet) => snippet.call(body.clone(), sample).await,
             };
-            drop(admission);
+            let tokens = admission.finish();
             let elapsed = t.elapsed();
             trace.timings.inference_ms += ms(elapsed);
             let error = match result {
                 Ok(response) => {
+                    self.gate.succeeded();
                     trace.attempts.push(Attempt {
                         error: None,
                         retryable: false,
                         elapsed_ms: ms(elapsed),
                     });
-                    return Ok(response);
+                    return Ok((response, tokens));
                 }
                 Err(e) => e,
             };
             let retryable = error.retryable();
+            match &error {
+                // Too many requests: the endpoint did not process the call, so its tokens are
+                // given back, and the model slows down.
+                AttemptError::Status { response, retry_after } if response.status_code == 429 => {
+                    tokens.settle(0);
+                    if retry_after.is_none() {
+                        self.gate.throttled(started, None);
+                    }
+                }
+                AttemptError::Transport(_) => tokens.settle(0),
+                _ => {}
+            }
             // Pause the whole model even when this call gives up: the calls queued behind it
             // must not hit an endpoint that asked for a break.
             if let Some(retry_after) = error.retry_after() {
@@ -249,7 +274,7 @@ impl ModelRuntime {
             if !retryable || attempt >= max_attempts {
                 return match error {
                     // Out of retries on a 429/5xx: the adapter turns the response into an error.
-                    AttemptError::Status { response, .. } => Ok(response),
+                    AttemptError::Status { response, .. } => Ok((response, TokenTicket::default())),
                     other => Err(self.attempt_failure(other, attempt)),
                 };
             }

@@ -254,3 +254,53 @@ evaluation:
         .map(|(k, n)| (k.to_owned(), n))
     );
 }
+
+#[test]
+fn a_429_without_retry_after_halves_the_concurrency_and_successes_grow_it_back() {
+    // The first four requests (sent together, at max_concurrent_requests 4) are refused without
+    // Retry-After; everything after that succeeds slowly.
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&seen);
+    let answer = delayed(openai_chat(), Duration::from_millis(300));
+    let server = TestServer::start(move |req: &super::server::Request| {
+        if counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 4 {
+            status(429)
+        } else {
+            answer(req)
+        }
+    });
+    let n = 16;
+    let t = echo_project(
+        &server,
+        "max_concurrent_requests: 4\nretry: {max_attempts: 3, initial_backoff: 0.05}",
+        &numbered_rows(n),
+        "cache_policy: no-cache",
+        EXACT_SCORER,
+    )
+    .args(["run", "-f", "run.yaml", "-o", "out", "--no-progress"]);
+    t.success();
+    let requests = server.requests();
+    assert_eq!(requests.len(), n + 4, "each refused call retried once");
+    let overlap = |window: &[RecordedRequest]| {
+        window
+            .iter()
+            .map(|a| {
+                window
+                    .iter()
+                    .filter(|b| b.started <= a.started && b.finished > a.started)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let mut after: Vec<RecordedRequest> = requests.iter().filter(|r| r.seq >= 4).cloned().collect();
+    after.sort_by_key(|r| r.started);
+    let early = overlap(&after[..4]);
+    let late = overlap(&after[after.len() - 6..]);
+    eprintln!("after four 429s: {early} in flight at first, {late} at the end (max 4)");
+    assert!(
+        early <= 2,
+        "the window did not halve: {early} in flight right after the 429s"
+    );
+    assert!(late >= 3, "the window never grew back: {late} in flight at the end");
+}

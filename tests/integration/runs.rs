@@ -144,7 +144,7 @@ pub(crate) fn request_turns(r: &Request) -> Vec<(String, String)> {
 
 /// A `Command` for the real binary with the same clean environment `Test::run` uses, for tests
 /// that must control the process themselves (killing it mid-run).
-fn command(t: &Test, args: &[&str]) -> Command {
+pub(crate) fn command(t: &Test, args: &[&str]) -> Command {
     let home = t.path().join(".test-home");
     std::fs::create_dir_all(&home).expect("home");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lfeval"));

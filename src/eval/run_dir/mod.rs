@@ -318,6 +318,48 @@ impl RunDir {
         Ok((dir, state))
     }
 
+    /// Opens an existing run only to read it (what `merge` does with shards): nothing is
+    /// locked, cut or written, and appending to it fails. A partial last line is ignored.
+    pub fn open_read_only(path: &Path) -> Result<RunDir, ResultsError> {
+        let config_path = path.join(RUN_CONFIG_FILE);
+        let text = match fs::read_to_string(&config_path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(ResultsError::NotARun {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(error) => return Err(ResultsError::io("read", &config_path, error)),
+        };
+        let (info, lfeval_version, run_config) = parse_run_config(&config_path, &text)?;
+        let samples_path = path.join(SAMPLES_FILE);
+        let mut file = File::open(&samples_path).map_err(|e| ResultsError::io("open", &samples_path, e))?;
+        let mut written = HashSet::new();
+        let len = scan(&mut file, &samples_path, |line, RecordKey { spec, sample_id }| {
+            if !written.insert((spec.clone(), sample_id.clone())) {
+                return Err(invalid(
+                    &samples_path,
+                    line,
+                    format!("sample `{sample_id}` of `{spec}` appears twice"),
+                ));
+            }
+            Ok(())
+        })?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+            samples_path,
+            info,
+            lfeval_version,
+            run_config,
+            samples: Mutex::new(SamplesFile {
+                file,
+                len,
+                written,
+                broken: false,
+            }),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -392,6 +434,14 @@ impl RunDir {
         samples.len += line.len() as u64;
         samples.written.insert(key);
         Ok(())
+    }
+
+    /// `(spec, sample_id)` of every recorded sample (masked as written), sorted.
+    pub fn recorded_samples(&self) -> Vec<(String, String)> {
+        let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut keys: Vec<(String, String)> = samples.written.iter().cloned().collect();
+        keys.sort();
+        keys
     }
 
     /// How many samples of `spec` are recorded.
