@@ -12,27 +12,26 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rand::SeedableRng;
 use rand::seq::IteratorRandom;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::eval::dataset::{self, Sample};
+use crate::eval::dataset::Sample;
 use crate::eval::evaluation::Subsampling;
 use crate::eval::fingerprint::{Change, FINGERPRINT_FILE, Fingerprint, RunFlags};
-use crate::eval::prepare::{Prepared, prepare};
-use crate::eval::record::{SampleError, SampleRecord, SampleTimings, SolverOutput};
+use crate::eval::prepare::{Prepared, Samples, prepare};
+use crate::eval::process;
+use crate::eval::record::{SampleError, Scores, record_key};
 use crate::eval::run_config::RunConfig;
 use crate::eval::run_dir::{RunDir, SessionLog};
-use crate::eval::scorer::{self, ScoreContext};
-use crate::eval::solver::{self, SolveContext, Solved};
+use crate::eval::sample_source;
+use crate::eval::scorer::ScorerKind;
 use crate::eval::summary::{self, RunSummary, SpecIdentity, SpecSummary, Totals};
 use crate::eval::task_log::{self, LogHead};
 use crate::exit_status::ExitStatus;
 use crate::model::cache::{CachePolicy, ResponseCache};
-use crate::model::io::Usage;
 use crate::model::registry::Registry;
 use crate::printer::Printer;
 use crate::progress::{self, Progress};
 use crate::python::PythonRuntime;
-use crate::template::TemplateEngine;
 
 /// How often the progress display is told which limit holds the run back.
 const REPORT_EVERY: Duration = Duration::from_millis(500);
@@ -136,7 +135,7 @@ pub fn run(
     } else {
         None
     };
-    let (prepared, registry) = prepare(&config, &python, cache.as_ref(), policy)?;
+    let (prepared, registry) = prepare(&config.scope(), &python, cache.as_ref(), policy)?;
     let fingerprint = Fingerprint::compute(&config, &prepared, &registry, options.flags.clone())?;
     if let Some(recorded) = &options.recorded {
         let changes = recorded.changes(&fingerprint);
@@ -195,35 +194,16 @@ enum SpecEnd {
     Stopped,
 }
 
-/// Evaluates a dataset filter expression with the row's fields bare and as `sample.x`.
-fn eval_filter(expr: &str, row: &Map<String, Value>) -> Result<Value, String> {
-    static ENGINE: std::sync::LazyLock<TemplateEngine> = std::sync::LazyLock::new(TemplateEngine::new);
-    let mut ctx = row.clone();
-    ctx.insert("sample".into(), Value::Object(row.clone()));
-    match ENGINE.eval_expression(expr, &ctx) {
-        Ok(value) => Ok(value),
-        // `dataset::open` expects undefined as `null`: a field missing from some rows is what
-        // `exists` / `not_exists` test for.
-        Err(e) if matches!(e.kind, crate::template::TemplateErrorKind::Undefined) => Ok(Value::Null),
-        Err(e) => Err(e.message),
-    }
-}
-
-fn open_samples(p: &Prepared) -> anyhow::Result<dataset::SampleIter<'static>> {
-    dataset::open(&p.dataset.spec, &p.dataset.base_dir, &eval_filter).with_context(|| {
-        format!(
-            "cannot open dataset `{}` (defined in `{}`)",
-            p.dataset.spec.key, p.dataset.file
-        )
-    })
+fn open_samples(p: &Prepared, shared: &Shared) -> anyhow::Result<sample_source::SampleStream> {
+    sample_source::open(p, &shared.run_dir)
 }
 
 /// The samples a specification runs, in dataset order: the first N, or N picked at random with a
 /// fixed seed (only their indices are kept while choosing, so memory stays small).
-fn selection(p: &Prepared) -> anyhow::Result<(u64, Option<HashSet<usize>>)> {
+fn selection(p: &Prepared, shared: &Shared) -> anyhow::Result<(u64, Option<HashSet<usize>>)> {
     let mut count = 0u64;
     let mut indices = Vec::new();
-    for sample in open_samples(p)? {
+    for sample in open_samples(p, shared)? {
         let sample = sample?;
         indices.push(sample.index);
         count += 1;
@@ -240,14 +220,19 @@ fn selection(p: &Prepared) -> anyhow::Result<(u64, Option<HashSet<usize>>)> {
 }
 
 async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecEnd> {
-    let (total, chosen) = selection(&p)?;
+    let (samples_total, chosen) = selection(&p, &shared)?;
+    let trials = p.num_trials();
+    let total = samples_total * u64::from(trials);
     let done_before = shared.run_dir.recorded_count(&p.spec.key) as u64;
     shared.progress.start(&p.spec.key, total, done_before.min(total));
+    let precomputed = Arc::new(all_sample_scores(&p, &shared, chosen.as_ref(), samples_total).await?);
     let limit = p.model.as_ref().map_or(8, |m| m.gate.concurrency * 2).clamp(2, 512);
     let slots = Arc::new(tokio::sync::Semaphore::new(limit));
     let mut tasks = tokio::task::JoinSet::new();
     let mut taken = 0u64;
-    let mut samples = open_samples(&p)?;
+    let mut samples = open_samples(&p, &shared)?;
+    // Each (sample, trial) is one unit of work; `pending` holds the trials of the current sample.
+    let mut pending: std::collections::VecDeque<(Sample, Option<u32>)> = std::collections::VecDeque::new();
     if shared.interrupted() {
         return Ok(SpecEnd::Interrupted);
     }
@@ -258,20 +243,35 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
         if shared.stop.load(Ordering::Relaxed) {
             break SpecEnd::Stopped;
         }
-        let sample = if taken < total {
-            match samples.next() {
-                Some(s) => Some(s?),
-                None => None,
+        if pending.is_empty() {
+            let sample = if taken < samples_total {
+                match samples.next() {
+                    Some(s) => Some(s?),
+                    None => None,
+                }
+            } else {
+                None
+            };
+            let Some(sample) = sample else { break SpecEnd::Done };
+            if chosen.as_ref().is_some_and(|c| !c.contains(&sample.index)) {
+                continue;
             }
-        } else {
-            None
-        };
-        let Some(sample) = sample else { break SpecEnd::Done };
-        if chosen.as_ref().is_some_and(|c| !c.contains(&sample.index)) {
-            continue;
+            taken += 1;
+            if trials > 1 {
+                pending.extend((1..=trials).map(|t| (sample.clone(), Some(t))));
+            } else {
+                pending.push_back((sample, None));
+            }
         }
-        taken += 1;
-        if shared.run_dir.is_recorded(&p.spec.key, &sample.id) {
+        let Some((sample, trial)) = pending.pop_front() else {
+            continue;
+        };
+        // A postprocessed sample is done once its first row is recorded.
+        let first_part = p.postprocessor.as_ref().map(|_| 0);
+        if shared
+            .run_dir
+            .is_recorded(&p.spec.key, &record_key(&sample.id, trial, first_part))
+        {
             continue;
         }
         let permit = tokio::select! {
@@ -282,9 +282,9 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
         if shared.stop.load(Ordering::Relaxed) {
             break SpecEnd::Stopped;
         }
-        let (p2, shared2) = (Arc::clone(&p), Arc::clone(&shared));
+        let (p2, shared2, pre) = (Arc::clone(&p), Arc::clone(&shared), Arc::clone(&precomputed));
         tasks.spawn(async move {
-            let result = process(&p2, &shared2, sample).await;
+            let result = process(&p2, &shared2, sample, trial, &pre).await;
             if let Err(e) = &result {
                 shared2.progress.set_limit(format!("cannot write results: {e}"));
                 shared2.stop.store(true, Ordering::Relaxed);
@@ -347,88 +347,76 @@ fn report_limit(p: &Prepared, shared: &Shared) {
     shared.progress.set_limit(text);
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Solves and scores one sample and appends its record.
-async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let mut record = SampleRecord::new(&p.spec.key, sample.id, sample.index as u64, sample.row);
-    let mut usage = Usage::default();
-    let solved = match (&p.solver, &p.model) {
-        (Some(def), Some(model)) => {
-            let mut cx = SolveContext {
-                sample: &record.sample,
-                target: model,
-                registry: &shared.registry,
-                templates: &p.templates,
-                origin: &p.origin,
-                calls: &mut record.calls,
-            };
-            match solver::solve(def, &mut cx).await {
-                Ok(solved) => Some(solved),
-                Err(e) => {
-                    record.errors.push(e);
-                    None
-                }
-            }
-        }
-        _ => Some(Solved::default()),
+/// Solves and scores one sample (one trial of it) and appends its records.
+async fn process(
+    p: &Prepared,
+    shared: &Shared,
+    sample: Sample,
+    trial: Option<u32>,
+    precomputed: &std::collections::HashMap<usize, Result<Scores, SampleError>>,
+) -> anyhow::Result<()> {
+    let env = process::Env {
+        registry: &shared.registry,
+        python: &shared.python,
     };
-    let solver_ms = ms(start.elapsed());
-    if let Some(solved) = &solved {
-        usage += solved.usage;
-        for (def, snippet) in &p.scorers {
-            let mut cx = ScoreContext {
-                sample: &record.sample,
-                solved,
-                registry: &shared.registry,
-                templates: &p.templates,
-                origin: &p.origin,
-                python: Some(&shared.python),
-                calls: &mut record.calls,
-                usage: &mut usage,
-            };
-            match scorer::score(def, snippet.as_ref(), &mut cx).await {
-                Ok(scores) => {
-                    record.scores.insert(def.name.clone(), scores);
-                }
-                Err(e) => record.errors.push(SampleError {
-                    scorer: Some(def.name.clone()),
-                    ..e
-                }),
-            }
-        }
-        record.model_input = Some(solved.model_input.clone());
-        record.solver_output = Some(SolverOutput {
-            output: solved.output.as_ref().map(|o| o.value.clone()),
-            text: solved.output.as_ref().and_then(|o| o.text.clone()),
-            messages: solved.messages.clone(),
-        });
-    }
-    record.usage = usage;
-    record.attempts = record.calls.iter().map(|c| c.trace.attempts.len() as u32).sum();
-    record.retries = record
-        .calls
-        .iter()
-        .map(|c| c.trace.attempts.len().saturating_sub(1) as u32)
-        .sum();
-    record.cached = !record.calls.is_empty() && record.calls.iter().all(|c| c.trace.cached);
-    let total_ms = ms(start.elapsed());
-    record.timings = SampleTimings {
-        solver_ms,
-        score_ms: total_ms - solver_ms,
-        total_ms,
-    };
-    let failed = record.failed();
+    let pre = precomputed.get(&sample.index);
+    let records = process::sample(p, &env, sample, trial, pre).await;
+    let failed = records.iter().any(|r| r.failed());
     if failed && !spend_failure(shared) {
         // Past the failure budget: the sample stays unrecorded and runs again on `--resume`.
         return Ok(());
     }
-    shared.run_dir.append(&record)?;
-    shared.progress.finish_sample(!failed, u64::from(record.retries));
+    for record in &records {
+        shared.run_dir.append(record)?;
+    }
+    let retries: u32 = records.iter().map(|r| r.retries).sum();
+    shared.progress.finish_sample(!failed, u64::from(retries));
     Ok(())
+}
+
+/// `python_all_samples` scores of a dataset task, by sample index: one `compute_scores(samples)`
+/// call over every selected sample, before any sample is recorded.
+async fn all_sample_scores(
+    p: &Prepared,
+    shared: &Shared,
+    chosen: Option<&HashSet<usize>>,
+    total: u64,
+) -> anyhow::Result<std::collections::HashMap<usize, Result<Scores, SampleError>>> {
+    let mut by_index = std::collections::HashMap::new();
+    let snippets: Vec<_> = p
+        .scorers
+        .iter()
+        .filter(|(d, _)| matches!(d.kind, ScorerKind::PythonAllSamples { .. }))
+        .filter_map(|(d, s)| s.as_ref().map(|s| (d.name.clone(), s.clone())))
+        .collect();
+    if snippets.is_empty() {
+        return Ok(by_index);
+    }
+    let mut indices = Vec::new();
+    let mut rows = Vec::new();
+    for sample in open_samples(p, shared)? {
+        let sample = sample?;
+        if chosen.is_some_and(|c| !c.contains(&sample.index)) {
+            continue;
+        }
+        if rows.len() as u64 >= total {
+            break;
+        }
+        indices.push(sample.index);
+        rows.push(sample.row);
+    }
+    let keyed: Option<Vec<String>> = match &p.samples {
+        Samples::Aligned(list) => Some(list.iter().map(|(k, _)| k.clone()).collect()),
+        _ => None,
+    };
+    // One snippet per scorer; a task rarely has more than one, so the scores are merged.
+    for (_, snippet) in snippets {
+        let scores = process::all_sample_scores(&snippet, &shared.python, &rows, keyed.as_deref()).await;
+        for (index, score) in indices.iter().zip(scores) {
+            by_index.insert(*index, score);
+        }
+    }
+    Ok(by_index)
 }
 
 /// Counts a failed sample against `--fail-fast` / `--max-errors`. `false` when the budget was
@@ -474,7 +462,7 @@ fn finish(
             display_name: p.spec.display_name.clone(),
             task: p.task.key.clone(),
             model: p.spec.model_key.clone(),
-            dataset: p.dataset.spec.key.clone(),
+            dataset: p.dataset_label(),
         };
         if !started_specs.contains(&p.spec.key) && shared.run_dir.recorded_count(&p.spec.key) == 0 {
             // Stopped early (`--fail-fast`, `--max-errors`): nothing ran, nothing to report.
@@ -505,11 +493,12 @@ fn finish(
         if let Some(e) = unreadable {
             return Err(e).context("cannot read the run's records");
         }
+        let dataset_label = p.dataset_label();
         let head = LogHead {
             spec: &p.spec,
             task: &p.task,
             task_config: &p.task_config,
-            dataset: &p.dataset.spec.key,
+            dataset: &dataset_label,
             started_at: &sessions.first_started_at,
         };
         task_log::write(&shared.run_dir, &head, &summary)?;

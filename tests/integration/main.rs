@@ -8,6 +8,7 @@
 
 mod adapters;
 mod config;
+mod conformance;
 mod dialect;
 mod errors;
 mod limits;

@@ -283,7 +283,8 @@ impl RunDir {
         lock(&file, path)?;
 
         let mut state = ResumeState::default();
-        let good_len = scan(&mut file, &samples_path, |line, RecordKey { spec, sample_id }| {
+        let good_len = scan(&mut file, &samples_path, |line, record: RecordKey| {
+            let (spec, sample_id) = (record.spec.clone(), record.key());
             if !state.completed.insert((spec.clone(), sample_id.clone())) {
                 return Err(invalid(
                     &samples_path,
@@ -340,8 +341,9 @@ impl RunDir {
         &self.samples_path
     }
 
-    /// Whether a record for this sample is already in `samples.jsonl`. The ids are masked
-    /// first, exactly as [`RunDir::append`] masks them, so raw ids can be passed.
+    /// Whether a record with this key ([`SampleRecord::key`]) is already in `samples.jsonl`.
+    /// The ids are masked first, exactly as [`RunDir::append`] masks them, so raw ids can be
+    /// passed.
     pub fn is_recorded(&self, spec: &str, sample_id: &str) -> bool {
         let key = (redact(spec).into_owned(), redact(sample_id).into_owned());
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
@@ -351,10 +353,7 @@ impl RunDir {
     /// Appends one record. A sample already recorded in this run is refused with
     /// [`ResultsError::Duplicate`].
     pub fn append(&self, record: &SampleRecord) -> Result<(), ResultsError> {
-        let key = (
-            redact(&record.spec).into_owned(),
-            redact(&record.sample_id).into_owned(),
-        );
+        let key = (redact(&record.spec).into_owned(), redact(&record.key()).into_owned());
         let what = format!("sample `{}` of `{}`", key.1, key.0);
         let value = serde_json::to_value(record).map_err(|e| ResultsError::Serialize {
             what: what.clone(),
@@ -409,6 +408,10 @@ impl RunDir {
             spec: String,
             sample_id: String,
             #[serde(default)]
+            trial: Option<u32>,
+            #[serde(default)]
+            part: Option<u32>,
+            #[serde(default)]
             errors: Vec<serde::de::IgnoredAny>,
         }
         let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
@@ -422,7 +425,8 @@ impl RunDir {
                 kept.extend_from_slice(buf);
             } else {
                 retried.extend_from_slice(buf);
-                dropped.push((outcome.spec, outcome.sample_id));
+                let key = crate::eval::record::record_key(&outcome.sample_id, outcome.trial, outcome.part);
+                dropped.push((outcome.spec, key));
             }
             Ok(())
         })?;
@@ -514,6 +518,10 @@ impl RunDir {
             spec: String,
             sample_id: String,
             sample_index: u64,
+            #[serde(default)]
+            trial: Option<u32>,
+            #[serde(default)]
+            part: Option<u32>,
         }
         let path = self.samples_path.clone();
         let mut file = File::open(&path).map_err(|e| ResultsError::io("open", &path, e))?;
@@ -524,14 +532,14 @@ impl RunDir {
             line += 1;
             let at: Position = parse_line(buf).map_err(|message| invalid(&path, line, message))?;
             if at.spec == spec {
-                lines.push((at.sample_index, at.sample_id, offset, line));
+                lines.push((at.sample_index, at.sample_id, at.trial, at.part, offset, line));
             }
             offset += buf.len() as u64;
             Ok(())
         })?;
         lines.sort();
         let mut reader = BufReader::new(file);
-        Ok(lines.into_iter().map(move |(_, _, offset, line)| {
+        Ok(lines.into_iter().map(move |(_, _, _, _, offset, line)| {
             reader
                 .seek(SeekFrom::Start(offset))
                 .map_err(|e| ResultsError::io("read", &path, e))?;

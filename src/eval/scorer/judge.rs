@@ -138,7 +138,9 @@ async fn ask(judge: &Judge, verdict: Verdict, cx: &mut ScoreContext<'_>) -> Resu
             map.insert("response_format".into(), verdict.response_format());
         }
         let sample = Value::Object(cx.sample.clone());
-        let (trace, result) = model.infer(&input, &Map::new(), Some(&sample)).await;
+        let (trace, result) = model
+            .infer_salted(&input, &Map::new(), Some(&sample), cx.cache_salt)
+            .await;
         cx.calls.push(Call {
             model: model.model.key.clone(),
             purpose: CallPurpose::Judge,
