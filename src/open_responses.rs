@@ -195,7 +195,7 @@ impl Item {
 }
 
 /// A conversation trace (lf's `Trace`; `FORMAT` is part of its serialised form).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trace {
     #[serde(rename = "FORMAT", default = "open_responses")]
     pub format: String,
@@ -214,6 +214,12 @@ pub struct Trace {
 
 fn open_responses() -> String {
     "open_responses".to_owned()
+}
+
+impl Default for Trace {
+    fn default() -> Trace {
+        Trace::from_items(Vec::new())
+    }
 }
 
 /// One user message and everything after it up to the next one.
@@ -292,7 +298,11 @@ impl Trace {
         Trace {
             format: open_responses(),
             items,
-            ..Trace::default()
+            metadata: None,
+            events: None,
+            span_id: None,
+            span_name: None,
+            span_type: None,
         }
     }
 

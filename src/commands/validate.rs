@@ -229,26 +229,21 @@ impl Checker<'_> {
                 }
             }
         };
-        let mut declared: Vec<String> = loaded.declared.datasets.clone();
-        declared.extend(used);
-        for error in loaded.datasets.unused_errors(&declared) {
-            self.warnings.push(format!(
-                "`{file}` does not use `{}`, which failed to load: {}",
-                error.file, error.diagnostic.message
-            ));
-        }
+        let mut datasets_used: Vec<String> = loaded.declared.datasets.clone();
+        datasets_used.extend(used);
         let tasks_used: Vec<String> = loaded
             .evaluation
             .iter()
             .flat_map(|e| e.specs.iter().map(|s| s.task_key.value.clone()))
             .chain(loaded.declared.tasks.iter().cloned())
             .collect();
-        for error in loaded.tasks.unused_errors(&tasks_used) {
-            self.warnings.push(format!(
-                "`{file}` does not use `{}`, which failed to load: {}",
-                error.file, error.diagnostic.message
-            ));
-        }
+        self.warnings.extend(run_config::unused_load_errors(
+            &file,
+            &loaded.datasets,
+            &loaded.tasks,
+            &tasks_used,
+            &datasets_used,
+        ));
         verdict
     }
 }

@@ -29,7 +29,7 @@ use crate::yaml::SourceText;
 #[derive(Clone)]
 pub enum Samples {
     Dataset(Box<DatasetEntry>),
-    /// `dataset.keys`: row i of every dataset makes sample i, `{config key: row}`.
+    /// `dataset.keys`: row i of every dataset makes sample i, `{dataset key: row}`.
     Aligned(Vec<(String, DatasetEntry)>),
     /// The records of an earlier specification of the same run.
     TaskResult(String),
@@ -189,7 +189,7 @@ fn prepare_inner(
             (None, Some(TaskDataset::Key(key))) => Samples::Dataset(Box::new(get(&key)?)),
             (None, Some(TaskDataset::Keys(keys))) => Samples::Aligned(
                 keys.iter()
-                    .map(|(name, key)| Ok((name.clone(), get(key)?)))
+                    .map(|key| Ok((key.clone(), get(key)?)))
                     .collect::<Result<_, Diagnostic>>()?,
             ),
             (None, Some(TaskDataset::TaskResult(key))) => {

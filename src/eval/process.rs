@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::error_class::ErrorClass;
 use crate::eval::dataset::{Row, Sample};
 use crate::eval::prepare::{Prepared, Samples};
-use crate::eval::record::{SampleError, SampleRecord, SampleTimings, Scores, SolverOutput, Stage};
+use crate::eval::record::{EVIDENCE_SCORER, SampleError, SampleRecord, SampleTimings, Scores, SolverOutput, Stage};
 use crate::eval::scorer::{self, ScoreContext};
 use crate::eval::solver::{self, SolveContext, Solved};
 use crate::eval::solver_def::{MessageFormat, SolverKind};
@@ -523,9 +523,6 @@ async fn evidence(snippet: &crate::python::Snippet, env: &Env<'_>, record: &mut 
     }
     record.scores.insert(EVIDENCE_SCORER.to_owned(), scores);
 }
-
-/// The name a system task's evidence is recorded under.
-pub const EVIDENCE_SCORER: &str = "compute_evidence";
 
 /// `python_all_samples` scores of a dataset task, computed once over every selected sample:
 /// `compute_scores(samples)` returns one score dict per sample, in order.

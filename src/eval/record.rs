@@ -82,6 +82,9 @@ impl SampleRecord {
     }
 }
 
+/// The scorer name a system task's evidence is recorded under.
+pub const EVIDENCE_SCORER: &str = "compute_evidence";
+
 /// A record's identity within its specification: the sample id, with the trial and the
 /// postprocessed part when there are any (`7`, `7#t2`, `7#t2#p0`). The sample id itself stays
 /// the dataset's.

@@ -136,6 +136,17 @@ pub fn run(
         None
     };
     let (prepared, registry) = prepare(&config.scope(), &python, cache.as_ref(), policy)?;
+    let used_tasks: Vec<String> = prepared.iter().map(|p| p.task.key.clone()).collect();
+    let used_datasets: Vec<String> = prepared
+        .iter()
+        .flat_map(|p| p.datasets().into_iter().map(|d| d.spec.key.clone()))
+        .collect();
+    let file = crate::yaml::display_path(&config.project.root, &config.file);
+    for warning in
+        crate::eval::run_config::unused_load_errors(&file, &config.datasets, &config.tasks, &used_tasks, &used_datasets)
+    {
+        printer.warn(&warning);
+    }
     let fingerprint = Fingerprint::compute(&config, &prepared, &registry, options.flags.clone())?;
     if let Some(recorded) = &options.recorded {
         let changes = recorded.changes(&fingerprint);
@@ -489,7 +500,8 @@ fn finish(
             .run_dir
             .records()?
             .map_while(|r| r.map_err(|e| unreadable = Some(e)).ok());
-        let summary = summary::summarize(identity, &p.scorer_defs(), records, &mut python_metric);
+        let aggregators = p.trials.as_ref().map_or(&[][..], |t| t.aggregators.as_slice());
+        let summary = summary::summarize_trials(identity, &p.scorer_defs(), aggregators, records, &mut python_metric);
         if let Some(e) = unreadable {
             return Err(e).context("cannot read the run's records");
         }

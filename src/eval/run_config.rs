@@ -311,6 +311,27 @@ pub fn load_file(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&
     })
 }
 
+/// Warnings for the project's entity files that failed to load but that nothing in the run
+/// uses: `used_tasks` and `used_datasets` are the keys the run reads.
+pub fn unused_load_errors(
+    file: &str,
+    datasets: &Entities<DatasetEntry>,
+    tasks: &Entities<TaskDef>,
+    used_tasks: &[String],
+    used_datasets: &[String],
+) -> Vec<String> {
+    datasets
+        .unused_errors(used_datasets)
+        .chain(tasks.unused_errors(used_tasks))
+        .map(|e| {
+            format!(
+                "`{file}` does not use `{}`, which failed to load: {}",
+                e.file, e.diagnostic.message
+            )
+        })
+        .collect()
+}
+
 impl Declared {
     pub fn is_empty(&self) -> bool {
         self.adapters.is_empty() && self.models.is_empty() && self.datasets.is_empty() && self.tasks.is_empty()

@@ -111,8 +111,9 @@ struct TaskWire {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskDataset {
     Key(String),
-    /// Several datasets aligned by row: each sample is `{config key: row}`.
-    Keys(Vec<(String, String)>),
+    /// Several datasets aligned by row: each sample is `{dataset key: row}` (what
+    /// `sample["<< config.x >>"]` in a snippet becomes once the config is substituted).
+    Keys(Vec<String>),
     /// The records of another task specification of the same run.
     TaskResult(String),
 }
@@ -481,38 +482,13 @@ impl TaskDef {
             .at(&node.span)
             .with_path(path)),
             (DatasetSource::Dataset, Some(key), None) => Ok(TaskDataset::Key(key.value)),
-            (DatasetSource::Dataset, None, Some(keys)) if !keys.is_empty() => {
-                let config_keys = self.dataset_config_keys(node);
-                Ok(TaskDataset::Keys(
-                    keys.into_iter()
-                        .enumerate()
-                        .map(|(i, k)| (config_keys.get(i).cloned().unwrap_or_else(|| k.clone()), k))
-                        .collect(),
-                ))
-            }
+            (DatasetSource::Dataset, None, Some(keys)) if !keys.is_empty() => Ok(TaskDataset::Keys(keys)),
             _ => Err(
                 Diagnostic::new("a task's `dataset` needs exactly one of `key` and `keys`")
                     .at(&node.span)
                     .with_path(path),
             ),
         }
-    }
-
-    /// For `dataset.keys`, the config names the keys were written as (`<< config.a >>` → `a`):
-    /// each sample is `{a: row, …}`.
-    fn dataset_config_keys(&self, instantiated: &Node) -> Vec<String> {
-        let _ = instantiated;
-        let written = self.definition.get("dataset").and_then(|d| d.get("keys"));
-        let Some(crate::yaml::Value::Seq(items)) = written.map(|n| &n.value) else {
-            return Vec::new();
-        };
-        items
-            .iter()
-            .map(|item| {
-                let text = item.as_str().unwrap_or_default();
-                crate::yaml::config_reference(text).unwrap_or(text).to_owned()
-            })
-            .collect()
     }
 }
 
@@ -531,13 +507,7 @@ mod tests {
             "key: t\ndisplay_name: T\ndescription: d\nconfig_spec:\n  - {type: dataset, key: a, display_name: A, default_value: x}\n  - {type: dataset, key: b, display_name: B, default_value: y}\ndefinition:\n  dataset:\n    keys: ['<< config.a >>', '<< config.b >>']\n  scorers:\n    - type: python_all_samples\n      compute_scores_snippet: 'def compute_scores(samples): return []'\n      metrics: []\n  trials:\n    num_trials: 5\n    score_aggregators:\n      - {score_name: is_correct, aggregator: {function: 'pass^k', k: 3, score_name: 'pass^3'}}\n  actions:\n    - key: drop\n      action: exclude_from_metrics\n      filter: {op: is_true, expression: '{{ sample.a.holdout }}'}\n",
         );
         let def = t.instantiate(&t.config_values(&Map::new()).unwrap()).unwrap();
-        assert_eq!(
-            def.dataset,
-            Some(TaskDataset::Keys(vec![
-                ("a".into(), "x".into()),
-                ("b".into(), "y".into())
-            ]))
-        );
+        assert_eq!(def.dataset, Some(TaskDataset::Keys(vec!["x".into(), "y".into()])));
         let trials = def.trials.unwrap();
         assert_eq!(trials.num_trials, 5);
         assert_eq!(trials.aggregators[0].output_name(), "pass^3");

@@ -157,6 +157,8 @@ fn convert(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Va
         let dumped = kwargs
             .set_item("mode", "json")
             .and_then(|()| kwargs.set_item("by_alias", true))
+            // lf's models leave unset fields (an item's `type`) out by default.
+            .and_then(|()| kwargs.set_item("exclude_unset", false))
             .and_then(|()| dump.call((), Some(&kwargs)));
         return match dumped {
             Ok(value) => convert(&value, path, depth + 1),

@@ -475,7 +475,8 @@ def lf_object(kind, value, fallback):
         cls = getattr(dtypes, kind, None)
         if cls is not None:
             try:
-                return cls.model_validate(value)
+                # Plain dicts: a `Record` answers `.items` with its "items" key.
+                return cls.model_validate(_plain(value))
             except Exception as e:  # a shape lf's types reject: the look-alike still works
                 sys.__stderr__.write(f"lfeval: cannot build latticeflow.core {kind} ({type(e).__name__}); passing a dict\n")
     return _shim(kind, value, fallback)
@@ -715,7 +716,8 @@ def _settle(fut, ok, value):
 
 def _item_json(item):
     dump = getattr(item, "model_dump", None)
-    return dump(mode="json") if callable(dump) else _plain(item)
+    # lf's models leave unset fields (such as `type`) out unless asked.
+    return dump(mode="json", exclude_unset=False) if callable(dump) else _plain(item)
 
 
 class HostModel:

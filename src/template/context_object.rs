@@ -275,3 +275,77 @@ impl Object for TextObject {
         f.write_str(&self.text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::{TemplateEngine, TemplateOrigin};
+    use serde_json::json;
+
+    fn render(source: &str, objects: &[(&str, ContextObject)]) -> String {
+        let engine = TemplateEngine::new();
+        engine
+            .render_str_with(source, &TemplateOrigin::file("t"), &serde_json::Map::new(), objects)
+            .unwrap_or_else(|e| panic!("{}", e.message))
+    }
+
+    fn trace() -> ContextObject {
+        let trace: Trace = serde_json::from_value(json!({"items": [
+            {"type": "message", "role": "system", "content": [{"type": "input_text", "text": "Be brief."}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather in Bern?"}]},
+            {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{\"city\": \"Bern\"}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Sunny."}]}
+        ]}))
+        .unwrap();
+        ContextObject::Trace(Arc::new(trace))
+    }
+
+    #[test]
+    fn prompts_read_the_trace_as_lf_3_17_templates_do() {
+        let objects = [("trace", trace())];
+        assert_eq!(render("{{ trace.get_last_assistant_text() }}", &objects), "Sunny.");
+        assert_eq!(render("{{ trace.get_first_system_prompt() }}", &objects), "Be brief.");
+        assert_eq!(render("{{ trace.get_last_user_text() }}", &objects), "Weather in Bern?");
+        assert_eq!(
+            render(
+                "{% for turn in trace.turns %}{{ loop.index }}:{{ turn.assistant_messages | length }}:{{ turn.function_call_pairs | length }}{% endfor %}",
+                &objects
+            ),
+            "1:1:1"
+        );
+        assert_eq!(
+            render(
+                "{% set call = trace.get_function_calls_by_name('weather')[0] %}{{ trace.get_function_call_arguments(call).city }} {{ trace.get_function_output_text(trace.get_function_output_for_call(call.call_id)) }}",
+                &objects
+            ),
+            "Bern sunny"
+        );
+        assert_eq!(
+            render("{{ trace.items | length }} {{ trace.FORMAT }}", &objects),
+            "5 open_responses"
+        );
+        assert_eq!(
+            render("{{ (trace | tojson | fromjson).items[0].role }}", &objects),
+            "system"
+        );
+    }
+
+    #[test]
+    fn docs_era_outputs_print_as_text_and_read_as_objects() {
+        let objects = [(
+            "model_output",
+            ContextObject::Text {
+                text: "Paris".into(),
+                fields: json!({"choices": [{"message": {"role": "assistant", "content": "Paris"}}]}),
+            },
+        )];
+        assert_eq!(render("{{ model_output }}", &objects), "Paris");
+        assert_eq!(
+            render("{{ model_output.choices[0].message.content }}", &objects),
+            "Paris"
+        );
+        assert_eq!(render("{{ model_output.lower() }}", &objects), "paris");
+        assert_eq!(render("{% if model_output %}yes{% endif %}", &objects), "yes");
+    }
+}

@@ -14,12 +14,6 @@ use crate::diagnostic::Diagnostic;
 static CONFIG_REF: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"<<\s*config\.([A-Za-z0-9_-]+)\s*>>").expect("valid regex"));
 
-/// The name in a whole-value `<< config.NAME >>`.
-pub fn reference(text: &str) -> Option<&str> {
-    let caps = CONFIG_REF.captures(text.trim())?;
-    (caps.get(0)?.as_str() == text.trim()).then(|| caps.get(1).map(|m| m.as_str()))?
-}
-
 pub fn substitute(node: &mut Node, values: &Map<String, Json>) -> Result<(), Diagnostic> {
     substitute_in(node, values, false)
 }

@@ -9,10 +9,12 @@
 mod adapters;
 mod config;
 mod conformance;
+mod conformance_runs;
 mod dialect;
 mod errors;
 mod limits;
 mod model_test;
+mod providers;
 mod resume;
 mod runs;
 mod secrets;
