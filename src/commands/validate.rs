@@ -36,6 +36,7 @@ const FOLDERS: &[&str] = &[
     "ai_apps",
     "frameworks",
     "risk_scoring_methodologies",
+    "action_rules",
 ];
 
 /// How one file fared.
@@ -284,7 +285,7 @@ fn check_dataset(node: &Node, file: &str, warnings: &mut Vec<String>) -> Verdict
     };
     match spec.effective_source() {
         Ok(source) if !source.is_local() => warnings.push(format!(
-            "dataset `{}` (`{file}`) reads a `{}` source, which `lfeval run` cannot read yet",
+            "dataset `{}` (`{file}`): its source is `{}`, which `lfeval run` cannot read yet",
             spec.key,
             source.type_name()
         )),
@@ -356,6 +357,7 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, printer: &Printer) -> anyho
     };
     let (mut valid, mut skipped, mut refused, mut invalid) = (0, 0, 0, 0);
     let mut problems = Vec::new();
+    let mut refusals = Vec::new();
     let mut notes = Vec::new();
     let mut report = Vec::new();
     for file in &files {
@@ -395,7 +397,7 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, printer: &Printer) -> anyho
             Verdict::Refused(d) => {
                 refused += 1;
                 if explicit {
-                    problems.push(d);
+                    refusals.push(d);
                 } else {
                     checker.warnings.push(d.to_string());
                 }
@@ -435,7 +437,7 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, printer: &Printer) -> anyho
         printer.warn(warning);
         printer.errln("");
     }
-    for problem in &problems {
+    for problem in refusals.iter().chain(&problems) {
         printer.error(&problem.to_string());
         printer.errln("");
     }

@@ -927,3 +927,33 @@ fn a_task_can_score_an_earlier_specifications_results() {
         .expect("second spec");
     assert!(!spec["metrics"].as_array().expect("metrics").is_empty(), "{spec:#}");
 }
+
+#[test]
+fn repeatability_of_an_existing_evaluation_finds_it_in_the_projects_other_run_file() {
+    let Some(suite) = suite() else { return };
+    let server = provider(|call| {
+        if call.structured {
+            return judgement("prediction", json!("correct"));
+        }
+        "An answer.".to_owned()
+    });
+    let t = project(
+        suite,
+        "guides/evaluation-repeatability-for-existing-eval",
+        Some(&server),
+    );
+    let (out, summary, records) = run(t, "run_repeatability_of_existing_eval.yaml");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let specs: Vec<&str> = summary["specifications"]
+        .as_array()
+        .expect("specs")
+        .iter()
+        .filter_map(|s| s["key"].as_str())
+        .collect();
+    assert_eq!(specs.len(), 3, "{specs:?}");
+    assert!(
+        specs.iter().all(|s| s.starts_with("repeatability-hp-hp-trivia-run-")),
+        "{specs:?}"
+    );
+    assert_eq!(records.len(), 15, "`num_samples: 5` for each of the 3 runs");
+}

@@ -11,6 +11,7 @@ mod config;
 mod conformance;
 mod conformance_runs;
 mod dialect;
+mod entities;
 mod errors;
 mod limits;
 mod model_test;

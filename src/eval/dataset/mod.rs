@@ -245,7 +245,7 @@ pub enum DatasetError {
     )]
     GeneratorUnsupported { key: String },
     #[error(
-        "dataset `{key}` reads a `{kind}` source, which lfeval cannot read yet; hint: export the rows to a `.jsonl` file (for example with `lf` or the source's own tools) and use `source: {{type: local, file_path: ...}}`"
+        "dataset `{key}`: its source is `{kind}`, which lfeval cannot read yet; hint: export the rows to a `.jsonl` file (for example with `lf` or the source's own tools) and use `source: {{type: local, file_path: ...}}`"
     )]
     SourceUnsupported { key: String, kind: &'static str },
     #[error(
