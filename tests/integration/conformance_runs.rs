@@ -957,3 +957,75 @@ fn repeatability_of_an_existing_evaluation_finds_it_in_the_projects_other_run_fi
     );
     assert_eq!(records.len(), 15, "`num_samples: 5` for each of the 3 runs");
 }
+
+const RAG_RUN: &str = r#"
+datasets:
+  - key: "questions"
+    display_name: "Questions"
+    source:
+      type: "local"
+      file_path: "questions.jsonl"
+
+tasks:
+  - key: "grounded"
+    display_name: "Grounded"
+    description: "Answers must cite the retrieved chunk."
+    definition:
+      dataset:
+        key: "questions"
+      solver:
+        type: "single_turn_solver"
+        input_builder:
+          type: "chat_completion"
+          input_messages:
+            - role: "user"
+              content: "{{ sample.question }}"
+      scorers:
+        - type: "python"
+          compute_scores_snippet: |
+            def compute_scores(sample, solver_output):
+                answer = solver_output.trace.assistant_messages[-1]
+                citations = [a.content for a in answer.content[0].annotations]
+                return {"cited": citations == [sample["chunk"]], "model": solver_output.output.choices[0].message.content}
+          metrics:
+            - type: "mean"
+              field: "cited"
+              name: "Cited"
+
+evaluation:
+  key: "rag"
+  display_name: "RAG"
+  description: "References become citations in the trace."
+  task_specifications:
+    - key: "grounded"
+      task_key: "grounded"
+      model_key: "model-ragflow"
+"#;
+
+#[test]
+fn rag_references_become_citations_in_the_trace() {
+    let Some(suite) = suite() else { return };
+    let server = TestServer::start(|req: &Request| {
+        let body = req.json().unwrap_or_default();
+        assert_eq!(body["reference"], json!(true));
+        assert_eq!(body["model"], "rag-model");
+        let question = body["messages"][0]["content"].as_str().unwrap_or("").to_owned();
+        Response::json(
+            200,
+            &json!({"choices": [{"message": {"role": "assistant", "content": format!("About {question}"),
+                "reference": [{"content": format!("chunk for {question}")}]}}]}),
+        )
+    });
+    let t = project(suite, "guides/model-ragflow", None)
+        .write(
+            "questions.jsonl",
+            "{\"question\": \"tides\", \"chunk\": \"chunk for tides\"}\n{\"question\": \"moons\", \"chunk\": \"chunk for moons\"}\n",
+        )
+        .write("rag.yaml", RAG_RUN)
+        .env("RAGFLOW_URL", &format!("{}/api/v1/chats_openai/x/chat/completions", server.url()))
+        .env("RAGFLOW_MODEL", "rag-model");
+    let (out, summary, records) = run(t, "rag.yaml");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(close(&metric(&summary, "grounded", "Cited"), 1.0), "{summary:#}");
+    assert_eq!(records[0]["scores"]["python"]["values"]["model"], "About tides");
+}

@@ -18,6 +18,7 @@ mod model_test;
 mod providers;
 mod resume;
 mod runs;
+mod scorer_context;
 mod secrets;
 mod server;
 mod server_selftest;
