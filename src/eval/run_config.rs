@@ -154,8 +154,19 @@ pub fn load_file(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&
     };
     let mut project = Project::load(&dir, env_file)?;
     let root = yaml::load(&run_file, &project.root, &project.vars)?;
-    from_node::<TopLevel>(&root, "")?;
     let file_display = yaml::display_path(&project.root, &run_file);
+    if !crate::entity::is_run_config(&root)
+        && let Some(kind) = crate::entity::classify(&root, &run_file).filter(|k| *k != EntityKind::RunConfig)
+    {
+        return Err(Diagnostic::new(format!(
+            "`{file_display}` is {}, not a run config",
+            kind.described()
+        ))
+        .at(&root.span)
+        .with_hint("a run config lists `models`, `datasets`, `tasks` and an `evaluation` (each inline or by `$ref`); `lfeval validate FILE` checks any entity file")
+        .into());
+    }
+    from_node::<TopLevel>(&root, "")?;
     let mut declared = Declared::default();
 
     // Secrets first: models may refer to them.

@@ -129,3 +129,12 @@ fn lf_folder_names_and_run_files_that_only_register_entities() {
     let out = t.set_args(["run", "-f", "run.yaml"]).config_error();
     assert!(out.stderr.contains("has no `evaluation` to run"), "{}", out.stderr);
 }
+
+#[test]
+fn running_a_file_that_is_not_a_run_config_says_what_it_is() {
+    let t = Test::new()
+        .write("tasks/echo.yaml", TASK)
+        .args(["run", "-f", "tasks/echo.yaml"]);
+    let out = t.config_error();
+    assert!(out.stderr.contains("`echo.yaml` is a task, not a run config"), "{}", out.stderr);
+}
