@@ -1029,3 +1029,84 @@ fn rag_references_become_citations_in_the_trace() {
     assert!(close(&metric(&summary, "grounded", "Cited"), 1.0), "{summary:#}");
     assert_eq!(records[0]["scores"]["python"]["values"]["model"], "About tides");
 }
+
+/// A provider that answers any bundle prompt plausibly: judges get a label quoted in their
+/// system prompt (or the first number it names, for scores), in the JSON shape their structured
+/// output asks for; everything else gets a one-word answer.
+fn any_judge() -> TestServer {
+    let quoted = regex::Regex::new(r#"'([A-Za-z_ ]+)'|"([A-Za-z_]+)""#).expect("regex");
+    let shown = regex::Regex::new(r#"(?:prediction|label)`?"?\s*:\s*"([A-Za-z_]+)""#).expect("regex");
+    let number = regex::Regex::new(r"\b(\d+(?:\.\d+)?)\b").expect("regex");
+    provider(move |call| {
+        let system = call.system();
+        let field = call
+            .field("response_format")
+            .pointer("/json_schema/schema/properties")
+            .and_then(Value::as_object)
+            .and_then(|p| {
+                ["prediction", "label", "score"]
+                    .into_iter()
+                    .find(|f| p.contains_key(*f))
+            });
+        let wants_score = field == Some("score") || system.contains("numeric score");
+        let answer = if wants_score {
+            json!(
+                number
+                    .captures(system)
+                    .and_then(|c| c[1].parse::<f64>().ok())
+                    .unwrap_or(1.0)
+            )
+        } else {
+            match shown.captures(system).or_else(|| quoted.captures(system)) {
+                Some(c) => json!(c.get(1).or_else(|| c.get(2)).map_or("", |m| m.as_str()).trim()),
+                None => json!("A"),
+            }
+        };
+        match field {
+            Some(field) => judgement(field, answer),
+            None if wants_score => answer.to_string(),
+            None => answer.as_str().unwrap_or("A").to_owned(),
+        }
+    })
+}
+
+#[test]
+fn the_other_ready_run_configs_run_to_their_metrics() {
+    let Some(suite) = suite() else { return };
+    let guides = [
+        ("guides/task-string-equals-scorer", "run.yaml"),
+        ("guides/task-string-equals-mcqa-scorer", "run.yaml"),
+        ("guides/task-singleturn-solver-generic-input", "run.yaml"),
+        ("guides/task-python-metric", "run.yaml"),
+        ("guides/task-generate-loop", "run.yaml"),
+        ("guides/task-model-as-a-judge-scorer", "run.yaml"),
+        ("guides/policy-quality-gate", "run.yaml"),
+        ("guides/risk-scorers", "run.yaml"),
+        ("guides/task-result-log-download-upload", "run.yaml"),
+        (
+            "guides/evaluation-repeatability-for-existing-eval",
+            "run_original_eval.yaml",
+        ),
+        ("guides/dataset-generator-task-result", "run_evaluation.yaml"),
+        ("tutorials/my_first_evaluation", "run.yaml"),
+    ];
+    let mut problems = Vec::new();
+    for (guide, file) in guides {
+        let server = any_judge();
+        let (out, summary, records) = run(project(suite, guide, Some(&server)), file);
+        let failed = summary["totals"]["failed"].as_u64().unwrap_or(u64::MAX);
+        let metrics: usize = summary["specifications"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| s["metrics"].as_array().map_or(0, Vec::len))
+            .sum();
+        if out.code != 0 || failed != 0 || records.is_empty() {
+            problems.push(format!(
+                "{guide}/{file}: exit {}, {failed} failed, {metrics} metric(s)\n{}",
+                out.code, out.stderr
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -136,5 +136,9 @@ fn running_a_file_that_is_not_a_run_config_says_what_it_is() {
         .write("tasks/echo.yaml", TASK)
         .args(["run", "-f", "tasks/echo.yaml"]);
     let out = t.config_error();
-    assert!(out.stderr.contains("`echo.yaml` is a task, not a run config"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`echo.yaml` is a task, not a run config"),
+        "{}",
+        out.stderr
+    );
 }
