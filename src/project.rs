@@ -240,6 +240,10 @@ impl Project {
         if let Some(err) = self.load_error("model", key) {
             return Err(err.diagnostic.clone());
         }
+        if let Some(name) = key.strip_prefix("latticeflow$") {
+            return Err(crate::entity::HostedFeature::LatticeFlowModels
+                .diagnostic(&format!("`{key}` ({name}) is a LatticeFlow-hosted model")));
+        }
         if let Some((provider, name)) = model::provider::from_key(key) {
             let location = crate::diagnostic::Location {
                 file: String::new(),

@@ -148,6 +148,14 @@ fn latticeflow_hosted_models_are_refused_by_name() {
         "{}",
         out.stderr
     );
+    let out = Test::new().args(["model", "test", "latticeflow$placeholder"]).run();
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("LatticeFlow-hosted models need the hosted AI GO! platform"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
