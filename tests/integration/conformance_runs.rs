@@ -884,7 +884,11 @@ fn a_system_task_computes_its_evidence() {
         close(&metric(&summary, "enforces-https-httpforever", "Enforces HTTPS"), 0.0),
         "{summary:#}"
     );
-    let reason = records[0]["scores"]["compute_evidence"]["metadata"]["Enforces HTTPS"]
+    let github = records
+        .iter()
+        .find(|r| r["spec"] == "enforces-https-github")
+        .expect("github record");
+    let reason = github["scores"]["compute_evidence"]["metadata"]["Enforces HTTPS"]
         .as_str()
         .unwrap_or("");
     assert!(reason.contains("301"), "{reason}");
@@ -1027,7 +1031,12 @@ fn rag_references_become_citations_in_the_trace() {
     let (out, summary, records) = run(t, "rag.yaml");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(close(&metric(&summary, "grounded", "Cited"), 1.0), "{summary:#}");
-    assert_eq!(records[0]["scores"]["python"]["values"]["model"], "About tides");
+    // Records are written as samples finish, in any order.
+    let tides = records
+        .iter()
+        .find(|r| r["sample"]["question"] == "tides")
+        .expect("tides");
+    assert_eq!(tides["scores"]["python"]["values"]["model"], "About tides");
 }
 
 /// A provider that answers any bundle prompt plausibly: judges get a label quoted in their
