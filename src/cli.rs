@@ -163,6 +163,9 @@ impl From<TaskArg> for crate::model::io::Task {
 pub struct ValidateArgs {
     /// Files or directories to check (default: the whole project).
     pub paths: Vec<PathBuf>,
+    /// Print one JSON report (a verdict per file) on stdout.
+    #[arg(short, long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,8 @@
-//! A project: a directory with `models/` and `adapters/` (plus, for evaluations, `datasets/`,
-//! `tasks/` and `evaluations/`). Loading never stops at the first bad file: each entity that
-//! fails is kept as an error, so commands about other entities still work.
+//! A project: a directory with `models/` and `adapters/` or `model_adapters/` (lf's folder name),
+//! plus, for evaluations, `datasets/`, `tasks/`, `evaluations/` and run files at the top. Loading
+//! never stops at the first bad file: each entity that fails is kept as an error, so commands
+//! about other entities still work. `$provider` models that the project's run files use are
+//! models of the project too, and any `<provider>$<model>` key names one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,14 +82,63 @@ impl Project {
         for builtin in adapter::builtins().map_err(|d| anyhow::anyhow!("built-in adapter is invalid: {d}"))? {
             project.adapters.insert(builtin.key.clone(), Arc::new(builtin));
         }
-        let skip = project.root.join("adapters").join("builtin");
-        for path in yaml_files(&project.root.join("adapters"), Some(&skip)) {
+        for path in project.adapter_files() {
             project.load_adapter_file(&path);
         }
         for path in yaml_files(&project.root.join("models"), None) {
             project.load_model_file(&path);
         }
+        project.add_provider_models();
         Ok(project)
+    }
+
+    /// Every adapter file: `adapters/` (but not lfeval's own `adapters/builtin/`) and lf's
+    /// `model_adapters/`.
+    pub fn adapter_files(&self) -> Vec<PathBuf> {
+        let skip = self.root.join("adapters").join("builtin");
+        let mut files = yaml_files(&self.root.join("adapters"), Some(&skip));
+        files.extend(yaml_files(&self.root.join("model_adapters"), None));
+        files
+    }
+
+    /// The `$provider` models the project's top-level run files list, so `model list` and
+    /// `model test` know them.
+    fn add_provider_models(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect();
+        files.sort();
+        for path in files {
+            let Ok(node) = yaml::load(&path, &self.root, &self.vars) else {
+                continue;
+            };
+            if !crate::entity::is_run_config(&node) {
+                continue;
+            }
+            let Some(yaml::Value::Seq(items)) = node.get("models").map(|n| &n.value) else {
+                continue;
+            };
+            for item in items {
+                let Some(reference) = item.get("$provider").and_then(yaml::Node::as_str) else {
+                    continue;
+                };
+                let Ok((provider, name)) = model::provider::parse_reference(reference) else {
+                    continue;
+                };
+                let file = yaml::display_path(&self.root, &path);
+                let location = crate::diagnostic::Location::from(&item.span);
+                if let Ok(m) = model::provider::model(provider, &name, &self.vars, &self.secrets, &file, location)
+                    && !self.models.contains_key(&m.key)
+                {
+                    self.models.insert(m.key.clone(), Arc::new(m));
+                }
+            }
+        }
     }
 
     fn record(&mut self, kind: &'static str, path: &Path, key: Option<String>, diagnostic: Diagnostic) {
@@ -169,6 +220,9 @@ impl Project {
 
     pub fn add_model(&mut self, model: Model, path: &Path) -> Option<Arc<Model>> {
         if let Some(existing) = self.models.get(&model.key) {
+            if existing.file == model.file {
+                return Some(Arc::clone(existing));
+            }
             let d = duplicate("model", &model.key, &existing.file, &model.file, &model.location);
             self.record("model", path, Some(model.key), d);
             return None;
@@ -185,6 +239,20 @@ impl Project {
         }
         if let Some(err) = self.load_error("model", key) {
             return Err(err.diagnostic.clone());
+        }
+        if let Some(name) = key.strip_prefix("latticeflow$") {
+            return Err(crate::entity::HostedFeature::LatticeFlowModels
+                .diagnostic(&format!("`{key}` ({name}) is a LatticeFlow-hosted model")));
+        }
+        if let Some((provider, name)) = model::provider::from_key(key) {
+            let location = crate::diagnostic::Location {
+                file: String::new(),
+                line: 0,
+                col: 0,
+                width: 0,
+                source_line: None,
+            };
+            return model::provider::model(provider, &name, &self.vars, &self.secrets, "", location).map(Arc::new);
         }
         Err(unknown("model", key, self.models.keys(), "lfeval model list"))
     }

@@ -177,8 +177,9 @@ impl<'a> Report<'a> {
                     step.insert("api_key".into(), json!(shown));
                 }
                 if let Some(model_key) = &c.model_key {
-                    self.field("model key", model_key);
-                    step.insert("model_key".into(), json!(model_key));
+                    let shown = model_key.masked();
+                    self.field("model key", &shown);
+                    step.insert("model_key".into(), json!(shown));
                 }
                 if !c.custom_headers.is_empty() {
                     let shown: Vec<String> = c

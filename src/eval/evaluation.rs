@@ -1,10 +1,14 @@
-//! Evaluations (aigo.md §8.8, docs era): which tasks run on which models and datasets, how many
-//! samples, and the cache policy. Newer field names are accepted where they differ.
+//! Evaluations (aigo.md §8.8): which tasks run on which models and datasets, how many samples,
+//! and the cache policy. Both eras are read: the docs era's single execution (`mode`,
+//! `num_samples`, literal keys) and lf 3.17's reusable definition (`config_spec`, templates,
+//! `trials`, `repeatability`, and `type: repeatability` specifications that repeat another
+//! evaluation's specifications).
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, Location};
+use crate::eval::task::{ConfigParam, check_trials};
 use crate::model::cache::CachePolicy;
 use crate::yaml::{Located, Node, from_node};
 
@@ -34,14 +38,18 @@ struct EvaluationWire {
     num_samples: Option<usize>,
     subsampling: Option<Subsampling>,
     cache_policy: Option<CachePolicy>,
-    task_specifications: Vec<SpecWire>,
     tags: Option<Vec<String>>,
-    config_spec: Option<Value>,
+    config_spec: Option<Vec<ConfigParam>>,
+    use_cases: Option<Value>,
+    domains: Option<Value>,
+    providers: Option<Value>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SpecWire {
+    #[serde(rename = "type")]
+    _kind: Option<String>,
     key: Option<String>,
     task_key: Located<String>,
     #[serde(default)]
@@ -52,6 +60,40 @@ struct SpecWire {
     subsampling: Option<Subsampling>,
     display_name: Option<String>,
     task_result_log_path: Option<Located<String>>,
+    repeatability: Option<RepeatabilityWire>,
+    trials: Option<TrialsWire>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepeatabilityWire {
+    num_runs: Located<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrialsWire {
+    num_trials: Located<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepeatSpecWire {
+    #[serde(rename = "type")]
+    _kind: String,
+    key: Option<String>,
+    repeatability_config: RepeatabilityWire,
+    num_samples: Option<usize>,
+    subsampling: Option<Subsampling>,
+    inputs: Vec<RepeatInput>,
+}
+
+/// An evaluation (and optionally one of its specifications) to repeat.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatInput {
+    pub evaluation_key: String,
+    pub task_specification_key: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +102,8 @@ pub struct Evaluation {
     pub display_name: String,
     pub cache_policy: CachePolicy,
     pub specs: Vec<TaskSpecification>,
+    /// `type: repeatability` specifications, resolved by the run config into `specs`.
+    pub repeats: Vec<RepeatOf>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +116,22 @@ pub struct TaskSpecification {
     pub dataset_key: Option<String>,
     pub num_samples: Option<usize>,
     pub subsampling: Subsampling,
+    /// Trials per sample, overriding the task's `definition.trials.num_trials`.
+    pub trials: Option<u32>,
+    /// `(run, of)` for one of the runs of a repeated specification (1-based); its model calls
+    /// are never answered from the cache, or every run would be the first.
+    pub repetition: Option<(u32, u32)>,
+}
+
+/// A `type: repeatability` specification.
+#[derive(Debug, Clone)]
+pub struct RepeatOf {
+    pub key: String,
+    pub num_runs: u32,
+    pub num_samples: Option<usize>,
+    pub subsampling: Option<Subsampling>,
+    pub inputs: Vec<RepeatInput>,
+    pub location: Location,
 }
 
 /// Evaluation-wide overrides from a run config's `run_config:` block (newer era).
@@ -81,19 +141,92 @@ pub struct RunOverrides {
     pub num_samples: Option<usize>,
     pub subsampling: Option<Subsampling>,
     pub cache_policy: Option<CachePolicy>,
-    pub trials_config: Option<Value>,
+    pub trials_config: Option<TrialsConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialsConfig {
+    num_trials: Located<u32>,
+}
+
+/// The bound on `num_runs`: each run is a whole specification.
+const MAX_RUNS: u32 = 100;
+
+fn check_runs(n: &Located<u32>) -> Result<u32, Diagnostic> {
+    if n.value < 2 || n.value > MAX_RUNS {
+        return Err(
+            Diagnostic::new(format!("`num_runs` must be from 2 to {MAX_RUNS}, found {}", n.value))
+                .at_location(n.location.clone())
+                .with_path(n.path.clone()),
+        );
+    }
+    Ok(n.value)
+}
+
+/// The evaluation's `config_spec`, read before its `<< config.X >>` templates are substituted.
+pub fn config_spec(node: &Node) -> Result<Vec<ConfigParam>, Diagnostic> {
+    match node.get("config_spec") {
+        Some(n) => from_node(n, "evaluation.config_spec"),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The values an evaluation's templates see: `config_spec` defaults, then the run's `config`,
+/// and the names of declared values that have neither.
+pub fn config_values(spec: &[ConfigParam], config: &Map<String, Value>) -> (Map<String, Value>, Vec<String>) {
+    let mut values = Map::new();
+    let mut missing = Vec::new();
+    for param in spec {
+        if let Some(v) = config.get(&param.key) {
+            values.insert(param.key.clone(), v.clone());
+        } else if let Some(default) = &param.default_value {
+            values.insert(param.key.clone(), default.clone());
+        } else if param.nullable {
+            values.insert(param.key.clone(), Value::Null);
+        } else {
+            missing.push(param.key.clone());
+        }
+    }
+    for (k, v) in config {
+        values.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    (values, missing)
 }
 
 pub fn from_yaml(node: &Node, overrides: &RunOverrides) -> Result<Evaluation, Diagnostic> {
-    let wire: EvaluationWire = from_node(node, "evaluation")?;
+    let mut node = node.clone();
+    let specs_node = node.take("task_specifications");
+    let wire: EvaluationWire = from_node(&node, "evaluation")?;
     crate::model::check_key(&wire.key, "evaluation", false)?;
-    let _ = (wire.description, wire.long_description, wire.tags, wire.config_spec);
-    if overrides.trials_config.is_some() {
-        return Err(
-            Diagnostic::new("`run_config.trials_config` (repeated trials) is not supported yet").at(&node.span),
-        );
-    }
-    if wire.task_specifications.is_empty() {
+    let _ = (
+        wire.description,
+        wire.long_description,
+        wire.tags,
+        wire.config_spec,
+        wire.use_cases,
+        wire.domains,
+        wire.providers,
+    );
+    let run_trials = match &overrides.trials_config {
+        Some(t) => Some(check_trials(&t.num_trials)?),
+        None => None,
+    };
+    let items = match specs_node.as_ref().map(|(_, n)| &n.value) {
+        Some(crate::yaml::Value::Seq(items)) => items.clone(),
+        Some(_) => {
+            let n = specs_node.as_ref().map_or(&node, |(_, n)| n);
+            return Err(Diagnostic::new("`task_specifications` must be a list")
+                .at(&n.span)
+                .with_path("evaluation.task_specifications"));
+        }
+        None => {
+            return Err(Diagnostic::new("missing required key `task_specifications`")
+                .at(&node.span)
+                .with_path("evaluation"));
+        }
+    };
+    if items.is_empty() {
         return Err(Diagnostic::new("an evaluation needs at least one task specification").at(&node.span));
     }
     let default_samples = overrides.num_samples.or(wire.num_samples).or(match wire.mode {
@@ -102,11 +235,41 @@ pub fn from_yaml(node: &Node, overrides: &RunOverrides) -> Result<Evaluation, Di
     });
     let default_subsampling = overrides.subsampling.or(wire.subsampling).unwrap_or_default();
     let mut specs: Vec<TaskSpecification> = Vec::new();
-    for spec in wire.task_specifications {
-        if let Some(path) = &spec.task_result_log_path {
+    let mut repeats = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("evaluation.task_specifications[{i}]");
+        match item.get("type").and_then(Node::as_str) {
+            Some("repeatability") => {
+                let wire: RepeatSpecWire = from_node(item, &path)?;
+                if wire.inputs.is_empty() {
+                    return Err(Diagnostic::new("`inputs` needs at least one evaluation")
+                        .at(&item.span)
+                        .with_path(format!("{path}.inputs")));
+                }
+                repeats.push(RepeatOf {
+                    key: wire.key.unwrap_or_else(|| format!("repeatability-{}", i + 1)),
+                    num_runs: check_runs(&wire.repeatability_config.num_runs)?,
+                    num_samples: overrides.num_samples.or(wire.num_samples),
+                    subsampling: overrides.subsampling.or(wire.subsampling),
+                    inputs: wire.inputs,
+                    location: Location::from(&item.span),
+                });
+                continue;
+            }
+            None | Some("standard") => {}
+            Some(other) => {
+                let at = item.get("type").unwrap_or(item);
+                return Err(Diagnostic::new(format!("unknown task specification type `{other}`"))
+                    .at(&at.span)
+                    .with_path(format!("{path}.type"))
+                    .with_hint("expected `standard` or `repeatability`"));
+            }
+        }
+        let spec: SpecWire = from_node(item, &path)?;
+        if let Some(log) = &spec.task_result_log_path {
             return Err(
                 Diagnostic::new("`task_result_log_path` (replaying a result log) is not supported yet")
-                    .at_location(path.location.clone()),
+                    .at_location(log.location.clone()),
             );
         }
         let base = spec.key.clone().unwrap_or_else(|| match &spec.model_key {
@@ -129,16 +292,39 @@ pub fn from_yaml(node: &Node, overrides: &RunOverrides) -> Result<Evaluation, Di
             path: spec.task_key.path.clone(),
         };
         crate::model::check_key(&located_key, "task specification", false)?;
-        specs.push(TaskSpecification {
-            display_name: spec.display_name.unwrap_or_else(|| key.clone()),
-            key,
-            task_key: spec.task_key,
-            task_config: spec.task_config,
-            model_key: spec.model_key,
-            dataset_key: spec.dataset_key,
-            num_samples: spec.num_samples.or(default_samples),
-            subsampling: spec.subsampling.unwrap_or(default_subsampling),
-        });
+        let trials = match (run_trials, &spec.trials) {
+            (Some(n), _) => Some(n),
+            (None, Some(t)) => Some(check_trials(&t.num_trials)?),
+            (None, None) => None,
+        };
+        let runs = match &spec.repeatability {
+            Some(r) => check_runs(&r.num_runs)?,
+            None => 1,
+        };
+        let display_name = spec.display_name.clone().unwrap_or_else(|| key.clone());
+        for run in 1..=runs {
+            let (key, display_name, repetition) = if runs > 1 {
+                (
+                    format!("{key}-run-{run}"),
+                    format!("{display_name} (run {run} of {runs})"),
+                    Some((run, runs)),
+                )
+            } else {
+                (key.clone(), display_name.clone(), None)
+            };
+            specs.push(TaskSpecification {
+                display_name,
+                key,
+                task_key: spec.task_key.clone(),
+                task_config: spec.task_config.clone(),
+                model_key: spec.model_key.clone(),
+                dataset_key: spec.dataset_key.clone(),
+                num_samples: spec.num_samples.or(default_samples),
+                subsampling: spec.subsampling.unwrap_or(default_subsampling),
+                trials,
+                repetition,
+            });
+        }
     }
     Ok(Evaluation {
         display_name: wire.display_name.unwrap_or_else(|| wire.key.value.clone()),
@@ -148,5 +334,24 @@ pub fn from_yaml(node: &Node, overrides: &RunOverrides) -> Result<Evaluation, Di
             .or(wire.cache_policy)
             .unwrap_or(CachePolicy::Reuse),
         specs,
+        repeats,
     })
+}
+
+impl Evaluation {
+    /// Adds the runs of a repeated specification of another evaluation (`type: repeatability`).
+    pub fn add_repetitions(&mut self, repeat: &RepeatOf, of: &[TaskSpecification]) {
+        for spec in of {
+            for run in 1..=repeat.num_runs {
+                self.specs.push(TaskSpecification {
+                    key: format!("{}-{}-run-{run}", repeat.key, spec.key),
+                    display_name: format!("{} (run {run} of {})", spec.display_name, repeat.num_runs),
+                    num_samples: repeat.num_samples.or(spec.num_samples),
+                    subsampling: repeat.subsampling.unwrap_or(spec.subsampling),
+                    repetition: Some((run, repeat.num_runs)),
+                    ..spec.clone()
+                });
+            }
+        }
+    }
 }

@@ -189,12 +189,14 @@ fn task_sources(config: &RunConfig, prepared: &[Prepared]) -> (Vec<Arc<SourceFil
     let mut data_files = Vec::new();
     for p in prepared {
         sources.extend(p.task.sources.iter().cloned());
-        sources.extend(p.dataset.sources.iter().cloned());
-        match p.dataset.spec.effective_source() {
-            Ok(SourceSpec::Local { file_path, .. }) => data_files.push(p.dataset.base_dir.join(file_path)),
-            Ok(SourceSpec::Folder { directory_path, .. }) => data_files.push(p.dataset.base_dir.join(directory_path)),
-            // A dataset without a source fails when it is opened, with its own error.
-            Err(_) => {}
+        for dataset in p.datasets() {
+            sources.extend(dataset.sources.iter().cloned());
+            match dataset.spec.effective_source() {
+                Ok(SourceSpec::Local { file_path, .. }) => data_files.push(dataset.base_dir.join(file_path)),
+                Ok(SourceSpec::Folder { directory_path, .. }) => data_files.push(dataset.base_dir.join(directory_path)),
+                // A dataset without a readable source fails when it is opened, with its own error.
+                _ => {}
+            }
         }
     }
     (sources, data_files)

@@ -82,7 +82,7 @@ pub fn merge(request: &MergeRequest<'_>, python: &PythonRuntime) -> anyhow::Resu
     };
     let config = crate::eval::run_config::load(&run_file, project.as_deref(), request.env_file)
         .context("hint: pass the run config the shards ran with `-f RUN.yaml`")?;
-    let (prepared, _) = prepare_tasks(&config, python)?;
+    let (prepared, _) = prepare_tasks(&config.scope(), python)?;
     let changes = base.task_file_changes(&config, &prepared)?;
     if !changes.is_empty() {
         bail!(
@@ -97,7 +97,7 @@ pub fn merge(request: &MergeRequest<'_>, python: &PythonRuntime) -> anyhow::Resu
 
     let by_index: HashMap<u32, &ShardRun> = shards.iter().map(|s| (s.shard.index, s)).collect();
     check_records(&shards, &prepared)?;
-    let missing = missing_samples(&prepared, count, &by_index)?;
+    let missing = missing_samples(&prepared, count, &by_index, &shards[0].run)?;
     if !missing.is_empty() {
         return Ok(MergeEnd::Missing(missing));
     }
@@ -229,16 +229,18 @@ fn check_records(shards: &[ShardRun], prepared: &[Prepared]) -> anyhow::Result<(
 
 /// The samples the run selects that the shard owning them did not record, grouped by shard and
 /// specification.
+/// `sources` answers for specifications whose samples are an earlier specification's records.
 fn missing_samples(
     prepared: &[Prepared],
     count: u32,
     by_index: &HashMap<u32, &ShardRun>,
+    sources: &RunDir,
 ) -> anyhow::Result<Vec<MissingSamples>> {
     let mut missing: Vec<MissingSamples> = Vec::new();
     let mut selected: HashSet<(String, String)> = HashSet::new();
     for p in prepared {
         let mut groups: Vec<MissingSamples> = Vec::new();
-        for sample in selected_samples(p)? {
+        for sample in selected_samples(p, sources)? {
             let sample = sample?;
             selected.insert((p.spec.key.clone(), redact(&sample.id).into_owned()));
             let shard = Shard {
@@ -246,7 +248,7 @@ fn missing_samples(
                 count,
             };
             let run = by_index.get(&shard.index);
-            if run.is_some_and(|s| s.run.is_recorded(&p.spec.key, &sample.id)) {
+            if run.is_some_and(|s| s.run.has_sample(&p.spec.key, &sample.id)) {
                 continue;
             }
             match groups.iter_mut().find(|g| g.shard == shard) {
@@ -284,7 +286,9 @@ fn append_in_order(out: &RunDir, shards: &[ShardRun], spec: &str) -> anyhow::Res
         streams.push(stream.peekable());
     }
     loop {
-        let mut next: Option<(usize, (u64, String))> = None;
+        // `(stream, (sample index, sample id, trial, part))` of the next record in sample order.
+        type Position = (u64, String, Option<u32>, Option<u32>);
+        let mut next: Option<(usize, Position)> = None;
         for (i, stream) in streams.iter_mut().enumerate() {
             match stream.peek() {
                 None => {}
@@ -294,7 +298,7 @@ fn append_in_order(out: &RunDir, shards: &[ShardRun], spec: &str) -> anyhow::Res
                     }
                 }
                 Some(Ok(record)) => {
-                    let key = (record.sample_index, record.sample_id.clone());
+                    let key = (record.sample_index, record.sample_id.clone(), record.trial, record.part);
                     if next.as_ref().is_none_or(|(_, best)| key < *best) {
                         next = Some((i, key));
                     }

@@ -1,22 +1,28 @@
 //! The evaluation pipeline, in data order: a [`run_config`] names an [`evaluation`] whose task
-//! specifications pair a [`task`] with a [`dataset`] and a model; [`prepare`] resolves all of it
-//! before anything runs; [`run`] streams samples through the [`solver`] and [`scorer`]s, each
-//! finished sample becoming one [`record`] in the [`run_dir`]; [`summary`] folds the records
-//! into [`metric`] values, and [`task_log`] writes the AI GO!-shaped result logs.
+//! specifications pair a [`task`] with a [`dataset`] and a model (the run's [`entities`]);
+//! [`prepare`] resolves all of it before anything runs; [`run`] streams samples from their
+//! [`sample_source`], and [`process`] takes each through the [`solver`] (defined in
+//! [`solver_def`]) and [`scorer`]s, each finished sample becoming one [`record`] in the
+//! [`run_dir`]; [`summary`] folds the records into [`metric`] values, and [`task_log`] writes the
+//! AI GO!-shaped result logs.
 
 pub mod dataset;
+pub mod entities;
 pub mod evaluation;
 pub mod fingerprint;
 pub mod merge;
 pub mod metric;
 pub mod prepare;
+pub mod process;
 pub mod record;
 pub mod run;
 pub mod run_config;
 pub mod run_dir;
+pub mod sample_source;
 pub mod scorer;
 pub mod shard;
 pub mod solver;
+pub mod solver_def;
 pub mod summary;
 pub mod task;
 pub mod task_log;

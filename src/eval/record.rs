@@ -19,6 +19,12 @@ pub struct SampleRecord {
     /// Position in the dataset; records are summarised in this order, whatever order they
     /// finished in.
     pub sample_index: u64,
+    /// Which trial of the sample this is (1-based), when the task runs trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<u32>,
+    /// Which of the rows a solver's `postprocessor` split the sample into (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
     /// The row as the dataset gave it.
     pub sample: Row,
     /// The model input of the last solver call, or the whole conversation of a multi-turn one.
@@ -36,6 +42,9 @@ pub struct SampleRecord {
     /// Every call was answered from the response cache.
     pub cached: bool,
     pub timings: SampleTimings,
+    /// The task's action rule that leaves this sample out of the metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded_by: Option<String>,
 }
 
 impl SampleRecord {
@@ -45,6 +54,8 @@ impl SampleRecord {
             spec: spec.into(),
             sample_id: sample_id.into(),
             sample_index,
+            trial: None,
+            part: None,
             sample,
             model_input: None,
             solver_output: None,
@@ -56,6 +67,7 @@ impl SampleRecord {
             retries: 0,
             cached: false,
             timings: SampleTimings::default(),
+            excluded_by: None,
         }
     }
 
@@ -63,6 +75,28 @@ impl SampleRecord {
     pub fn failed(&self) -> bool {
         !self.errors.is_empty()
     }
+
+    /// What identifies the record within its specification (see [`record_key`]).
+    pub fn key(&self) -> String {
+        record_key(&self.sample_id, self.trial, self.part)
+    }
+}
+
+/// The scorer name a system task's evidence is recorded under.
+pub const EVIDENCE_SCORER: &str = "compute_evidence";
+
+/// A record's identity within its specification: the sample id, with the trial and the
+/// postprocessed part when there are any (`7`, `7#t2`, `7#t2#p0`). The sample id itself stays
+/// the dataset's.
+pub fn record_key(sample_id: &str, trial: Option<u32>, part: Option<u32>) -> String {
+    let mut key = sample_id.to_owned();
+    if let Some(t) = trial {
+        key.push_str(&format!("#t{t}"));
+    }
+    if let Some(p) = part {
+        key.push_str(&format!("#p{p}"));
+    }
+    key
 }
 
 /// What the solver produced.
@@ -74,6 +108,9 @@ pub struct SolverOutput {
     pub text: Option<String>,
     /// The conversation, ending with the model's answer.
     pub messages: Vec<Value>,
+    /// The conversation as an Open Responses trace (what lf 3.17's scorers read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::open_responses::Trace>,
 }
 
 /// One scorer's scores for one sample: the values metrics fold, and metadata (a judge's
@@ -200,6 +237,7 @@ mod tests {
             output: Some(json!({"choices": [{"message": {"role": "assistant", "content": "4"}}]})),
             text: Some("4".into()),
             messages: vec![json!({"role": "assistant", "content": "4"})],
+            trace: None,
         });
         record.scores.insert(
             "exact".into(),

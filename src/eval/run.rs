@@ -12,29 +12,28 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rand::SeedableRng;
 use rand::seq::IteratorRandom;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::eval::dataset::{self, Sample};
+use crate::eval::dataset::Sample;
 use crate::eval::evaluation::Subsampling;
 use crate::eval::fingerprint::{Change, FINGERPRINT_FILE, Fingerprint, RunFlags};
-use crate::eval::prepare::{Prepared, prepare};
-use crate::eval::record::{SampleError, SampleRecord, SampleTimings, SolverOutput};
+use crate::eval::prepare::{Prepared, Samples, prepare};
+use crate::eval::process;
+use crate::eval::record::{SampleError, Scores, record_key};
 use crate::eval::run_config::RunConfig;
 use crate::eval::run_dir::{RunDir, SessionLog};
-use crate::eval::scorer::{self, ScoreContext};
+use crate::eval::sample_source;
+use crate::eval::scorer::ScorerKind;
 use crate::eval::shard::Shard;
-use crate::eval::solver::{self, SolveContext, Solved};
 use crate::eval::summary::{self, RunSummary, SpecIdentity, SpecSummary, Totals};
 use crate::eval::task_log::{self, LogHead};
 use crate::exit_status::ExitStatus;
 use crate::model::cache::{CachePolicy, ResponseCache};
-use crate::model::io::Usage;
 use crate::model::registry::Registry;
 use crate::model::shared_limits::{LimitsConfig, ModelLimits, SharedLimits};
 use crate::printer::Printer;
 use crate::progress::{self, Progress};
 use crate::python::PythonRuntime;
-use crate::template::TemplateEngine;
 
 /// How often the progress display is told which limit holds the run back.
 const REPORT_EVERY: Duration = Duration::from_millis(500);
@@ -142,7 +141,18 @@ pub fn run(
     } else {
         None
     };
-    let (prepared, registry) = prepare(&config, &python, cache.as_ref(), policy)?;
+    let (prepared, registry) = prepare(&config.scope(), &python, cache.as_ref(), policy)?;
+    let used_tasks: Vec<String> = prepared.iter().map(|p| p.task.key.clone()).collect();
+    let used_datasets: Vec<String> = prepared
+        .iter()
+        .flat_map(|p| p.datasets().into_iter().map(|d| d.spec.key.clone()))
+        .collect();
+    let file = crate::yaml::display_path(&config.project.root, &config.file);
+    for warning in
+        crate::eval::run_config::unused_load_errors(&file, &config.datasets, &config.tasks, &used_tasks, &used_datasets)
+    {
+        printer.warn(&warning);
+    }
     let fingerprint = Fingerprint::compute(&config, &prepared, &registry, options.flags.clone())?;
     if let Some(recorded) = &options.recorded {
         let changes = recorded.changes(&fingerprint);
@@ -233,35 +243,16 @@ enum SpecEnd {
     Stopped,
 }
 
-/// Evaluates a dataset filter expression with the row's fields bare and as `sample.x`.
-fn eval_filter(expr: &str, row: &Map<String, Value>) -> Result<Value, String> {
-    static ENGINE: std::sync::LazyLock<TemplateEngine> = std::sync::LazyLock::new(TemplateEngine::new);
-    let mut ctx = row.clone();
-    ctx.insert("sample".into(), Value::Object(row.clone()));
-    match ENGINE.eval_expression(expr, &ctx) {
-        Ok(value) => Ok(value),
-        // `dataset::open` expects undefined as `null`: a field missing from some rows is what
-        // `exists` / `not_exists` test for.
-        Err(e) if matches!(e.kind, crate::template::TemplateErrorKind::Undefined) => Ok(Value::Null),
-        Err(e) => Err(e.message),
-    }
-}
-
-fn open_samples(p: &Prepared) -> anyhow::Result<dataset::SampleIter<'static>> {
-    dataset::open(&p.dataset.spec, &p.dataset.base_dir, &eval_filter).with_context(|| {
-        format!(
-            "cannot open dataset `{}` (defined in `{}`)",
-            p.dataset.spec.key, p.dataset.file
-        )
-    })
+fn open_samples(p: &Prepared, run_dir: &RunDir) -> anyhow::Result<sample_source::SampleStream> {
+    sample_source::open(p, run_dir)
 }
 
 /// The samples a specification runs, in dataset order: the first N, or N picked at random with a
 /// fixed seed (only their indices are kept while choosing, so memory stays small). Returns how
 /// many of them `shard` owns (all of them without one) and the random pick, if any.
-fn selection(p: &Prepared, shard: Option<Shard>) -> anyhow::Result<(u64, Option<HashSet<usize>>)> {
+fn selection(p: &Prepared, run_dir: &RunDir, shard: Option<Shard>) -> anyhow::Result<(u64, Option<HashSet<usize>>)> {
     let mut indices = Vec::new();
-    for sample in open_samples(p)? {
+    for sample in open_samples(p, run_dir)? {
         let sample = sample?;
         indices.push((sample.index, shard.is_none_or(|s| s.owns(&sample.id))));
     }
@@ -284,19 +275,22 @@ fn selection(p: &Prepared, shard: Option<Shard>) -> anyhow::Result<(u64, Option<
 }
 
 /// The samples a specification runs (whatever shard runs them), in dataset order.
-pub fn selected_samples(p: &Prepared) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Sample>> + use<>> {
-    let (_, chosen) = selection(p, None)?;
-    selected(p, chosen)
+pub fn selected_samples(
+    p: &Prepared,
+    run_dir: &RunDir,
+) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Sample>> + use<>> {
+    let (_, chosen) = selection(p, run_dir, None)?;
+    selected(p, run_dir, chosen)
 }
 
 /// The dataset's samples narrowed to the [`selection`]'s random pick, or to its first N.
 fn selected(
     p: &Prepared,
+    run_dir: &RunDir,
     chosen: Option<HashSet<usize>>,
 ) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Sample>> + use<>> {
     let limit = p.spec.num_samples.unwrap_or(usize::MAX);
-    Ok(open_samples(p)?
-        .map(|s| s.map_err(anyhow::Error::from))
+    Ok(open_samples(p, run_dir)?
         .filter(move |s| match (s, &chosen) {
             (Ok(sample), Some(chosen)) => chosen.contains(&sample.index),
             _ => true,
@@ -306,13 +300,18 @@ fn selected(
 
 async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecEnd> {
     let shard = shared.shard;
-    let (total, chosen) = selection(&p, shard)?;
+    let (samples_total, chosen) = selection(&p, &shared.run_dir, shard)?;
+    let trials = p.num_trials();
+    let total = samples_total * u64::from(trials);
     let done_before = shared.run_dir.recorded_count(&p.spec.key) as u64;
     shared.progress.start(&p.spec.key, total, done_before.min(total));
+    let precomputed = Arc::new(all_sample_scores(&p, &shared, chosen.clone()).await?);
     let limit = p.model.as_ref().map_or(8, |m| m.gate.concurrency * 2).clamp(2, 512);
     let slots = Arc::new(tokio::sync::Semaphore::new(limit));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut samples = selected(&p, chosen)?;
+    let mut samples = selected(&p, &shared.run_dir, chosen)?;
+    // Each (sample, trial) is one unit of work; `pending` holds the trials of the current sample.
+    let mut pending: std::collections::VecDeque<(Sample, Option<u32>)> = std::collections::VecDeque::new();
     if shared.interrupted() {
         return Ok(SpecEnd::Interrupted);
     }
@@ -323,11 +322,29 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
         if shared.stop.load(Ordering::Relaxed) {
             break SpecEnd::Stopped;
         }
-        let sample = match samples.next() {
-            Some(s) => s?,
-            None => break SpecEnd::Done,
+        if pending.is_empty() {
+            let sample = match samples.next() {
+                Some(s) => s?,
+                None => break SpecEnd::Done,
+            };
+            if shard.is_some_and(|s| !s.owns(&sample.id)) {
+                continue;
+            }
+            if trials > 1 {
+                pending.extend((1..=trials).map(|t| (sample.clone(), Some(t))));
+            } else {
+                pending.push_back((sample, None));
+            }
+        }
+        let Some((sample, trial)) = pending.pop_front() else {
+            continue;
         };
-        if shard.is_some_and(|s| !s.owns(&sample.id)) || shared.run_dir.is_recorded(&p.spec.key, &sample.id) {
+        // A postprocessed sample is done once its first row is recorded.
+        let first_part = p.postprocessor.as_ref().map(|_| 0);
+        if shared
+            .run_dir
+            .is_recorded(&p.spec.key, &record_key(&sample.id, trial, first_part))
+        {
             continue;
         }
         let permit = tokio::select! {
@@ -338,9 +355,9 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
         if shared.stop.load(Ordering::Relaxed) {
             break SpecEnd::Stopped;
         }
-        let (p2, shared2) = (Arc::clone(&p), Arc::clone(&shared));
+        let (p2, shared2, pre) = (Arc::clone(&p), Arc::clone(&shared), Arc::clone(&precomputed));
         tasks.spawn(async move {
-            let result = process(&p2, &shared2, sample).await;
+            let result = process(&p2, &shared2, sample, trial, &pre).await;
             if let Err(e) = &result {
                 shared2.progress.set_limit(format!("cannot write results: {e}"));
                 shared2.stop.store(true, Ordering::Relaxed);
@@ -393,81 +410,21 @@ fn report_limit(p: &Prepared, shared: &Shared) {
     shared.progress.set_limit(text);
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Solves and scores one sample and appends its record.
-async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let mut record = SampleRecord::new(&p.spec.key, sample.id, sample.index as u64, sample.row);
-    let mut usage = Usage::default();
-    let solved = match (&p.solver, &p.model) {
-        (Some(def), Some(model)) => {
-            let mut cx = SolveContext {
-                sample: &record.sample,
-                target: model,
-                registry: &shared.registry,
-                templates: &p.templates,
-                origin: &p.origin,
-                calls: &mut record.calls,
-            };
-            match solver::solve(def, &mut cx).await {
-                Ok(solved) => Some(solved),
-                Err(e) => {
-                    record.errors.push(e);
-                    None
-                }
-            }
-        }
-        _ => Some(Solved::default()),
+/// Solves and scores one sample (one trial of it) and appends its records.
+async fn process(
+    p: &Prepared,
+    shared: &Shared,
+    sample: Sample,
+    trial: Option<u32>,
+    precomputed: &std::collections::HashMap<usize, Result<Scores, SampleError>>,
+) -> anyhow::Result<()> {
+    let env = process::Env {
+        registry: &shared.registry,
+        python: &shared.python,
     };
-    let solver_ms = ms(start.elapsed());
-    if let Some(solved) = &solved {
-        usage += solved.usage;
-        for (def, snippet) in &p.scorers {
-            let mut cx = ScoreContext {
-                sample: &record.sample,
-                solved,
-                registry: &shared.registry,
-                templates: &p.templates,
-                origin: &p.origin,
-                python: Some(&shared.python),
-                calls: &mut record.calls,
-                usage: &mut usage,
-            };
-            match scorer::score(def, snippet.as_ref(), &mut cx).await {
-                Ok(scores) => {
-                    record.scores.insert(def.name.clone(), scores);
-                }
-                Err(e) => record.errors.push(SampleError {
-                    scorer: Some(def.name.clone()),
-                    ..e
-                }),
-            }
-        }
-        record.model_input = Some(solved.model_input.clone());
-        record.solver_output = Some(SolverOutput {
-            output: solved.output.as_ref().map(|o| o.value.clone()),
-            text: solved.output.as_ref().and_then(|o| o.text.clone()),
-            messages: solved.messages.clone(),
-        });
-    }
-    record.usage = usage;
-    record.attempts = record.calls.iter().map(|c| c.trace.attempts.len() as u32).sum();
-    record.retries = record
-        .calls
-        .iter()
-        .map(|c| c.trace.attempts.len().saturating_sub(1) as u32)
-        .sum();
-    record.cached = !record.calls.is_empty() && record.calls.iter().all(|c| c.trace.cached);
-    let total_ms = ms(start.elapsed());
-    record.timings = SampleTimings {
-        solver_ms,
-        score_ms: total_ms - solver_ms,
-        total_ms,
-    };
-    let failed = record.failed();
+    let pre = precomputed.get(&sample.index);
+    let records = process::sample(p, &env, sample, trial, pre).await;
+    let failed = records.iter().any(|r| r.failed());
     // The shared limits server is gone: this sample failed for it, not for itself, so it stays
     // unrecorded (it runs again on `--resume`) and the run stops.
     if failed && let Some(e) = shared.registry.runtimes().find_map(|r| r.gate.broken()) {
@@ -477,9 +434,52 @@ async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Resul
         // Past the failure budget: the sample stays unrecorded and runs again on `--resume`.
         return Ok(());
     }
-    shared.run_dir.append(&record)?;
-    shared.progress.finish_sample(!failed, u64::from(record.retries));
+    for record in &records {
+        shared.run_dir.append(record)?;
+    }
+    let retries: u32 = records.iter().map(|r| r.retries).sum();
+    shared.progress.finish_sample(!failed, u64::from(retries));
     Ok(())
+}
+
+/// `python_all_samples` scores of a dataset task, by sample index: one `compute_scores(samples)`
+/// call over every selected sample, before any sample is recorded.
+async fn all_sample_scores(
+    p: &Prepared,
+    shared: &Shared,
+    chosen: Option<HashSet<usize>>,
+) -> anyhow::Result<std::collections::HashMap<usize, Result<Scores, SampleError>>> {
+    let mut by_index = std::collections::HashMap::new();
+    let snippets: Vec<_> = p
+        .scorers
+        .iter()
+        .filter(|(d, _)| matches!(d.kind, ScorerKind::PythonAllSamples { .. }))
+        .filter_map(|(d, s)| s.as_ref().map(|s| (d.name.clone(), s.clone())))
+        .collect();
+    if snippets.is_empty() {
+        return Ok(by_index);
+    }
+    let mut indices = Vec::new();
+    let mut rows = Vec::new();
+    // The whole selection, whichever shard runs which sample: the scores must be those a
+    // single run would compute.
+    for sample in selected(p, &shared.run_dir, chosen)? {
+        let sample = sample?;
+        indices.push(sample.index);
+        rows.push(sample.row);
+    }
+    let keyed: Option<Vec<String>> = match &p.samples {
+        Samples::Aligned(list) => Some(list.iter().map(|(k, _)| k.clone()).collect()),
+        _ => None,
+    };
+    // One snippet per scorer; a task rarely has more than one, so the scores are merged.
+    for (_, snippet) in snippets {
+        let scores = process::all_sample_scores(&snippet, &shared.python, &rows, keyed.as_deref()).await;
+        for (index, score) in indices.iter().zip(scores) {
+            by_index.insert(*index, score);
+        }
+    }
+    Ok(by_index)
 }
 
 /// Counts a failed sample against `--fail-fast` / `--max-errors`. `false` when the budget was
@@ -553,7 +553,7 @@ pub fn write_outputs(
             display_name: p.spec.display_name.clone(),
             task: p.task.key.clone(),
             model: p.spec.model_key.clone(),
-            dataset: p.dataset.spec.key.clone(),
+            dataset: p.dataset_label(),
         };
         if !started_specs.contains(&p.spec.key) && run_dir.recorded_count(&p.spec.key) == 0 {
             // Stopped early (`--fail-fast`, `--max-errors`): nothing ran, nothing to report.
@@ -579,15 +579,17 @@ pub fn write_outputs(
         let records = run_dir
             .records()?
             .map_while(|r| r.map_err(|e| unreadable = Some(e)).ok());
-        let summary = summary::summarize(identity, &p.scorer_defs(), records, &mut python_metric);
+        let aggregators = p.trials.as_ref().map_or(&[][..], |t| t.aggregators.as_slice());
+        let summary = summary::summarize_trials(identity, &p.scorer_defs(), aggregators, records, &mut python_metric);
         if let Some(e) = unreadable {
             return Err(e).context("cannot read the run's records");
         }
+        let dataset_label = p.dataset_label();
         let head = LogHead {
             spec: &p.spec,
             task: &p.task,
             task_config: &p.task_config,
-            dataset: &p.dataset.spec.key,
+            dataset: &dataset_label,
             started_at: &sessions.first_started_at,
         };
         task_log::write(run_dir, &head, &summary)?;

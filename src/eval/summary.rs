@@ -13,8 +13,9 @@ use serde_json::{Map, Value};
 use crate::diagnostic::closest;
 use crate::error_class::ErrorClass;
 use crate::eval::metric::{self, MetricError, MetricSpec};
-use crate::eval::record::{SampleError, SampleRecord, Scores, Stage};
+use crate::eval::record::{EVIDENCE_SCORER, SampleError, SampleRecord, Scores, Stage};
 use crate::eval::scorer::ScorerDef;
+use crate::eval::task::ScoreAggregator;
 use crate::model::io::Usage;
 
 /// `summary.json`.
@@ -163,17 +164,70 @@ pub fn summarize(
     records: impl IntoIterator<Item = SampleRecord>,
     python_metric: &mut PythonMetric<'_>,
 ) -> SpecSummary {
+    summarize_trials(identity, scorers, &[], records, python_metric)
+}
+
+/// [`summarize`] for a task with trials: each aggregator folds a sample's trial values of its
+/// score into one value per sample (`pass^3`, …); a metric over an aggregated score is computed
+/// over samples, any other metric over every trial. Records an action rule excludes count as
+/// samples but stay out of the metrics; a system task's evidence is its metrics.
+pub fn summarize_trials(
+    identity: SpecIdentity,
+    scorers: &[ScorerDef],
+    aggregators: &[ScoreAggregator],
+    records: impl IntoIterator<Item = SampleRecord>,
+    python_metric: &mut PythonMetric<'_>,
+) -> SpecSummary {
     let mut fold = Fold::default();
     for record in records {
         if record.spec == identity.key {
             fold.add(record);
         }
     }
-    fold.finish(identity, scorers, python_metric)
+    fold.finish(identity, scorers, aggregators, python_metric)
 }
 
-/// What [`summarize`] keeps of a scored sample: `(sample index, sample id, scores by scorer)`.
-type Scored = (u64, String, Vec<(String, Scores)>);
+/// A score as a number: booleans are 0/1, as lf's aggregators read pass/fail scores.
+fn numeric(value: &Value) -> Option<f64> {
+    match value {
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        other => other.as_f64(),
+    }
+}
+
+/// One row per sample of every aggregated score of a scorer, in sample order.
+fn aggregate(scores: &[(u64, &str, &Scores)], aggregators: &[ScoreAggregator]) -> Vec<Scores> {
+    let mut rows: Vec<Scores> = Vec::new();
+    let mut start = 0;
+    while start < scores.len() {
+        let (index, id, _) = scores[start];
+        let end = start
+            + scores[start..]
+                .iter()
+                .take_while(|(i, s, _)| *i == index && *s == id)
+                .count();
+        let group = &scores[start..end];
+        let mut row = Scores::default();
+        for a in aggregators {
+            let values: Vec<f64> = group
+                .iter()
+                .filter_map(|(_, _, s)| s.values.get(&a.score_name).and_then(numeric))
+                .collect();
+            if let Some(v) = a.aggregate(&values)
+                && let Some(n) = serde_json::Number::from_f64(v)
+            {
+                row.values.insert(a.output_name(), Value::Number(n));
+            }
+        }
+        rows.push(row);
+        start = end;
+    }
+    rows
+}
+
+/// What [`summarize`] keeps of a scored sample: `(sample index, sample id, trial and part, scores
+/// by scorer)`.
+type Scored = (u64, String, (u32, u32), Vec<(String, Scores)>);
 
 /// What [`summarize`] keeps of each record.
 #[derive(Default)]
@@ -185,6 +239,8 @@ struct Fold {
     scored: Vec<Scored>,
     /// `(sample index, sample id, error)`.
     errors: Vec<(u64, String, SampleError)>,
+    /// Records an action rule left out of the metrics.
+    excluded: u64,
 }
 
 impl Fold {
@@ -197,9 +253,14 @@ impl Fold {
         for error in record.errors {
             self.errors.push((record.sample_index, record.sample_id.clone(), error));
         }
+        if record.excluded_by.is_some() {
+            self.excluded += 1;
+            return;
+        }
         self.scored.push((
             record.sample_index,
             record.sample_id,
+            (record.trial.unwrap_or(0), record.part.unwrap_or(0)),
             record.scores.into_iter().collect(),
         ));
     }
@@ -208,9 +269,10 @@ impl Fold {
         mut self,
         identity: SpecIdentity,
         scorers: &[ScorerDef],
+        aggregators: &[ScoreAggregator],
         python_metric: &mut PythonMetric<'_>,
     ) -> SpecSummary {
-        self.scored.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        self.scored.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
         self.errors.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let mut errors_by_stage = BTreeMap::new();
         let mut errors_by_class = BTreeMap::new();
@@ -221,14 +283,48 @@ impl Fold {
         let failures = group_failures(&self.errors);
         let mut metrics = Vec::new();
         let mut metric_errors = Vec::new();
+        if scorers.is_empty() {
+            // A system task: its evidence values are its metrics.
+            for (_, _, _, s) in &self.scored {
+                if let Some((_, evidence)) = s.iter().find(|(name, _)| name == EVIDENCE_SCORER) {
+                    metrics.push(MetricResult {
+                        scorer_name: EVIDENCE_SCORER.to_owned(),
+                        scorer_key: None,
+                        scorer_purpose: "score".to_owned(),
+                        metric_key: None,
+                        metric_type: "system_task".to_owned(),
+                        values: evidence.values.clone(),
+                        n: 1,
+                        excluded: 0,
+                    });
+                }
+            }
+        }
         for def in scorers.iter().filter(|d| d.purpose != "qa") {
-            let scores: Vec<&Scores> = self
+            let trial_scores: Vec<(u64, &str, &Scores)> = self
                 .scored
                 .iter()
-                .filter_map(|(_, _, s)| s.iter().find(|(name, _)| *name == def.name).map(|(_, s)| s))
+                .filter_map(|(index, id, _, s)| {
+                    s.iter()
+                        .find(|(name, _)| *name == def.name)
+                        .map(|(_, s)| (*index, id.as_str(), s))
+                })
                 .collect();
-            let values: Vec<Map<String, Value>> = scores.iter().map(|s| s.values.clone()).collect();
+            let aggregated = if aggregators.is_empty() {
+                Vec::new()
+            } else {
+                aggregate(&trial_scores, aggregators)
+            };
+            let by_trial: Vec<&Scores> = trial_scores.iter().map(|(_, _, s)| *s).collect();
+            let aggregated_names: BTreeSet<String> = aggregators.iter().map(ScoreAggregator::output_name).collect();
             for (i, spec) in def.metrics.iter().enumerate() {
+                let over_samples = spec.field().is_some_and(|f| aggregated_names.contains(f));
+                let scores: Vec<&Scores> = if over_samples {
+                    aggregated.iter().collect()
+                } else {
+                    by_trial.clone()
+                };
+                let values: Vec<Map<String, Value>> = scores.iter().map(|s| s.values.clone()).collect();
                 let computed = match spec {
                     MetricSpec::Python { .. } => {
                         let full = scores
@@ -248,7 +344,11 @@ impl Fold {
                         metric_type: spec.display_type().to_owned(),
                         values,
                         n: scores.len() as u64,
-                        excluded: self.samples - scores.len() as u64,
+                        excluded: if over_samples {
+                            0
+                        } else {
+                            self.samples.saturating_sub(scores.len() as u64)
+                        },
                     }),
                     Err(message) => metric_errors.push(MetricFailure {
                         scorer: def.name.clone(),

@@ -100,12 +100,23 @@ fn evidence(record: &SampleRecord) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut evidence = json!({
         "sample_id": record.sample_id,
         "sample": record.sample,
         "solver": {"output": record.solver_output},
         "scores": record.scores,
         "errors": record.errors,
         "direct_ios": direct_ios,
-    })
+    });
+    // Which trial or postprocessed row this is, and whether an action rule left it out.
+    for (name, value) in [
+        ("trial", record.trial.map(Value::from)),
+        ("part", record.part.map(Value::from)),
+        ("excluded_by", record.excluded_by.clone().map(Value::from)),
+    ] {
+        if let (Some(value), Some(map)) = (value, evidence.as_object_mut()) {
+            map.insert(name.to_owned(), value);
+        }
+    }
+    evidence
 }

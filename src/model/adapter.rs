@@ -27,6 +27,18 @@ pub const BUILTINS: &[(&str, &str)] = &[
         "adapters/builtin/openai_embeddings.yaml",
         include_str!("../../adapters/builtin/openai_embeddings.yaml"),
     ),
+    (
+        "adapters/builtin/openai_responses.yaml",
+        include_str!("../../adapters/builtin/openai_responses.yaml"),
+    ),
+    (
+        "adapters/builtin/anthropic_messages.yaml",
+        include_str!("../../adapters/builtin/anthropic_messages.yaml"),
+    ),
+    (
+        "adapters/builtin/gemini_generate_content.yaml",
+        include_str!("../../adapters/builtin/gemini_generate_content.yaml"),
+    ),
 ];
 
 #[derive(Debug, Clone)]

@@ -522,7 +522,9 @@ pub fn fingerprint(
         .collect();
     let connection = match &model.connection {
         ModelConnection::CustomInference(c) => json!({"type": "custom_inference", "snippet": c.snippet.text}),
-        ModelConnection::CustomConnection(c) => json!({"type": "custom_connection", "model_key": c.model_key}),
+        ModelConnection::CustomConnection(c) => {
+            json!({"type": "custom_connection", "model_key": c.model_key.as_ref().map(|v| &v.value)})
+        }
     };
     json!({
         "model": model.key,

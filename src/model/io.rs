@@ -74,7 +74,8 @@ pub enum OutputError {
     Malformed { problem: String, rendered: String },
 }
 
-/// Checks a model input against the task's input shape.
+/// Checks a model input against the task's input shape. Chat messages may carry tool calls
+/// (`tool_calls` on an assistant message, role `tool` for their results) and content parts.
 pub fn validate_input(task: Task, input: &Value) -> Result<(), String> {
     match task {
         Task::ChatCompletion => {
@@ -87,12 +88,13 @@ pub fn validate_input(task: Task, input: &Value) -> Result<(), String> {
                     .get("role")
                     .and_then(Value::as_str)
                     .ok_or(format!("`messages[{i}]` has no `role`"))?;
-                if !matches!(role, "user" | "system" | "assistant") {
+                if !matches!(role, "user" | "system" | "assistant" | "developer" | "tool") {
                     return Err(format!(
-                        "`messages[{i}].role` is `{role}`; expected `user`, `system` or `assistant`"
+                        "`messages[{i}].role` is `{role}`; expected `user`, `system`, `assistant`, `developer` or `tool`"
                     ));
                 }
-                if m.get("content").is_none() {
+                let has_calls = m.get("tool_calls").is_some_and(|c| !c.is_null());
+                if m.get("content").is_none() && !has_calls {
                     return Err(format!("`messages[{i}]` has no `content`"));
                 }
             }
@@ -104,6 +106,33 @@ pub fn validate_input(task: Task, input: &Value) -> Result<(), String> {
         },
         Task::Custom => Ok(()),
     }
+}
+
+/// Token counts in any of the spellings adapters produce: AI GO!'s `num_prompt_tokens` /
+/// `num_completion_tokens`, OpenAI Chat's `prompt_tokens` / `completion_tokens`, or the Responses
+/// and Messages APIs' `input_tokens` / `output_tokens`. `null` counts as 0.
+pub fn parse_usage(usage: &Value) -> Result<Usage, String> {
+    let Some(map) = usage.as_object() else {
+        return Err(format!("`usage` must be an object, found `{usage}`"));
+    };
+    let count = |names: &[&str]| -> Result<u64, String> {
+        for name in names {
+            match map.get(*name) {
+                None | Some(Value::Null) => continue,
+                Some(v) => {
+                    return v
+                        .as_u64()
+                        .or_else(|| v.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64))
+                        .ok_or(format!("`usage.{name}` must be a whole number, found `{v}`"));
+                }
+            }
+        }
+        Ok(0)
+    };
+    Ok(Usage {
+        num_prompt_tokens: count(&["num_prompt_tokens", "prompt_tokens", "input_tokens"])?,
+        num_completion_tokens: count(&["num_completion_tokens", "completion_tokens", "output_tokens"])?,
+    })
 }
 
 /// Parses and checks what `process_output` rendered.
@@ -127,11 +156,7 @@ pub fn parse_output(task: Task, rendered: &str) -> Result<ModelOutput, OutputErr
     }
     let usage = match value.get("usage") {
         None | Some(Value::Null) => None,
-        Some(u) => Some(serde_json::from_value::<Usage>(u.clone()).map_err(|e| {
-            malformed(format!(
-                "`usage` must be {{\"num_prompt_tokens\": N, \"num_completion_tokens\": M}}: {e}"
-            ))
-        })?),
+        Some(u) => Some(parse_usage(u).map_err(malformed)?),
     };
     let (text, refusal) = match task {
         Task::ChatCompletion => chat_text(&value).map_err(malformed)?,
@@ -159,25 +184,59 @@ pub fn parse_output(task: Task, rendered: &str) -> Result<ModelOutput, OutputErr
 
 type ChatText = (Option<String>, Option<String>);
 
+/// The text of an Open Responses message's content, as lf's `Trace._get_text_content` reads
+/// it: a string as is; parts joined by newlines, each its `text` (or `refusal`).
+pub fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| {
+                p.get("text")
+                    .and_then(Value::as_str)
+                    .or_else(|| p.get("refusal").and_then(Value::as_str))
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 fn chat_text(value: &Value) -> Result<ChatText, String> {
-    if let Some(items) = value.get("items").and_then(Value::as_array) {
+    if let Some(items) = value.get("items") {
+        let items = items
+            .as_array()
+            .ok_or("an Open Responses output's `items` must be a list")?;
+        for (i, item) in items.iter().enumerate() {
+            let kind = item.get("type").and_then(Value::as_str).unwrap_or("message");
+            if !matches!(
+                kind,
+                "message"
+                    | "function_call"
+                    | "function_call_output"
+                    | "custom_task_input_message"
+                    | "custom_task_output_message"
+            ) {
+                return Err(format!(
+                    "`items[{i}].type` is `{kind}`, which is not an Open Responses trace item"
+                ));
+            }
+        }
         let last = items
             .iter()
             .rev()
             .find(|i| {
-                i.get("type").and_then(Value::as_str) == Some("message")
+                i.get("type").and_then(Value::as_str).unwrap_or("message") == "message"
                     && i.get("role").and_then(Value::as_str) == Some("assistant")
             })
             .ok_or("an Open Responses output has no assistant message")?;
-        let text = match last.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect(),
-            _ => String::new(),
-        };
-        return Ok((Some(text), None));
+        let refusal = last
+            .get("content")
+            .and_then(Value::as_array)
+            .and_then(|parts| parts.iter().find_map(|p| p.get("refusal").and_then(Value::as_str)))
+            .map(str::to_owned);
+        let text = content_text(last.get("content").unwrap_or(&Value::Null));
+        return Ok((Some(text), refusal));
     }
     let message = value
         .get("choices")
@@ -186,10 +245,12 @@ fn chat_text(value: &Value) -> Result<ChatText, String> {
         .and_then(|c| c.get("message"))
         .ok_or("a chat_completion output needs `choices[0].message`")?;
     let refusal = message.get("refusal").and_then(Value::as_str).map(str::to_owned);
+    let has_calls = message.get("tool_calls").is_some_and(|c| !c.is_null());
     let text = match message.get("content") {
         Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Null) | None if refusal.is_some() => None,
+        Some(Value::Null) | None if refusal.is_some() || has_calls => None,
         Some(Value::Null) | None => return Err("`choices[0].message.content` is missing".to_owned()),
+        Some(parts @ Value::Array(_)) => Some(content_text(parts)),
         Some(other) => {
             return Err(format!(
                 "`choices[0].message.content` must be a string, found `{other}`"
@@ -233,6 +294,46 @@ mod tests {
         assert!(matches!(err, OutputError::Malformed { rendered, .. } if rendered.contains("choices")));
         assert!(parse_output(Task::Embeddings, r#"{"embeddings": [[1, 2.5]]}"#).is_ok());
         assert!(parse_output(Task::Embeddings, r#"{"embeddings": [["x"]]}"#).is_err());
+    }
+
+    #[test]
+    fn openai_style_usage_is_mapped() {
+        let out = parse_output(
+            Task::ChatCompletion,
+            r#"{"choices":[{"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            out.usage,
+            Some(Usage {
+                num_prompt_tokens: 7,
+                num_completion_tokens: 2
+            })
+        );
+        let out = parse_output(
+            Task::ChatCompletion,
+            r#"{"items":[{"type":"message","id":"m","status":"completed","role":"assistant","content":[{"type":"output_text","text":"a","annotations":[]},{"type":"output_text","text":"b"}]},{"type":"function_call","id":"f","call_id":"c","name":"n","arguments":"{}","status":"completed"}],"usage":{"input_tokens":3,"output_tokens":null}}"#,
+        )
+        .expect("valid");
+        assert_eq!(out.text.as_deref(), Some("a\nb"));
+        assert_eq!(out.usage.map(|u| u.num_prompt_tokens), Some(3));
+    }
+
+    #[test]
+    fn tool_calls_are_accepted() {
+        let out = parse_output(
+            Task::ChatCompletion,
+            r#"{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(out.text, None);
+        assert!(
+            validate_input(
+                Task::ChatCompletion,
+                &serde_json::json!({"messages": [{"role": "assistant", "tool_calls": []}, {"role": "tool", "tool_call_id": "c", "content": "x"}]})
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod connection;
 pub mod gate;
 pub mod io;
+pub mod provider;
 pub mod registry;
 pub mod retry;
 pub mod runtime;
@@ -58,6 +59,8 @@ pub struct Model {
     pub location: Location,
     /// Every file the definition was read from (for a run's fingerprint).
     pub sources: Vec<Arc<SourceFile>>,
+    /// Set for `$provider` models (built-in connections, not a file of the project).
+    pub provider: Option<provider::Provider>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +97,8 @@ pub struct CustomInference {
 pub struct CustomConnection {
     pub url: ConfigValue,
     pub api_key: Option<ConfigValue>,
-    pub model_key: Option<String>,
+    /// May be a `$VAR`, deferred like `url` until the model is used.
+    pub model_key: Option<ConfigValue>,
     pub custom_headers: IndexMap<String, ConfigValue>,
     pub trusted_ca: Option<ConfigValue>,
     pub accept_untrusted: bool,
@@ -102,11 +106,18 @@ pub struct CustomConnection {
 }
 
 impl Model {
-    pub fn model_key(&self) -> Option<&str> {
-        match &self.connection {
-            Connection::CustomConnection(c) => c.model_key.as_deref(),
-            Connection::CustomInference(_) => None,
-        }
+    /// `model_info.model_key` as adapters see it; an unset `$VAR` is an error only now, when
+    /// the model is used.
+    pub fn model_key(&self, secrets: &crate::secrets::Secrets) -> Result<Option<String>, Diagnostic> {
+        let Connection::CustomConnection(c) = &self.connection else {
+            return Ok(None);
+        };
+        let Some(value) = &c.model_key else { return Ok(None) };
+        Ok(match value.resolve(secrets, false)? {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s),
+            other => Some(other.to_string()),
+        })
     }
 
     /// Every value that is resolved only when the model is used (variables, secrets).
@@ -116,6 +127,7 @@ impl Model {
             Connection::CustomInference(c) => values.extend(c.environment.values()),
             Connection::CustomConnection(c) => {
                 values.push(&c.url);
+                values.extend(c.model_key.iter().filter(|v| v.is_sensitive()));
                 values.extend(c.api_key.iter());
                 values.extend(c.custom_headers.values());
                 values.extend(c.trusted_ca.iter());
@@ -170,7 +182,7 @@ struct CustomConnectionWire {
     adapter: Option<AdapterRef>,
     url: ConfigValue,
     api_key: Option<ConfigValue>,
-    model_key: Option<String>,
+    model_key: Option<ConfigValue>,
     custom_headers: Option<IndexMap<String, ConfigValue>>,
     tls_context: Option<TlsContextWire>,
     timeout: Option<Located<f64>>,
@@ -374,5 +386,6 @@ pub fn from_yaml(mut node: Node, path: &str) -> Result<Model, Diagnostic> {
         file: node.span.file.display.clone(),
         location: wire.key.location,
         sources,
+        provider: None,
     })
 }

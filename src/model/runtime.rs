@@ -68,7 +68,9 @@ impl ModelRuntime {
             }
         };
         let info = ModelInfo {
-            model_key: model.model_key().map(str::to_owned),
+            model_key: model
+                .model_key(secrets)
+                .map_err(|d| Diagnostic::new(format!("model `{}`: {}", model.key, d.message)))?,
             task: model.task,
         };
         let gate =
@@ -94,9 +96,22 @@ impl ModelRuntime {
         kwargs: &Map<String, Value>,
         sample: Option<&Value>,
     ) -> (Trace, Result<ModelOutput, Failure>) {
+        self.infer_salted(input, kwargs, sample, None).await
+    }
+
+    /// [`infer`](Self::infer) for a repeated call of the same request (a trial, a repeated run):
+    /// `salt` keeps its cached response apart from the other repetitions', so each one asks the
+    /// model, and a re-run reuses each repetition's own answer.
+    pub async fn infer_salted(
+        &self,
+        input: &Value,
+        kwargs: &Map<String, Value>,
+        sample: Option<&Value>,
+        salt: Option<&str>,
+    ) -> (Trace, Result<ModelOutput, Failure>) {
         let mut trace = Trace::default();
         let start = Instant::now();
-        let result = self.infer_inner(input, kwargs, sample, &mut trace).await;
+        let result = self.infer_inner(input, kwargs, sample, salt, &mut trace).await;
         trace.timings.total_ms = ms(start.elapsed());
         (trace, result)
     }
@@ -106,6 +121,7 @@ impl ModelRuntime {
         input: &Value,
         kwargs: &Map<String, Value>,
         sample: Option<&Value>,
+        salt: Option<&str>,
         trace: &mut Trace,
     ) -> Result<ModelOutput, Failure> {
         io::validate_input(self.info.task, input).map_err(|e| {
@@ -124,11 +140,13 @@ impl ModelRuntime {
 
         let key = self.cache.as_ref().map(|c| {
             // A snippet that takes `sample` may answer differently per sample for the same body.
-            match (&self.endpoint, sample) {
-                (Endpoint::Snippet(s), Some(sample)) if s.snippet().arity() >= 3 => {
-                    ResponseCache::key(&c.fingerprint, &format!("{body}\n{sample}"))
-                }
-                _ => ResponseCache::key(&c.fingerprint, &body),
+            let keyed = match (&self.endpoint, sample) {
+                (Endpoint::Snippet(s), Some(sample)) if s.snippet().arity() >= 3 => format!("{body}\n{sample}"),
+                _ => body.clone(),
+            };
+            match salt {
+                Some(salt) => ResponseCache::key(&c.fingerprint, &format!("{keyed}\n{salt}")),
+                None => ResponseCache::key(&c.fingerprint, &keyed),
             }
         });
         if let (Some(handle), Some(key)) = (&self.cache, &key)

@@ -32,6 +32,13 @@ pub(super) fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, 
             list.into_any()
         }
         Value::Object(map) => {
+            if let Some(id) = map.get(super::host::HOST_OBJECT).and_then(Value::as_u64) {
+                return super::host::to_py(py, id);
+            }
+            if let (Some(Value::String(kind)), Some(value)) = (map.get(super::LF_OBJECT), map.get("value")) {
+                let fallback = map.get("fallback").unwrap_or(&Value::Null);
+                return support(py, "lf_object")?.call1((kind.as_str(), to_py(py, value)?, to_py(py, fallback)?));
+            }
             let dict = PyDict::new(py);
             for (k, v) in map {
                 dict.set_item(k, to_py(py, v)?)?;
@@ -39,6 +46,11 @@ pub(super) fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, 
             record_class(py)?.call1((dict,))?
         }
     })
+}
+
+/// A function of `_lfeval_support`.
+fn support<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    py.import("_lfeval_support")?.getattr(name)
 }
 
 /// `_lfeval_support.Record`: a `dict` whose keys also read as attributes, so snippets written
@@ -136,6 +148,22 @@ fn convert(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Va
             out.insert(key, value);
         }
         return Ok(Value::Object(out));
+    }
+    // pydantic models (`latticeflow.core` objects a snippet returns) as their JSON form.
+    if let Ok(dump) = obj.getattr("model_dump")
+        && dump.is_callable()
+    {
+        let kwargs = pyo3::types::PyDict::new(obj.py());
+        let dumped = kwargs
+            .set_item("mode", "json")
+            .and_then(|()| kwargs.set_item("by_alias", true))
+            // lf's models leave unset fields (an item's `type`) out by default.
+            .and_then(|()| kwargs.set_item("exclude_unset", false))
+            .and_then(|()| dump.call((), Some(&kwargs)));
+        return match dumped {
+            Ok(value) => convert(&value, path, depth + 1),
+            Err(e) => Err(fail(path, Some(format!("`model_dump()` failed: {e}")))),
+        };
     }
     Err(fail(path, None))
 }

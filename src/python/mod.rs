@@ -14,6 +14,7 @@
 mod call;
 mod convert;
 mod error;
+mod host;
 mod init;
 mod pool;
 mod snippet;
@@ -30,6 +31,7 @@ use serde_json::Value;
 
 pub use error::{CallError, CallErrorKind, Frame, LoadErrorKind, PythonError, SnippetLoadError};
 
+pub use host::{HostFn, HostFuture, HostGuard, host_object};
 pub use init::initialize;
 pub use snippet::{Snippet, SnippetSpec};
 
@@ -62,6 +64,36 @@ pub struct PythonInfo {
     pub sys_path: Vec<String>,
     /// `httpx.__version__`, or the import error.
     pub httpx: Result<String, String>,
+}
+
+/// Types of `latticeflow.core.dtypes` a snippet can be handed (see [`lf_object`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LfType {
+    SolverTrace,
+    SingleSolverOutput,
+    Trace,
+    ModelResponse,
+}
+
+impl LfType {
+    fn name(self) -> &'static str {
+        match self {
+            LfType::SolverTrace => "SolverTrace",
+            LfType::SingleSolverOutput => "SingleSolverOutput",
+            LfType::Trace => "Trace",
+            LfType::ModelResponse => "ModelResponse",
+        }
+    }
+}
+
+/// The marker key of a value that becomes a `latticeflow.core` object in Python.
+const LF_OBJECT: &str = "__lfeval_lf_object__";
+
+/// A snippet argument that Python receives as `latticeflow.core.dtypes.<kind>` validated from
+/// `value` when `latticeflow-core` is installed, or else as an attribute-readable dict of
+/// `value` with lf's methods and, where `value` lacks them, the keys of `fallback`.
+pub fn lf_object(kind: LfType, value: Value, fallback: Value) -> Value {
+    serde_json::json!({ LF_OBJECT: kind.name(), "value": value, "fallback": fallback })
 }
 
 /// A successful call.

@@ -444,3 +444,299 @@ def async_overdue(holder, filename):
     else:
         frames = _coroutine_frames(task.get_coro(), filename)
     return (running, frames, "".join(buf))
+
+
+# --------------------------------------------------------------------------------------------
+# latticeflow.core objects. Snippets written for lf 3.17 receive `SolverTrace`, `Trace`, ...
+# objects and call their methods (`solver_output.trace.get_last_assistant_text()`). When the
+# user's environment has `latticeflow-core`, lfeval hands over the real objects, validated from
+# its own JSON. Without it, snippets get attribute-readable dicts with the same properties and
+# methods, written here from lf's documented semantics (the package itself is not shipped).
+
+_LF_MISSING = object()
+_lf_dtypes = None
+
+
+def _dtypes():
+    global _lf_dtypes
+    if _lf_dtypes is None:
+        try:
+            import latticeflow.core.dtypes as dtypes
+        except Exception:
+            dtypes = _LF_MISSING
+        _lf_dtypes = dtypes
+    return None if _lf_dtypes is _LF_MISSING else _lf_dtypes
+
+
+def lf_object(kind, value, fallback):
+    """The `latticeflow.core.dtypes.<kind>` for `value`, or lfeval's look-alike of it."""
+    dtypes = _dtypes()
+    if dtypes is not None:
+        cls = getattr(dtypes, kind, None)
+        if cls is not None:
+            try:
+                # Plain dicts: a `Record` answers `.items` with its "items" key.
+                return cls.model_validate(_plain(value))
+            except Exception as e:  # a shape lf's types reject: the look-alike still works
+                sys.__stderr__.write(f"lfeval: cannot build latticeflow.core {kind} ({type(e).__name__}); passing a dict\n")
+    return _shim(kind, value, fallback)
+
+
+def _is_message(item, role=None):
+    return item.get("type", "message") == "message" and (role is None or item.get("role") == role)
+
+
+def _text_content(content):
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content or []:
+        if isinstance(part, dict):
+            if "text" in part:
+                parts.append(part["text"])
+            elif "refusal" in part:
+                parts.append(part["refusal"])
+    return "\n".join(parts)
+
+
+def _pairs(items):
+    outputs = {i.get("call_id"): i for i in items if i.get("type") == "function_call_output"}
+    return [(c, outputs.get(c.get("call_id"))) for c in items if c.get("type") == "function_call"]
+
+
+class TraceTurn(Record):
+    """A user message and what followed it (lf's `Turn`)."""
+
+    __slots__ = ()
+
+    @property
+    def assistant_messages(self):
+        return [i for i in self["assistant_items"] if _is_message(i, "assistant")]
+
+    @property
+    def function_calls(self):
+        return [i for i in self["assistant_items"] if i.get("type") == "function_call"]
+
+    @property
+    def function_outputs(self):
+        return [i for i in self["assistant_items"] if i.get("type") == "function_call_output"]
+
+    @property
+    def function_call_pairs(self):
+        return _pairs(self["assistant_items"])
+
+
+class TraceShim(Record):
+    """An Open Responses trace with lf's `Trace` queries."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_items(cls, items, **kwargs):
+        return cls(FORMAT="open_responses", items=list(items), events=None, **kwargs)
+
+    def spans(self):
+        return []
+
+    @property
+    def preamble(self):
+        out = []
+        for item in self["items"]:
+            if _is_message(item, "user"):
+                break
+            out.append(item)
+        return out
+
+    @property
+    def conversation_items(self):
+        return self["items"][len(self.preamble):]
+
+    @property
+    def system_messages(self):
+        return [i for i in self.preamble if _is_message(i, "system")]
+
+    @property
+    def turns(self):
+        turns = []
+        for item in self.conversation_items:
+            if _is_message(item, "user"):
+                turns.append(TraceTurn(user_message=item, assistant_items=[]))
+            elif turns:
+                turns[-1]["assistant_items"].append(item)
+        return turns
+
+    @property
+    def function_calls(self):
+        return [i for i in self.conversation_items if i.get("type") == "function_call"]
+
+    @property
+    def function_outputs(self):
+        return [i for i in self.conversation_items if i.get("type") == "function_call_output"]
+
+    @property
+    def assistant_messages(self):
+        return [i for i in self.conversation_items if _is_message(i, "assistant")]
+
+    @property
+    def user_messages(self):
+        return [i for i in self.conversation_items if _is_message(i, "user")]
+
+    def get_function_calls_by_name(self, name):
+        return [c for c in self.function_calls if c.get("name") == name]
+
+    def get_function_output_for_call(self, call_id):
+        return next((o for o in self.function_outputs if o.get("call_id") == call_id), None)
+
+    def get_function_call_pairs(self):
+        return _pairs(self.conversation_items)
+
+    @staticmethod
+    def _get_text_content(content):
+        return _text_content(content)
+
+    def get_last_assistant_text(self):
+        messages = self.assistant_messages
+        return _text_content(messages[-1]["content"]) if messages else None
+
+    def get_last_user_text(self):
+        messages = self.user_messages
+        return _text_content(messages[-1]["content"]) if messages else None
+
+    def get_first_system_prompt(self):
+        messages = self.system_messages
+        return _text_content(messages[0]["content"]) if messages else None
+
+    @staticmethod
+    def get_function_call_arguments(call):
+        import json
+
+        return json.loads(call["arguments"])
+
+    @staticmethod
+    def get_function_output_text(output):
+        return _text_content(output["output"])
+
+    def model_dump(self, **_kwargs):
+        return _plain(self)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in dict.items(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _shim(kind, value, fallback):
+    record = Record(value)
+    if kind == "Trace":
+        return TraceShim(value)
+    if kind == "SolverTrace":
+        record = SolverTraceShim(dict(value, trace=TraceShim(value["trace"])))
+    if kind == "ModelResponse":
+        record = ModelResponseShim(value)
+    for k, v in dict.items(fallback or {}):
+        if not dict.__contains__(record, k):
+            dict.__setitem__(record, k, v)
+    return record
+
+
+class SolverTraceShim(Record):
+    """lf's `SolverTrace` look-alike: a trace being built by a Python solver."""
+
+    __slots__ = ()
+
+    @property
+    def items(self):
+        return self["trace"]["items"]
+
+    @property
+    def output(self):
+        outputs = self["raw_outputs"]
+        return outputs[-1] if outputs else dict.get(self, "output")
+
+    @property
+    def messages(self):
+        return [
+            Record(role=i.get("role"), content=_text_content(i.get("content")))
+            for i in self.items
+            if _is_message(i)
+        ]
+
+    def append(self, item):
+        self.items.append(item)
+
+    def extend(self, items):
+        self.items.extend(items)
+
+    def _message(self, role, text):
+        self.items.append(
+            Record(type="message", id="", status="completed", role=role, content=[Record(type="input_text", text=text)])
+        )
+
+    def append_user_message(self, text):
+        self._message("user", text)
+
+    def append_system_message(self, text):
+        self._message("system", text)
+
+    def append_custom_task_input_message(self, content):
+        self.items.append(Record(type="custom_task_input_message", content=content))
+
+    def add_model_response(self, response):
+        self.extend(response["items"])
+        self["raw_outputs"].append(response["raw_output"])
+
+    def model_dump(self, **_kwargs):
+        return _plain(self)
+
+
+class ModelResponseShim(Record):
+    """lf's `ModelResponse` look-alike."""
+
+    __slots__ = ()
+
+    @property
+    def text(self):
+        text = TraceShim.from_items(self["items"]).get_last_assistant_text()
+        if text is None:
+            raise ValueError("No assistant message found in `ModelResponse.items`")
+        return text
+
+
+def _settle(fut, ok, value):
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(RuntimeError(value))
+
+
+def _item_json(item):
+    dump = getattr(item, "model_dump", None)
+    # lf's models leave unset fields (such as `type`) out unless asked.
+    return dump(mode="json", exclude_unset=False) if callable(dump) else _plain(item)
+
+
+class HostModel:
+    """The `model` a Python solver gets: `await model.predict(items)` runs lfeval's model chain
+    (adapter, limits, retries, cache) and returns a `ModelResponse`."""
+
+    def __init__(self, call):
+        self._call = call
+
+    async def predict(self, items, sample=None, **_kwargs):
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def done(ok, value):
+            loop.call_soon_threadsafe(_settle, fut, ok, value)
+
+        request = {"items": [_item_json(i) for i in items]}
+        if sample is not None:
+            request["sample"] = _plain(sample)
+        self._call(request, done)
+        value = await fut
+        return lf_object("ModelResponse", value, None)

@@ -33,6 +33,7 @@
 //! look-around or backreferences inside patterns; `$` without `multiline` matches only at the very
 //! end); an empty match directly after an empty match is only retried one character later.
 
+mod context_object;
 mod error;
 mod filters;
 mod json;
@@ -51,10 +52,12 @@ use std::fmt;
 use minijinja::value::{Value, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, State, UndefinedBehavior};
 
+pub use context_object::ContextObject;
 use error::{SourceMap, convert_error};
 pub use error::{TemplateError, TemplateErrorKind};
 pub use json::tojson_string;
-use json::{context_value, python_float, value_to_json};
+use json::{context_value, json_map, python_float, value_to_json};
+use mut_map::MutMap;
 use mutation::{dict_fn, mutable_fn, namespace_fn, unknown_method};
 use set_rewrite::{MUTABLE_FN, rewrite_sets};
 
@@ -162,11 +165,21 @@ impl TemplateEngine {
         name: &str,
         ctx: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, TemplateError> {
+        self.render_with(name, ctx, &[])
+    }
+
+    /// [`render`](Self::render) with objects added to the context (`trace`, …).
+    pub fn render_with(
+        &self,
+        name: &str,
+        ctx: &serde_json::Map<String, serde_json::Value>,
+        objects: &[(&str, ContextObject)],
+    ) -> Result<String, TemplateError> {
         let template = self
             .env
             .get_template(name)
             .map_err(|_| TemplateError::bare(TemplateErrorKind::Render, format!("unknown template `{name}`")))?;
-        template.render(context_value(ctx)).map_err(|err| {
+        template.render(context_with(ctx, objects)).map_err(|err| {
             let map = err
                 .name()
                 .and_then(|n| self.sources.get(n))
@@ -206,6 +219,30 @@ impl TemplateEngine {
         value_to_json(&value, 0).map_err(|err| convert_error(&err, Some(&map), false))
     }
 
+    /// Evaluates a value the way lf's native environment does: a template that is one
+    /// `{{ expression }}` yields the expression's value (a bool stays a bool); any other template
+    /// yields its rendered text; text without `{{` is read as a bare expression (lfeval's
+    /// original filter syntax).
+    pub fn eval_native(
+        &self,
+        text: &str,
+        ctx: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value, TemplateError> {
+        let trimmed = text.trim();
+        if let Some(inner) = trimmed.strip_prefix("{{").and_then(|t| t.strip_suffix("}}"))
+            && !inner.contains("{{")
+            && !inner.contains("}}")
+        {
+            let inner = inner.trim().trim_start_matches('-').trim_end_matches('-');
+            return self.eval_expression(inner, ctx);
+        }
+        if trimmed.contains("{{") || trimmed.contains("{%") {
+            let origin = TemplateOrigin::file("<expression>");
+            return self.render_str(text, &origin, ctx).map(serde_json::Value::String);
+        }
+        self.eval_expression(text, ctx)
+    }
+
     /// Render a one-off template string (used for prompts like `{{ sample.question }}`) without
     /// registering it.
     pub fn render_str(
@@ -213,6 +250,17 @@ impl TemplateEngine {
         source: &str,
         origin: &TemplateOrigin,
         ctx: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, TemplateError> {
+        self.render_str_with(source, origin, ctx, &[])
+    }
+
+    /// [`render_str`](Self::render_str) with objects added to the context.
+    pub fn render_str_with(
+        &self,
+        source: &str,
+        origin: &TemplateOrigin,
+        ctx: &serde_json::Map<String, serde_json::Value>,
+        objects: &[(&str, ContextObject)],
     ) -> Result<String, TemplateError> {
         let (rewritten, insertions) = rewrite_sets(source);
         let map = SourceMap {
@@ -224,7 +272,7 @@ impl TemplateEngine {
             .env
             .template_from_named_str(&origin.file, &rewritten)
             .map_err(|err| convert_error(&err, Some(&map), true))?;
-        template.render(context_value(ctx)).map_err(|err| {
+        template.render(context_with(ctx, objects)).map_err(|err| {
             let named = err
                 .name()
                 .filter(|n| *n != origin.file)
@@ -260,9 +308,32 @@ pub fn render_cached(
     origin: &TemplateOrigin,
     ctx: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<String, TemplateError> {
+    render_cached_with(engine, source, origin, ctx, &[])
+}
+
+/// [`render_cached`] with objects added to the context.
+pub fn render_cached_with(
+    engine: &TemplateEngine,
+    source: &str,
+    origin: &TemplateOrigin,
+    ctx: &serde_json::Map<String, serde_json::Value>,
+    objects: &[(&str, ContextObject)],
+) -> Result<String, TemplateError> {
     if engine.contains(source) {
-        engine.render(source, ctx)
+        engine.render_with(source, ctx, objects)
     } else {
-        engine.render_str(source, origin, ctx)
+        engine.render_str_with(source, origin, ctx, objects)
     }
+}
+
+/// The render context: the JSON values, mutable as in Jinja2, plus the objects.
+fn context_with(ctx: &serde_json::Map<String, serde_json::Value>, objects: &[(&str, ContextObject)]) -> Value {
+    if objects.is_empty() {
+        return context_value(ctx);
+    }
+    let mut map = json_map(ctx);
+    for (name, object) in objects {
+        map.insert(Value::from(*name), object.to_value());
+    }
+    MutMap::new_value(map)
 }

@@ -15,14 +15,35 @@ static CONFIG_REF: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"<<\s*config\.([A-Za-z0-9_-]+)\s*>>").expect("valid regex"));
 
 pub fn substitute(node: &mut Node, values: &Map<String, Json>) -> Result<(), Diagnostic> {
+    substitute_in(node, values, false)
+}
+
+/// Like [`substitute`], but leaves references to values not in `values` as they are (checking
+/// a definition on its own, before any run gives it its config).
+pub fn substitute_known(node: &mut Node, values: &Map<String, Json>) -> Result<(), Diagnostic> {
+    substitute_in(node, values, true)
+}
+
+fn substitute_in(node: &mut Node, values: &Map<String, Json>, lenient: bool) -> Result<(), Diagnostic> {
     match &mut node.value {
-        Value::Map(entries) => entries.iter_mut().try_for_each(|(_, v)| substitute(v, values)),
-        Value::Seq(items) => items.iter_mut().try_for_each(|v| substitute(v, values)),
+        Value::Map(entries) => entries
+            .iter_mut()
+            .try_for_each(|(_, v)| substitute_in(v, values, lenient)),
+        Value::Seq(items) => items.iter_mut().try_for_each(|v| substitute_in(v, values, lenient)),
         Value::Str(text) if text.contains("<<") => {
             let unknown = CONFIG_REF
                 .captures_iter(text)
                 .find(|c| !values.contains_key(&c[1]))
                 .map(|c| c[1].to_owned());
+            if lenient && unknown.is_some() {
+                let replaced = CONFIG_REF.replace_all(text, |c: &regex::Captures<'_>| match values.get(&c[1]) {
+                    Some(Json::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => c[0].to_owned(),
+                });
+                *text = replaced.into_owned();
+                return Ok(());
+            }
             if let Some(name) = unknown {
                 let known: Vec<String> = values.keys().map(|k| format!("`{k}`")).collect();
                 return Err(

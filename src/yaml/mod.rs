@@ -11,7 +11,7 @@ mod resolve;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use config_template::{substitute as substitute_config, to_json};
+pub use config_template::{substitute as substitute_config, substitute_known as substitute_known_config, to_json};
 pub use de::{Located, MetaWire, SourceText, deserialize_meta, from_node, unset_error};
 pub use node::{Key, Node, SourceFile, Span, Style, Value};
 pub use parse::display_path;

@@ -86,7 +86,18 @@ fn list_shows_builtins_and_project_adapters() {
         .iter()
         .filter_map(|a| a["key"].as_str())
         .collect();
-    assert_eq!(keys, ["custom-wire", IDENTITY, OPENAI, "latticeflow$openai_embeddings"]);
+    assert_eq!(
+        keys,
+        [
+            "custom-wire",
+            "latticeflow$anthropic_messages",
+            "latticeflow$gemini_generate_content",
+            IDENTITY,
+            OPENAI,
+            "latticeflow$openai_embeddings",
+            "latticeflow$openai_responses"
+        ]
+    );
 }
 
 #[test]

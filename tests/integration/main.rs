@@ -8,13 +8,18 @@
 
 mod adapters;
 mod config;
+mod conformance;
+mod conformance_runs;
 mod dialect;
+mod entities;
 mod errors;
 mod limits;
 mod model_test;
+mod providers;
 mod redis;
 mod resume;
 mod runs;
+mod scorer_context;
 mod secrets;
 mod server;
 mod server_selftest;

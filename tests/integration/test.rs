@@ -65,6 +65,12 @@ impl Test {
         self
     }
 
+    /// Replaces the arguments in place, to run another command in the same project.
+    pub fn set_args<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, args: I) -> &mut Test {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Test {
         self.env.push((key.to_owned(), value.to_owned()));
         self

@@ -87,6 +87,74 @@ pub enum SourceSpec {
         extension: Option<String>,
         filters: Option<Vec<FilterSpec>>,
     },
+    Url {
+        url: String,
+        filters: Option<Vec<FilterSpec>>,
+    },
+    Huggingface {
+        path: String,
+        split: String,
+        load_dataset_kwargs: Option<Value>,
+        filters: Option<Vec<FilterSpec>>,
+    },
+    Langsmith {
+        project: Option<String>,
+        dataset: Option<String>,
+        api_key: Option<String>,
+        api_url: Option<String>,
+        from_time: Option<String>,
+        to_time: Option<String>,
+        tags: Option<Vec<String>>,
+        filter: Option<String>,
+        limit: Option<u64>,
+        filters: Option<Vec<FilterSpec>>,
+    },
+    Phoenix {
+        project: String,
+        from_time: Option<String>,
+        to_time: Option<String>,
+        trace_id: Option<Value>,
+        session_id: Option<Value>,
+        tags: Option<Vec<String>>,
+        metadata: Option<Value>,
+        limit: Option<u64>,
+        api_key: Option<String>,
+        base_url: Option<String>,
+        filters: Option<Vec<FilterSpec>>,
+    },
+    ClaudeCode {
+        path: Option<String>,
+        session_id: Option<String>,
+        from_time: Option<String>,
+        to_time: Option<String>,
+        limit: Option<u64>,
+        filters: Option<Vec<FilterSpec>>,
+    },
+    InspectAi {
+        path: String,
+        limit: Option<u64>,
+        filters: Option<Vec<FilterSpec>>,
+    },
+}
+
+impl SourceSpec {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceSpec::Local { .. } => "local",
+            SourceSpec::Folder { .. } => "folder",
+            SourceSpec::Url { .. } => "url",
+            SourceSpec::Huggingface { .. } => "huggingface",
+            SourceSpec::Langsmith { .. } => "langsmith",
+            SourceSpec::Phoenix { .. } => "phoenix",
+            SourceSpec::ClaudeCode { .. } => "claude_code",
+            SourceSpec::InspectAi { .. } => "inspect_ai",
+        }
+    }
+
+    /// Whether lfeval can read this source itself (local files and folders).
+    pub fn is_local(&self) -> bool {
+        matches!(self, SourceSpec::Local { .. } | SourceSpec::Folder { .. })
+    }
 }
 
 /// One row filter: a Jinja `expression` compared with `op`.
@@ -173,9 +241,13 @@ pub enum DatasetError {
     #[error("dataset `{key}` sets both `source` and the deprecated top-level `file_path`")]
     BothSources { key: String },
     #[error(
-        "dataset `{key}` uses `generator_specification`, which lfeval does not run; hint: write the rows to a `.jsonl` file and use `source: {{type: local, file_path: ...}}`"
+        "dataset `{key}` is made by a dataset generator (`generator_specification`): dataset generators need the hosted AI GO! platform; lfeval does not run them; hint: generate the rows once, save them as `.jsonl` and use `source: {{type: local, file_path: ...}}`"
     )]
     GeneratorUnsupported { key: String },
+    #[error(
+        "dataset `{key}`: its source is `{kind}`, which lfeval cannot read yet; hint: export the rows to a `.jsonl` file (for example with `lf` or the source's own tools) and use `source: {{type: local, file_path: ...}}`"
+    )]
+    SourceUnsupported { key: String, kind: &'static str },
     #[error(
         "dataset file `{}` must end in `.csv` or `.jsonl`; hint: JSON Lines files use the `.jsonl` extension",
         path.display()
@@ -260,6 +332,15 @@ impl DatasetSpec {
     }
 }
 
+/// Whether `value` passes one filter (action rules use the dataset filters' operators).
+pub fn filter_matches(key: &str, index: usize, spec: &FilterSpec, value: &Value) -> Result<bool, DatasetError> {
+    let location = Location {
+        path: Arc::from(Path::new(key)),
+        line: None,
+    };
+    compile_filter(key, index, spec)?.passes(value, &location)
+}
+
 /// Evaluates a filter expression against a row; undefined results must come back as `null`.
 pub type FilterEvaluator<'f> = &'f dyn Fn(&str, &Row) -> Result<Value, String>;
 
@@ -271,7 +352,15 @@ pub fn open<'f>(
     eval_filter: FilterEvaluator<'f>,
 ) -> Result<SampleIter<'f>, DatasetError> {
     let source = spec.effective_source()?;
-    let (SourceSpec::Local { filters, .. } | SourceSpec::Folder { filters, .. }) = &source;
+    let filters = match &source {
+        SourceSpec::Local { filters, .. } | SourceSpec::Folder { filters, .. } => filters,
+        other => {
+            return Err(DatasetError::SourceUnsupported {
+                key: spec.key.clone(),
+                kind: other.type_name(),
+            });
+        }
+    };
     let filters = filters
         .iter()
         .flatten()
@@ -295,6 +384,12 @@ pub fn open<'f>(
             extension,
             ..
         } => Box::new(FolderRows::open(base_dir.join(directory_path), extension.as_deref())?),
+        other => {
+            return Err(DatasetError::SourceUnsupported {
+                key: spec.key.clone(),
+                kind: other.type_name(),
+            });
+        }
     };
     Ok(SampleIter {
         rows,

@@ -324,8 +324,12 @@ fn source_selection_errors() {
     assert!(matches!(err, DatasetError::GeneratorUnsupported { .. }));
     let err = serde_saphyr::from_str::<DatasetSpec>("key: d\nfile_pth: a.csv").unwrap_err();
     assert!(err.to_string().contains("file_pth"), "{err}");
-    let err = serde_saphyr::from_str::<DatasetSpec>("key: d\nsource: {type: url, url: x}").unwrap_err();
-    assert!(err.to_string().contains("url"), "{err}");
+    // Sources lf reads through other services parse, and are refused by name when opened.
+    let err = collect(&spec("key: d\nsource: {type: url, url: 'https://x'}"), dir.path()).unwrap_err();
+    assert!(
+        matches!(err, DatasetError::SourceUnsupported { kind: "url", .. }),
+        "{err}"
+    );
 }
 
 #[test]

@@ -96,6 +96,17 @@ pub(super) fn parse_line<T: serde::de::DeserializeOwned>(buf: &[u8]) -> Result<T
 pub(super) struct RecordKey {
     pub(super) spec: String,
     pub(super) sample_id: String,
+    #[serde(default)]
+    pub(super) trial: Option<u32>,
+    #[serde(default)]
+    pub(super) part: Option<u32>,
+}
+
+impl RecordKey {
+    /// The record's identity (see [`crate::eval::record::record_key`]).
+    pub(super) fn key(&self) -> String {
+        crate::eval::record::record_key(&self.sample_id, self.trial, self.part)
+    }
 }
 
 pub(super) fn invalid(path: &Path, line: u64, message: impl Into<String>) -> ResultsError {

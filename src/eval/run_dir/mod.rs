@@ -20,7 +20,7 @@
 //! One process at a time: `samples.jsonl` carries an advisory lock for as long as the
 //! [`RunDir`] lives, so a second `--resume` of the same directory fails instead of interleaving.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
@@ -151,8 +151,10 @@ struct SamplesFile {
     file: File,
     /// Length of the file after the last complete line: a failed write is cut back to it.
     len: u64,
-    /// `(spec, sample_id)` of every line in the file, as written (redacted).
+    /// `(spec, record key)` of every line in the file, as written (redacted).
     written: HashSet<(String, String)>,
+    /// How many lines each `(spec, sample_id)` has (trials and parts share a sample id).
+    per_sample: HashMap<(String, String), u32>,
     /// Set when a failed write could not be cut back, so the file's tail is unknown.
     broken: bool,
 }
@@ -250,6 +252,7 @@ impl RunDir {
                 file,
                 len: 0,
                 written: HashSet::new(),
+                per_sample: HashMap::new(),
                 broken: false,
             }),
         })
@@ -283,7 +286,12 @@ impl RunDir {
         lock(&file, path)?;
 
         let mut state = ResumeState::default();
-        let good_len = scan(&mut file, &samples_path, |line, RecordKey { spec, sample_id }| {
+        let mut per_sample = HashMap::new();
+        let good_len = scan(&mut file, &samples_path, |line, record: RecordKey| {
+            let (spec, sample_id) = (record.spec.clone(), record.key());
+            *per_sample
+                .entry((record.spec.clone(), record.sample_id.clone()))
+                .or_insert(0) += 1;
             if !state.completed.insert((spec.clone(), sample_id.clone())) {
                 return Err(invalid(
                     &samples_path,
@@ -312,6 +320,7 @@ impl RunDir {
                 file,
                 len: good_len,
                 written: state.completed.clone(),
+                per_sample,
                 broken: false,
             }),
         };
@@ -335,7 +344,13 @@ impl RunDir {
         let samples_path = path.join(SAMPLES_FILE);
         let mut file = File::open(&samples_path).map_err(|e| ResultsError::io("open", &samples_path, e))?;
         let mut written = HashSet::new();
-        let len = scan(&mut file, &samples_path, |line, RecordKey { spec, sample_id }| {
+        let mut per_sample = HashMap::new();
+        let len = scan(&mut file, &samples_path, |line, record: RecordKey| {
+            let sample_id = record.key();
+            *per_sample
+                .entry((record.spec.clone(), record.sample_id.clone()))
+                .or_insert(0) += 1;
+            let spec = record.spec;
             if !written.insert((spec.clone(), sample_id.clone())) {
                 return Err(invalid(
                     &samples_path,
@@ -355,6 +370,7 @@ impl RunDir {
                 file,
                 len,
                 written,
+                per_sample,
                 broken: false,
             }),
         })
@@ -382,8 +398,9 @@ impl RunDir {
         &self.samples_path
     }
 
-    /// Whether a record for this sample is already in `samples.jsonl`. The ids are masked
-    /// first, exactly as [`RunDir::append`] masks them, so raw ids can be passed.
+    /// Whether a record with this key ([`SampleRecord::key`]) is already in `samples.jsonl`.
+    /// The ids are masked first, exactly as [`RunDir::append`] masks them, so raw ids can be
+    /// passed.
     pub fn is_recorded(&self, spec: &str, sample_id: &str) -> bool {
         let key = (redact(spec).into_owned(), redact(sample_id).into_owned());
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
@@ -393,10 +410,7 @@ impl RunDir {
     /// Appends one record. A sample already recorded in this run is refused with
     /// [`ResultsError::Duplicate`].
     pub fn append(&self, record: &SampleRecord) -> Result<(), ResultsError> {
-        let key = (
-            redact(&record.spec).into_owned(),
-            redact(&record.sample_id).into_owned(),
-        );
+        let key = (redact(&record.spec).into_owned(), redact(&record.key()).into_owned());
         let what = format!("sample `{}` of `{}`", key.1, key.0);
         let value = serde_json::to_value(record).map_err(|e| ResultsError::Serialize {
             what: what.clone(),
@@ -432,16 +446,28 @@ impl RunDir {
             return Err(ResultsError::io("append to", &self.samples_path, error));
         }
         samples.len += line.len() as u64;
+        *samples
+            .per_sample
+            .entry((key.0.clone(), redact(&record.sample_id).into_owned()))
+            .or_insert(0) += 1;
         samples.written.insert(key);
         Ok(())
     }
 
-    /// `(spec, sample_id)` of every recorded sample (masked as written), sorted.
+    /// `(spec, sample_id)` of every sample with a record (masked as written), sorted; the
+    /// trials and parts of a sample count once.
     pub fn recorded_samples(&self) -> Vec<(String, String)> {
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut keys: Vec<(String, String)> = samples.written.iter().cloned().collect();
+        let mut keys: Vec<(String, String)> = samples.per_sample.keys().cloned().collect();
         keys.sort();
         keys
+    }
+
+    /// Whether any record (any trial or part) of this sample is in `samples.jsonl`.
+    pub fn has_sample(&self, spec: &str, sample_id: &str) -> bool {
+        let key = (redact(spec).into_owned(), redact(sample_id).into_owned());
+        let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        samples.per_sample.contains_key(&key)
     }
 
     /// How many samples of `spec` are recorded.
@@ -459,6 +485,10 @@ impl RunDir {
             spec: String,
             sample_id: String,
             #[serde(default)]
+            trial: Option<u32>,
+            #[serde(default)]
+            part: Option<u32>,
+            #[serde(default)]
             errors: Vec<serde::de::IgnoredAny>,
         }
         let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
@@ -472,7 +502,8 @@ impl RunDir {
                 kept.extend_from_slice(buf);
             } else {
                 retried.extend_from_slice(buf);
-                dropped.push((outcome.spec, outcome.sample_id));
+                let key = crate::eval::record::record_key(&outcome.sample_id, outcome.trial, outcome.part);
+                dropped.push((outcome.spec, key, outcome.sample_id));
             }
             Ok(())
         })?;
@@ -493,8 +524,15 @@ impl RunDir {
             .and_then(|()| file.sync_data())
             .map_err(|e| ResultsError::io("rewrite", &path, e))?;
         samples.len = kept.len() as u64;
-        for key in &dropped {
-            samples.written.remove(key);
+        for (spec, key, sample_id) in dropped.iter().cloned() {
+            samples.written.remove(&(spec.clone(), key));
+            let sample = (spec, sample_id);
+            if let Some(n) = samples.per_sample.get_mut(&sample) {
+                *n -= 1;
+                if *n == 0 {
+                    samples.per_sample.remove(&sample);
+                }
+            }
         }
         Ok(dropped.len())
     }
@@ -564,6 +602,10 @@ impl RunDir {
             spec: String,
             sample_id: String,
             sample_index: u64,
+            #[serde(default)]
+            trial: Option<u32>,
+            #[serde(default)]
+            part: Option<u32>,
         }
         let path = self.samples_path.clone();
         let mut file = File::open(&path).map_err(|e| ResultsError::io("open", &path, e))?;
@@ -574,14 +616,14 @@ impl RunDir {
             line += 1;
             let at: Position = parse_line(buf).map_err(|message| invalid(&path, line, message))?;
             if at.spec == spec {
-                lines.push((at.sample_index, at.sample_id, offset, line));
+                lines.push((at.sample_index, at.sample_id, at.trial, at.part, offset, line));
             }
             offset += buf.len() as u64;
             Ok(())
         })?;
         lines.sort();
         let mut reader = BufReader::new(file);
-        Ok(lines.into_iter().map(move |(_, _, offset, line)| {
+        Ok(lines.into_iter().map(move |(_, _, _, _, offset, line)| {
             reader
                 .seek(SeekFrom::Start(offset))
                 .map_err(|e| ResultsError::io("read", &path, e))?;

@@ -118,7 +118,12 @@ fn judge_error(judge: &Judge, message: String) -> SampleError {
 
 /// Renders the prompts, calls the judge and reads its JSON answer. An answer without a JSON
 /// object, or without the verdict's field, is asked for once more with a reminder of the shape.
-async fn ask(judge: &Judge, verdict: Verdict, cx: &mut ScoreContext<'_>) -> Result<Map<String, Value>, SampleError> {
+async fn ask(
+    judge: &Judge,
+    verdict: Verdict,
+    labels: &[String],
+    cx: &mut ScoreContext<'_>,
+) -> Result<Map<String, Value>, SampleError> {
     let model = cx
         .registry
         .get(&judge.model_key)
@@ -138,7 +143,9 @@ async fn ask(judge: &Judge, verdict: Verdict, cx: &mut ScoreContext<'_>) -> Resu
             map.insert("response_format".into(), verdict.response_format());
         }
         let sample = Value::Object(cx.sample.clone());
-        let (trace, result) = model.infer(&input, &Map::new(), Some(&sample)).await;
+        let (trace, result) = model
+            .infer_salted(&input, &Map::new(), Some(&sample), cx.cache_salt)
+            .await;
         cx.calls.push(Call {
             model: model.model.key.clone(),
             purpose: CallPurpose::Judge,
@@ -150,6 +157,9 @@ async fn ask(judge: &Judge, verdict: Verdict, cx: &mut ScoreContext<'_>) -> Resu
         }
         let text = output.text.unwrap_or_default();
         if let Some(answer) = parse_judgement(&text).filter(|a| a.contains_key(verdict.field())) {
+            return Ok(answer);
+        }
+        if let Some(answer) = bare_answer(&text, verdict, labels) {
             return Ok(answer);
         }
         if attempt == 0 {
@@ -180,7 +190,8 @@ pub async fn classify(
     incorrect_labels: &[String],
     cx: &mut ScoreContext<'_>,
 ) -> Result<Scores, SampleError> {
-    let answer = ask(judge, Verdict::Prediction, cx).await?;
+    let labels: Vec<String> = correct_labels.iter().chain(incorrect_labels).cloned().collect();
+    let answer = ask(judge, Verdict::Prediction, &labels, cx).await?;
     let prediction = answer.get("prediction").map(label_text).unwrap_or_default();
     let is_correct = if correct_labels.contains(&prediction) {
         1.0
@@ -200,7 +211,7 @@ pub async fn classify(
 }
 
 pub async fn rate(judge: &Judge, min: f64, max: f64, cx: &mut ScoreContext<'_>) -> Result<Scores, SampleError> {
-    let answer = ask(judge, Verdict::Score, cx).await?;
+    let answer = ask(judge, Verdict::Score, &[], cx).await?;
     let raw = answer
         .get("score")
         .and_then(number)
@@ -219,7 +230,7 @@ pub async fn rate(judge: &Judge, min: f64, max: f64, cx: &mut ScoreContext<'_>) 
 }
 
 pub async fn label(judge: &Judge, valid_labels: &[String], cx: &mut ScoreContext<'_>) -> Result<Scores, SampleError> {
-    let answer = ask(judge, Verdict::Label, cx).await?;
+    let answer = ask(judge, Verdict::Label, valid_labels, cx).await?;
     let label = answer.get("label").map(label_text).unwrap_or_default();
     if !valid_labels.is_empty() && !valid_labels.contains(&label) {
         return Err(judge_error(
@@ -231,6 +242,24 @@ pub async fn label(judge: &Judge, valid_labels: &[String], cx: &mut ScoreContext
     scores.values.insert("label".into(), json!(label));
     copy_fields(&answer, &mut scores.metadata, &["reasoning", "confidence"]);
     Ok(scores)
+}
+
+/// An answer that is nothing but the verdict, as prompts that say "respond only with 'correct'
+/// or 'incorrect'" get: one of the labels (any case, quotes and a final period ignored), or for a
+/// score a bare number.
+fn bare_answer(text: &str, verdict: Verdict, labels: &[String]) -> Option<Map<String, Value>> {
+    let word = text
+        .trim()
+        .trim_end_matches('.')
+        .trim_matches(|c| c == '"' || c == '\'' || c == '`')
+        .trim();
+    let value = match verdict {
+        Verdict::Score => json!(word.parse::<f64>().ok()?),
+        Verdict::Prediction | Verdict::Label => json!(labels.iter().find(|l| l.eq_ignore_ascii_case(word))?),
+    };
+    let mut answer = Map::new();
+    answer.insert(verdict.field().to_owned(), value);
+    Some(answer)
 }
 
 /// The first JSON object in a judge's answer (tolerates code fences and prose around it).
@@ -283,6 +312,17 @@ mod tests {
             parse_judgement("Sure!\n```json\n{\"prediction\": \"CORRECT\", \"confidence\": 0.9}\n```").expect("json");
         assert_eq!(answer["prediction"], "CORRECT");
         assert!(parse_judgement("no json here").is_none());
+    }
+
+    #[test]
+    fn bare_labels_and_numbers_are_answers_too() {
+        let labels = vec!["correct".to_owned(), "incorrect".to_owned()];
+        assert_eq!(
+            bare_answer("  Correct.\n", Verdict::Prediction, &labels).unwrap()["prediction"],
+            "correct"
+        );
+        assert!(bare_answer("probably correct", Verdict::Prediction, &labels).is_none());
+        assert_eq!(bare_answer("0.5", Verdict::Score, &[]).unwrap()["score"], 0.5);
     }
 
     #[test]

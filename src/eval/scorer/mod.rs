@@ -7,6 +7,7 @@ pub mod python;
 pub mod text;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value, json};
 
 use crate::diagnostic::Diagnostic;
@@ -14,10 +15,13 @@ use crate::error_class::ErrorClass;
 use crate::eval::metric::MetricSpec;
 use crate::eval::record::{SampleError, Scores, Stage};
 use crate::eval::solver::Solved;
+use crate::eval::solver_def::MessageFormat;
 use crate::model::io::Usage;
 use crate::model::registry::Registry;
 use crate::model::trace::Call;
+use crate::python::LfType;
 use crate::python::{PythonRuntime, Snippet};
+use crate::template::ContextObject;
 use crate::template::{TemplateEngine, TemplateOrigin};
 use crate::yaml::{Node, SourceText, from_node};
 
@@ -52,6 +56,12 @@ pub enum ScorerKind {
     Python {
         snippet: SourceText,
     },
+    /// `compute_scores(samples)`: one call for every sample of a dataset task.
+    PythonAllSamples {
+        snippet: SourceText,
+    },
+    /// A scorer type lf defines that lfeval does not run yet (`rag_checker`, …).
+    Unsupported,
     JudgeClassifier {
         judge: Judge,
         correct_labels: Vec<String>,
@@ -76,6 +86,7 @@ macro_rules! scorer_wire {
     ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
+        #[allow(dead_code, reason = "some scorer types are only checked, not run")]
         struct $name {
             #[serde(rename = "type")]
             _kind: String,
@@ -93,6 +104,8 @@ scorer_wire!(McqaWire { ground_truth_choice: Option<String>, choices: Option<Str
 scorer_wire!(PythonWire {
     compute_scores_snippet: SourceText
 });
+scorer_wire!(RagCheckerWire { query_column: Option<IgnoredAny>, target_column: Option<IgnoredAny>, scores_to_compute: Option<IgnoredAny>, judge_model_key: Option<IgnoredAny>, target_claims_column: Option<IgnoredAny>, response_claims_column: Option<IgnoredAny>, claim_extraction_instructions: Option<IgnoredAny>, mode: Option<IgnoredAny>, target_labels_column: Option<IgnoredAny>, response_labels_column: Option<IgnoredAny>, claim_labeling_instructions: Option<IgnoredAny> });
+scorer_wire!(CoverageWire { function_calls: IgnoredAny, mode: Option<IgnoredAny> });
 scorer_wire!(ClassifierWire { model_key: String, system_prompt: Option<String>, user_prompt: String, correct_labels: Vec<String>, incorrect_labels: Vec<String>, use_structured_outputs: Option<bool> });
 scorer_wire!(JudgeScorerWire { model_key: String, system_prompt: Option<String>, user_prompt: String, score_min: Option<f64>, score_max: Option<f64>, use_structured_outputs: Option<bool> });
 scorer_wire!(LabelerWire { model_key: String, system_prompt: Option<String>, user_prompt: String, valid_labels: Option<Vec<String>>, use_structured_outputs: Option<bool> });
@@ -135,6 +148,17 @@ pub fn from_yaml(node: &Node, path: &str) -> Result<ScorerDef, Diagnostic> {
             ScorerKind::Python {
                 snippet: w.compute_scores_snippet,
             }
+        }),
+        "python_all_samples" => common!(from_node::<PythonWire>(node, path)?, |w: PythonWire| {
+            ScorerKind::PythonAllSamples {
+                snippet: w.compute_scores_snippet,
+            }
+        }),
+        "rag_checker" => common!(from_node::<RagCheckerWire>(node, path)?, |_: RagCheckerWire| {
+            ScorerKind::Unsupported
+        }),
+        "function_call_coverage" => common!(from_node::<CoverageWire>(node, path)?, |_: CoverageWire| {
+            ScorerKind::Unsupported
         }),
         "model_as_a_judge_classifier" => common!(from_node::<ClassifierWire>(node, path)?, |w: ClassifierWire| {
             ScorerKind::JudgeClassifier {
@@ -183,6 +207,7 @@ pub fn from_yaml(node: &Node, path: &str) -> Result<ScorerDef, Diagnostic> {
                 "string_equals",
                 "string_equals_mcqa",
                 "python",
+                "python_all_samples",
                 "model_as_a_judge_classifier",
                 "model_as_a_judge_scorer",
                 "labeler_via_model",
@@ -255,7 +280,9 @@ pub fn dedupe_names(scorers: &mut [ScorerDef]) {
 /// Loads a python scorer's `compute_scores` (once per task specification).
 pub fn load_python(def: &ScorerDef, task_key: &str, python: &PythonRuntime) -> Result<Option<Snippet>, Diagnostic> {
     match &def.kind {
-        ScorerKind::Python { snippet } => python::load(&def.name, snippet, task_key, python).map(Some),
+        ScorerKind::Python { snippet } | ScorerKind::PythonAllSamples { snippet } => {
+            python::load(&def.name, snippet, task_key, python).map(Some)
+        }
         _ => Ok(None),
     }
 }
@@ -280,23 +307,29 @@ pub fn templates(def: &ScorerDef) -> Vec<&str> {
         | ScorerKind::Labeler { judge, .. } => {
             vec![judge.system_prompt.as_str(), judge.user_prompt.as_str()]
         }
-        ScorerKind::Python { .. } => Vec::new(),
+        ScorerKind::Python { .. } | ScorerKind::PythonAllSamples { .. } | ScorerKind::Unsupported => Vec::new(),
     }
 }
 
 pub struct ScoreContext<'a> {
     pub sample: &'a Map<String, Value>,
     pub solved: &'a Solved,
+    pub format: MessageFormat,
     pub registry: &'a Registry,
     pub templates: &'a TemplateEngine,
     pub origin: &'a TemplateOrigin,
     pub python: Option<&'a PythonRuntime>,
     pub calls: &'a mut Vec<Call>,
     pub usage: &'a mut Usage,
+    /// Set for trials and repeated runs (see [`crate::model::runtime::ModelRuntime::infer_salted`]).
+    pub cache_salt: Option<&'a str>,
 }
 
 impl ScoreContext<'_> {
-    fn template_context(&self) -> Map<String, Value> {
+    /// What judge and scorer templates see: lf 3.17's `sample`, `trace` and `model_outputs`, and
+    /// the docs era's `model_output` (its text, readable as the output object), `model_input`,
+    /// `messages`, `input_prompt` and `solver_output`.
+    fn template_context(&self) -> (Map<String, Value>, Vec<(&'static str, ContextObject)>) {
         let text = self
             .solved
             .output
@@ -315,27 +348,73 @@ impl ScoreContext<'_> {
             .unwrap_or(Value::Null);
         let mut ctx = Map::new();
         ctx.insert("sample".into(), Value::Object(self.sample.clone()));
-        ctx.insert("model_output".into(), Value::String(text));
         ctx.insert("messages".into(), Value::Array(self.solved.messages.clone()));
         ctx.insert("input_prompt".into(), input_prompt);
+        ctx.insert("model_outputs".into(), Value::Array(self.solved.raw_outputs.clone()));
         ctx.insert(
             "solver_output".into(),
-            json!({"output": output, "messages": self.solved.messages}),
+            json!({"output": output, "messages": self.solved.messages, "trace": self.solved.trace.to_json(), "raw_outputs": self.solved.raw_outputs}),
         );
-        ctx
+        let objects = vec![
+            (
+                "trace",
+                ContextObject::Trace(std::sync::Arc::new(self.solved.trace.clone())),
+            ),
+            ("model_output", ContextObject::Text { text, fields: output }),
+            (
+                "model_input",
+                ContextObject::Text {
+                    text: self.solved.model_input.to_string(),
+                    fields: self.solved.model_input.clone(),
+                },
+            ),
+        ];
+        (ctx, objects)
     }
 
-    /// What a python scorer receives as `solver_output`.
-    fn solver_output_value(&self) -> Value {
-        json!({
-            "output": self.solved.output.as_ref().map_or(Value::Null, |o| o.value.clone()),
-            "messages": self.solved.messages,
-            "text": self.solved.output.as_ref().and_then(|o| o.text.clone()),
-        })
+    /// What a python scorer receives as `solver_output`: lf's `SolverTrace` (3.17) or
+    /// `SingleSolverOutput` (`message_format: latticeflow`), as real `latticeflow.core` objects
+    /// when that package is installed.
+    pub fn solver_output_value(&self) -> Value {
+        let output = self.solved.output.as_ref().map_or(Value::Null, |o| o.value.clone());
+        let text = self.solved.output.as_ref().and_then(|o| o.text.clone());
+        match self.format {
+            MessageFormat::OpenResponses => crate::python::lf_object(
+                LfType::SolverTrace,
+                json!({
+                    "trace": self.solved.trace.to_json(),
+                    "raw_outputs": self.solved.raw_outputs,
+                    "direct_ios": self.direct_ios(),
+                }),
+                json!({"output": output, "messages": self.solved.messages, "text": text}),
+            ),
+            MessageFormat::Latticeflow => crate::python::lf_object(
+                LfType::SingleSolverOutput,
+                json!({"messages": self.solved.messages, "output": output, "direct_ios": self.direct_ios()}),
+                json!({"text": text}),
+            ),
+        }
+    }
+
+    /// The raw requests and responses of the calls made so far (lf's `direct_ios`).
+    fn direct_ios(&self) -> Vec<Value> {
+        self.calls
+            .iter()
+            .filter(|c| c.purpose == crate::model::trace::CallPurpose::Solver)
+            .filter_map(|c| {
+                let response = c.trace.response.as_ref()?;
+                let headers: Map<String, Value> = response.headers_map();
+                Some(json!({
+                    "direct_input": {"body": c.trace.request_body.clone().unwrap_or_default()},
+                    "direct_output": {"body": response.body, "status_code": response.status_code, "headers": headers},
+                }))
+            })
+            .collect()
     }
 
     fn render(&self, template: &str) -> Result<String, SampleError> {
-        crate::template::render_cached(self.templates, template, self.origin, &self.template_context()).map_err(|e| {
+        let (ctx, objects) = self.template_context();
+        crate::template::render_cached_with(self.templates, template, self.origin, &ctx, &objects).map_err(|e| {
             SampleError::new(
                 Stage::Score,
                 ErrorClass::TemplateError,
@@ -410,6 +489,19 @@ pub async fn score(
                 "completion_validity".into(),
                 json!(if result.valid { "VALID" } else { "INVALID" }),
             );
+        }
+        ScorerKind::PythonAllSamples { .. } => {
+            return Err(SampleError::new(
+                Stage::Score,
+                ErrorClass::Internal,
+                "internal error: `python_all_samples` scores are computed for all samples at once",
+            ));
+        }
+        ScorerKind::Unsupported => {
+            return Err(scorer_error(format!(
+                "scorer type `{}` is not supported by lfeval yet",
+                def.kind_name
+            )));
         }
         ScorerKind::Python { .. } => {
             let Some(snippet) = snippet else {

@@ -73,11 +73,16 @@ pub async fn score(snippet: &Snippet, cx: &mut ScoreContext<'_>) -> Result<Score
             error.with_detail(detail.trim().to_owned())
         }
     })?;
+    scores_from(out.value, out.captured)
+}
+
+/// A `compute_scores` return value as scores: a flat dict, or `{"scores": …, "metadata": …}`.
+pub fn scores_from(value: Value, captured: String) -> Result<Scores, SampleError> {
     let mut scores = Scores::default();
-    if !out.captured.is_empty() {
-        scores.metadata.insert("captured_output".into(), json!(out.captured));
+    if !captured.is_empty() {
+        scores.metadata.insert("captured_output".into(), json!(captured));
     }
-    match out.value {
+    match value {
         Value::Object(mut map) if map.contains_key("scores") => {
             if let Some(Value::Object(values)) = map.remove("scores") {
                 scores.values = values;

@@ -113,7 +113,11 @@ pub fn load_diagnostic(e: &SnippetLoadError, source: Option<&SourceText>) -> Dia
         source_line,
     });
     if matches!(e.kind, crate::python::LoadErrorKind::Import) {
-        diag = diag.with_hint("install the package into a virtualenv and activate it (or pass `--python-env DIR`); `lfeval doctor` shows what Python sees");
+        diag = diag.with_hint(if e.message.contains("'latticeflow") {
+            "snippets written for lf use `latticeflow.core`: `pip install latticeflow-core` into the virtualenv lfeval uses (`VIRTUAL_ENV` or `--python-env DIR`)"
+        } else {
+            "install the package into a virtualenv and activate it (or pass `--python-env DIR`); `lfeval doctor` shows what Python sees"
+        });
     }
     if !e.captured.is_empty() {
         diag = diag.with_note(format!("the snippet printed:\n{}", e.captured.trim_end()));
