@@ -20,6 +20,7 @@ pub mod redact;
 pub mod secrets;
 pub mod signals;
 pub mod source;
+pub mod stdio;
 pub mod table;
 pub mod template;
 pub mod variables;
@@ -43,6 +44,10 @@ pub fn main() -> ExitCode {
             ExitStatus::Error
         }
     };
+    // No worker process outlives lfeval, and what snippets left in the stray-output pipe
+    // reaches stderr.
+    python::worker::shutdown();
+    stdio::finish();
     status.into()
 }
 

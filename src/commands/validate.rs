@@ -86,7 +86,7 @@ pub fn run(global: &GlobalArgs, args: &ValidateArgs, printer: &Printer) -> anyho
         let python = super::start_python(global)?;
         for model in snippet_models {
             if let Connection::CustomInference(config) = &model.connection
-                && let Err(d) = snippet::load(&model.key, config, 1, &python)
+                && let Err(d) = snippet::load(&model, config, 1, &python)
             {
                 problems.push(d);
             }

@@ -125,6 +125,8 @@ pub fn prepare(
                         arities: vec![1],
                         returns: ReturnKind::Json,
                         workers: 1,
+                        isolation: crate::python::Isolation::InProcess,
+                        max_return_bytes: None,
                     };
                     let snippet = python
                         .load_snippet(spec)

@@ -330,7 +330,13 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
 fn report_limit(p: &Prepared, shared: &Shared) {
     let Some(model) = &p.model else { return };
     let gate = &model.gate;
-    let text = if gate.is_rate_limited() {
+    let text = if let Some(left) = gate.paused_remaining() {
+        format!(
+            "paused by Retry-After of `{}` for {}",
+            model.model.key,
+            crate::diagnostic::format_duration(Duration::from_secs(left.as_secs().max(1)))
+        )
+    } else if gate.is_rate_limited() {
         format!(
             "held by rate_limit {}/min of `{}`",
             gate.rate_limit.unwrap_or(0),

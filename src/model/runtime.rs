@@ -53,17 +53,13 @@ impl ModelRuntime {
     ) -> Result<ModelRuntime, Diagnostic> {
         let compiled = CompiledAdapter::compile(adapter)?;
         let endpoint = match &model.connection {
-            Connection::CustomConnection(c) => Endpoint::Http(HttpEndpoint::new(&model.key, c, secrets)?),
+            Connection::CustomConnection(c) => {
+                Endpoint::Http(HttpEndpoint::new(&model.key, c, model.max_response_bytes, secrets)?)
+            }
             Connection::CustomInference(c) => {
                 let python =
                     python.ok_or_else(|| Diagnostic::new("internal error: the python runtime is not started"))?;
-                Endpoint::Snippet(SnippetEndpoint::new(
-                    &model.key,
-                    c,
-                    model.concurrency(),
-                    python,
-                    secrets,
-                )?)
+                Endpoint::Snippet(SnippetEndpoint::new(&model, c, python, secrets)?)
             }
         };
         let info = ModelInfo {
@@ -236,9 +232,11 @@ impl ModelRuntime {
                 Err(e) => e,
             };
             let retryable = error.retryable();
+            // Held to the model's `max_retry_after`, so one answer cannot stall the run for hours.
+            let retry_after = error.retry_after().map(|r| policy.cap_retry_after(r));
             // Pause the whole model even when this call gives up: the calls queued behind it
             // must not hit an endpoint that asked for a break.
-            if let Some(retry_after) = error.retry_after() {
+            if let Some(retry_after) = retry_after {
                 self.gate.pause_for(retry_after);
             }
             trace.attempts.push(Attempt {
@@ -253,7 +251,7 @@ impl ModelRuntime {
                     other => Err(self.attempt_failure(other, attempt)),
                 };
             }
-            let delay = backoff(policy, attempt, error.retry_after());
+            let delay = backoff(policy, attempt, retry_after);
             trace.timings.backoff_ms += ms(delay);
             tokio::time::sleep(delay).await;
         }
@@ -262,7 +260,21 @@ impl ModelRuntime {
     fn attempt_failure(&self, error: AttemptError, attempts: u32) -> Failure {
         let retryable = error.retryable();
         let mut message = match &error {
-            AttemptError::Snippet { message, .. } => message.clone(),
+            AttemptError::Snippet { message, .. }
+            | AttemptError::RateLimited { message, .. }
+            | AttemptError::WorkerExited { message, .. } => message.clone(),
+            AttemptError::TooLarge { size: None, .. } => format!(
+                "model `{}`: {error}; hint: raise the model's `max_response_bytes` if answers this large are expected",
+                self.model.key
+            ),
+            AttemptError::TooLarge { .. } if matches!(self.endpoint, Endpoint::Snippet(_)) => format!(
+                "model `{}`: run_inference returned a {error}; hint: raise the model's `max_response_bytes` if answers this large are expected",
+                self.model.key
+            ),
+            AttemptError::TooLarge { .. } => format!(
+                "model `{}`: {error}; hint: raise the model's `max_response_bytes` if answers this large are expected",
+                self.model.key
+            ),
             AttemptError::Timeout { after, .. } if matches!(self.endpoint, Endpoint::Snippet(_)) => {
                 error.detail().map_or_else(
                     || {

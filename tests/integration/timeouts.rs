@@ -12,8 +12,10 @@ use crate::lfeval_snapshot;
 
 /// The model's `timeout` in these tests.
 const TIMEOUT: Duration = Duration::from_secs(1);
-/// `TIMEOUT_GRACE` in src/python/mod.rs.
+/// `TIMEOUT_GRACE` in src/python/mod.rs (async calls).
 const GRACE: Duration = Duration::from_secs(1);
+/// `STOP_GRACE` in src/python/mod.rs (sync calls stuck in C).
+const STOP_GRACE: Duration = Duration::from_millis(250);
 /// Scheduling slack on a loaded machine, on top of timeout + grace.
 const SLACK: Duration = Duration::from_millis(700);
 
@@ -215,9 +217,13 @@ fn sync_sleep_longer_than_the_timeout() {
     let source = snippet(false, "        time.sleep(30)  # hangs");
     let outcome = run_two_samples(&source, "{}");
     let elapsed = assert_timed_out_then_recovered(&outcome, hang_line(&source));
-    // Blocked in C: reported once the grace period is over; the thread is abandoned (the run
-    // does not wait the 30 s out).
-    assert!(elapsed >= TIMEOUT + GRACE - Duration::from_millis(50), "{elapsed:?}");
+    // Blocked in C: reported promptly, once the short stop grace is over; the thread is
+    // abandoned (the run does not wait the 30 s out).
+    assert!(
+        elapsed >= TIMEOUT + STOP_GRACE - Duration::from_millis(50),
+        "{elapsed:?}"
+    );
+    assert!(elapsed < TIMEOUT + STOP_GRACE * 2 + SLACK, "{elapsed:?}");
 }
 
 #[test]
