@@ -204,7 +204,8 @@ pub fn describe_value(value: &serde_json::Value) -> String {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     };
-    let mut text = value.to_string();
+    // Masked before it is cut, so no part of a secret survives the cut.
+    let mut text = crate::redact::redact(&value.to_string()).into_owned();
     if text.len() > 60 {
         let cut = (0..=60).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
         text.truncate(cut);

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error_class::ErrorClass;
-use crate::eval::record::{SampleError, Stage};
+use crate::eval::record::{SampleError, Stage, reply_message};
 use crate::model::io::{ModelOutput, Usage};
 use crate::model::registry::Registry;
 use crate::model::runtime::ModelRuntime;
@@ -231,15 +231,9 @@ pub async fn solve(def: &SolverDef, cx: &mut SolveContext<'_>) -> Result<Solved,
     Ok(solved)
 }
 
-/// The assistant message a model output adds to the conversation, keeping extra fields (state
-/// for stateful adapters).
+/// The assistant message a model output adds to the conversation.
 fn assistant_message(output: &ModelOutput) -> Value {
-    if let Some(message) = output.value.pointer("/choices/0/message").and_then(Value::as_object) {
-        let mut message = message.clone();
-        message.insert("role".into(), json!("assistant"));
-        return Value::Object(message);
-    }
-    json!({"role": "assistant", "content": output.text.clone().unwrap_or_default()})
+    reply_message(&output.value, output.text.as_deref())
 }
 
 struct Conversation {

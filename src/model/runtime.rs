@@ -172,17 +172,27 @@ impl ModelRuntime {
             )
             .map_err(|d| Failure::from_diagnostic(Step::TransformOutput, d))?;
         trace.timings.render_output_ms = ms(t.elapsed());
-        trace.rendered_output = Some(rendered.clone());
         match io::parse_output(self.info.task, &rendered) {
             Ok(output) => {
+                // The parsed output is the evidence; the text it was parsed from would be a
+                // second copy of the same body.
                 trace.output = Some(output.value.clone());
                 Ok(output)
             }
-            Err(OutputError::Reported(message)) => Err(Failure::new(
-                Step::TransformOutput,
-                ErrorClass::ModelError,
-                format!("model `{}` returned an error: {message}", self.model.key),
-            )),
+            Err(OutputError::Reported(message)) => {
+                trace.rendered_output = Some(rendered);
+                // Masked before it goes into a longer message: an adapter may have cut a
+                // secret short (`body[:500]`), and here its remains still end the text.
+                Err(Failure::new(
+                    Step::TransformOutput,
+                    ErrorClass::ModelError,
+                    format!(
+                        "model `{}` returned an error: {}",
+                        self.model.key,
+                        crate::redact::redact(&message)
+                    ),
+                ))
+            }
             Err(OutputError::Malformed { problem, rendered }) => Err(Failure {
                 detail: Some(rendered),
                 ..Failure::new(

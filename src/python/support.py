@@ -162,7 +162,7 @@ class Capture:
         tail = "".join(self._tail)
         if self._dropped:
             # `…` on both sides: the redactor masks what is left of a secret cut at a boundary.
-            return f"{head}\n… [{self._dropped} characters of output omitted] …\n{tail}"
+            return f"{head}…\n[{self._dropped} characters of output omitted]\n…{tail}"
         return head + tail
 
 

@@ -138,10 +138,7 @@ fn run_two_samples(source: &str, environment: &str) -> Outcome {
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("2 sample(s), 1 failed"), "{}", out.stdout);
     let text = std::fs::read_to_string(test.path().join("out/samples.jsonl")).expect("samples.jsonl");
-    let records: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let records: Vec<Value> = text.lines().map(super::test::record_of_line).collect();
     assert_eq!(records.len(), 2, "{text}");
     let (failed, succeeded): (Vec<Value>, Vec<Value>) = records
         .into_iter()
