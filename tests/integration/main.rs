@@ -10,6 +10,7 @@ mod adapters;
 mod config;
 mod dialect;
 mod errors;
+mod isolation;
 mod limits;
 mod model_test;
 mod resume;

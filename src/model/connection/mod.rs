@@ -68,7 +68,10 @@ pub enum AttemptError {
     },
     /// The response (an HTTP body or a snippet's return value) is larger than the model's
     /// `max_response_bytes`; `size` is its length when known before reading it all.
-    #[error("response too large ({} > {})", size.map_or_else(|| "more".to_owned(), format_bytes), format_bytes(*limit))]
+    #[error("response too large ({})", match size {
+        Some(size) => format!("{} > {}", format_bytes(*size), format_bytes(*limit)),
+        None => format!("over {}", format_bytes(*limit)),
+    })]
     TooLarge {
         size: Option<u64>,
         limit: u64,
