@@ -7,6 +7,7 @@
 )]
 
 mod adapters;
+mod bounds;
 mod config;
 mod dialect;
 mod errors;
