@@ -39,12 +39,12 @@ impl FileParser<'_> {
     pub fn parse_file(&mut self, path: &Path, included_from: Option<String>) -> Result<Node, Diagnostic> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Diagnostic::new(format!("cannot read `{}`: {e}", display_path(self.root, path))))?;
-        let file = Arc::new(SourceFile {
-            path: path.to_path_buf(),
-            display: display_path(self.root, path),
+        let file = Arc::new(SourceFile::new(
+            path.to_path_buf(),
+            display_path(self.root, path),
             text,
             included_from,
-        });
+        ));
         self.stack.push(path.to_path_buf());
         let result = self.parse_source(&file);
         self.stack.pop();
@@ -352,12 +352,12 @@ impl<'input> Builder<'_, '_, 'input> {
         }
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Diagnostic::new(format!("cannot include `{spec}`: {e}")).at(span))?;
-        let file = Arc::new(SourceFile {
-            display: display_path(self.files.root, &path),
-            path,
-            text: text.clone(),
-            included_from: Some(from),
-        });
+        let file = Arc::new(SourceFile::new(
+            path.clone(),
+            display_path(self.files.root, &path),
+            text.clone(),
+            Some(from),
+        ));
         // `lf` strips the included text; remember how many leading lines went so that line
         // numbers inside the text still match the file.
         let leading = text.len() - text.trim_start().len();

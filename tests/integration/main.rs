@@ -9,6 +9,7 @@
 mod adapters;
 mod bounds;
 mod config;
+mod config_limits;
 mod dialect;
 mod errors;
 mod isolation;
