@@ -3,7 +3,6 @@
 //! range are configuration errors (exit 2 from `run`, 1 from `validate`).
 
 use super::isolation::snippet_run;
-use super::test::Test;
 
 const SNIPPET: &str = "def run_inference(body, environment):\n    return body\n";
 
