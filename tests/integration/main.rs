@@ -20,6 +20,7 @@ mod runs;
 mod secrets;
 mod server;
 mod server_selftest;
+mod signals;
 mod snippet_errors;
 mod test;
 mod timeouts;
