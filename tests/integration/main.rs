@@ -8,6 +8,7 @@
 
 mod adapters;
 mod bounds;
+mod canary;
 mod config;
 mod config_limits;
 mod dialect;
