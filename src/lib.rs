@@ -11,6 +11,7 @@ pub mod diagnostic;
 pub mod error_class;
 pub mod eval;
 pub mod exit_status;
+pub mod fuzzing;
 pub mod model;
 pub mod printer;
 pub mod progress;

@@ -23,6 +23,9 @@ use crate::diagnostic::Diagnostic;
 pub const MAX_ALIAS_NODES: usize = 100_000;
 /// Bytes of scalar text that aliases may add to one file's tree.
 pub const MAX_ALIAS_BYTES: usize = 16 * 1024 * 1024;
+/// How deeply lists and mappings may nest. Everything that walks the tree recurses, so the
+/// bound keeps the stack bounded too; real configurations nest a dozen levels at most.
+pub const MAX_DEPTH: usize = 64;
 
 /// Parses files below one root; tracks the include chain to catch cycles.
 pub struct FileParser<'a> {
@@ -58,6 +61,7 @@ impl FileParser<'_> {
             parser: Parser::new_from_str(&text),
             anchors: HashMap::new(),
             expanded: Size::default(),
+            depth: 0,
             files: self,
         };
         builder.document()
@@ -71,6 +75,8 @@ struct Builder<'p, 'a, 'input> {
     anchors: HashMap<usize, (Node, Size)>,
     /// What alias expansion has added to this file's tree so far.
     expanded: Size,
+    /// Lists and mappings open around the current event.
+    depth: usize,
     files: &'p mut FileParser<'a>,
 }
 
@@ -178,24 +184,23 @@ impl<'input> Builder<'_, '_, 'input> {
 
     fn node(&mut self, event: Event<'input>, raw: RawSpan) -> Result<Node, Diagnostic> {
         let span = self.span(&raw);
-        match event {
-            Event::Scalar(text, style, anchor, tag) => {
-                let tag = tag.map(|t| (t.handle().to_owned(), t.suffix().to_owned()));
-                let node = match tag {
-                    Some((handle, suffix)) if handle == "!" && suffix == "include" => self.include(&text, &span)?,
-                    Some((handle, suffix)) if handle == "!" => {
-                        return Err(Diagnostic::new(format!("unknown tag `!{suffix}`"))
-                            .at(&span)
-                            .with_hint("the only supported tag is `!include \"./file\"`"));
-                    }
-                    Some((_, suffix)) if suffix == "str" => {
-                        Node::new(Value::Str(text.into_owned()), span, Style::Quoted)
-                    }
-                    _ => scalar(&text, style, span),
-                };
-                self.remember(anchor, &node);
-                Ok(node)
+        if matches!(event, Event::SequenceStart(..) | Event::MappingStart(..)) {
+            if self.depth >= MAX_DEPTH {
+                return Err(Diagnostic::new(format!(
+                    "YAML nested deeper than {MAX_DEPTH} levels of lists and mappings"
+                ))
+                .at(&span));
             }
+            self.depth += 1;
+            let node = self.collection(event, span);
+            self.depth -= 1;
+            return node;
+        }
+        self.leaf(event, span, &raw)
+    }
+
+    fn collection(&mut self, event: Event<'input>, span: Span) -> Result<Node, Diagnostic> {
+        match event {
             Event::SequenceStart(_, anchor, _) => {
                 let mut items = Vec::new();
                 loop {
@@ -211,6 +216,29 @@ impl<'input> Builder<'_, '_, 'input> {
             }
             Event::MappingStart(_, anchor, _) => {
                 let node = self.mapping(span)?;
+                self.remember(anchor, &node);
+                Ok(node)
+            }
+            _ => Err(Diagnostic::new("unexpected YAML structure").at(&span)),
+        }
+    }
+
+    fn leaf(&mut self, event: Event<'input>, span: Span, raw: &RawSpan) -> Result<Node, Diagnostic> {
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let tag = tag.map(|t| (t.handle().to_owned(), t.suffix().to_owned()));
+                let node = match tag {
+                    Some((handle, suffix)) if handle == "!" && suffix == "include" => self.include(&text, &span)?,
+                    Some((handle, suffix)) if handle == "!" => {
+                        return Err(Diagnostic::new(format!("unknown tag `!{suffix}`"))
+                            .at(&span)
+                            .with_hint("the only supported tag is `!include \"./file\"`"));
+                    }
+                    Some((_, suffix)) if suffix == "str" => {
+                        Node::new(Value::Str(text.into_owned()), span, Style::Quoted)
+                    }
+                    _ => scalar(&text, style, span),
+                };
                 self.remember(anchor, &node);
                 Ok(node)
             }

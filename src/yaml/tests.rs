@@ -261,3 +261,12 @@ fn a_mapping_of_200000_keys_loads_and_still_finds_duplicates() {
         err.notes
     );
 }
+
+#[test]
+fn nesting_is_bounded_so_walking_the_tree_cannot_overflow_the_stack() {
+    let ok = format!("x: {}1{}\n", "[".repeat(60), "]".repeat(60));
+    assert!(load_str("ok.yaml", &ok).is_ok());
+    let deep = format!("x: {}1{}\n", "{a: ".repeat(5000), "}".repeat(5000));
+    let err = load_str("deep.yaml", &deep).expect_err("too deep");
+    assert_eq!(err.message, "YAML nested deeper than 64 levels of lists and mappings");
+}
