@@ -33,6 +33,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         arities: vec![2, 3],
         returns: ReturnKind::Str,
         workers: 1,
+        isolation: lfeval::python::Isolation::InProcess,
+        max_return_bytes: None,
     })?;
 
     let tokio = tokio::runtime::Builder::new_multi_thread()

@@ -60,6 +60,9 @@ pub enum Command {
     /// `lf`-style spelling: `lfeval list model`.
     #[command(subcommand, hide = true)]
     List(ListCommand),
+    /// Internal: serve one snippet for an `isolation: process` model over stdin/stdout.
+    #[command(name = "__worker", hide = true)]
+    Worker,
 }
 
 #[derive(Debug, Subcommand)]

@@ -177,6 +177,22 @@ pub fn format_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// A size as people read it: `32 MiB`, `100.5 MiB`, `12.0 KiB`, `300 bytes`.
+pub fn format_bytes(n: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+    const GIB: u64 = 1024 * MIB;
+    match n {
+        n if n >= GIB && n.is_multiple_of(GIB) => format!("{} GiB", n / GIB),
+        n if n >= GIB => format!("{:.1} GiB", n as f64 / GIB as f64),
+        n if n >= MIB && n.is_multiple_of(MIB) => format!("{} MiB", n / MIB),
+        n if n >= MIB => format!("{:.1} MiB", n as f64 / MIB as f64),
+        n if n >= KIB && n.is_multiple_of(KIB) => format!("{} KiB", n / KIB),
+        n if n >= KIB => format!("{:.1} KiB", n as f64 / KIB as f64),
+        n => format!("{n} bytes"),
+    }
+}
+
 /// A JSON value for an error message: its kind and (shortened) text, e.g. ``string `"abc"` ``.
 pub fn describe_value(value: &serde_json::Value) -> String {
     use serde_json::Value;
@@ -188,7 +204,8 @@ pub fn describe_value(value: &serde_json::Value) -> String {
         Value::Array(_) => "array",
         Value::Object(_) => "object",
     };
-    let mut text = value.to_string();
+    // Masked before it is cut, so no part of a secret survives the cut.
+    let mut text = crate::redact::redact(&value.to_string()).into_owned();
     if text.len() > 60 {
         let cut = (0..=60).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
         text.truncate(cut);

@@ -12,6 +12,7 @@ pub mod entity;
 pub mod error_class;
 pub mod eval;
 pub mod exit_status;
+pub mod fuzzing;
 pub mod model;
 pub mod open_responses;
 pub mod printer;
@@ -22,6 +23,7 @@ pub mod redact;
 pub mod secrets;
 pub mod signals;
 pub mod source;
+pub mod stdio;
 pub mod table;
 pub mod template;
 pub mod variables;
@@ -45,6 +47,10 @@ pub fn main() -> ExitCode {
             ExitStatus::Error
         }
     };
+    // No worker process outlives lfeval, and what snippets left in the stray-output pipe
+    // reaches stderr.
+    python::worker::shutdown();
+    stdio::finish();
     status.into()
 }
 

@@ -22,11 +22,11 @@ impl Printer {
         Printer { color, stderr_tty }
     }
 
-    /// Writes to stdout; a closed pipe (`lfeval … | head`) is not an error.
+    /// Writes to stdout (lfeval's own, see [`crate::stdio`]); a closed pipe (`lfeval … | head`)
+    /// is not an error.
     pub fn out(&self, text: &str) {
         let text = crate::redact::redact(text);
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+        let _ = crate::stdio::write_stdout(text.as_bytes());
     }
 
     pub fn outln(&self, text: &str) {

@@ -24,7 +24,7 @@ pub fn run(project: &Project, args: &ListArgs, printer: &Printer) -> anyhow::Res
                 })
             })
             .collect();
-        printer.outln(&serde_json::to_string_pretty(&json!({"adapters": adapters}))?);
+        printer.outln(&crate::redact::to_json_pretty(&json!({"adapters": adapters})));
         return Ok(ExitStatus::Success);
     }
     let mut rows = vec![vec![

@@ -49,7 +49,7 @@ pub fn run(project: &Project, args: &AdapterTestArgs, printer: &Printer) -> anyh
             report.insert("error".into(), json!(d.to_string()));
         }
         report.insert("ok".into(), json!(outcome.is_ok()));
-        printer.outln(&serde_json::to_string_pretty(&report)?);
+        printer.outln(&crate::redact::to_json_pretty(&report));
     } else {
         print_human(&report, body.is_some(), args.status_code, printer);
         match &outcome {
@@ -100,7 +100,7 @@ fn test(
 }
 
 fn print_human(report: &Map<String, Value>, with_body: bool, status: u16, printer: &Printer) {
-    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    let pretty = |v: &Value| crate::redact::to_json_pretty(v);
     let section = |title: &str| printer.outln(&printer.heading(&format!("── {title} ──")));
     section("process_input");
     printer.outln("input:");
@@ -129,7 +129,7 @@ fn print_human(report: &Map<String, Value>, with_body: bool, status: u16, printe
 /// JSON text pretty-printed; anything else as it is.
 pub fn pretty_text(text: &str) -> String {
     match serde_json::from_str::<Value>(text) {
-        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_else(|_| text.to_owned()),
+        Ok(v) => crate::redact::to_json_pretty(&v),
         Err(_) => text.trim_end().to_owned(),
     }
 }

@@ -37,15 +37,26 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         Command::Doctor => doctor::run(&start_python(&global)?, printer),
         Command::Run(args) => run::run(&global, &args, printer),
         Command::Merge(args) => merge::run(&global, &args, printer),
+        Command::Worker => {
+            crate::python::worker::serve(&python_options(&global))?;
+            Ok(ExitStatus::Success)
+        }
+    }
+}
+
+fn python_options(global: &GlobalArgs) -> PythonOptions {
+    PythonOptions {
+        python_env: global.python_env.clone(),
+        worker_exe: None,
     }
 }
 
 /// Starts the embedded interpreter. Must run on the main thread before any tokio runtime.
+/// From then on lfeval's stdout is its own: what snippets write there goes to stderr.
 pub fn start_python(global: &GlobalArgs) -> anyhow::Result<PythonRuntime> {
-    let options = PythonOptions {
-        python_env: global.python_env.clone(),
-    };
-    Ok(crate::python::initialize(&options)?)
+    let python = crate::python::initialize(&python_options(global))?;
+    crate::stdio::protect().map_err(|e| anyhow::anyhow!("cannot set up lfeval's stdout: {e}"))?;
+    Ok(python)
 }
 
 pub fn project_dir(global: &GlobalArgs) -> PathBuf {

@@ -33,9 +33,9 @@ pub fn run(project: &Project, args: &ListArgs, printer: &Printer) -> anyhow::Res
             .filter(|e| e.kind == "model")
             .map(|e| json!({"file": e.file, "key": e.key, "error": e.diagnostic.message}))
             .collect();
-        printer.outln(&serde_json::to_string_pretty(
+        printer.outln(&crate::redact::to_json_pretty(
             &json!({"models": models, "errors": errors}),
-        )?);
+        ));
         return Ok(ExitStatus::Success);
     }
     let mut rows = vec![vec![

@@ -258,7 +258,7 @@ impl<'a> Report<'a> {
         let stage = failure.map(|f| f.step);
         // 2. transform input
         self.heading(2, "transform input");
-        let input_text = serde_json::to_string_pretty(input).unwrap_or_default();
+        let input_text = crate::redact::to_json_pretty(input);
         self.block("model input", &input_text);
         let adapter = &runtime.adapter.adapter;
         let template_title = |t: &crate::yaml::SourceText| format!("template ({}:{})", t.file, t.line_offset + 1);
@@ -337,10 +337,7 @@ impl<'a> Report<'a> {
         self.block("raw output", &super::adapter_test::pretty_text(raw));
         self.block(&template_title(&adapter.process_output), &adapter.process_output.text);
         if let Some(output) = &trace.output {
-            self.block(
-                "model output",
-                &serde_json::to_string_pretty(output).unwrap_or_default(),
-            );
+            self.block("model output", &crate::redact::to_json_pretty(output));
         } else if let Some(rendered) = &trace.rendered_output {
             self.block("rendered output", rendered);
         }
@@ -391,8 +388,7 @@ impl<'a> Report<'a> {
     fn done(mut self, ok: bool, message: &str) -> ExitStatus {
         self.doc.insert("ok".into(), json!(ok));
         if self.json {
-            self.printer
-                .outln(&serde_json::to_string_pretty(&self.doc).unwrap_or_default());
+            self.printer.outln(&crate::redact::to_json_pretty(&self.doc));
             if !ok {
                 self.printer.error(message);
             }

@@ -187,7 +187,7 @@ fn report(outcome: &RunOutcome, run_dir: &Path, json: bool, printer: &Printer) {
         return;
     };
     if json {
-        printer.outln(&serde_json::to_string_pretty(summary).unwrap_or_default());
+        printer.outln(&crate::redact::to_json_pretty(summary));
     } else {
         printer.out(&summary_table(summary));
         let failures = failure_list(summary);
@@ -309,6 +309,8 @@ pub fn failure_list(summary: &RunSummary) -> String {
 
 /// The first line of `text`, cut at `width` characters.
 fn shorten(text: &str, width: usize) -> String {
+    // Masked before it is cut, so no part of a secret survives the cut.
+    let text = crate::redact::redact(text);
     let line = text.lines().next().unwrap_or("");
     let cut = line.chars().count() > width || text.contains('\n');
     let mut out: String = line.chars().take(width).collect();

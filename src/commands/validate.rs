@@ -149,7 +149,7 @@ impl Checker<'_> {
         })?;
         CompiledAdapter::compile(Arc::clone(&adapter))?;
         if let Connection::CustomInference(config) = &model.connection {
-            snippet::load(&model.key, config, 1, self.python()?)?;
+            snippet::load(&model, config, 1, self.python()?)?;
         }
         if let Err(d) = self.project.register_model_secrets(&model) {
             self.warnings.push(d.to_string());

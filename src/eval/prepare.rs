@@ -133,6 +133,9 @@ fn snippet_spec(owner: String, text: &SourceText, function: &str, arities: Vec<u
         arities,
         returns: ReturnKind::Json,
         workers: 4,
+        // Python solvers call back into lfeval (`model.predict`), which only works in-process.
+        isolation: crate::python::Isolation::InProcess,
+        max_return_bytes: None,
     }
 }
 
@@ -341,6 +344,8 @@ pub fn prepare_tasks(scope: &Scope<'_>, python: &PythonRuntime) -> anyhow::Resul
                         arities: vec![1],
                         returns: ReturnKind::Json,
                         workers: 1,
+                        isolation: crate::python::Isolation::InProcess,
+                        max_return_bytes: None,
                     };
                     let snippet = python
                         .load_snippet(spec)
@@ -410,7 +415,7 @@ pub fn check_declared(file: &RunFile, python: &PythonRuntime) -> Result<usize, D
             .map_err(|d| d.at_location(model.adapter.location.clone()))?;
         crate::model::adapter::CompiledAdapter::compile(adapter)?;
         if let crate::model::Connection::CustomInference(config) = &model.connection {
-            crate::model::connection::snippet::load(&model.key, config, 1, python)?;
+            crate::model::connection::snippet::load(&model, config, 1, python)?;
         }
         checked += 1;
     }

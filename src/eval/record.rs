@@ -1,17 +1,23 @@
 //! [`SampleRecord`]: everything one finished sample leaves behind, as one line of
 //! `samples.jsonl`. The run writes it, resume and the summary read it back, and the task logs,
 //! reports and comparisons are built from it, so its shape is the contract between them.
+//!
+//! Each body is stored once per line: the solver's output is the output of one of the
+//! sample's calls, so on disk `solver_output` names that call (`output_call`) instead of
+//! repeating it, leaves out the model's reply at the end of `messages` when it is the one that
+//! output makes (`reply_from_output`), and leaves out `text` when it is that reply's content.
+//! Reading a line back restores all three, so nothing is lost.
 
 use indexmap::IndexMap;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value, json};
 
 use crate::error_class::ErrorClass;
 use crate::eval::dataset::Row;
 use crate::model::io::Usage;
-use crate::model::trace::{Call, Failure, Step};
+use crate::model::trace::{Call, CallPurpose, Failure, Step};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SampleRecord {
     /// The task specification the sample belongs to.
     pub spec: String,
@@ -20,10 +26,8 @@ pub struct SampleRecord {
     /// finished in.
     pub sample_index: u64,
     /// Which trial of the sample this is (1-based), when the task runs trials.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trial: Option<u32>,
     /// Which of the rows a solver's `postprocessor` split the sample into (0-based).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<u32>,
     /// The row as the dataset gave it.
     pub sample: Row,
@@ -43,7 +47,6 @@ pub struct SampleRecord {
     pub cached: bool,
     pub timings: SampleTimings,
     /// The task's action rule that leaves this sample out of the metrics.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excluded_by: Option<String>,
 }
 
@@ -111,6 +114,267 @@ pub struct SolverOutput {
     /// The conversation as an Open Responses trace (what lf 3.17's scorers read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<crate::open_responses::Trace>,
+}
+
+/// The assistant message a model output adds to a conversation, keeping extra fields (state for
+/// stateful adapters): the first choice's message, or an Open Responses output's last assistant
+/// message with its text, else the output's text.
+pub fn reply_message(output: &Value, text: Option<&str>) -> Value {
+    if let Some(items) = output.get("items").and_then(Value::as_array)
+        && let Some(last) = items.iter().rev().find(|i| {
+            i.get("type").and_then(Value::as_str).unwrap_or("message") == "message"
+                && i.get("role").and_then(Value::as_str) == Some("assistant")
+        })
+    {
+        let mut message = serde_json::Map::new();
+        message.insert("role".into(), json!("assistant"));
+        message.insert("content".into(), json!(text.unwrap_or_default()));
+        for (k, v) in last.as_object().into_iter().flatten() {
+            if !matches!(k.as_str(), "type" | "id" | "status" | "role" | "content") {
+                message.insert(k.clone(), v.clone());
+            }
+        }
+        return Value::Object(message);
+    }
+    if let Some(message) = output.pointer("/choices/0/message").and_then(Value::as_object) {
+        let mut message = message.clone();
+        message.insert("role".into(), json!("assistant"));
+        return Value::Object(message);
+    }
+    json!({"role": "assistant", "content": text.unwrap_or_default()})
+}
+
+/// The content of an output's first choice, when it is text.
+fn output_content(output: &Value) -> Option<&str> {
+    output.pointer("/choices/0/message/content").and_then(Value::as_str)
+}
+
+/// A record as one line of `samples.jsonl`, borrowing from the record.
+#[derive(Serialize)]
+struct RecordLine<'a> {
+    spec: &'a str,
+    sample_id: &'a str,
+    sample_index: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trial: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part: Option<u32>,
+    sample: &'a Row,
+    model_input: &'a Option<Value>,
+    solver_output: Option<SolverOutputLine<'a>>,
+    scores: &'a IndexMap<String, Scores>,
+    errors: &'a [SampleError],
+    usage: &'a Usage,
+    calls: &'a [Call],
+    attempts: u32,
+    retries: u32,
+    cached: bool,
+    timings: &'a SampleTimings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    excluded_by: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct SolverOutputLine<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_call: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<&'a Value>,
+    /// Left out when it is the reply's content; `null` when there is no text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<Option<&'a str>>,
+    messages: &'a [Value],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    reply_from_output: bool,
+    /// Left out when it is the trace `messages` make (`trace_from_messages`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<&'a crate::open_responses::Trace>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    trace_from_messages: bool,
+}
+
+impl<'a> SolverOutputLine<'a> {
+    fn of(so: &'a SolverOutput, calls: &[Call]) -> SolverOutputLine<'a> {
+        let output_call = so.output.as_ref().and_then(|output| {
+            calls
+                .iter()
+                .rposition(|c| c.purpose == CallPurpose::Solver && c.trace.output.as_ref() == Some(output))
+        });
+        let reply = so.output.as_ref().map(|o| reply_message(o, so.text.as_deref()));
+        let reply_from_output = reply.is_some() && so.messages.last() == reply.as_ref();
+        let messages = if reply_from_output {
+            &so.messages[..so.messages.len() - 1]
+        } else {
+            &so.messages[..]
+        };
+        let trace_from_messages = so.trace.as_ref().is_some_and(|trace| *trace == trace_of(&so.messages));
+        let text_is_reply = so
+            .output
+            .as_ref()
+            .and_then(output_content)
+            .is_some_and(|content| Some(content) == so.text.as_deref());
+        SolverOutputLine {
+            output_call,
+            output: if output_call.is_some() {
+                None
+            } else {
+                so.output.as_ref()
+            },
+            text: if text_is_reply { None } else { Some(so.text.as_deref()) },
+            messages,
+            reply_from_output,
+            trace: if trace_from_messages { None } else { so.trace.as_ref() },
+            trace_from_messages,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RecordWire {
+    spec: String,
+    sample_id: String,
+    sample_index: u64,
+    #[serde(default)]
+    trial: Option<u32>,
+    #[serde(default)]
+    part: Option<u32>,
+    sample: Row,
+    model_input: Option<Value>,
+    solver_output: Option<SolverOutputWire>,
+    scores: IndexMap<String, Scores>,
+    errors: Vec<SampleError>,
+    usage: Usage,
+    calls: Vec<Call>,
+    attempts: u32,
+    retries: u32,
+    cached: bool,
+    timings: SampleTimings,
+    #[serde(default)]
+    excluded_by: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SolverOutputWire {
+    #[serde(default)]
+    output_call: Option<usize>,
+    #[serde(default)]
+    output: Option<Value>,
+    /// Absent: the reply's content; `null`: no text.
+    #[serde(default, deserialize_with = "present")]
+    text: Option<Option<String>>,
+    #[serde(default)]
+    messages: Vec<Value>,
+    #[serde(default)]
+    reply_from_output: bool,
+    #[serde(default)]
+    trace: Option<crate::open_responses::Trace>,
+    #[serde(default)]
+    trace_from_messages: bool,
+}
+
+/// The Open Responses trace a chat conversation stands for.
+fn trace_of(messages: &[Value]) -> crate::open_responses::Trace {
+    crate::open_responses::Trace::from_items(
+        messages
+            .iter()
+            .filter_map(Value::as_object)
+            .flat_map(crate::open_responses::Item::from_chat)
+            .collect(),
+    )
+}
+
+/// A field that may be `null`: `Some(None)` then, `None` when it is absent.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+impl Serialize for SampleRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RecordLine {
+            spec: &self.spec,
+            sample_id: &self.sample_id,
+            sample_index: self.sample_index,
+            trial: self.trial,
+            part: self.part,
+            sample: &self.sample,
+            model_input: &self.model_input,
+            solver_output: self
+                .solver_output
+                .as_ref()
+                .map(|so| SolverOutputLine::of(so, &self.calls)),
+            scores: &self.scores,
+            errors: &self.errors,
+            usage: &self.usage,
+            calls: &self.calls,
+            attempts: self.attempts,
+            retries: self.retries,
+            cached: self.cached,
+            timings: &self.timings,
+            excluded_by: self.excluded_by.as_deref(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SampleRecord {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = RecordWire::deserialize(deserializer)?;
+        let solver_output = match wire.solver_output {
+            None => None,
+            Some(so) => {
+                let output = match (so.output, so.output_call) {
+                    (Some(output), _) => Some(output),
+                    (None, Some(i)) => {
+                        Some(wire.calls.get(i).and_then(|c| c.trace.output.clone()).ok_or_else(|| {
+                            serde::de::Error::custom(format!("`output_call` {i} names no call with an output"))
+                        })?)
+                    }
+                    (None, None) => None,
+                };
+                let mut messages = so.messages;
+                let text = match so.text {
+                    Some(text) => text,
+                    None => output.as_ref().and_then(output_content).map(str::to_owned),
+                };
+                let reply = output.as_ref().map(|o| reply_message(o, text.as_deref()));
+                if so.reply_from_output
+                    && let Some(reply) = reply
+                {
+                    messages.push(reply);
+                }
+                let trace = if so.trace_from_messages {
+                    Some(trace_of(&messages))
+                } else {
+                    so.trace
+                };
+                Some(SolverOutput {
+                    output,
+                    text,
+                    messages,
+                    trace,
+                })
+            }
+        };
+        Ok(SampleRecord {
+            spec: wire.spec,
+            sample_id: wire.sample_id,
+            sample_index: wire.sample_index,
+            trial: wire.trial,
+            part: wire.part,
+            sample: wire.sample,
+            model_input: wire.model_input,
+            solver_output,
+            scores: wire.scores,
+            errors: wire.errors,
+            usage: wire.usage,
+            calls: wire.calls,
+            attempts: wire.attempts,
+            retries: wire.retries,
+            cached: wire.cached,
+            timings: wire.timings,
+            excluded_by: wire.excluded_by,
+        })
+    }
 }
 
 /// One scorer's scores for one sample: the values metrics fold, and metadata (a judge's
@@ -270,6 +534,53 @@ mod tests {
         assert_eq!(raw["errors"][0]["stage"], "score");
         assert_eq!(raw["errors"][0]["class"], "judge_error");
         assert_eq!(raw["calls"][0]["purpose"], "judge");
+    }
+
+    #[test]
+    fn the_solver_output_is_stored_once_and_read_back_whole() {
+        let content = "x".repeat(1000);
+        let output = json!({"choices": [{"message": {"role": "assistant", "content": content}}]});
+        let mut record = SampleRecord::new("s", "1", 1, Map::new());
+        record.calls.push(Call {
+            model: "m".into(),
+            purpose: CallPurpose::Solver,
+            trace: Trace {
+                output: Some(output.clone()),
+                ..Trace::default()
+            },
+        });
+        let question = json!({"role": "user", "content": "q"});
+        record.solver_output = Some(SolverOutput {
+            output: Some(output.clone()),
+            text: Some(content.clone()),
+            messages: vec![question.clone(), reply_message(&output, Some(&content))],
+            trace: Some(trace_of(&[question.clone(), reply_message(&output, Some(&content))])),
+        });
+        let line = serde_json::to_string(&record).unwrap();
+        assert_eq!(line.matches(&content).count(), 1, "{line}");
+        let raw: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(raw["solver_output"]["output_call"], 0);
+        assert_eq!(raw["solver_output"]["reply_from_output"], true);
+        assert_eq!(raw["solver_output"]["messages"], json!([question]));
+        assert_eq!(raw["solver_output"]["trace_from_messages"], true);
+        let back: SampleRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, record);
+
+        // No text, and an output without choices: both survive as they were.
+        for (output, text) in [
+            (json!({"choices": [{"message": {"content": "c"}}]}), None),
+            (json!({"output": []}), Some("t".to_owned())),
+        ] {
+            record.calls[0].trace.output = Some(output.clone());
+            record.solver_output = Some(SolverOutput {
+                messages: vec![reply_message(&output, text.as_deref())],
+                output: Some(output),
+                text,
+                trace: None,
+            });
+            let back: SampleRecord = serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
+            assert_eq!(back, record);
+        }
     }
 
     #[test]

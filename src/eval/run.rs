@@ -29,6 +29,7 @@ use crate::eval::summary::{self, RunSummary, SpecIdentity, SpecSummary, Totals};
 use crate::eval::task_log::{self, LogHead};
 use crate::exit_status::ExitStatus;
 use crate::model::cache::{CachePolicy, ResponseCache};
+use crate::model::gate::Holding;
 use crate::model::registry::Registry;
 use crate::model::shared_limits::{LimitsConfig, ModelLimits, SharedLimits};
 use crate::printer::Printer;
@@ -403,10 +404,18 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
 fn report_limit(p: &Prepared, shared: &Shared) {
     let Some(model) = &p.model else { return };
     let gate = &model.gate;
-    let text = gate
-        .holding()
-        .map(|h| format!("held by {} of `{}`", h.describe(gate), model.model.key))
-        .unwrap_or_default();
+    let text = match gate.holding() {
+        Some(Holding::Paused) => {
+            let left = gate.paused_remaining().unwrap_or_default();
+            format!(
+                "paused by Retry-After of `{}` for {}",
+                model.model.key,
+                crate::diagnostic::format_duration(Duration::from_secs(left.as_secs().max(1)))
+            )
+        }
+        Some(h) => format!("held by {} of `{}`", h.describe(gate), model.model.key),
+        None => String::new(),
+    };
     shared.progress.set_limit(text);
 }
 

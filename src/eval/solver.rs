@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::error_class::ErrorClass;
-use crate::eval::record::{SampleError, Stage};
+use crate::eval::record::{SampleError, Stage, reply_message};
 use crate::eval::solver_def::{InputBuilder, MessageBuilder, SolverDef, SolverKind, TerminateIf};
 use crate::model::io::{ModelOutput, Usage};
 use crate::model::registry::Registry;
@@ -234,32 +234,9 @@ pub fn output_items(output: &ModelOutput) -> Vec<Item> {
     items
 }
 
-/// The assistant message an output adds to the conversation, keeping extra fields (state for
-/// stateful adapters): the first choice's message, or an Open Responses output's last assistant
-/// message with its text.
+/// The assistant message an output adds to the conversation (see [`reply_message`]).
 pub fn assistant_message(output: &ModelOutput) -> Value {
-    if let Some(items) = output.value.get("items").and_then(Value::as_array)
-        && let Some(last) = items.iter().rev().find(|i| {
-            i.get("type").and_then(Value::as_str).unwrap_or("message") == "message"
-                && i.get("role").and_then(Value::as_str) == Some("assistant")
-        })
-    {
-        let mut message = Map::new();
-        message.insert("role".into(), json!("assistant"));
-        message.insert("content".into(), json!(output.text.clone().unwrap_or_default()));
-        for (k, v) in last.as_object().into_iter().flatten() {
-            if !matches!(k.as_str(), "type" | "id" | "status" | "role" | "content") {
-                message.insert(k.clone(), v.clone());
-            }
-        }
-        return Value::Object(message);
-    }
-    if let Some(message) = output.value.pointer("/choices/0/message").and_then(Value::as_object) {
-        let mut message = message.clone();
-        message.insert("role".into(), json!("assistant"));
-        return Value::Object(message);
-    }
-    json!({"role": "assistant", "content": output.text.clone().unwrap_or_default()})
+    reply_message(&output.value, output.text.as_deref())
 }
 
 /// One message of the conversation and the trace items it stands for.

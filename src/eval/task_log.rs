@@ -62,7 +62,7 @@ pub fn write(run_dir: &RunDir, head: &LogHead<'_>, summary: &SpecSummary) -> any
         },
     });
     // The document is written around its sample list, which is streamed in where the slot is.
-    let text = crate::redact::redact(&serde_json::to_string_pretty(&document)?).into_owned();
+    let text = crate::redact::redact(&serde_json::to_string_pretty(&crate::redact::Masked(&document))?).into_owned();
     let slot = format!("\"{SAMPLES_SLOT}\"");
     let (before, after) = text
         .split_once(&slot)
@@ -70,7 +70,8 @@ pub fn write(run_dir: &RunDir, head: &LogHead<'_>, summary: &SpecSummary) -> any
     write!(out, "{before}[")?;
     let mut first = true;
     for record in run_dir.records_in_order(&head.spec.key)? {
-        let text = crate::redact::redact(&serde_json::to_string(&evidence(&record?))?).into_owned();
+        let text =
+            crate::redact::redact(&serde_json::to_string(&crate::redact::Masked(&evidence(&record?)))?).into_owned();
         write!(out, "{}\n      {text}", if first { "" } else { "," })?;
         first = false;
     }

@@ -251,6 +251,13 @@ impl Gate {
         self.broken.get()
     }
 
+    /// How much longer a `Retry-After` pause holds this model's calls (for the progress display).
+    pub fn paused_remaining(&self) -> Option<Duration> {
+        let until = self.paused_until_ms.load(Ordering::Acquire);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
     /// Whether the limiter is holding a call right now (for the progress display).
     pub fn is_rate_limited(&self) -> bool {
         self.limiter_waiting.load(Ordering::Acquire) > 0

@@ -33,11 +33,24 @@ use serde::Deserialize;
 use crate::config_value::ConfigValue;
 use crate::diagnostic::{Diagnostic, Location};
 use crate::model::io::Task;
+pub use crate::python::Isolation;
 use crate::yaml::{Located, Node, SourceFile, SourceText, from_node};
 
 pub const DEFAULT_ADAPTER: &str = "latticeflow$identity";
 const DEFAULT_HTTP_TIMEOUT: f64 = 60.0;
 const DEFAULT_SNIPPET_TIMEOUT: f64 = 60.0;
+/// `max_response_bytes` when a model sets none.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 32 * 1024 * 1024;
+/// Largest `max_response_bytes`: bodies are held in memory, a few copies at a time.
+const MAX_RESPONSE_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
+/// Largest `max_concurrent_requests`: beyond this the machine, not the endpoint, is the limit
+/// (every in-flight call holds a task, a connection or a thread, and for `isolation: process`
+/// a worker process).
+pub const MAX_CONCURRENT_REQUESTS: u32 = 10_000;
+/// Largest `rate_limit` in requests per minute (about 16,000 a second).
+pub const MAX_RATE_LIMIT: u32 = 1_000_000;
+/// The largest `tokens_per_minute` accepted (far above any provider tier).
+pub const MAX_TOKENS_PER_MINUTE: u32 = 1_000_000_000;
 
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -49,6 +62,10 @@ pub struct Model {
     pub max_concurrent_requests: Option<u32>,
     /// Prompt plus completion tokens per minute (an lfeval extension).
     pub tokens_per_minute: Option<u32>,
+    /// Where a `custom_inference` snippet runs (an lfeval extension).
+    pub isolation: Isolation,
+    /// The largest response (HTTP body or snippet return value) an attempt may produce.
+    pub max_response_bytes: u64,
     pub task: Task,
     pub secrets: IndexMap<String, ConfigValue>,
     pub adapter: Located<String>,
@@ -151,6 +168,8 @@ struct ModelWire {
     rate_limit: Option<Located<u32>>,
     max_concurrent_requests: Option<Located<u32>>,
     tokens_per_minute: Option<Located<u32>>,
+    isolation: Option<Located<Isolation>>,
+    max_response_bytes: Option<Located<u64>>,
     task: Option<Task>,
     secrets: Option<IndexMap<String, ConfigValue>>,
     retry: Option<Located<RetryPolicy>>,
@@ -255,21 +274,43 @@ fn retry_policy(value: Option<Located<RetryPolicy>>) -> Result<RetryPolicy, Diag
     };
     let p = &policy.value;
     let sane = |s: f64| s.is_finite() && (0.0..=3600.0).contains(&s);
-    if p.max_attempts == 0 || p.max_attempts > 100 || !sane(p.initial_backoff) || !sane(p.max_backoff) {
+    if p.max_attempts == 0
+        || p.max_attempts > 100
+        || !sane(p.initial_backoff)
+        || !sane(p.max_backoff)
+        || !sane(p.max_retry_after)
+    {
         return Err(Diagnostic::new("invalid `retry` policy")
             .at_location(policy.location.clone())
             .with_path(policy.path.clone())
-            .with_hint("`max_attempts` is 1 to 100; `initial_backoff` and `max_backoff` are seconds from 0 to 3600"));
+            .with_hint("`max_attempts` is 1 to 100; `initial_backoff`, `max_backoff` and `max_retry_after` are seconds from 0 to 3600"));
     }
     Ok(policy.value)
 }
 
-fn positive(value: Option<Located<u32>>, name: &str) -> Result<Option<u32>, Diagnostic> {
+/// A whole number in `1..=max`, or an error naming the key and its allowed range.
+fn in_range(value: Option<Located<u32>>, name: &str, max: u32) -> Result<Option<u32>, Diagnostic> {
     match value {
-        Some(v) if v.value == 0 => Err(Diagnostic::new(format!("`{name}` must be at least 1"))
-            .at_location(v.location.clone())
-            .with_path(v.path.clone())),
+        Some(v) if v.value == 0 || v.value > max => Err(Diagnostic::new(format!(
+            "`{name}` must be from 1 to {max}, found `{}`",
+            v.value
+        ))
+        .at_location(v.location.clone())
+        .with_path(v.path.clone())),
         other => Ok(other.map(|v| v.value)),
+    }
+}
+
+fn max_response_bytes(value: Option<Located<u64>>) -> Result<u64, Diagnostic> {
+    match value {
+        Some(v) if !(1024..=MAX_RESPONSE_BYTES_LIMIT).contains(&v.value) => Err(Diagnostic::new(format!(
+            "`max_response_bytes` must be from 1024 to {MAX_RESPONSE_BYTES_LIMIT} (1 GiB), found `{}`",
+            v.value
+        ))
+        .at_location(v.location.clone())
+        .with_path(v.path.clone())),
+        Some(v) => Ok(v.value),
+        None => Ok(DEFAULT_MAX_RESPONSE_BYTES),
     }
 }
 
@@ -371,13 +412,31 @@ pub fn from_yaml(mut node: Node, path: &str) -> Result<Model, Diagnostic> {
                 .with_hint(hint));
         }
     };
+    let isolation = match wire.isolation {
+        Some(i) if i.value == Isolation::Process && !matches!(connection, Connection::CustomInference(_)) => {
+            return Err(
+                Diagnostic::new("`isolation: process` applies to `custom_inference` models only")
+                    .at_location(i.location.clone())
+                    .with_path(i.path.clone())
+                    .with_hint("it runs the model's Python snippet in worker processes; an HTTP model has no snippet"),
+            );
+        }
+        Some(i) => i.value,
+        None => Isolation::InProcess,
+    };
     Ok(Model {
         key: wire.key.value.clone(),
         display_name: wire.display_name.value,
         description: wire.description,
-        rate_limit: positive(wire.rate_limit, "rate_limit")?,
-        max_concurrent_requests: positive(wire.max_concurrent_requests, "max_concurrent_requests")?,
-        tokens_per_minute: positive(wire.tokens_per_minute, "tokens_per_minute")?,
+        rate_limit: in_range(wire.rate_limit, "rate_limit", MAX_RATE_LIMIT)?,
+        max_concurrent_requests: in_range(
+            wire.max_concurrent_requests,
+            "max_concurrent_requests",
+            MAX_CONCURRENT_REQUESTS,
+        )?,
+        tokens_per_minute: in_range(wire.tokens_per_minute, "tokens_per_minute", MAX_TOKENS_PER_MINUTE)?,
+        isolation,
+        max_response_bytes: max_response_bytes(wire.max_response_bytes)?,
         task: wire.task.unwrap_or_default(),
         secrets: wire.secrets.unwrap_or_default(),
         adapter,

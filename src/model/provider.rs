@@ -324,6 +324,8 @@ pub fn model(
         rate_limit: None,
         max_concurrent_requests: None,
         tokens_per_minute: None,
+        isolation: Default::default(),
+        max_response_bytes: crate::model::DEFAULT_MAX_RESPONSE_BYTES,
         task: Task::ChatCompletion,
         secrets: IndexMap::new(),
         adapter: Located {

@@ -16,7 +16,14 @@ pub struct RetryPolicy {
     pub initial_backoff: f64,
     /// Upper bound on one backoff, in seconds.
     pub max_backoff: f64,
+    /// Upper bound on a pause an endpoint asks for with `Retry-After` (or a snippet with
+    /// `lfeval.RateLimited`), in seconds: a server answering `Retry-After: 100000` must not
+    /// stop a run for a day.
+    pub max_retry_after: f64,
 }
+
+/// `max_retry_after` when a model sets none.
+pub const DEFAULT_MAX_RETRY_AFTER: f64 = 120.0;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -24,7 +31,15 @@ impl Default for RetryPolicy {
             max_attempts: 3,
             initial_backoff: 1.0,
             max_backoff: 30.0,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
         }
+    }
+}
+
+impl RetryPolicy {
+    /// A `Retry-After` an endpoint sent, held to [`RetryPolicy::max_retry_after`].
+    pub fn cap_retry_after(&self, asked: Duration) -> Duration {
+        asked.min(Duration::try_from_secs_f64(self.max_retry_after.max(0.0)).unwrap_or(Duration::MAX))
     }
 }
 
@@ -56,6 +71,7 @@ mod tests {
             max_attempts: 5,
             initial_backoff: 1.0,
             max_backoff: 5.0,
+            ..RetryPolicy::default()
         }
     }
 
@@ -97,5 +113,15 @@ mod tests {
             ..policy()
         };
         assert_eq!(backoff_with(&wild, 20, None, &mut rng), Duration::MAX);
+    }
+
+    #[test]
+    fn retry_after_is_held_to_the_cap() {
+        let p = RetryPolicy::default();
+        assert_eq!(
+            p.cap_retry_after(Duration::from_secs(100_000)),
+            Duration::from_secs(120)
+        );
+        assert_eq!(p.cap_retry_after(Duration::from_secs(3)), Duration::from_secs(3));
     }
 }

@@ -54,17 +54,13 @@ impl ModelRuntime {
     ) -> Result<ModelRuntime, Diagnostic> {
         let compiled = CompiledAdapter::compile(adapter)?;
         let endpoint = match &model.connection {
-            Connection::CustomConnection(c) => Endpoint::Http(HttpEndpoint::new(&model.key, c, secrets)?),
+            Connection::CustomConnection(c) => {
+                Endpoint::Http(HttpEndpoint::new(&model.key, c, model.max_response_bytes, secrets)?)
+            }
             Connection::CustomInference(c) => {
                 let python =
                     python.ok_or_else(|| Diagnostic::new("internal error: the python runtime is not started"))?;
-                Endpoint::Snippet(SnippetEndpoint::new(
-                    &model.key,
-                    c,
-                    model.concurrency(),
-                    python,
-                    secrets,
-                )?)
+                Endpoint::Snippet(SnippetEndpoint::new(&model, c, python, secrets)?)
             }
         };
         let info = ModelInfo {
@@ -200,17 +196,27 @@ impl ModelRuntime {
             )
             .map_err(|d| Failure::from_diagnostic(Step::TransformOutput, d))?;
         trace.timings.render_output_ms = ms(t.elapsed());
-        trace.rendered_output = Some(rendered.clone());
         match io::parse_output(self.info.task, &rendered) {
             Ok(output) => {
+                // The parsed output is the evidence; the text it was parsed from would be a
+                // second copy of the same body.
                 trace.output = Some(output.value.clone());
                 Ok(output)
             }
-            Err(OutputError::Reported(message)) => Err(Failure::new(
-                Step::TransformOutput,
-                ErrorClass::ModelError,
-                format!("model `{}` returned an error: {message}", self.model.key),
-            )),
+            Err(OutputError::Reported(message)) => {
+                trace.rendered_output = Some(rendered);
+                // Masked before it goes into a longer message: an adapter may have cut a
+                // secret short (`body[:500]`), and here its remains still end the text.
+                Err(Failure::new(
+                    Step::TransformOutput,
+                    ErrorClass::ModelError,
+                    format!(
+                        "model `{}` returned an error: {}",
+                        self.model.key,
+                        crate::redact::redact(&message)
+                    ),
+                ))
+            }
             Err(OutputError::Malformed { problem, rendered }) => Err(Failure {
                 detail: Some(rendered),
                 ..Failure::new(
@@ -267,10 +273,19 @@ impl ModelRuntime {
                 Err(e) => e,
             };
             let retryable = error.retryable();
+            // Held to the model's `max_retry_after`, so one answer cannot stall the run for hours.
+            let retry_after = error.retry_after().map(|r| policy.cap_retry_after(r));
             match &error {
                 // Too many requests: the endpoint did not process the call, so its tokens are
                 // given back, and the model slows down.
-                AttemptError::Status { response, retry_after } if response.status_code == 429 => {
+                AttemptError::Status { response, .. } if response.status_code == 429 => {
+                    tokens.settle(0);
+                    if retry_after.is_none() {
+                        self.gate.throttled(started, None);
+                    }
+                }
+                // A snippet's `lfeval.RateLimited` is its way of saying 429.
+                AttemptError::RateLimited { .. } => {
                     tokens.settle(0);
                     if retry_after.is_none() {
                         self.gate.throttled(started, None);
@@ -281,7 +296,7 @@ impl ModelRuntime {
             }
             // Pause the whole model even when this call gives up: the calls queued behind it
             // must not hit an endpoint that asked for a break.
-            if let Some(retry_after) = error.retry_after() {
+            if let Some(retry_after) = retry_after {
                 self.gate.pause_for(retry_after);
             }
             trace.attempts.push(Attempt {
@@ -296,7 +311,7 @@ impl ModelRuntime {
                     other => Err(self.attempt_failure(other, attempt)),
                 };
             }
-            let delay = backoff(policy, attempt, error.retry_after());
+            let delay = backoff(policy, attempt, retry_after);
             trace.timings.backoff_ms += ms(delay);
             tokio::time::sleep(delay).await;
         }
@@ -305,7 +320,21 @@ impl ModelRuntime {
     fn attempt_failure(&self, error: AttemptError, attempts: u32) -> Failure {
         let retryable = error.retryable();
         let mut message = match &error {
-            AttemptError::Snippet { message, .. } => message.clone(),
+            AttemptError::Snippet { message, .. }
+            | AttemptError::RateLimited { message, .. }
+            | AttemptError::WorkerExited { message, .. } => message.clone(),
+            AttemptError::TooLarge { size: None, .. } => format!(
+                "model `{}`: {error}; hint: raise the model's `max_response_bytes` if answers this large are expected",
+                self.model.key
+            ),
+            AttemptError::TooLarge { .. } if matches!(self.endpoint, Endpoint::Snippet(_)) => format!(
+                "model `{}`: run_inference returned a {error}; hint: raise the model's `max_response_bytes` if answers this large are expected",
+                self.model.key
+            ),
+            AttemptError::TooLarge { .. } => format!(
+                "model `{}`: {error}; hint: raise the model's `max_response_bytes` if answers this large are expected",
+                self.model.key
+            ),
             AttemptError::Timeout { after, .. } if matches!(self.endpoint, Endpoint::Snippet(_)) => {
                 error.detail().map_or_else(
                     || {

@@ -1,6 +1,7 @@
 //! Calling a snippet function: sync calls on the snippet's worker threads with an injected
-//! timeout exception and a grace period, async calls on the shared asyncio loop under
-//! `asyncio.timeout`, each call's printed output captured on its own.
+//! timeout exception and a short grace period, async calls on the shared asyncio loop under
+//! `asyncio.timeout`, each call's printed output captured on its own (and bounded); snippets
+//! loaded with `isolation: process` go to their worker processes instead.
 
 use std::ffi::c_long;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -9,17 +10,16 @@ use std::time::{Duration, Instant};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyCFunction, PyList, PyString, PyTuple};
+use pyo3::types::{PyCFunction, PyString, PyTuple};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::error::{CallError, CallErrorKind, Frame};
+use super::error::{CallError, CallErrorKind, Frame, Stuck};
 
 use super::convert;
-use super::pool::AfterJob;
-use super::snippet::Snippet;
-use super::snippet::SnippetInner;
-use super::{CallOutput, PythonRuntime, ReturnKind, RuntimeInner, TIMEOUT_GRACE};
+use super::pool::{AfterJob, Pool};
+use super::snippet::{Exec, Snippet, SnippetInner};
+use super::{CallOutput, PythonRuntime, ReturnKind, RuntimeInner, STOP_GRACE, TIMEOUT_GRACE};
 
 /// Per-call bookkeeping shared between the caller and the worker thread running the call.
 pub(super) struct JobCtl {
@@ -30,7 +30,7 @@ pub(super) struct JobCtl {
     in_python: AtomicBool,
     /// A timeout was injected into this call (it may still be pending when the call returns).
     injected: AtomicBool,
-    buf: OnceLock<Py<PyList>>,
+    buf: OnceLock<Py<PyAny>>,
     /// When a worker picked the call up.
     started: OnceLock<Instant>,
 }
@@ -73,17 +73,13 @@ pub(super) struct Outcome {
 }
 
 impl Outcome {
-    /// A call that overran its timeout; `frames` show where it was when it was given up on.
-    fn timed_out(frames: Vec<RawFrame>, captured: String) -> Outcome {
+    /// A call that overran its timeout and was given up on; `frames` show where it was.
+    fn timed_out(frames: Vec<RawFrame>, captured: String, stuck: Option<Stuck>) -> Outcome {
         Outcome {
             captured,
-            result: Err(Failure::Raised {
-                exc_type: "SnippetTimeout".to_owned(),
-                message: String::new(),
-                chain_frames: frames_from(frames),
-                frames: Vec::new(),
-                traceback: String::new(),
-                timed_out: true,
+            result: Err(Failure::GivenUp {
+                frames: frames_from(frames),
+                stuck,
             }),
         }
     }
@@ -99,8 +95,25 @@ pub(super) enum Failure {
         traceback: String,
         /// The chain contains the injected `SnippetTimeout`, or asyncio's deadline expired.
         timed_out: bool,
+        /// The snippet raised `lfeval.RateLimited`: `Some(retry_after)` (`None` inside when it
+        /// gave no time).
+        rate_limited: Option<Option<Duration>>,
+        /// The chain holds the `os._exit` guard's exception: the status it was called with.
+        exited: Option<String>,
+    },
+    /// The call overran its deadline and its grace period.
+    GivenUp {
+        frames: Vec<Frame>,
+        stuck: Option<Stuck>,
     },
     BadReturn(convert::Unconvertible),
+    /// A `str` return value over the snippet's `max_return_bytes`.
+    TooLarge {
+        size: u64,
+        limit: u64,
+    },
+    /// Not started: this many earlier calls are stuck in C code on abandoned threads.
+    TooManyStuck(usize),
     Internal(String),
 }
 
@@ -121,23 +134,28 @@ impl PythonRuntime {
     /// Calls the snippet function with `args` (extra trailing ones beyond its arity are dropped)
     /// within `timeout`. Never runs Python on the calling (tokio) thread; needs a tokio runtime.
     ///
-    /// For sync snippets the budget starts when one of the snippet's worker threads picks the call
-    /// up, so bound in-flight calls to `workers` (as `max_concurrent_requests` does) to keep
-    /// queueing out of it. A timed-out call returns within `timeout + TIMEOUT_GRACE` plus a few
-    /// milliseconds. Dropping the returned future does not stop a call that already started.
+    /// For sync snippets the budget starts when one of the snippet's worker threads (or worker
+    /// processes) picks the call up, so bound in-flight calls to `workers` (as
+    /// `max_concurrent_requests` does) to keep queueing out of it. A sync call that timed out
+    /// returns within `timeout + 2 × STOP_GRACE`, an async one within `timeout +
+    /// TIMEOUT_GRACE`, plus a few milliseconds. Dropping the returned future does not stop a
+    /// call that already started.
     pub async fn call(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration) -> Result<CallOutput, CallError> {
-        let outcome = if snippet.inner.is_async {
-            self.call_async(snippet, args, timeout).await
-        } else {
-            self.call_sync(snippet, args, timeout).await
+        let outcome = match &snippet.inner.exec {
+            Exec::Process(workers) => return workers.call(&snippet.inner, args, timeout).await,
+            Exec::InProcess { pool: Some(pool), .. } => self.call_sync(snippet, pool, args, timeout).await,
+            Exec::InProcess { pool: None, .. } => self.call_async(snippet, args, timeout).await,
         };
         finish(&snippet.inner, outcome, timeout)
     }
 
-    async fn call_sync(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration) -> Outcome {
-        let Some(pool) = &snippet.inner.pool else {
-            return internal("sync snippet without worker threads");
-        };
+    async fn call_sync(&self, snippet: &Snippet, pool: &Pool, args: Vec<Value>, timeout: Duration) -> Outcome {
+        if let Some(stuck) = pool.too_many_stuck() {
+            return Outcome {
+                captured: String::new(),
+                result: Err(Failure::TooManyStuck(stuck)),
+            };
+        }
         let ctl = Arc::new(JobCtl::new());
         let (done_tx, mut done_rx) = oneshot::channel::<Outcome>();
         let job = {
@@ -178,7 +196,9 @@ impl PythonRuntime {
             }
         }
 
-        // Deadline passed: ask the call to stop, then give it the grace period.
+        // Deadline passed: ask the call to stop, then give it a short grace period. Pure Python
+        // stops within milliseconds; what is still running after it is stuck in C code and
+        // cannot be stopped from here, so it is reported at once and its thread given up.
         let inject = {
             let rt = Arc::clone(&self.inner);
             let ctl = Arc::clone(&ctl);
@@ -197,11 +217,14 @@ impl PythonRuntime {
                 })
             })
         };
-        if let Ok(done) = tokio::time::timeout(TIMEOUT_GRACE, &mut done_rx).await {
+        if let Ok(done) = tokio::time::timeout(STOP_GRACE, &mut done_rx).await {
             drop(inject);
             return done.unwrap_or_else(|_| internal("the worker thread dropped the call"));
         }
+        // Counted before the thread is given up, so the thread cannot uncount itself first.
+        pool.abandoned();
         if !ctl.abandon() {
+            pool.not_abandoned();
             // Finished right at the end of the grace period; the result is on its way.
             return done_rx
                 .await
@@ -209,7 +232,7 @@ impl PythonRuntime {
         }
         // Stuck in C code (or swallowing the injected exception): give the thread up.
         let replaced = pool.spawn_worker();
-        let (frames, captured) = {
+        let probed = {
             let rt = Arc::clone(&self.inner);
             let ctl = Arc::clone(&ctl);
             let file = snippet.inner.file.clone();
@@ -218,16 +241,19 @@ impl PythonRuntime {
                     let ident = ctl.ident.load(Ordering::SeqCst);
                     let frames = rt.support.thread_frames.bind(py).call1((ident, file))?.extract()?;
                     let captured = match ctl.buf.get() {
-                        Some(buf) => join_buf(buf.bind(py)),
+                        Some(buf) => capture_text(buf.bind(py)),
                         None => String::new(),
                     };
                     Ok((frames, captured))
                 })
             });
-            match tokio::time::timeout(TIMEOUT_GRACE, probe).await {
-                Ok(Ok(Ok(found))) => found,
-                _ => (Vec::new(), String::new()),
-            }
+            tokio::time::timeout(STOP_GRACE, probe).await
+        };
+        let (frames, captured, stuck) = match probed {
+            Ok(Ok(Ok((frames, captured)))) => (frames, captured, Some(Stuck::InC)),
+            // The probe could not even take the GIL: the stuck call holds it.
+            Err(_) => (Vec::new(), String::new(), Some(Stuck::HoldsGil)),
+            _ => (Vec::new(), String::new(), Some(Stuck::InC)),
         };
         if let Err(e) = replaced {
             return Outcome {
@@ -237,7 +263,7 @@ impl PythonRuntime {
                 ))),
             };
         }
-        Outcome::timed_out(frames, captured)
+        Outcome::timed_out(frames, captured, stuck)
     }
 
     async fn call_async(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration) -> Outcome {
@@ -249,12 +275,14 @@ impl PythonRuntime {
                 Python::attach(|py| -> PyResult<Py<PyAny>> {
                     let py_args = build_args(py, &args, snip.arity)?;
                     let deliver = make_deliver(py, Arc::clone(&rt), Arc::clone(&snip), tx)?;
-                    let holder = rt.support.submit.bind(py).call1((
-                        snip.func.bind(py),
-                        py_args,
-                        timeout.as_secs_f64(),
-                        deliver,
-                    ))?;
+                    let Some(func) = snip.func() else {
+                        return Err(pyo3::exceptions::PyRuntimeError::new_err("not loaded in this process"));
+                    };
+                    let holder =
+                        rt.support
+                            .submit
+                            .bind(py)
+                            .call1((func.bind(py), py_args, timeout.as_secs_f64(), deliver))?;
                     Ok(holder.unbind())
                 })
             })
@@ -292,11 +320,12 @@ impl PythonRuntime {
                 Ok((frames, captured))
             })
         });
-        let (frames, captured) = match tokio::time::timeout(TIMEOUT_GRACE, probe).await {
-            Ok(Ok(Ok(found))) => found,
-            _ => (Vec::new(), String::new()),
+        let (frames, captured, stuck) = match tokio::time::timeout(TIMEOUT_GRACE, probe).await {
+            Ok(Ok(Ok((frames, captured)))) => (frames, captured, None),
+            Err(_) => (Vec::new(), String::new(), Some(Stuck::HoldsGil)),
+            _ => (Vec::new(), String::new(), None),
         };
-        Outcome::timed_out(frames, captured)
+        Outcome::timed_out(frames, captured, stuck)
     }
 }
 
@@ -313,7 +342,15 @@ pub(super) fn run_sync(rt: &RuntimeInner, snip: &SnippetInner, ctl: &JobCtl, arg
         // SAFETY: plain query of the current thread's id.
         let ident = unsafe { ffi::PyThread_get_thread_ident() } as u64;
         ctl.ident.store(ident, Ordering::SeqCst);
-        let buf = PyList::empty(py);
+        let buf = match rt.support.capture.bind(py).call0() {
+            Ok(buf) => buf,
+            Err(e) => {
+                return Outcome {
+                    captured: String::new(),
+                    result: Err(Failure::Internal(format!("cannot set up output capture: {e}"))),
+                };
+            }
+        };
         let _ = ctl.buf.set(buf.clone().unbind());
         let py_args = match build_args(py, args, snip.arity) {
             Ok(a) => a,
@@ -324,9 +361,12 @@ pub(super) fn run_sync(rt: &RuntimeInner, snip: &SnippetInner, ctl: &JobCtl, arg
                 };
             }
         };
+        let Some(func) = snip.func() else {
+            return internal("the snippet is not loaded in this process");
+        };
         let started = Instant::now();
         ctl.in_python.store(true, Ordering::SeqCst);
-        let result = rt.support.call_sync.bind(py).call1((snip.func.bind(py), py_args, &buf));
+        let result = rt.support.call_sync.bind(py).call1((func.bind(py), py_args, &buf));
         ctl.in_python.store(false, Ordering::SeqCst);
         if ctl.injected.load(Ordering::SeqCst) {
             // Drop a timeout injected too late to be delivered, so it cannot hit the thread's
@@ -335,9 +375,9 @@ pub(super) fn run_sync(rt: &RuntimeInner, snip: &SnippetInner, ctl: &JobCtl, arg
             unsafe { ffi::PyThreadState_SetAsyncExc(ident as c_long, std::ptr::null_mut()) };
         }
         let python_time = started.elapsed();
-        let captured = join_buf(&buf);
+        let captured = capture_text(&buf);
         let result = match result {
-            Ok(value) => convert_return(&value, snip.returns).map(|v| (v, python_time)),
+            Ok(value) => convert_return(&value, snip.returns, snip.max_return_bytes).map(|v| (v, python_time)),
             Err(err) => Err(describe(rt, py, err.value(py).as_any(), &snip.file, false)),
         };
         Outcome { captured, result }
@@ -353,16 +393,37 @@ pub(super) fn build_args<'py>(py: Python<'py>, args: &[Value], arity: usize) -> 
     PyTuple::new(py, items)
 }
 
-pub(super) fn join_buf(buf: &Bound<'_, PyList>) -> String {
-    buf.iter()
-        .filter_map(|s| s.cast::<PyString>().ok().map(|s| s.to_string_lossy().into_owned()))
-        .collect()
+/// The text of a `_lfeval_support.Capture`.
+pub(super) fn capture_text(buf: &Bound<'_, PyAny>) -> String {
+    buf.call_method0("text")
+        .and_then(|t| t.extract::<String>())
+        .unwrap_or_default()
 }
 
-pub(super) fn convert_return(value: &Bound<'_, PyAny>, returns: ReturnKind) -> Result<Value, Failure> {
+pub(super) fn convert_return(
+    value: &Bound<'_, PyAny>,
+    returns: ReturnKind,
+    max_bytes: Option<u64>,
+) -> Result<Value, Failure> {
     match returns {
         ReturnKind::Str => match value.cast::<PyString>() {
-            Ok(s) => Ok(Value::String(s.to_string_lossy().into_owned())),
+            Ok(s) => {
+                if let Some(limit) = max_bytes {
+                    // Checked before the text is copied out of Python: a string is at least as
+                    // many bytes as characters, and at most four times as many.
+                    let chars = s.len().unwrap_or(0) as u64;
+                    if chars > limit {
+                        return Err(Failure::TooLarge { size: chars, limit });
+                    }
+                    if chars.saturating_mul(4) > limit {
+                        let bytes = s.to_str().map_or(chars, |t| t.len() as u64);
+                        if bytes > limit {
+                            return Err(Failure::TooLarge { size: bytes, limit });
+                        }
+                    }
+                }
+                Ok(Value::String(s.to_string_lossy().into_owned()))
+            }
             Err(_) => Err(Failure::BadReturn(convert::Unconvertible {
                 type_name: convert::type_name(value),
                 path: None,
@@ -372,6 +433,18 @@ pub(super) fn convert_return(value: &Bound<'_, PyAny>, returns: ReturnKind) -> R
         ReturnKind::Json => convert::from_py(value).map_err(Failure::BadReturn),
     }
 }
+
+/// What `_lfeval_support.describe` returns.
+type Described = (
+    String,
+    String,
+    Vec<RawFrame>,
+    Vec<RawFrame>,
+    String,
+    bool,
+    Option<f64>,
+    Option<String>,
+);
 
 pub(super) fn describe(
     rt: &RuntimeInner,
@@ -385,15 +458,18 @@ pub(super) fn describe(
         .describe
         .bind(py)
         .call1((exc, file))
-        .and_then(|d| d.extract::<(String, String, Vec<RawFrame>, Vec<RawFrame>, String, bool)>());
+        .and_then(|d| d.extract::<Described>());
     match described {
-        Ok((exc_type, message, frames, chain_frames, traceback, is_timeout)) => Failure::Raised {
+        Ok((exc_type, message, frames, chain_frames, traceback, is_timeout, rate_limited, exited)) => Failure::Raised {
             exc_type,
             message,
             frames: frames_from(frames),
             chain_frames: frames_from(chain_frames),
             traceback,
             timed_out: is_timeout || deadline_expired,
+            rate_limited: rate_limited
+                .map(|secs| (secs >= 0.0).then(|| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))),
+            exited,
         },
         Err(e) => Failure::Internal(format!("cannot describe the snippet's exception: {e}")),
     }
@@ -420,7 +496,7 @@ pub(super) fn make_deliver<'py>(
             let seconds: f64 = args.get_item(3)?.extract()?;
             let result = if status == 0 {
                 let elapsed = Duration::try_from_secs_f64(seconds).unwrap_or_default();
-                convert_return(&value, snip.returns).map(|v| (v, elapsed))
+                convert_return(&value, snip.returns, snip.max_return_bytes).map(|v| (v, elapsed))
             } else {
                 Err(describe(&rt, py, &value, &snip.file, status == 2))
             };
@@ -449,6 +525,30 @@ pub(super) fn finish(snip: &SnippetInner, outcome: Outcome, timeout: Duration) -
         }) => CallErrorKind::Timeout {
             after: timeout,
             frames: chain_frames,
+            stuck: None,
+        },
+        Err(Failure::GivenUp { frames, stuck }) => CallErrorKind::Timeout {
+            after: timeout,
+            frames,
+            stuck,
+        },
+        Err(Failure::Raised {
+            exited: Some(status),
+            chain_frames,
+            ..
+        }) => CallErrorKind::Exit {
+            status,
+            frames: chain_frames,
+        },
+        Err(Failure::Raised {
+            rate_limited: Some(retry_after),
+            message,
+            frames,
+            ..
+        }) => CallErrorKind::RateLimited {
+            message,
+            retry_after,
+            frames,
         },
         Err(Failure::Raised {
             exc_type,
@@ -462,6 +562,8 @@ pub(super) fn finish(snip: &SnippetInner, outcome: Outcome, timeout: Duration) -
             frames,
             traceback,
         },
+        Err(Failure::TooLarge { size, limit }) => CallErrorKind::TooLarge { size, limit },
+        Err(Failure::TooManyStuck(stuck)) => CallErrorKind::TooManyStuck { stuck },
         Err(Failure::BadReturn(u)) => CallErrorKind::BadReturn {
             type_name: u.type_name,
             expected: snip.returns,

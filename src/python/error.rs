@@ -6,7 +6,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::diagnostic::format_duration;
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::{format_bytes, format_duration};
 
 use super::ReturnKind;
 
@@ -22,7 +24,7 @@ pub enum PythonError {
 }
 
 /// What went wrong while loading a snippet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LoadErrorKind {
     /// The source does not compile.
     Syntax,
@@ -38,7 +40,7 @@ pub enum LoadErrorKind {
 
 /// A snippet failed to load. `line`/`col` are 1-based positions in `file` (line offsets of inline
 /// snippets already applied).
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 #[error("{owner}: {message} ({file}:{line}:{col}){hint}", hint = load_hint(*.kind))]
 pub struct SnippetLoadError {
     pub owner: String,
@@ -66,7 +68,7 @@ fn load_hint(kind: LoadErrorKind) -> &'static str {
 }
 
 /// One stack frame inside the snippet's own file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     pub file: String,
     pub line: usize,
@@ -81,7 +83,7 @@ impl fmt::Display for Frame {
 }
 
 /// A snippet call failed. Displays as ``model `x`: run_inference timed out after 15s (x.py:12, in run_inference)``.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 #[error("{owner}: {function} {kind}")]
 pub struct CallError {
     pub owner: String,
@@ -93,7 +95,19 @@ pub struct CallError {
     pub captured: String,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
+/// Why a call that timed out could not be stopped the ordinary way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stuck {
+    /// It ignored the injected stop (stuck in C code); its thread was given up.
+    InC,
+    /// It holds Python's GIL in C code (a catastrophic regex, a C extension's loop): every
+    /// Python snippet of the process waits until it returns.
+    HoldsGil,
+    /// Its worker process (`isolation: process`) was killed.
+    Killed,
+}
+
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum CallErrorKind {
     /// The snippet raised. `frames` holds only the snippet's own frames, outermost first.
     #[error("raised `{}`{}", exception_text(.exc_type, .message), innermost(.frames))]
@@ -104,8 +118,42 @@ pub enum CallErrorKind {
         traceback: String,
     },
     /// The call exceeded its time budget. `frames` shows where it was when it was stopped, if known.
-    #[error("timed out after {}{}", format_duration(*.after), innermost(.frames))]
-    Timeout { after: Duration, frames: Vec<Frame> },
+    #[error("timed out after {}{}{}", format_duration(*.after), innermost(.frames), stuck_text(*.stuck))]
+    Timeout {
+        after: Duration,
+        frames: Vec<Frame>,
+        stuck: Option<Stuck>,
+    },
+    /// The snippet called `os._exit` (its status shown as Python's `repr`), which would have
+    /// ended lfeval; the guard turned it into a failed call.
+    #[error(
+        "called `os._exit({status})`{}; a snippet cannot end lfeval, so this call failed instead",
+        innermost(.frames)
+    )]
+    Exit { status: String, frames: Vec<Frame> },
+    /// The snippet raised `lfeval.RateLimited`; retried like an HTTP 429.
+    #[error(
+        "was rate limited (`lfeval.RateLimited`{}{}){}",
+        if .message.is_empty() || .message == "rate limited" { String::new() } else { format!(": {}", .message) },
+        .retry_after.map(|d| format!(", retry after {}", format_duration(d))).unwrap_or_default(),
+        innermost(.frames)
+    )]
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+        frames: Vec<Frame>,
+    },
+    /// The returned text is longer than the model's `max_response_bytes`.
+    #[error("returned a response too large ({} > {})", format_bytes(*.size), format_bytes(*.limit))]
+    TooLarge { size: u64, limit: u64 },
+    /// The worker process running the call (`isolation: process`) ended during it.
+    #[error("ended its worker process during the call ({status}); the worker is replaced")]
+    WorkerExited { status: String },
+    /// Not started: earlier calls are stuck in C code on threads that cannot be stopped.
+    #[error(
+        "was not started: {stuck} earlier calls of this snippet are stuck in C code after timing out, and their threads cannot be stopped in-process; hint: set `isolation: process` on the model so stuck calls are killed"
+    )]
+    TooManyStuck { stuck: usize },
     /// The return value has the wrong type. `path` locates a nested offender (`$.items[2]`);
     /// `reason` explains values of an accepted type that still cannot be represented.
     #[error("{}", bad_return_text(*.expected, .type_name, .path.as_deref(), .reason.as_deref()))]
@@ -123,9 +171,26 @@ impl CallErrorKind {
     /// Snippet frames attached to this error (empty for kinds without a location).
     pub fn frames(&self) -> &[Frame] {
         match self {
-            Self::Raised { frames, .. } | Self::Timeout { frames, .. } => frames,
-            Self::BadReturn { .. } | Self::Internal(_) => &[],
+            Self::Raised { frames, .. }
+            | Self::Timeout { frames, .. }
+            | Self::Exit { frames, .. }
+            | Self::RateLimited { frames, .. } => frames,
+            Self::BadReturn { .. }
+            | Self::Internal(_)
+            | Self::TooLarge { .. }
+            | Self::WorkerExited { .. }
+            | Self::TooManyStuck { .. } => &[],
         }
+    }
+}
+
+fn stuck_text(stuck: Option<Stuck>) -> &'static str {
+    match stuck {
+        None | Some(Stuck::InC) => "",
+        Some(Stuck::HoldsGil) => {
+            "; it holds Python's GIL in C code, which stalls every Python snippet until it returns; hint: set `isolation: process` on the model so such calls are killed"
+        }
+        Some(Stuck::Killed) => "; its worker process was killed",
     }
 }
 

@@ -60,6 +60,7 @@ pub fn initialize(opts: &PythonOptions) -> Result<PythonRuntime, PythonError> {
     let (support, loop_ident) = Python::attach(|py| setup(py, venv.as_deref(), home_set))?;
     Ok(PythonRuntime {
         inner: Arc::new(RuntimeInner {
+            options: opts.clone(),
             support,
             loop_ident,
             startup: started.elapsed(),
@@ -124,6 +125,7 @@ pub(super) fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Resu
         flush: get("flush")?,
         info: get("info")?,
         timeout_exc: get("SnippetTimeout")?,
+        capture: get("Capture")?,
     };
     let loop_ident: u64 = module
         .getattr("loop_ident")

@@ -8,8 +8,10 @@
 //! Timeouts: an async call is cancelled by `asyncio.timeout` inside the loop. A sync call gets a
 //! `SnippetTimeout` (a `BaseException`) injected into its thread, which stops pure-Python code
 //! at once but only reaches code blocked in C (sleep, socket reads) when that call returns. A
-//! call that is still running [`TIMEOUT_GRACE`] after its deadline is reported as timed out
-//! anyway and its thread is abandoned and replaced.
+//! sync call still running [`STOP_GRACE`] after its deadline is reported as timed out at once
+//! and its thread is abandoned and replaced; a snippet with too many abandoned threads fails
+//! its next calls fast. A call holding the GIL in C cannot be stopped in-process at all: that is
+//! what `isolation: process` ([`worker`]) is for, where a timeout kills the worker process.
 
 mod call;
 mod convert;
@@ -20,6 +22,7 @@ mod pool;
 mod snippet;
 #[cfg(test)]
 mod tests;
+pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,25 +32,49 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use serde_json::Value;
 
-pub use error::{CallError, CallErrorKind, Frame, LoadErrorKind, PythonError, SnippetLoadError};
+pub use error::{CallError, CallErrorKind, Frame, LoadErrorKind, PythonError, SnippetLoadError, Stuck};
 
 pub use host::{HostFn, HostFuture, HostGuard, host_object};
 pub use init::initialize;
 pub use snippet::{Snippet, SnippetSpec};
 
-/// How long a call may keep running after its deadline (and after being told to stop) before
-/// it is reported as timed out and, for sync snippets, its thread is abandoned.
+/// How long an async call may keep running after its deadline before it is reported as timed
+/// out (asyncio cancels it at its next `await`; only code that never awaits overruns this).
 pub const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a sync call may keep running after being told to stop before it is reported as
+/// timed out and its thread abandoned. Pure Python stops within milliseconds of the injected
+/// exception, so whatever is still running after this is stuck in C and is reported promptly.
+pub const STOP_GRACE: Duration = Duration::from_millis(250);
+
+/// Where a snippet runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// In lfeval's own interpreter, on threads of its own (the fastest).
+    #[default]
+    #[serde(alias = "in-process")]
+    InProcess,
+    /// In worker processes (lfeval re-executed as `lfeval __worker`), one call at a time each:
+    /// a timeout kills the worker, a crash costs one call, and each worker has its own GIL.
+    Process,
+}
 
 /// How to set up the interpreter.
 #[derive(Debug, Clone, Default)]
 pub struct PythonOptions {
     /// A virtualenv directory (`--python-env`); when `None`, `$VIRTUAL_ENV` is used if set.
     pub python_env: Option<PathBuf>,
+    /// The lfeval executable started as `lfeval __worker` for `isolation: process` snippets;
+    /// `None` for the running executable.
+    pub worker_exe: Option<PathBuf>,
 }
 
+/// How long [`PythonRuntime::flush`] waits for the GIL.
+const FLUSH_WAIT: Duration = Duration::from_millis(500);
+
 /// What a snippet function must return.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ReturnKind {
     /// A `str` (e.g. `run_inference`).
     Str,
@@ -97,7 +124,7 @@ pub fn lf_object(kind: LfType, value: Value, fallback: Value) -> Value {
 }
 
 /// A successful call.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CallOutput {
     pub value: Value,
     /// What this call printed (stdout, stderr and logging through `sys.stdout`/`sys.stderr`).
@@ -113,6 +140,7 @@ pub struct PythonRuntime {
 }
 
 pub(super) struct RuntimeInner {
+    pub(super) options: PythonOptions,
     pub(super) support: Support,
     pub(super) loop_ident: u64,
     pub(super) startup: Duration,
@@ -130,6 +158,8 @@ pub(super) struct Support {
     pub(super) flush: Py<PyAny>,
     pub(super) info: Py<PyAny>,
     pub(super) timeout_exc: Py<PyAny>,
+    /// `Capture`, the class holding one call's output.
+    pub(super) capture: Py<PyAny>,
 }
 
 impl std::fmt::Debug for PythonRuntime {
@@ -177,9 +207,21 @@ impl PythonRuntime {
 
     /// Flushes Python's real stdout/stderr. Call before the process exits: the interpreter is
     /// never finalised, so buffered output written outside snippet calls would otherwise be lost.
+    /// Gives up after [`FLUSH_WAIT`]: a snippet stuck in C while holding the GIL must not keep
+    /// lfeval from exiting (after Ctrl-C, say).
     pub fn flush(&self) {
-        Python::attach(|py| {
-            let _ = self.inner.support.flush.bind(py).call0();
-        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inner = Arc::clone(&self.inner);
+        let started = std::thread::Builder::new()
+            .name("lfeval-py-flush".to_owned())
+            .spawn(move || {
+                Python::attach(|py| {
+                    let _ = inner.support.flush.bind(py).call0();
+                });
+                let _ = tx.send(());
+            });
+        if started.is_ok() {
+            let _ = rx.recv_timeout(FLUSH_WAIT);
+        }
     }
 }

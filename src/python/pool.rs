@@ -3,7 +3,9 @@
 //! Each thread keeps one Python thread state for its whole life, so a call only has to take the
 //! GIL, and the thread's identity (what a timeout injects into) stays stable. A job tells the
 //! worker whether to keep serving; a job whose caller gave up on it exits its thread, and the
-//! caller starts a replacement, so a snippet stuck in C code never shrinks the pool.
+//! caller starts a replacement, so a snippet stuck in C code never shrinks the pool. Abandoned
+//! threads are counted until they finally return; past [`Pool::stuck_limit`] of them the
+//! snippet's calls fail fast instead of piling up more threads.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +33,9 @@ struct Shared {
     label: String,
     spawned: AtomicUsize,
     live: AtomicUsize,
+    /// Threads whose call was given up on and that have not returned yet.
+    stuck: AtomicUsize,
+    size: usize,
 }
 
 impl Pool {
@@ -44,6 +49,8 @@ impl Pool {
                 label: label.to_owned(),
                 spawned: AtomicUsize::new(0),
                 live: AtomicUsize::new(0),
+                stuck: AtomicUsize::new(0),
+                size: size.max(1),
             }),
         };
         for _ in 0..size.max(1) {
@@ -59,6 +66,28 @@ impl Pool {
         self.tx
             .send(job)
             .map_err(|_| "the snippet's worker threads are gone".to_owned())
+    }
+
+    /// How many abandoned threads a snippet may have before its calls fail fast: as many as it
+    /// has workers (a network outage can strand every call at once), and at least 8.
+    fn stuck_limit(&self) -> usize {
+        self.shared.size.max(8)
+    }
+
+    /// `Some(count)` when so many threads are stuck that no new call should start.
+    pub(super) fn too_many_stuck(&self) -> Option<usize> {
+        let stuck = self.shared.stuck.load(Ordering::SeqCst);
+        (stuck >= self.stuck_limit()).then_some(stuck)
+    }
+
+    /// Records that a call's thread was given up on; it counts until its job returns.
+    pub(super) fn abandoned(&self) {
+        self.shared.stuck.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Takes back [`Pool::abandoned`] for a call that finished after all.
+    pub(super) fn not_abandoned(&self) {
+        self.shared.stuck.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Starts one more worker; called when a job (and with it its thread) was abandoned.
@@ -89,6 +118,8 @@ fn worker(shared: &Shared) {
         };
         let Ok(job) = job else { break };
         if job() == AfterJob::Exit {
+            // The call that was given up on has returned at last: the thread is no longer stuck.
+            shared.stuck.fetch_sub(1, Ordering::SeqCst);
             break;
         }
     }

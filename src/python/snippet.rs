@@ -1,5 +1,6 @@
 //! Loading a snippet: compiling its source into a module of its own (with its real file name
-//! and line numbers), running its module-level code and finding the function to call.
+//! and line numbers), running its module-level code and finding the function to call; or, for
+//! `isolation: process`, doing the same in a first worker process.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,10 +10,11 @@ use pyo3::prelude::*;
 use super::error::{LoadErrorKind, SnippetLoadError};
 
 use super::pool::Pool;
-use super::{PythonRuntime, ReturnKind};
+use super::worker::ProcessPool;
+use super::{Isolation, PythonRuntime, ReturnKind};
 
 /// A snippet to compile.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SnippetSpec {
     /// Who the snippet belongs to, used verbatim in messages, e.g. ``model `gpt-x` ``.
     pub owner: String,
@@ -34,9 +36,13 @@ pub struct SnippetSpec {
     /// is used, so a third parameter with a default receives the third argument.
     pub arities: Vec<usize>,
     pub returns: ReturnKind,
-    /// Threads in this snippet's pool for sync calls (at least one). Unused for `async def`
-    /// snippets: they all share the asyncio loop and the caller bounds their concurrency.
+    /// Threads in this snippet's pool for sync calls (at least one), or worker processes for
+    /// [`Isolation::Process`]. Unused for in-process `async def` snippets: they all share the
+    /// asyncio loop and the caller bounds their concurrency.
     pub workers: usize,
+    pub isolation: Isolation,
+    /// A `str` return value longer than this many bytes fails the call (`None`: no bound).
+    pub max_return_bytes: Option<u64>,
 }
 
 /// A loaded snippet. Cheap to clone; its module stays alive for the whole process.
@@ -51,12 +57,29 @@ pub(super) struct SnippetInner {
     pub(super) function: String,
     pub(super) module_name: String,
     pub(super) returns: ReturnKind,
-    pub(super) func: Py<PyAny>,
+    pub(super) max_return_bytes: Option<u64>,
     pub(super) is_async: bool,
     pub(super) arity: usize,
     pub(super) load_output: String,
-    /// Present for sync snippets only.
-    pub(super) pool: Option<Pool>,
+    pub(super) exec: Exec,
+}
+
+/// Where a loaded snippet's calls run.
+pub(super) enum Exec {
+    /// In this interpreter; `pool` runs sync calls (`None` for `async def` snippets).
+    InProcess { func: Py<PyAny>, pool: Option<Pool> },
+    /// In worker processes.
+    Process(ProcessPool),
+}
+
+impl SnippetInner {
+    /// The function object, when the snippet lives in this process.
+    pub(super) fn func(&self) -> Option<&Py<PyAny>> {
+        match &self.exec {
+            Exec::InProcess { func, .. } => Some(func),
+            Exec::Process(_) => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Snippet {
@@ -95,6 +118,14 @@ impl Snippet {
     pub fn load_output(&self) -> &str {
         &self.inner.load_output
     }
+
+    /// Whether the snippet runs in worker processes.
+    pub fn isolation(&self) -> Isolation {
+        match self.inner.exec {
+            Exec::InProcess { .. } => Isolation::InProcess,
+            Exec::Process(_) => Isolation::Process,
+        }
+    }
 }
 
 /// `(function, is_async, arity, load output)` of a snippet that loaded.
@@ -125,6 +156,23 @@ impl PythonRuntime {
                 LoadErrorKind::Other,
                 "no accepted parameter counts were given for the snippet function".to_owned(),
             ));
+        }
+        if spec.isolation == Isolation::Process {
+            let (workers, loaded) = ProcessPool::start(&self.inner.options, &spec)?;
+            return Ok(Snippet {
+                inner: Arc::new(SnippetInner {
+                    owner: spec.owner,
+                    file: spec.file,
+                    function: spec.function,
+                    module_name: loaded.module_name,
+                    returns: spec.returns,
+                    max_return_bytes: spec.max_return_bytes,
+                    is_async: loaded.is_async,
+                    arity: loaded.arity,
+                    load_output: loaded.load_output,
+                    exec: Exec::Process(workers),
+                }),
+            });
         }
 
         let loaded = Python::attach(|py| -> PyResult<Result<Loaded, SnippetLoadError>> {
@@ -193,11 +241,11 @@ impl PythonRuntime {
                 function: spec.function,
                 module_name,
                 returns: spec.returns,
-                func,
+                max_return_bytes: spec.max_return_bytes,
                 is_async,
                 arity,
                 load_output,
-                pool,
+                exec: Exec::InProcess { func, pool },
             }),
         })
     }

@@ -1,17 +1,21 @@
 """Python half of lfeval's snippet runtime, loaded once as the module `_lfeval_support`.
 
-It owns what is easier to express in Python: per-call output capture, compiling snippets into
-their own modules, checking signatures, describing exceptions, and the process-wide asyncio loop.
+It owns what is easier to express in Python: per-call output capture (bounded: head and tail
+kept, the middle counted), compiling snippets into their own modules, checking signatures,
+describing exceptions, the process-wide asyncio loop, the guards that keep a snippet from
+ending or forking the process, and the importable `lfeval` module snippets talk to lfeval with.
 The Rust side (src/python/mod.rs) decides on threads, timeouts and conversions.
 """
 
 import asyncio
+import collections
 import contextvars
 import difflib
 import inspect
 import io
 import linecache
 import os
+import posix
 import site
 import sys
 import threading
@@ -40,12 +44,126 @@ class SnippetTimeout(BaseException):
     """
 
 
+class SnippetExit(BaseException):
+    """Raised in place of `os._exit(status)`, which would end lfeval (and every other model's
+    calls) without a word. A BaseException, so the snippet's `except Exception:` lets it pass."""
+
+    def __init__(self, status):
+        super().__init__(status)
+        self.status = status
+
+
+# --------------------------------------------------------------------------------------------
+# The `lfeval` module snippets may import.
+
+
+class RateLimited(Exception):
+    """Raise it from `run_inference` when the endpoint said "too many requests": lfeval treats
+    the attempt like an HTTP 429, pausing the model's calls for `retry_after` seconds (held to
+    the model's `retry.max_retry_after`) and retrying it."""
+
+    def __init__(self, message="rate limited", retry_after=None):
+        super().__init__(message)
+        if retry_after is not None:
+            retry_after = float(retry_after)
+            if not retry_after >= 0 or retry_after == float("inf"):
+                raise ValueError(f"retry_after must be a number of seconds >= 0, got {retry_after!r}")
+        self.retry_after = retry_after
+
+
+class ForkRefused(RuntimeError):
+    """What `os.fork()` raises inside lfeval."""
+
+
+RateLimited.__module__ = ForkRefused.__module__ = "lfeval"
+
+lfeval = types.ModuleType(
+    "lfeval", "Provided by lfeval to snippets it runs: `raise lfeval.RateLimited(retry_after=30)`."
+)
+lfeval.RateLimited = RateLimited
+lfeval.ForkRefused = ForkRefused
+lfeval.__all__ = ["RateLimited", "ForkRefused"]
+
+
+_FORK_MESSAGE = (
+    "os.fork() is refused in lfeval snippets: the copy of lfeval it makes would keep lfeval's "
+    "output open and never finish; hint: start programs with `subprocess`, and use "
+    "`multiprocessing.get_context(\"spawn\")` for worker processes"
+)
+
+
+def _refuse_exit(status=0, *args, **kwargs):
+    raise SnippetExit(status)
+
+
+def _refuse_fork(*args, **kwargs):
+    raise ForkRefused(_FORK_MESSAGE)
+
+
+def _install_guards():
+    for module in (os, posix):
+        module._exit = _refuse_exit
+        if hasattr(module, "fork"):
+            module.fork = _refuse_fork
+        if hasattr(module, "forkpty"):
+            module.forkpty = _refuse_fork
+
+
 # --------------------------------------------------------------------------------------------
 # Output capture: sys.stdout/sys.stderr write into the buffer of the call that is running in the
 # current context. Worker threads each have their own context and every asyncio Task runs in a
 # copy, so concurrent calls never share a buffer.
 
 _capture = contextvars.ContextVar("lfeval_capture", default=None)
+
+# What one call keeps of its output: the first and the last characters, with the number in
+# between that were dropped, so a snippet printing megabytes costs kilobytes.
+CAPTURE_HEAD = 64 * 1024
+CAPTURE_TAIL = 64 * 1024
+
+
+class Capture:
+    """Output of one call, bounded."""
+
+    __slots__ = ("_head", "_head_len", "_tail", "_tail_len", "_dropped")
+
+    def __init__(self):
+        self._head = []
+        self._head_len = 0
+        self._tail = collections.deque()
+        self._tail_len = 0
+        self._dropped = 0
+
+    def append(self, s):
+        if self._head_len < CAPTURE_HEAD:
+            room = CAPTURE_HEAD - self._head_len
+            part = s[:room]
+            self._head.append(part)
+            self._head_len += len(part)
+            s = s[room:]
+            if not s:
+                return
+        self._tail.append(s)
+        self._tail_len += len(s)
+        while self._tail_len > CAPTURE_TAIL:
+            first = self._tail[0]
+            excess = self._tail_len - CAPTURE_TAIL
+            if len(first) <= excess:
+                self._tail.popleft()
+                self._tail_len -= len(first)
+                self._dropped += len(first)
+            else:
+                self._tail[0] = first[excess:]
+                self._tail_len -= excess
+                self._dropped += excess
+
+    def text(self):
+        head = "".join(self._head)
+        tail = "".join(self._tail)
+        if self._dropped:
+            # `…` on both sides: the redactor masks what is left of a secret cut at a boundary.
+            return f"{head}…\n[{self._dropped} characters of output omitted]\n…{tail}"
+        return head + tail
 
 
 class _Router(io.TextIOBase):
@@ -119,6 +237,8 @@ def setup(executable, site_dirs, unset_home):
         _add_site_dir(d)
     sys.stdout = _Router(_real(sys.__stdout__))
     sys.stderr = _Router(_real(sys.__stderr__))
+    sys.modules["lfeval"] = lfeval
+    _install_guards()
 
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -232,12 +352,12 @@ def _alternatives(ns):
 
 
 def _load_error(kind, message, filename, line, col, tb, buf):
-    return ("err", kind, message, line, col, _source_line(filename, line), tb, "".join(buf))
+    return ("err", kind, message, line, col, _source_line(filename, line), tb, buf.text())
 
 
 def load(module_name, filename, source, display_source, line_offset, function, arities):
     """Compile and execute a snippet in a fresh module; returns a tagged tuple, never raises."""
-    buf = []
+    buf = Capture()
     _register_source(filename, line_offset, display_source)
     try:
         code = compile("\n" * line_offset + source, filename, "exec", dont_inherit=True)
@@ -320,7 +440,7 @@ def load(module_name, filename, source, display_source, line_offset, function, a
     is_async = inspect.iscoroutinefunction(fn) or (
         not inspect.isfunction(fn) and inspect.iscoroutinefunction(getattr(fn, "__call__", None))
     )
-    return ("ok", fn, bool(is_async), arity, "".join(buf))
+    return ("ok", fn, bool(is_async), arity, buf.text())
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,12 +459,14 @@ def call_sync(fn, args, buf):
 
 
 def describe(exc, filename):
-    """(type, message, own snippet frames, deepest snippet frames of the chain, traceback, is_timeout)."""
+    """(type, message, own snippet frames, deepest snippet frames of the chain, traceback,
+    is_timeout, rate limited: None or retry_after (-1.0 when not given), os._exit status or None)."""
     _ensure_sources()
     te = traceback.TracebackException.from_exception(exc)
     own = _snippet_frames(te.stack, filename)
     deepest = own
     timed_out = False
+    exited = None
     seen = set()
     cur, cur_exc = te, exc
     while cur is not None and id(cur) not in seen:
@@ -354,6 +476,8 @@ def describe(exc, filename):
             deepest = frames
         # A snippet that catches the injected timeout and raises something else still timed out.
         timed_out = timed_out or isinstance(cur_exc, SnippetTimeout)
+        if exited is None and isinstance(cur_exc, SnippetExit):
+            exited = _safe_repr(cur_exc.status)
         if cur.__cause__ is not None:
             cur, cur_exc = cur.__cause__, getattr(cur_exc, "__cause__", None)
         elif not cur.__suppress_context__:
@@ -362,7 +486,17 @@ def describe(exc, filename):
             cur = None
     _drop_own_frames(te)
     text = "".join(te.format())
-    return (type_name(type(exc)), _safe_str(exc), own, deepest, text, timed_out)
+    rate_limited = None
+    if isinstance(exc, RateLimited):
+        rate_limited = -1.0 if exc.retry_after is None else float(exc.retry_after)
+    return (type_name(type(exc)), _safe_str(exc), own, deepest, text, timed_out, rate_limited, exited)
+
+
+def _safe_repr(value):
+    try:
+        return repr(value)
+    except BaseException:
+        return "<unprintable>"
 
 
 def _drop_own_frames(te):
@@ -393,7 +527,7 @@ OK, RAISED, TIMED_OUT = 0, 1, 2
 
 def submit(fn, args, timeout, deliver):
     """Schedule an async snippet call on the loop; returns the call's holder [task, buffer]."""
-    holder = [None, []]
+    holder = [None, Capture()]
     asyncio.run_coroutine_threadsafe(_run_async(fn, args, timeout, deliver, holder), loop)
     return holder
 
@@ -411,7 +545,7 @@ async def _run_async(fn, args, timeout, deliver, holder):
     except BaseException as e:
         status, value = (TIMED_OUT if deadline.expired() else RAISED), e
     elapsed = time.perf_counter() - started
-    deliver(status, value, "".join(buf), elapsed)
+    deliver(status, value, buf.text(), elapsed)
 
 
 def _coroutine_frames(coro, filename):
@@ -437,13 +571,13 @@ def async_overdue(holder, filename):
     _ensure_sources()
     task, buf = holder
     if task is None:
-        return (False, [], "".join(buf))
+        return (False, [], buf.text())
     running = asyncio.current_task(loop) is task
     if running:
         frames = thread_frames(loop_ident, filename)
     else:
         frames = _coroutine_frames(task.get_coro(), filename)
-    return (running, frames, "".join(buf))
+    return (running, frames, buf.text())
 
 
 # --------------------------------------------------------------------------------------------

@@ -64,12 +64,12 @@ pub fn sources(node: &Node) -> Vec<Arc<SourceFile>> {
 
 /// Loads YAML text that is not on disk (built-in definitions compiled into the binary).
 pub fn load_str(display: &str, text: &str) -> Result<Node, Diagnostic> {
-    let file = Arc::new(SourceFile {
-        path: Path::new(display).to_path_buf(),
-        display: display.to_owned(),
-        text: text.to_owned(),
-        included_from: None,
-    });
+    let file = Arc::new(SourceFile::new(
+        Path::new(display).to_path_buf(),
+        display.to_owned(),
+        text.to_owned(),
+        None,
+    ));
     parse::parse_embedded(&file)
 }
 

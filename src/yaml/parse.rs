@@ -4,8 +4,13 @@
 //! `!include "./file"` is resolved here, relative to the file holding the tag and confined to
 //! the project root: a `.yaml`/`.yml` file is parsed as YAML (errors point into it), any other
 //! file becomes its text, stripped, like `lf` does.
+//!
+//! Hostile input stays cheap: aliases are expanded in full (the tree has no sharing), so what
+//! they add is counted against [`MAX_ALIAS_NODES`] and [`MAX_ALIAS_BYTES`] per file, which a
+//! "billion laughs" document exceeds long before it costs memory; and keys are checked for
+//! duplicates through an index, so a mapping loads in time linear in its size.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,6 +18,14 @@ use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle, ScanError, Span as
 
 use super::node::{Key, Node, SourceFile, Span, Style, Value};
 use crate::diagnostic::Diagnostic;
+
+/// Nodes that aliases may add to one file's tree (every use of an alias copies its anchor).
+pub const MAX_ALIAS_NODES: usize = 100_000;
+/// Bytes of scalar text that aliases may add to one file's tree.
+pub const MAX_ALIAS_BYTES: usize = 16 * 1024 * 1024;
+/// How deeply lists and mappings may nest. Everything that walks the tree recurses, so the
+/// bound keeps the stack bounded too; real configurations nest a dozen levels at most.
+pub const MAX_DEPTH: usize = 64;
 
 /// Parses files below one root; tracks the include chain to catch cycles.
 pub struct FileParser<'a> {
@@ -29,12 +42,12 @@ impl FileParser<'_> {
     pub fn parse_file(&mut self, path: &Path, included_from: Option<String>) -> Result<Node, Diagnostic> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Diagnostic::new(format!("cannot read `{}`: {e}", display_path(self.root, path))))?;
-        let file = Arc::new(SourceFile {
-            path: path.to_path_buf(),
-            display: display_path(self.root, path),
+        let file = Arc::new(SourceFile::new(
+            path.to_path_buf(),
+            display_path(self.root, path),
             text,
             included_from,
-        });
+        ));
         self.stack.push(path.to_path_buf());
         let result = self.parse_source(&file);
         self.stack.pop();
@@ -47,6 +60,8 @@ impl FileParser<'_> {
             file: file.clone(),
             parser: Parser::new_from_str(&text),
             anchors: HashMap::new(),
+            expanded: Size::default(),
+            depth: 0,
             files: self,
         };
         builder.document()
@@ -56,8 +71,50 @@ impl FileParser<'_> {
 struct Builder<'p, 'a, 'input> {
     file: Arc<SourceFile>,
     parser: Parser<'input, serde_saphyr::granit_parser::StrInput<'input>>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with their size, by anchor id.
+    anchors: HashMap<usize, (Node, Size)>,
+    /// What alias expansion has added to this file's tree so far.
+    expanded: Size,
+    /// Lists and mappings open around the current event.
+    depth: usize,
     files: &'p mut FileParser<'a>,
+}
+
+/// The size of a (sub)tree: its nodes and the bytes of its scalar text.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Size {
+    fn of(node: &Node) -> Size {
+        let mut size = Size { nodes: 1, bytes: 0 };
+        match &node.value {
+            Value::Str(s) => size.bytes = s.len(),
+            Value::Seq(items) => {
+                for item in items {
+                    size.add(Size::of(item));
+                }
+            }
+            Value::Map(entries) => {
+                for (key, value) in entries {
+                    size.add(Size {
+                        nodes: 1,
+                        bytes: key.name.len(),
+                    });
+                    size.add(Size::of(value));
+                }
+            }
+            _ => {}
+        }
+        size
+    }
+
+    fn add(&mut self, other: Size) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
 }
 
 impl<'input> Builder<'_, '_, 'input> {
@@ -127,24 +184,23 @@ impl<'input> Builder<'_, '_, 'input> {
 
     fn node(&mut self, event: Event<'input>, raw: RawSpan) -> Result<Node, Diagnostic> {
         let span = self.span(&raw);
-        match event {
-            Event::Scalar(text, style, anchor, tag) => {
-                let tag = tag.map(|t| (t.handle().to_owned(), t.suffix().to_owned()));
-                let node = match tag {
-                    Some((handle, suffix)) if handle == "!" && suffix == "include" => self.include(&text, &span)?,
-                    Some((handle, suffix)) if handle == "!" => {
-                        return Err(Diagnostic::new(format!("unknown tag `!{suffix}`"))
-                            .at(&span)
-                            .with_hint("the only supported tag is `!include \"./file\"`"));
-                    }
-                    Some((_, suffix)) if suffix == "str" => {
-                        Node::new(Value::Str(text.into_owned()), span, Style::Quoted)
-                    }
-                    _ => scalar(&text, style, span),
-                };
-                self.remember(anchor, &node);
-                Ok(node)
+        if matches!(event, Event::SequenceStart(..) | Event::MappingStart(..)) {
+            if self.depth >= MAX_DEPTH {
+                return Err(Diagnostic::new(format!(
+                    "YAML nested deeper than {MAX_DEPTH} levels of lists and mappings"
+                ))
+                .at(&span));
             }
+            self.depth += 1;
+            let node = self.collection(event, span);
+            self.depth -= 1;
+            return node;
+        }
+        self.leaf(event, span, &raw)
+    }
+
+    fn collection(&mut self, event: Event<'input>, span: Span) -> Result<Node, Diagnostic> {
+        match event {
             Event::SequenceStart(_, anchor, _) => {
                 let mut items = Vec::new();
                 loop {
@@ -163,24 +219,71 @@ impl<'input> Builder<'_, '_, 'input> {
                 self.remember(anchor, &node);
                 Ok(node)
             }
-            Event::Alias(id) => self
-                .anchors
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| Diagnostic::new("alias refers to an unknown anchor").at(&span)),
+            _ => Err(Diagnostic::new("unexpected YAML structure").at(&span)),
+        }
+    }
+
+    fn leaf(&mut self, event: Event<'input>, span: Span, raw: &RawSpan) -> Result<Node, Diagnostic> {
+        match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let tag = tag.map(|t| (t.handle().to_owned(), t.suffix().to_owned()));
+                let node = match tag {
+                    Some((handle, suffix)) if handle == "!" && suffix == "include" => self.include(&text, &span)?,
+                    Some((handle, suffix)) if handle == "!" => {
+                        return Err(Diagnostic::new(format!("unknown tag `!{suffix}`"))
+                            .at(&span)
+                            .with_hint("the only supported tag is `!include \"./file\"`"));
+                    }
+                    Some((_, suffix)) if suffix == "str" => {
+                        Node::new(Value::Str(text.into_owned()), span, Style::Quoted)
+                    }
+                    _ => scalar(&text, style, span),
+                };
+                self.remember(anchor, &node);
+                Ok(node)
+            }
+            Event::Alias(id) => {
+                let Some((node, size)) = self.anchors.get(&id) else {
+                    return Err(Diagnostic::new("alias refers to an unknown anchor").at(&span));
+                };
+                self.expanded.add(*size);
+                if self.expanded.nodes > MAX_ALIAS_NODES || self.expanded.bytes > MAX_ALIAS_BYTES {
+                    let name = raw
+                        .byte_range()
+                        .and_then(|r| self.file.text.get(r))
+                        .unwrap_or("*?")
+                        .to_owned();
+                    let what = if self.expanded.nodes > MAX_ALIAS_NODES {
+                        format!("{MAX_ALIAS_NODES} nodes")
+                    } else {
+                        format!("{} MiB of text", MAX_ALIAS_BYTES / (1024 * 1024))
+                    };
+                    return Err(Diagnostic::new(format!(
+                        "alias `{name}` expands the document past the limit of {what} added by aliases"
+                    ))
+                    .at(&span)
+                    .with_hint(
+                        "every use of an alias copies its anchor in full; nested aliases multiply, so a small file can expand without bound",
+                    ));
+                }
+                Ok(node.clone())
+            }
             _ => Err(Diagnostic::new("unexpected YAML structure").at(&span)),
         }
     }
 
     fn remember(&mut self, anchor: usize, node: &Node) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), Size::of(node)));
         }
     }
 
     fn mapping(&mut self, span: Span) -> Result<Node, Diagnostic> {
         let mut entries: Vec<(Key, Node)> = Vec::new();
+        // Position of each key in `entries`, so duplicates are found without a scan.
+        let mut index: HashMap<String, usize> = HashMap::new();
         let mut merged: Vec<(Key, Node)> = Vec::new();
+        let mut merged_names: HashSet<String> = HashSet::new();
         loop {
             let (ev, raw) = self.next()?;
             if matches!(ev, Event::MappingEnd) {
@@ -204,10 +307,11 @@ impl<'input> Builder<'_, '_, 'input> {
             let (ev, raw) = self.next()?;
             let value = self.node(ev, raw)?;
             if key.name == "<<" && matches!(key_node.style, Style::Plain) {
-                merge_into(&mut merged, &value)?;
+                merge_into(&mut merged, &mut merged_names, &value)?;
                 continue;
             }
-            if let Some((first, _)) = entries.iter().find(|(k, _)| k.name == key.name) {
+            if let Some(&i) = index.get(&key.name) {
+                let first = &entries[i].0;
                 return Err(Diagnostic::new(format!("duplicate key `{}`", key.name))
                     .at(&key.span)
                     .with_note(format!(
@@ -215,10 +319,11 @@ impl<'input> Builder<'_, '_, 'input> {
                         first.span.file.display, first.span.line
                     )));
             }
+            index.insert(key.name.clone(), entries.len());
             entries.push((key, value));
         }
         for (k, v) in merged {
-            if !entries.iter().any(|(e, _)| e.name == k.name) {
+            if !index.contains_key(&k.name) {
                 entries.push((k, v));
             }
         }
@@ -275,12 +380,12 @@ impl<'input> Builder<'_, '_, 'input> {
         }
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Diagnostic::new(format!("cannot include `{spec}`: {e}")).at(span))?;
-        let file = Arc::new(SourceFile {
-            display: display_path(self.files.root, &path),
-            path,
-            text: text.clone(),
-            included_from: Some(from),
-        });
+        let file = Arc::new(SourceFile::new(
+            path.clone(),
+            display_path(self.files.root, &path),
+            text.clone(),
+            Some(from),
+        ));
         // `lf` strips the included text; remember how many leading lines went so that line
         // numbers inside the text still match the file.
         let leading = text.len() - text.trim_start().len();
@@ -310,17 +415,17 @@ fn is_data(event: &Event<'_>) -> bool {
     )
 }
 
-fn merge_into(merged: &mut Vec<(Key, Node)>, value: &Node) -> Result<(), Diagnostic> {
+fn merge_into(merged: &mut Vec<(Key, Node)>, names: &mut HashSet<String>, value: &Node) -> Result<(), Diagnostic> {
     match &value.value {
         Value::Map(entries) => {
             for (k, v) in entries {
-                if !merged.iter().any(|(m, _)| m.name == k.name) {
+                if names.insert(k.name.clone()) {
                     merged.push((k.clone(), v.clone()));
                 }
             }
             Ok(())
         }
-        Value::Seq(items) => items.iter().try_for_each(|item| merge_into(merged, item)),
+        Value::Seq(items) => items.iter().try_for_each(|item| merge_into(merged, names, item)),
         _ => Err(Diagnostic::new("`<<` merge expects a mapping or a list of mappings").at(&value.span)),
     }
 }

@@ -181,6 +181,12 @@ impl Resolver<'_> {
             .join(spec)
             .canonicalize()
             .map_err(|e| Diagnostic::new(format!("cannot load `$ref: {spec}`: {e}")).at(&reference.span))?;
+        // Confined like `!include`: a config must not read files from elsewhere on the machine.
+        if !path.starts_with(self.root) {
+            return Err(Diagnostic::new(format!("`$ref: {spec}` escapes the project directory"))
+                .at(&reference.span)
+                .with_hint("referenced files must live inside the project, like `!include`d ones"));
+        }
         if stack.contains(&path) {
             return Err(Diagnostic::new(format!(
                 "`$ref` cycle: `{}` is already being loaded",

@@ -191,3 +191,82 @@ fn ref_content_is_expanded_once() {
     assert_eq!(m.get("key").and_then(Node::as_str), Some("$NOT_A_VARIABLE"));
     assert_eq!(m.get("extra").and_then(Node::as_str), Some("a"));
 }
+
+#[test]
+fn ref_escaping_the_project_is_rejected_like_include() {
+    let outer = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outer.path().join("outside.yaml"), "key: stolen\n").expect("write");
+    std::fs::create_dir(outer.path().join("p")).expect("mkdir");
+    std::fs::write(outer.path().join("p/m.yaml"), "a:\n  $ref: ../outside.yaml\n").expect("write");
+    let root = outer.path().join("p").canonicalize().expect("root");
+    let err = load(&root.join("m.yaml"), &root, &Variables::fixed(HashMap::new())).expect_err("escape");
+    assert_eq!(err.message, "`$ref: ../outside.yaml` escapes the project directory");
+    assert_eq!(err.location.as_ref().map(|l| l.line), Some(2));
+}
+
+/// A "billion laughs" document: each level holds ten aliases of the level before.
+fn alias_bomb(levels: usize) -> String {
+    let mut text = String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..levels {
+        let prev = format!("*l{}", i - 1);
+        text.push_str(&format!("l{i}: &l{i} [{}]\n", [prev.as_str(); 10].join(", ")));
+    }
+    text
+}
+
+#[test]
+fn an_alias_bomb_is_stopped_naming_the_alias_and_the_limit() {
+    let text = alias_bomb(9);
+    assert!(text.len() < 1024, "a small file: {} bytes", text.len());
+    let err = load_str("bomb.yaml", &text).expect_err("bomb");
+    assert_eq!(
+        err.message,
+        "alias `*l3` expands the document past the limit of 100000 nodes added by aliases"
+    );
+    assert_eq!(err.location.as_ref().map(|l| l.line), Some(5));
+    // Ordinary use of anchors (shared defaults) is unaffected.
+    let node = load_str(
+        "ok.yaml",
+        "defaults: &d {timeout: 5, retries: 2}\na: {<<: *d, name: a}\nb: {<<: *d, name: b}\n",
+    )
+    .expect("small aliases load");
+    assert!(matches!(
+        node.get("b").and_then(|b| b.get("timeout")).map(|n| &n.value),
+        Some(Value::Int(5))
+    ));
+}
+
+#[test]
+fn aliases_of_a_large_text_count_its_bytes() {
+    let big = "x".repeat(1024 * 1024);
+    let text = format!("a: &a \"{big}\"\nb: [{}]\n", ["*a"; 20].join(", "));
+    let err = load_str("big.yaml", &text).expect_err("16 MiB of copies");
+    assert!(err.message.contains("16 MiB of text"), "{}", err.message);
+}
+
+#[test]
+fn a_mapping_of_200000_keys_loads_and_still_finds_duplicates() {
+    let mut text = String::with_capacity(200_000 * 16);
+    for i in 0..200_000 {
+        text.push_str(&format!("k{i}: {i}\n"));
+    }
+    let node = load_str("many.yaml", &text).expect("loads");
+    assert_eq!(node.as_map().map(<[_]>::len), Some(200_000));
+    text.push_str("k123456: again\n");
+    let err = load_str("many.yaml", &text).expect_err("duplicate");
+    assert_eq!(err.message, "duplicate key `k123456`");
+    assert!(
+        err.notes.iter().any(|n| n.contains("many.yaml:123457")),
+        "{:?}",
+        err.notes
+    );
+}
+
+#[test]
+fn nesting_is_bounded_so_walking_the_tree_cannot_overflow_the_stack() {
+    let ok = format!("x: {}1{}\n", "[".repeat(60), "]".repeat(60));
+    assert!(load_str("ok.yaml", &ok).is_ok());
+    let deep = format!("x: {}1{}\n", "{a: ".repeat(5000), "}".repeat(5000));
+    let err = load_str("deep.yaml", &deep).expect_err("too deep");
+    assert_eq!(err.message, "YAML nested deeper than 64 levels of lists and mappings");
+}

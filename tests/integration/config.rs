@@ -87,7 +87,9 @@ fn run_exits_2_for_configuration_errors_and_1_for_failed_samples() {
 
 #[test]
 fn dotenv_files_follow_dotenv_conventions() {
-    let snippet = "import json\n\ndef run_inference(body, environment):\n    text = repr(sorted(environment.items()))\n    return json.dumps({\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": text}}]})\n";
+    // Values from `$VAR` in `environment` are masked wherever they appear, so the snippet
+    // answers with each one reversed.
+    let snippet = "import json\n\ndef run_inference(body, environment):\n    text = repr(sorted((k, v[::-1]) for k, v in environment.items()))\n    return json.dumps({\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": text}}]})\n";
     let t = Test::new()
         .write(
             "models/env.yaml",
@@ -106,11 +108,11 @@ fn dotenv_files_follow_dotenv_conventions() {
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let text = report.to_string();
     for expected in [
-        r#"('A', 'quoted')"#,
-        r#"('B', 'exported')"#,
-        r#"('C', 'single # not a comment')"#,
-        r#"('D', 'two\\nlines')"#,
-        r#"('E', 'plain')"#,
+        r#"('A', 'detouq')"#,
+        r#"('B', 'detropxe')"#,
+        r#"('C', 'tnemmoc a ton # elgnis')"#,
+        r#"('D', 'senil\\nowt')"#,
+        r#"('E', 'nialp')"#,
     ] {
         assert!(text.contains(expected), "expected {expected} in {text}");
     }

@@ -160,7 +160,7 @@ pub fn run(t: Test, file: &str) -> (Output, Value, Vec<Value>) {
     let records = std::fs::read_to_string(dir.join("samples.jsonl"))
         .expect("samples.jsonl")
         .lines()
-        .map(|l| serde_json::from_str(l).expect("record"))
+        .map(super::test::record_of_line)
         .collect();
     (out, summary, records)
 }

@@ -7,12 +7,16 @@
 )]
 
 mod adapters;
+mod bounds;
+mod canary;
 mod config;
+mod config_limits;
 mod conformance;
 mod conformance_runs;
 mod dialect;
 mod entities;
 mod errors;
+mod isolation;
 mod limits;
 mod model_test;
 mod providers;
@@ -25,6 +29,7 @@ mod server;
 mod server_selftest;
 mod shards;
 mod shared_limits;
+mod signals;
 mod snippet_errors;
 mod test;
 mod timeouts;

@@ -210,7 +210,10 @@ fn session_poll_snippet_reports_an_unknown_session() {
     assert_eq!(out.code, 1);
     let stderr = test.filtered(&out.stderr);
     assert!(
-        stderr.contains("HTTP Error 404 from POST http://127.0.0.1:[PORT]/sessions/s-404/messages: {\"error\":\"unknown session `s-404`\"}"),
+        // Every `$VAR` in `environment` is masked, the endpoint's URL too.
+        stderr.contains(
+            "HTTP Error 404 from POST $SESSION_API_URL/sessions/s-404/messages: {\"error\":\"unknown session `s-404`\"}"
+        ),
         "{stderr}"
     );
     // A 404 is not retried.

@@ -55,9 +55,7 @@ pub(crate) fn read_json(path: &Path) -> Value {
 /// Every record of `samples.jsonl`, in file order.
 pub(crate) fn samples(run: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(run.join("samples.jsonl")).expect("samples.jsonl");
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad samples.jsonl line ({e}): {l}")))
-        .collect()
+    text.lines().map(super::test::record_of_line).collect()
 }
 
 /// Records keyed by sample id; panics on a duplicate id.

@@ -112,12 +112,11 @@ fn judges_see_the_trace_and_the_docs_era_objects() {
     let out = t.success();
     let summary: Value = serde_json::from_str(&out.stdout).expect("summary");
     let dir = std::path::Path::new(summary["run_dir"].as_str().expect("dir")).to_path_buf();
-    let record: Value = serde_json::from_str(
+    let record = super::test::record_of_line(
         std::fs::read_to_string(dir.join("samples.jsonl"))
             .expect("records")
             .trim(),
-    )
-    .expect("record");
+    );
     assert_eq!(
         record["scores"]["model_as_a_judge_classifier"]["values"]["is_correct"], 1.0,
         "{:#}",

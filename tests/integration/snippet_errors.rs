@@ -280,10 +280,7 @@ def run_inference(body, environment):
     let out = test.run();
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let samples = std::fs::read_to_string(test.path().join("out/samples.jsonl")).expect("samples.jsonl");
-    let mut records: Vec<Value> = samples
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let mut records: Vec<Value> = samples.lines().map(super::test::record_of_line).collect();
     records.sort_by_key(|r| r["sample_id"].as_str().unwrap_or_default().to_owned());
     assert_eq!(records.len(), 3);
     for (record, text) in [(&records[0], "ok alpha"), (&records[2], "ok gamma")] {

@@ -217,6 +217,18 @@ impl Test {
     }
 }
 
+/// One line of `samples.jsonl` as readers see it through lfeval's own `SampleRecord`: the
+/// solver output that the line stores by reference (`output_call`, `reply_from_output`)
+/// spelled out in full.
+pub fn record_of_line(line: &str) -> serde_json::Value {
+    let mut raw: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("bad samples.jsonl line ({e}): {line}"));
+    let record: lfeval::eval::record::SampleRecord =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not a sample record ({e}): {line}"));
+    raw["solver_output"] = serde_json::to_value(&record.solver_output).expect("solver output");
+    raw
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     if from.is_dir() {
         std::fs::create_dir_all(to).expect("mkdir");

@@ -12,8 +12,10 @@ use crate::lfeval_snapshot;
 
 /// The model's `timeout` in these tests.
 const TIMEOUT: Duration = Duration::from_secs(1);
-/// `TIMEOUT_GRACE` in src/python/mod.rs.
+/// `TIMEOUT_GRACE` in src/python/mod.rs (async calls).
 const GRACE: Duration = Duration::from_secs(1);
+/// `STOP_GRACE` in src/python/mod.rs (sync calls stuck in C).
+const STOP_GRACE: Duration = Duration::from_millis(250);
 /// Scheduling slack on a loaded machine, on top of timeout + grace.
 const SLACK: Duration = Duration::from_millis(700);
 
@@ -136,10 +138,7 @@ fn run_two_samples(source: &str, environment: &str) -> Outcome {
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("2 sample(s), 1 failed"), "{}", out.stdout);
     let text = std::fs::read_to_string(test.path().join("out/samples.jsonl")).expect("samples.jsonl");
-    let records: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect();
+    let records: Vec<Value> = text.lines().map(super::test::record_of_line).collect();
     assert_eq!(records.len(), 2, "{text}");
     let (failed, succeeded): (Vec<Value>, Vec<Value>) = records
         .into_iter()
@@ -215,9 +214,13 @@ fn sync_sleep_longer_than_the_timeout() {
     let source = snippet(false, "        time.sleep(30)  # hangs");
     let outcome = run_two_samples(&source, "{}");
     let elapsed = assert_timed_out_then_recovered(&outcome, hang_line(&source));
-    // Blocked in C: reported once the grace period is over; the thread is abandoned (the run
-    // does not wait the 30 s out).
-    assert!(elapsed >= TIMEOUT + GRACE - Duration::from_millis(50), "{elapsed:?}");
+    // Blocked in C: reported promptly, once the short stop grace is over; the thread is
+    // abandoned (the run does not wait the 30 s out).
+    assert!(
+        elapsed >= TIMEOUT + STOP_GRACE - Duration::from_millis(50),
+        "{elapsed:?}"
+    );
+    assert!(elapsed < TIMEOUT + STOP_GRACE * 2 + SLACK, "{elapsed:?}");
 }
 
 #[test]

@@ -13,9 +13,10 @@
 //! temporary sibling first and are renamed over the target, so readers never see half a file.
 //! A `(spec, sample_id)` pair is written at most once per run, across resumes.
 //!
-//! Every byte written passes through [`crate::redact::redact`]: string values (and numbers,
-//! whose digits could spell a numeric secret) are masked one by one, which keeps the JSON
-//! valid, and the serialized text is masked once more as a final guarantee.
+//! Every byte written passes through [`crate::redact::redact`]: string values and keys are
+//! masked one by one as they are serialised ([`crate::redact::Masked`]), which keeps the JSON
+//! valid and happens before any escaping, and the serialized text is masked once more as a
+//! final guarantee.
 //!
 //! One process at a time: `samples.jsonl` carries an advisory lock for as long as the
 //! [`RunDir`] lives, so a second `--resume` of the same directory fails instead of interleaving.
@@ -412,11 +413,8 @@ impl RunDir {
     pub fn append(&self, record: &SampleRecord) -> Result<(), ResultsError> {
         let key = (redact(&record.spec).into_owned(), redact(&record.key()).into_owned());
         let what = format!("sample `{}` of `{}`", key.1, key.0);
-        let value = serde_json::to_value(record).map_err(|e| ResultsError::Serialize {
-            what: what.clone(),
-            message: e.to_string(),
-        })?;
-        let mut line = render(&value, false, &what)?;
+        // Straight from the record: no intermediate JSON tree holding a second copy of it.
+        let mut line = render(record, false, &what)?;
         line.push('\n');
 
         // A poisoned lock only means another thread panicked between writes; the state
@@ -638,10 +636,6 @@ impl RunDir {
     /// Writes `value` as pretty JSON to `relative` (inside the run directory), creating parent
     /// directories; the file is replaced atomically. Returns the full path.
     pub fn write_json(&self, relative: &str, value: &impl serde::Serialize) -> Result<PathBuf, ResultsError> {
-        let value = serde_json::to_value(value).map_err(|e| ResultsError::Serialize {
-            what: relative.to_owned(),
-            message: e.to_string(),
-        })?;
         let relative_path = Path::new(relative);
         let safe = !relative.is_empty() && relative_path.components().all(|c| matches!(c, Component::Normal(_)));
         if !safe {
@@ -650,7 +644,7 @@ impl RunDir {
             });
         }
         let target = self.path.join(relative_path);
-        write_atomic(&target, &value)?;
+        write_atomic(&target, value)?;
         Ok(target)
     }
 

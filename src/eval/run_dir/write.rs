@@ -1,14 +1,15 @@
-//! Writing JSON into the run directory: every value masked before it is serialised and the
-//! text masked once more, whole files replaced atomically, and the directory's lock.
+//! Writing JSON into the run directory: every string masked as it is serialised and the text
+//! masked once more, whole files replaced atomically, and the directory's lock.
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::redact::redact;
+use crate::redact::{Masked, redact};
 
 use super::{ResultsError, SAMPLES_FILE};
 
@@ -18,37 +19,19 @@ pub(super) fn path_value(path: &Path) -> Result<Value, ResultsError> {
     })
 }
 
-/// Masks secrets in every string and object key, and in numbers whose text contains one
-/// (those become strings: the mask is not a number).
+/// `value` as a JSON value with every string and object key masked.
 pub(super) fn redact_value(value: &Value) -> Value {
-    match value {
-        Value::String(s) => Value::String(redact(s).into_owned()),
-        Value::Number(n) => {
-            let text = n.to_string();
-            match redact(&text) {
-                std::borrow::Cow::Borrowed(_) => value.clone(),
-                std::borrow::Cow::Owned(masked) => Value::String(masked),
-            }
-        }
-        Value::Array(items) => Value::Array(items.iter().map(redact_value).collect()),
-        Value::Object(fields) => Value::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (redact(k).into_owned(), redact_value(v)))
-                .collect(),
-        ),
-        Value::Null | Value::Bool(_) => value.clone(),
-    }
+    serde_json::to_value(Masked(value)).unwrap_or_else(|_| value.clone())
 }
 
-/// Serializes with every secret masked. The text pass catches what the value pass cannot
-/// (a secret spanning JSON syntax); if masking that breaks the JSON, nothing is written.
-pub(super) fn render(value: &Value, pretty: bool, what: &str) -> Result<String, ResultsError> {
-    let masked = redact_value(value);
+/// Serializes with every secret masked: strings as they are written ([`Masked`]), then the
+/// text once more, which catches what the value pass cannot (a secret spanning JSON syntax);
+/// if masking that breaks the JSON, nothing is written.
+pub(super) fn render(value: &impl Serialize, pretty: bool, what: &str) -> Result<String, ResultsError> {
     let serialized = if pretty {
-        serde_json::to_string_pretty(&masked)
+        serde_json::to_string_pretty(&Masked(value))
     } else {
-        serde_json::to_string(&masked)
+        serde_json::to_string(&Masked(value))
     }
     .map_err(|e| ResultsError::Serialize {
         what: what.to_owned(),
@@ -57,7 +40,7 @@ pub(super) fn render(value: &Value, pretty: bool, what: &str) -> Result<String, 
     match redact(&serialized) {
         std::borrow::Cow::Borrowed(_) => Ok(serialized),
         std::borrow::Cow::Owned(text) => {
-            if serde_json::from_str::<Value>(&text).is_ok() {
+            if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() {
                 Ok(text)
             } else {
                 Err(ResultsError::Unredactable { what: what.to_owned() })
@@ -67,14 +50,14 @@ pub(super) fn render(value: &Value, pretty: bool, what: &str) -> Result<String, 
 }
 
 /// Pretty JSON text of a whole file, masked, with a final newline.
-pub(super) fn render_file(value: &Value, target: &Path) -> Result<String, ResultsError> {
+pub(super) fn render_file(value: &impl Serialize, target: &Path) -> Result<String, ResultsError> {
     let mut text = render(value, true, &target.display().to_string())?;
     text.push('\n');
     Ok(text)
 }
 
 /// Writes `value` as pretty JSON to `target` through [`write_text_atomic`].
-pub(super) fn write_atomic(target: &Path, value: &Value) -> Result<(), ResultsError> {
+pub(super) fn write_atomic(target: &Path, value: &impl Serialize) -> Result<(), ResultsError> {
     write_text_atomic(target, &render_file(value, target)?)
 }
 

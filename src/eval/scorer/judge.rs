@@ -295,8 +295,10 @@ fn copy_fields(from: &Map<String, Value>, to: &mut Map<String, Value>, fields: &
 }
 
 fn truncate(text: &str, max: usize) -> String {
+    // Masked before it is cut, so no part of a secret survives the cut.
+    let text = crate::redact::redact(text);
     if text.chars().count() <= max {
-        text.to_owned()
+        text.into_owned()
     } else {
         format!("{}…", text.chars().take(max).collect::<String>())
     }

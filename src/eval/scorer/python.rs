@@ -32,6 +32,8 @@ pub fn load(
         arities: vec![1, 2],
         returns: ReturnKind::Json,
         workers: 4,
+        isolation: crate::python::Isolation::InProcess,
+        max_return_bytes: None,
     };
     python
         .load_snippet(spec)

@@ -16,6 +16,8 @@ pub struct HttpEndpoint {
     url: String,
     headers: HeaderMap,
     timeout: Duration,
+    /// Bodies longer than this fail the attempt while they are read.
+    max_response_bytes: u64,
 }
 
 /// Installs the TLS crypto provider once per process (reqwest is built without a default).
@@ -27,7 +29,12 @@ fn init_tls() {
 }
 
 impl HttpEndpoint {
-    pub fn new(model_key: &str, config: &CustomConnection, secrets: &Secrets) -> Result<HttpEndpoint, Diagnostic> {
+    pub fn new(
+        model_key: &str,
+        config: &CustomConnection,
+        max_response_bytes: u64,
+        secrets: &Secrets,
+    ) -> Result<HttpEndpoint, Diagnostic> {
         init_tls();
         let context = |d: Diagnostic| Diagnostic {
             message: format!("model `{model_key}`: {}", d.message),
@@ -111,6 +118,7 @@ impl HttpEndpoint {
             url,
             headers,
             timeout: config.timeout,
+            max_response_bytes,
         })
     }
 
@@ -159,7 +167,7 @@ impl HttpEndpoint {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = response.text().await.map_err(|e| self.classify(&e))?;
+        let body = self.read_body(response).await?;
         let raw = RawResponse {
             status_code: status,
             headers,
@@ -176,6 +184,37 @@ impl HttpEndpoint {
         Ok(raw)
     }
 
+    /// Reads the body chunk by chunk, giving up as soon as it outgrows `max_response_bytes`
+    /// (before reading anything when `Content-Length` already says so), then decodes it with the
+    /// charset the response declares, as `Response::text` would.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<String, AttemptError> {
+        let limit = self.max_response_bytes;
+        let too_large = |size| AttemptError::TooLarge {
+            size,
+            limit,
+            captured: String::new(),
+        };
+        if let Some(len) = response.content_length()
+            && len > limit
+        {
+            return Err(too_large(Some(len)));
+        }
+        let charset = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(charset_of)
+            .map(str::to_owned);
+        let mut bytes: Vec<u8> = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(&e))? {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(too_large(None));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(decode(bytes, charset.as_deref()))
+    }
+
     fn classify(&self, e: &reqwest::Error) -> AttemptError {
         if e.is_timeout() {
             return AttemptError::Timeout {
@@ -190,6 +229,30 @@ impl HttpEndpoint {
         }
         AttemptError::Transport(error_chain(e))
     }
+}
+
+/// The `charset` parameter of a `Content-Type` value.
+fn charset_of(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"'))
+    })
+}
+
+/// Text of a body in its declared charset (UTF-8 when none), invalid sequences replaced.
+fn decode(bytes: Vec<u8>, charset: Option<&str>) -> String {
+    let encoding = charset
+        .and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()))
+        .unwrap_or(encoding_rs::UTF_8);
+    if encoding == encoding_rs::UTF_8 {
+        return match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+    }
+    encoding.decode(&bytes).0.into_owned()
 }
 
 fn sensitive(mut value: HeaderValue) -> HeaderValue {

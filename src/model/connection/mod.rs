@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::diagnostic::format_duration;
+use crate::diagnostic::{format_bytes, format_duration};
 use crate::error_class::ErrorClass;
 use serde_json::Value;
 
@@ -66,6 +66,29 @@ pub enum AttemptError {
         /// `file:line` of the innermost snippet frame.
         location: Option<String>,
     },
+    /// The response (an HTTP body or a snippet's return value) is larger than the model's
+    /// `max_response_bytes`; `size` is its length when known before reading it all.
+    #[error("response too large ({})", match size {
+        Some(size) => format!("{} > {}", format_bytes(*size), format_bytes(*limit)),
+        None => format!("over {}", format_bytes(*limit)),
+    })]
+    TooLarge {
+        size: Option<u64>,
+        limit: u64,
+        captured: String,
+    },
+    /// A snippet said it was rate limited (`raise lfeval.RateLimited(retry_after=…)`): retried
+    /// like a 429, and the model pauses for `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+        captured: String,
+        location: Option<String>,
+    },
+    /// The worker process running the snippet (`isolation: process`) died during the call.
+    #[error("{message}")]
+    WorkerExited { message: String, captured: String },
     /// A problem no retry can fix (bad URL, invalid header, internal error).
     #[error("{0}")]
     Fatal(String),
@@ -76,13 +99,14 @@ impl AttemptError {
         match self {
             AttemptError::Timeout { .. } | AttemptError::Transport(_) | AttemptError::Status { .. } => true,
             AttemptError::Snippet { retryable, .. } => *retryable,
-            AttemptError::Fatal(_) => false,
+            AttemptError::RateLimited { .. } => true,
+            AttemptError::TooLarge { .. } | AttemptError::WorkerExited { .. } | AttemptError::Fatal(_) => false,
         }
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            AttemptError::Status { retry_after, .. } => *retry_after,
+            AttemptError::Status { retry_after, .. } | AttemptError::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -90,7 +114,9 @@ impl AttemptError {
     /// `file:line` in the snippet, when the failure has one.
     pub fn location(&self) -> Option<&str> {
         match self {
-            AttemptError::Timeout { location, .. } | AttemptError::Snippet { location, .. } => location.as_deref(),
+            AttemptError::Timeout { location, .. }
+            | AttemptError::Snippet { location, .. }
+            | AttemptError::RateLimited { location, .. } => location.as_deref(),
             _ => None,
         }
     }
@@ -101,13 +127,20 @@ impl AttemptError {
             AttemptError::Transport(_) => ErrorClass::Connection,
             AttemptError::Status { .. } => ErrorClass::ModelError,
             AttemptError::Snippet { .. } => ErrorClass::SnippetError,
+            AttemptError::RateLimited { .. } => ErrorClass::ModelError,
+            AttemptError::TooLarge { .. } => ErrorClass::TooLarge,
+            AttemptError::WorkerExited { .. } => ErrorClass::WorkerExited,
             AttemptError::Fatal(_) => ErrorClass::Internal,
         }
     }
 
     pub fn captured(&self) -> &str {
         match self {
-            AttemptError::Timeout { captured, .. } | AttemptError::Snippet { captured, .. } => captured,
+            AttemptError::Timeout { captured, .. }
+            | AttemptError::Snippet { captured, .. }
+            | AttemptError::TooLarge { captured, .. }
+            | AttemptError::RateLimited { captured, .. }
+            | AttemptError::WorkerExited { captured, .. } => captured,
             _ => "",
         }
     }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{AttemptError, RawResponse};
 use crate::diagnostic::{Diagnostic, Location};
-use crate::model::CustomInference;
+use crate::model::{CustomInference, Model};
 use crate::python::{CallError, CallErrorKind, PythonRuntime, ReturnKind, Snippet, SnippetLoadError, SnippetSpec};
 use crate::secrets::Secrets;
 use crate::yaml::SourceText;
@@ -21,23 +21,22 @@ pub struct SnippetEndpoint {
 
 impl SnippetEndpoint {
     pub fn new(
-        model_key: &str,
+        model: &Model,
         config: &CustomInference,
-        workers: usize,
         runtime: &PythonRuntime,
         secrets: &Secrets,
     ) -> Result<SnippetEndpoint, Diagnostic> {
         let mut environment = Map::new();
         for (name, value) in &config.environment {
-            let resolved = value
-                .resolve(secrets, crate::redact::looks_sensitive(name))
-                .map_err(|d| Diagnostic {
-                    message: format!("model `{model_key}`: {}", d.message),
-                    ..d
-                })?;
+            // Every `$VAR` and secret in `environment` is masked, whatever its key is called:
+            // the snippet may put any of them into a request or print it.
+            let resolved = value.resolve(secrets, true).map_err(|d| Diagnostic {
+                message: format!("model `{}`: {}", model.key, d.message),
+                ..d
+            })?;
             environment.insert(name.clone(), resolved);
         }
-        let snippet = load(model_key, config, workers, runtime)?;
+        let snippet = load(model, config, model.concurrency(), runtime)?;
         Ok(SnippetEndpoint {
             runtime: runtime.clone(),
             snippet,
@@ -70,15 +69,16 @@ impl SnippetEndpoint {
     }
 }
 
-/// Compiles a model's snippet, turning load errors into located diagnostics.
+/// Compiles a model's snippet (in its first worker process for `isolation: process`),
+/// turning load errors into located diagnostics.
 pub fn load(
-    model_key: &str,
+    model: &Model,
     config: &CustomInference,
     workers: usize,
     runtime: &PythonRuntime,
 ) -> Result<Snippet, Diagnostic> {
     let spec = SnippetSpec {
-        owner: format!("model `{model_key}`"),
+        owner: format!("model `{}`", model.key),
         file: config.snippet.file.clone(),
         source: config.snippet.text.clone(),
         display_source: None,
@@ -87,6 +87,8 @@ pub fn load(
         arities: vec![2, 3],
         returns: ReturnKind::Str,
         workers: workers.max(1),
+        isolation: model.isolation,
+        max_return_bytes: Some(model.max_response_bytes),
     };
     runtime
         .load_snippet(spec)
@@ -151,6 +153,25 @@ fn classify(err: CallError) -> AttemptError {
     let message = err.to_string();
     let location = err.kind.frames().last().map(|f| format!("{}:{}", f.file, f.line));
     match &*err.kind {
+        CallErrorKind::TooLarge { size, limit } => AttemptError::TooLarge {
+            size: Some(*size),
+            limit: *limit,
+            captured,
+        },
+        CallErrorKind::RateLimited { retry_after, .. } => AttemptError::RateLimited {
+            message,
+            retry_after: *retry_after,
+            captured,
+            location,
+        },
+        CallErrorKind::WorkerExited { .. } => AttemptError::WorkerExited { message, captured },
+        CallErrorKind::Exit { .. } | CallErrorKind::TooManyStuck { .. } => AttemptError::Snippet {
+            message,
+            detail: String::new(),
+            captured,
+            retryable: false,
+            location,
+        },
         CallErrorKind::Timeout { after, .. } => AttemptError::Timeout {
             after: *after,
             detail: message,

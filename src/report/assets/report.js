@@ -994,11 +994,22 @@
   }
 
   // Records name the solver's output `output: {value, text, messages}` (the contract) or
-  // `solver_output: {output, text, messages}` (SampleRecord today); read either.
+  // `solver_output: {output, text, messages}` (SampleRecord today); read either. A
+  // SampleRecord line stores each body once: `output_call` names the call whose output it is,
+  // `reply_from_output` says the last message is the reply that output makes, and a missing
+  // `text` is that reply's content.
   function outputOf(rec) {
     if (rec.output !== undefined) return rec.output;
     const so = rec.solver_output;
-    return so ? { value: so.output, text: so.text, messages: so.messages } : null;
+    if (!so) return null;
+    const value = so.output !== undefined ? so.output
+      : so.output_call != null ? (rec.calls || [])[so.output_call]?.output : undefined;
+    const choice = value?.choices?.[0]?.message;
+    const text = so.text !== undefined ? so.text : (typeof choice?.content === 'string' ? choice.content : null);
+    const messages = so.reply_from_output
+      ? [...(so.messages || []), choice ? { ...choice, role: 'assistant' } : { role: 'assistant', content: text ?? '' }]
+      : so.messages;
+    return { value, text, messages };
   }
 
   function renderSample(rec, row) {

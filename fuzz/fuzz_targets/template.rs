@@ -1,0 +1,4 @@
+//! Fuzz target: `lfeval::fuzzing::template` on every input (see `fuzz/run`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| lfeval::fuzzing::template(data));
