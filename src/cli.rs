@@ -52,6 +52,14 @@ pub enum Command {
     Doctor,
     /// Run an evaluation described by a run config.
     Run(RunArgs),
+    /// Write a run's `report.html` again (optionally against a baseline run) and open it.
+    Report(ReportArgs),
+    /// Compare run B against baseline run A: metric deltas with confidence intervals, McNemar
+    /// tests, flipped samples, errors, latency, tokens and cost.
+    Compare(CompareArgs),
+    /// List and show the runs under the project's `runs/`.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// `lf`-style spelling: `lfeval test model KEY`.
     #[command(subcommand, hide = true)]
     Test(TestCommand),
@@ -210,6 +218,68 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// Print the summary as JSON.
+    #[arg(short, long)]
+    pub json: bool,
+    /// Stop starting samples once the USD spent plus the likely cost of the samples in flight
+    /// would pass this (needs `pricing` on the models).
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
+    /// Write a JUnit XML file: one test case per task specification and per policy rule.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a Markdown summary (metrics with 95% CIs, policy rules), fit for a pull request.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Open the report in a browser (`$BROWSER`, or the system's default).
+    #[arg(long)]
+    pub open: bool,
+    /// A baseline run to compare against: the report gets a comparison view, flips first.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub baseline: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline run directory (A).
+    pub baseline: PathBuf,
+    /// The run directory compared against it (B).
+    pub current: PathBuf,
+    /// Print the comparison as JSON.
+    #[arg(short, long)]
+    pub json: bool,
+    /// Write a Markdown summary of the comparison, fit for a pull request.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Write a JUnit XML file: one test case per task specification and per policy rule.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Exit 1 when a metric got worse with a p-value below `--alpha`.
+    #[arg(long)]
+    pub fail_on_regression: bool,
+    /// Significance level for regressions.
+    #[arg(long, default_value_t = 0.05, value_name = "P")]
+    pub alpha: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The runs under `runs/`, newest first.
+    List(ListArgs),
+    /// One run's summary: metrics, failures, cost and where its files are.
+    Show(RunsShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunsShowArgs {
+    /// A run directory, or the name of one under `runs/` (a unique prefix is enough).
+    pub run: String,
+    /// Print JSON.
     #[arg(short, long)]
     pub json: bool,
 }

@@ -9,12 +9,16 @@ use anyhow::Context;
 
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::eval::fingerprint::{FINGERPRINT_FILE, Fingerprint, RunFlags};
+use crate::eval::policy::{self, Policy, RuleOutcome};
 use crate::eval::run::{self, RunOptions, RunOutcome};
 use crate::eval::run_dir::{RunDir, RunInfo};
 use crate::eval::summary::{RunSummary, SpecStatus};
 use crate::exit_status::ExitStatus;
 use crate::printer::Printer;
 use crate::progress;
+
+/// Significance level the report marks differences at.
+const REPORT_ALPHA: f64 = 0.05;
 
 /// How long a failure message may be in the grouped list (the record has it whole).
 const MESSAGE_WIDTH: usize = 160;
@@ -99,7 +103,15 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
         progress: mode,
         recorded,
         force_resume: args.force_resume,
+        max_cost: args.max_cost,
     };
+    if let Some(limit) = args.max_cost {
+        anyhow::ensure!(
+            limit.is_finite() && limit >= 0.0,
+            "`--max-cost` must be a number of USD, 0 or more, found `{limit}`"
+        );
+    }
+    let policies = config.policies.clone();
     let run_path = run_dir.path().to_path_buf();
     let outcome = run::run(config, run_dir, python.clone(), &options, printer);
     python.flush();
@@ -113,7 +125,85 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
         }
     };
     report(&outcome, &run_path, args.json, printer);
-    Ok(outcome.status())
+    let mut status = outcome.status();
+    if let Some(summary) = &outcome.summary
+        && !gates(summary, &policies, &run_path, args, printer)?
+    {
+        status = ExitStatus::Failure;
+    }
+    Ok(status)
+}
+
+/// After a summarised run: writes `report.html`, checks the policies, writes `--markdown` and
+/// `--junit`. `false` when a policy rule failed.
+fn gates(
+    summary: &RunSummary,
+    policies: &[Policy],
+    run_dir: &Path,
+    args: &RunArgs,
+    printer: &Printer,
+) -> anyhow::Result<bool> {
+    let rules = policy::evaluate(policies, summary);
+    // The results are safe in `samples.jsonl` either way: a report that cannot be written is
+    // worth a warning, not a failed run.
+    let table = match crate::report::write(run_dir, None, REPORT_ALPHA) {
+        Ok(written) => {
+            if !args.json {
+                printer.outln(&format!("report: {}", written.path.display()));
+            }
+            Some(written.loaded.table)
+        }
+        Err(e) => {
+            printer.warn(&format!(
+                "cannot write the report: {e:#}\nhint: `lfeval report {}` tries again",
+                run_dir.display()
+            ));
+            None
+        }
+    };
+    let lines = policy_lines(&rules);
+    if !lines.is_empty() {
+        if args.json {
+            printer.errln(&lines);
+        } else {
+            printer.outln(&lines);
+        }
+    }
+    if let Some(path) = &args.markdown {
+        let table = match table {
+            Some(t) => t,
+            None => crate::report::load(run_dir)?.table,
+        };
+        super::write_text(path, &crate::report::markdown::run(summary, &table, &rules))?;
+    }
+    if let Some(path) = &args.junit {
+        let cases = crate::report::junit::run_cases(summary, &rules);
+        let xml = crate::report::junit::render(&format!("lfeval {}", summary.evaluation), &cases)?;
+        super::write_text(path, &xml)?;
+    }
+    Ok(rules.iter().all(|r| r.passed))
+}
+
+/// Policy rules: a count, then each failed rule with why.
+pub fn policy_lines(rules: &[RuleOutcome]) -> String {
+    if rules.is_empty() {
+        return String::new();
+    }
+    let failed: Vec<&RuleOutcome> = rules.iter().filter(|r| !r.passed).collect();
+    let mut lines = vec![format!(
+        "policies: {} of {} rule(s) passed",
+        rules.len() - failed.len(),
+        rules.len()
+    )];
+    for rule in failed {
+        lines.push(format!(
+            "  failed `{}` ({}): {}",
+            rule.id(),
+            rule.condition,
+            rule.detail
+        ));
+    }
+    lines.join("\n")
 }
 
 fn read_fingerprint(dir: &Path) -> anyhow::Result<Option<Fingerprint>> {
@@ -162,7 +252,12 @@ fn report(outcome: &RunOutcome, run_dir: &Path, json: bool, printer: &Printer) {
         }
         printer.outln(&format!("results: {}", summary.run_dir.display()));
     }
-    if outcome.stopped_early {
+    if let Some((spent, limit)) = outcome.cost_limit {
+        printer.warn(&format!(
+            "stopped starting samples: `--max-cost {limit}` would be passed (${spent:.6} spent)\nhint: resume with `lfeval run --resume {}` and a higher `--max-cost` to finish the rest",
+            run_dir.display()
+        ));
+    } else if outcome.stopped_early {
         printer.warn(&format!(
             "stopped early after failed samples\nhint: resume with `lfeval run --resume {}` to finish the rest",
             run_dir.display()
@@ -172,18 +267,25 @@ fn report(outcome: &RunOutcome, run_dir: &Path, json: bool, printer: &Printer) {
 
 /// The metrics of every specification, then the totals.
 pub fn summary_table(summary: &RunSummary) -> String {
-    let mut rows = vec![
-        ["SPECIFICATION", "MODEL", "SAMPLES", "FAILED", "METRIC", "VALUE", "N"]
-            .map(str::to_owned)
-            .to_vec(),
-    ];
+    let priced = summary.specifications.iter().any(|s| s.cost_usd.is_some());
+    let mut header: Vec<String> = ["SPECIFICATION", "MODEL", "SAMPLES", "FAILED"]
+        .map(str::to_owned)
+        .to_vec();
+    if priced {
+        header.push("COST".to_owned());
+    }
+    header.extend(["METRIC", "VALUE", "N"].map(str::to_owned));
+    let mut rows = vec![header];
     for spec in &summary.specifications {
-        let base = vec![
+        let mut base = vec![
             spec.identity.key.clone(),
             spec.identity.model.clone().unwrap_or_else(|| "-".to_owned()),
             spec.samples.to_string(),
             spec.failed.to_string(),
         ];
+        if priced {
+            base.push(spec.cost_usd.map_or_else(|| "-".to_owned(), usd));
+        }
         if spec.status == SpecStatus::NotStarted {
             rows.push(base.into_iter().chain(["(not started)".to_owned()]).collect());
             continue;
@@ -199,7 +301,11 @@ pub fn summary_table(summary: &RunSummary) -> String {
                     // Frequencies and confusion matrices are in summary.json.
                     _ => continue,
                 };
-                let mut row = if any { vec![String::new(); 4] } else { base.clone() };
+                let mut row = if any {
+                    vec![String::new(); base.len()]
+                } else {
+                    base.clone()
+                };
                 row.push(format!("{}.{name}", metric.scorer_name));
                 row.push(shown);
                 row.push(if metric.excluded > 0 {
@@ -217,8 +323,12 @@ pub fn summary_table(summary: &RunSummary) -> String {
     }
     let totals = &summary.totals;
     let mut out = crate::table::table(&rows);
+    let cost = totals
+        .cost_usd
+        .map(|c| format!(", {} cost", usd(c)))
+        .unwrap_or_default();
     out.push_str(&format!(
-        "\n{} sample(s), {} failed, {} prompt + {} completion tokens, {:.1}s wall time\n",
+        "\n{} sample(s), {} failed, {} prompt + {} completion tokens{cost}, {:.1}s wall time\n",
         totals.samples,
         totals.failed,
         totals.usage.num_prompt_tokens,
@@ -226,6 +336,15 @@ pub fn summary_table(summary: &RunSummary) -> String {
         summary.wall_time_s
     ));
     out
+}
+
+/// USD, with enough digits for the fractions of a cent per-token prices add up to.
+fn usd(value: f64) -> String {
+    if value >= 1.0 {
+        format!("${value:.2}")
+    } else {
+        format!("${value:.6}")
+    }
 }
 
 /// Failures grouped by cause, most frequent first, and metric errors: what to fix first.

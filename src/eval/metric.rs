@@ -186,6 +186,20 @@ impl MetricSpec {
         }
     }
 
+    /// The score field a single-field metric folds (`mean`, `max`, `min`, `std_dev`,
+    /// `frequency`, `weighted_average`).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            MetricSpec::Mean { field, .. }
+            | MetricSpec::Max { field, .. }
+            | MetricSpec::Min { field, .. }
+            | MetricSpec::StdDev { field, .. }
+            | MetricSpec::Frequency { field, .. }
+            | MetricSpec::WeightedAverage { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
     /// The optional `key:` (unique within a scorer; used by policies).
     pub fn key(&self) -> Option<&str> {
         match self {

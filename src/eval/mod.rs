@@ -4,10 +4,12 @@
 //! finished sample becoming one [`record`] in the [`run_dir`]; [`summary`] folds the records
 //! into [`metric`] values, and [`task_log`] writes the AI GO!-shaped result logs.
 
+pub mod cost;
 pub mod dataset;
 pub mod evaluation;
 pub mod fingerprint;
 pub mod metric;
+pub mod policy;
 pub mod prepare;
 pub mod record;
 pub mod run;

@@ -36,6 +36,9 @@ pub struct SampleRecord {
     /// Every call was answered from the response cache.
     pub cached: bool,
     pub timings: SampleTimings,
+    /// USD the sample's calls to priced models cost; absent when none is priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 impl SampleRecord {
@@ -56,6 +59,7 @@ impl SampleRecord {
             retries: 0,
             cached: false,
             timings: SampleTimings::default(),
+            cost_usd: None,
         }
     }
 

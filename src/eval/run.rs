@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use rand::seq::IteratorRandom;
 use serde_json::{Map, Value};
 
+use crate::eval::cost::{self, CostBudget};
 use crate::eval::dataset::{self, Sample};
 use crate::eval::evaluation::Subsampling;
 use crate::eval::fingerprint::{Change, FINGERPRINT_FILE, Fingerprint, RunFlags};
@@ -23,7 +24,7 @@ use crate::eval::run_config::RunConfig;
 use crate::eval::run_dir::{RunDir, SessionLog};
 use crate::eval::scorer::{self, ScoreContext};
 use crate::eval::solver::{self, SolveContext, Solved};
-use crate::eval::summary::{self, RunSummary, SpecIdentity, SpecSummary, Totals};
+use crate::eval::summary::{self, ModelSummary, RunSummary, SpecIdentity, SpecSummary, Totals};
 use crate::eval::task_log::{self, LogHead};
 use crate::exit_status::ExitStatus;
 use crate::model::cache::{CachePolicy, ResponseCache};
@@ -50,6 +51,8 @@ pub struct RunOptions {
     pub recorded: Option<Fingerprint>,
     /// Resume even when the fingerprint changed.
     pub force_resume: bool,
+    /// `--max-cost`: USD this session may spend on priced models.
+    pub max_cost: Option<f64>,
 }
 
 impl RunOptions {
@@ -84,6 +87,8 @@ pub struct RunOutcome {
     pub summary: Option<RunSummary>,
     /// The run stopped starting samples after `--fail-fast` / `--max-errors`.
     pub stopped_early: bool,
+    /// `(spent, limit)` in USD when `--max-cost` held samples back.
+    pub cost_limit: Option<(f64, f64)>,
 }
 
 impl RunOutcome {
@@ -108,6 +113,7 @@ struct Shared {
     failure_budget: Option<usize>,
     /// Becomes `true` on Ctrl-C or SIGTERM (see [`crate::signals`]).
     interrupt: tokio::sync::watch::Receiver<bool>,
+    budget: Option<CostBudget>,
 }
 
 impl Shared {
@@ -160,6 +166,7 @@ pub fn run(
         failed: AtomicUsize::new(0),
         failure_budget: options.failure_budget(),
         interrupt,
+        budget: options.max_cost.map(CostBudget::new),
     });
     let session = SessionLog::start();
     let prepared: Vec<Arc<Prepared>> = prepared.into_iter().map(Arc::new).collect();
@@ -180,12 +187,17 @@ pub fn run(
     let summary = if shared.interrupted() {
         None
     } else {
-        finish(&prepared, &started_specs, &shared, &config, &runtime)?
+        finish(&prepared, &started_specs, &shared, &config, &runtime, &fingerprint)?
     };
     runtime.shutdown_background();
     Ok(RunOutcome {
         summary,
         stopped_early: shared.stop.load(Ordering::Relaxed),
+        cost_limit: shared
+            .budget
+            .as_ref()
+            .filter(|b| b.reached())
+            .map(|b| (b.spent(), b.limit())),
     })
 }
 
@@ -280,6 +292,10 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
         };
         // A sample may have failed while this one waited for its slot.
         if shared.stop.load(Ordering::Relaxed) {
+            break SpecEnd::Stopped;
+        }
+        if shared.budget.as_ref().is_some_and(|b| !b.try_start()) {
+            shared.stop.store(true, Ordering::Relaxed);
             break SpecEnd::Stopped;
         }
         let (p2, shared2) = (Arc::clone(&p), Arc::clone(&shared));
@@ -415,6 +431,10 @@ async fn process(p: &Prepared, shared: &Shared, sample: Sample) -> anyhow::Resul
         .map(|c| c.trace.attempts.len().saturating_sub(1) as u32)
         .sum();
     record.cached = !record.calls.is_empty() && record.calls.iter().all(|c| c.trace.cached);
+    record.cost_usd = cost::sample_cost(&record.calls, &shared.registry);
+    if let Some(budget) = &shared.budget {
+        budget.finish(record.cost_usd);
+    }
     let total_ms = ms(start.elapsed());
     record.timings = SampleTimings {
         solver_ms,
@@ -461,6 +481,7 @@ fn finish(
     shared: &Shared,
     config: &RunConfig,
     runtime: &tokio::runtime::Runtime,
+    fingerprint: &Fingerprint,
 ) -> anyhow::Result<Option<RunSummary>> {
     let mut specifications = Vec::new();
     let mut totals = Totals::default();
@@ -525,6 +546,8 @@ fn finish(
         sessions: sessions.count,
         specifications,
         totals,
+        models: ModelSummary::of_registry(&shared.registry),
+        datasets: fingerprint.datasets(config, prepared.iter().map(|p| &**p)),
     };
     shared.run_dir.write_summary(&summary)?;
     Ok(Some(summary))

@@ -17,6 +17,7 @@ use crate::config_value::ConfigValue;
 use crate::diagnostic::Diagnostic;
 use crate::eval::dataset::DatasetSpec;
 use crate::eval::evaluation::{self, Evaluation, RunOverrides};
+use crate::eval::policy::Policy;
 use crate::eval::task::{self, TaskDef};
 use crate::project::{Project, yaml_files};
 use crate::yaml::{self, Node, SourceFile, from_node};
@@ -41,6 +42,8 @@ pub struct RunConfig {
     pub resolved: Value,
     /// The files of the run config itself and of its evaluation (for the fingerprint).
     pub sources: Vec<Arc<SourceFile>>,
+    /// Quality gates checked when the run ends.
+    pub policies: Vec<Policy>,
 }
 
 /// Only checks the top-level keys (so a typo gets "did you mean").
@@ -188,6 +191,19 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
     yaml::substitute_config(&mut evaluation_node, &config)?;
     let evaluation = evaluation::from_yaml(&evaluation_node, &overrides)?;
 
+    let policies: Vec<Policy> = match root.get("policies") {
+        Some(n) if !matches!(n.value, yaml::Value::Null) => {
+            let policies: Vec<Policy> = from_node(n, "policies")?;
+            crate::eval::policy::check_keys(&policies).map_err(|message| {
+                Diagnostic::new(message)
+                    .at(&n.span)
+                    .with_path("policies".to_owned())
+                    .with_hint("keys are 1 to 250 characters: letters, digits, `_` and `-`")
+            })?;
+            policies
+        }
+        _ => Vec::new(),
+    };
     project.register_inline_secrets();
     let resolved = masked_json(&root);
     let mut sources = yaml::sources(&root);
@@ -200,6 +216,7 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
         evaluation,
         resolved,
         sources,
+        policies,
     })
 }
 
