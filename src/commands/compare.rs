@@ -103,7 +103,7 @@ fn table(c: &Comparison) -> String {
                     || "-".to_owned(),
                     |[lo, hi]| format!("[{}, {}]", signed(lo), signed(hi)),
                 ),
-                m.p_value.map_or_else(|| "-".to_owned(), |p| format!("{p:.4}")),
+                m.p_value.map_or_else(|| "-".to_owned(), crate::report::stats::format_p),
                 m.test.unwrap_or("-").to_owned(),
             ]);
         }

@@ -19,7 +19,7 @@ pub fn run(global: &GlobalArgs, command: &RunsCommand, printer: &Printer) -> any
             if args.json {
                 printer.outln(&serde_json::to_string_pretty(&entries)?);
             } else if entries.is_empty() {
-                printer.errln(&format!("no runs under `{}`", project.join("runs").display()));
+                printer.errln(&format!("no runs under `{}`", runs::runs_dir(&project).display()));
             } else {
                 printer.out(&list_table(&entries));
             }

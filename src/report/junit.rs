@@ -64,7 +64,13 @@ pub fn compare_cases(comparison: &Comparison) -> Vec<Case> {
                 .metrics
                 .iter()
                 .filter(|m| m.regressed)
-                .map(|m| format!("`{}` got worse (p = {:.4})", m.name, m.p_value.unwrap_or(1.0)))
+                .map(|m| {
+                    format!(
+                        "`{}` got worse (p = {})",
+                        m.name,
+                        crate::report::stats::format_p(m.p_value.unwrap_or(1.0))
+                    )
+                })
                 .collect();
             let detail = format!(
                 "{} metric(s) compared over {} paired sample(s)",

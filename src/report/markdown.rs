@@ -33,11 +33,7 @@ fn usd(value: f64) -> String {
 }
 
 fn p_value(p: Option<f64>) -> String {
-    match p {
-        None => "—".to_owned(),
-        Some(p) if p < 0.0001 => "<0.0001".to_owned(),
-        Some(p) => format!("{p:.4}"),
-    }
+    p.map_or_else(|| "—".to_owned(), crate::report::stats::format_p)
 }
 
 fn policies(out: &mut String, rules: &[RuleOutcome]) {
@@ -102,7 +98,7 @@ pub fn run(summary: &RunSummary, table: &SampleTable, rules: &[RuleOutcome]) -> 
     if let Some(cost) = t.cost_usd {
         let _ = write!(out, " · {}", usd(cost));
     }
-    let _ = writeln!(out, " · {:.1} s", summary.wall_time_s);
+    let _ = writeln!(out, " · {:.1}s wall time", summary.wall_time_s);
     policies(&mut out, rules);
     out
 }

@@ -131,12 +131,21 @@ fn file_name(dir: &Path) -> String {
         .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
+/// `project/runs`, shown as `runs` for the current directory.
+pub fn runs_dir(project: &Path) -> PathBuf {
+    if project == Path::new(".") {
+        PathBuf::from("runs")
+    } else {
+        project.join("runs")
+    }
+}
+
 /// Every run under `project/runs/`, newest first. A directory whose files cannot be read is
 /// listed in the second value with why, and the rest are still listed.
 pub fn list(project: &Path) -> (Vec<RunEntry>, Vec<RunReadError>) {
     let mut entries = Vec::new();
     let mut problems = Vec::new();
-    let Ok(dirs) = std::fs::read_dir(project.join("runs")) else {
+    let Ok(dirs) = std::fs::read_dir(runs_dir(project)) else {
         return (entries, problems);
     };
     for dir in dirs.flatten().map(|d| d.path()).filter(|p| p.is_dir()) {
@@ -156,7 +165,7 @@ pub fn resolve(project: &Path, run: &str) -> Result<PathBuf, String> {
     if direct.join(RUN_CONFIG_FILE).exists() {
         return Ok(direct);
     }
-    let runs = project.join("runs");
+    let runs = runs_dir(project);
     let exact = runs.join(run);
     if exact.join(RUN_CONFIG_FILE).exists() {
         return Ok(exact);

@@ -156,6 +156,15 @@ pub fn mcnemar(b: u64, c: u64) -> f64 {
     (2.0 * ln_tail.exp()).min(1.0)
 }
 
+/// A p-value as people read it: four decimals, or two significant digits below 0.0001.
+pub fn format_p(p: f64) -> String {
+    if p >= 0.0001 || p == 0.0 {
+        format!("{p:.4}")
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
 /// The nearest-rank quantile `q` (0–1) of sorted values.
 pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     if sorted.is_empty() {

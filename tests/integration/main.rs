@@ -12,6 +12,7 @@ mod dialect;
 mod errors;
 mod limits;
 mod model_test;
+mod report;
 mod resume;
 mod runs;
 mod secrets;
