@@ -339,7 +339,7 @@ pub fn summary_table(summary: &RunSummary) -> String {
 }
 
 /// USD, with enough digits for the fractions of a cent per-token prices add up to.
-fn usd(value: f64) -> String {
+pub fn usd(value: f64) -> String {
     if value >= 1.0 {
         format!("${value:.2}")
     } else {

@@ -30,7 +30,7 @@ pub fn run(global: &GlobalArgs, command: &RunsCommand, printer: &Printer) -> any
 }
 
 fn cost(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".to_owned(), |c| format!("${c:.4}"))
+    value.map_or_else(|| "-".to_owned(), super::run::usd)
 }
 
 fn list_table(entries: &[RunEntry]) -> String {

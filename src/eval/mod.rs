@@ -2,7 +2,8 @@
 //! specifications pair a [`task`] with a [`dataset`] and a model; [`prepare`] resolves all of it
 //! before anything runs; [`run`] streams samples through the [`solver`] and [`scorer`]s, each
 //! finished sample becoming one [`record`] in the [`run_dir`]; [`summary`] folds the records
-//! into [`metric`] values, and [`task_log`] writes the AI GO!-shaped result logs.
+//! into [`metric`] values, and [`task_log`] writes the AI GO!-shaped result logs. [`cost`] prices
+//! samples and bounds spending; [`policy`] checks a finished run against its quality gates.
 
 pub mod cost;
 pub mod dataset;

@@ -517,7 +517,7 @@ fn runs_list_and_show_read_the_run_directories() {
     let t = t
         .args(["runs", "list"])
         .filter(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", "[STARTED]")
-        .filter(r"\$0\.\d{4}", "[USD]");
+        .filter(r"\$0\.\d{6}", "[USD]");
     let listed = t.snapshot();
     insta::assert_snapshot!("runs_list", listed);
     let t = t.args(["runs", "list", "--json"]);
