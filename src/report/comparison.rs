@@ -301,7 +301,7 @@ fn compare_spec(
                 direction: if was { "pass_to_fail" } else { "fail_to_pass" },
                 baseline: FlipBaseline {
                     output: at.rows[i].output.clone(),
-                    error: at.rows[i].error.map(|c| c.as_str().to_owned()),
+                    error: at.rows[i].error.clone(),
                     scores,
                 },
             });
@@ -309,25 +309,25 @@ fn compare_spec(
     }
     let mut errors: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for row in &at.rows {
-        if let Some(c) = row.error {
-            errors.entry(c.as_str().to_owned()).or_default().0 += 1;
+        if let Some(c) = &row.error {
+            errors.entry(c.clone()).or_default().0 += 1;
         }
     }
     for row in &bt.rows {
-        if let Some(c) = row.error {
-            errors.entry(c.as_str().to_owned()).or_default().1 += 1;
+        if let Some(c) = &row.error {
+            errors.entry(c.clone()).or_default().1 += 1;
         }
     }
     let (mut appeared, mut vanished) = (Vec::new(), Vec::new());
     for &(i, j) in &pairs {
-        match (at.rows[i].error, bt.rows[j].error) {
+        match (&at.rows[i].error, &bt.rows[j].error) {
             (None, Some(c)) => appeared.push(ErrorChange {
                 id: bt.rows[j].id.clone(),
-                class: c.as_str().to_owned(),
+                class: c.clone(),
             }),
             (Some(c), None) => vanished.push(ErrorChange {
                 id: bt.rows[j].id.clone(),
-                class: c.as_str().to_owned(),
+                class: c.clone(),
             }),
             _ => {}
         }

@@ -13,9 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::eval::fingerprint::FINGERPRINT_FILE;
 use crate::eval::policy::Policy;
-use crate::eval::record::SampleRecord;
 use crate::eval::run_dir::{RUN_CONFIG_FILE, SAMPLES_FILE, SESSIONS_FILE, SUMMARY_FILE};
 use crate::eval::summary::RunSummary;
+use crate::report::record_view::RecordView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunReadError {
@@ -226,7 +226,7 @@ impl OrderedRecords {
     }
 
     /// Record `i`, parsed.
-    pub fn record(&mut self, i: usize, buf: &mut Vec<u8>) -> Result<SampleRecord, RunReadError> {
+    pub fn record(&mut self, i: usize, buf: &mut Vec<u8>) -> Result<RecordView, RunReadError> {
         self.line(i, buf)?;
         serde_json::from_slice(buf).map_err(|e| RunReadError::Invalid {
             path: self.path.clone(),

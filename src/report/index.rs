@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::eval::record::SampleRecord;
 use crate::redact::redact;
+use crate::report::record_view::RecordView;
 
 /// Previews are cut to this many characters.
 pub const PREVIEW_CHARS: usize = 160;
@@ -26,7 +26,7 @@ pub fn preview(text: &str) -> String {
 }
 
 /// The input a person recognises a sample by: the last user message, or the whole model input.
-pub fn input_text(record: &SampleRecord) -> String {
+pub fn input_text(record: &RecordView) -> String {
     let Some(input) = &record.model_input else {
         return String::new();
     };
@@ -47,7 +47,7 @@ pub fn input_text(record: &SampleRecord) -> String {
     }
 }
 
-pub fn output_text(record: &SampleRecord) -> String {
+pub fn output_text(record: &RecordView) -> String {
     record
         .solver_output
         .as_ref()
@@ -170,7 +170,7 @@ impl IndexBuilder {
         }
     }
 
-    pub fn add(&mut self, spec: usize, record: &SampleRecord, pass: Option<bool>, input: String, output: String) {
+    pub fn add(&mut self, spec: usize, record: &RecordView, pass: Option<bool>, input: String, output: String) {
         let row = self.index.n;
         let ix = &mut self.index;
         ix.n += 1;
@@ -195,7 +195,7 @@ impl IndexBuilder {
         ix.output.push(output);
         let mut parts = [0.0f64; PARTS.len()];
         for call in &record.calls {
-            let t = &call.trace.timings;
+            let t = &call.timings;
             parts[0] += t.permit_wait_ms;
             parts[1] += t.limiter_wait_ms;
             parts[2] += t.render_input_ms + t.render_output_ms;

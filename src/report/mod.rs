@@ -2,7 +2,8 @@
 //! intervals, charts, a paged sample table and every sample's evidence), the comparison of two
 //! runs, the runs under a project, and the CI outputs (JUnit, Markdown).
 //!
-//! Data flows from a run directory only: [`finished_run`] reads its files, [`series`] keeps one
+//! Data flows from a run directory only: [`finished_run`] reads its files (records as a
+//! [`record_view`]), [`series`] keeps one
 //! small row per sample and each metric's per-sample values, [`stats`] computes intervals and
 //! tests, [`meta`], [`index`] and [`comparison`] build the page's data, and [`encode`] streams it
 //! into the template. [`junit`] and [`markdown`] render gates for CI; [`runs`] lists run
@@ -15,6 +16,7 @@ pub mod index;
 pub mod junit;
 pub mod markdown;
 pub mod meta;
+pub mod record_view;
 pub mod runs;
 pub mod series;
 pub mod stats;
@@ -26,11 +28,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::eval::record::SampleRecord;
 use crate::report::comparison::Comparison;
 use crate::report::encode::{CHUNK_SIZE, PageData};
 use crate::report::finished_run::{FinishedRun, OrderedRecords, RunReadError};
 use crate::report::index::IndexBuilder;
+use crate::report::record_view::RecordView;
 use crate::report::series::SampleTable;
 
 /// The report's file name in a run directory.
@@ -43,7 +45,7 @@ pub struct Loaded {
 }
 
 /// Hands every record to `each` in report order, with its specification's position.
-fn scan(records: &mut OrderedRecords, mut each: impl FnMut(usize, &SampleRecord)) -> Result<(), RunReadError> {
+fn scan(records: &mut OrderedRecords, mut each: impl FnMut(usize, &RecordView)) -> Result<(), RunReadError> {
     let mut buf = Vec::new();
     let mut spec = 0;
     let mut left = records.per_spec.first().copied().unwrap_or(0);

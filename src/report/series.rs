@@ -5,11 +5,10 @@
 
 use serde::Serialize;
 
-use crate::error_class::ErrorClass;
 use crate::eval::metric::python_str;
-use crate::eval::record::SampleRecord;
 use crate::eval::summary::{MetricResult, RunSummary};
 use crate::model::io::Usage;
+use crate::report::record_view::RecordView;
 use crate::report::stats::{self, Statistic};
 
 /// Whether bigger values of a metric are better.
@@ -21,12 +20,30 @@ pub enum Better {
 }
 
 impl Better {
-    /// Errors, losses, distances, latencies and costs are better small; anything else big.
+    /// Errors, losses, distances, latencies and costs are better small; anything else big. Names
+    /// are read word by word (`abs_error_mean` is an error, `answer_length` is not a WER).
     pub fn guess(names: &[&str]) -> Better {
-        const SMALL: [&str; 7] = ["error", "loss", "distance", "latency", "cost", "perplexity", "wer"];
-        let lower = names
-            .iter()
-            .any(|n| SMALL.iter().any(|s| n.to_ascii_lowercase().contains(s)));
+        const SMALL: [&str; 14] = [
+            "error",
+            "errors",
+            "loss",
+            "distance",
+            "latency",
+            "cost",
+            "perplexity",
+            "wer",
+            "cer",
+            "mae",
+            "mse",
+            "rmse",
+            "ms",
+            "seconds",
+        ];
+        let lower = names.iter().any(|name| {
+            name.to_ascii_lowercase()
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|word| SMALL.contains(&word))
+        });
         if lower { Better::Lower } else { Better::Higher }
     }
 
@@ -117,7 +134,7 @@ impl MetricSeries {
     }
 
     /// This series' value for one record.
-    fn extract(&self, record: &SampleRecord) -> Option<f64> {
+    fn extract(&self, record: &RecordView) -> Option<f64> {
         if self.kind == SeriesKind::Opaque {
             return None;
         }
@@ -178,7 +195,7 @@ impl MetricSeries {
 pub struct SampleRow {
     pub id: String,
     /// The class of the sample's first error.
-    pub error: Option<ErrorClass>,
+    pub error: Option<String>,
     pub total_ms: f64,
     pub usage: Usage,
     pub cost_usd: Option<f64>,
@@ -266,7 +283,7 @@ impl SampleTable {
     }
 
     /// Adds one record to its specification (`spec` is its position in the summary).
-    pub fn add(&mut self, spec: usize, record: &SampleRecord, output_preview: String) {
+    pub fn add(&mut self, spec: usize, record: &RecordView, output_preview: String) {
         let table = &mut self.specs[spec];
         for series in &mut table.series {
             let value = series.extract(record);
@@ -274,7 +291,7 @@ impl SampleTable {
         }
         table.rows.push(SampleRow {
             id: record.sample_id.clone(),
-            error: record.errors.first().map(|e| e.class),
+            error: record.errors.first().map(|e| e.class.clone()),
             total_ms: record.timings.total_ms,
             usage: record.usage,
             cost_usd: record.cost_usd,
@@ -299,5 +316,18 @@ impl SampleTable {
 
     pub fn spec(&self, key: &str) -> Option<&SpecTable> {
         self.specs.iter().find(|s| s.key == key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Better;
+
+    #[test]
+    fn errors_and_losses_are_better_small() {
+        assert_eq!(Better::guess(&["abs_error_mean", "abs_error"]), Better::Lower);
+        assert_eq!(Better::guess(&["val-loss"]), Better::Lower);
+        assert_eq!(Better::guess(&["answer_length_mean"]), Better::Higher);
+        assert_eq!(Better::guess(&["is_correct_mean"]), Better::Higher);
     }
 }

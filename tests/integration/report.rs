@@ -207,12 +207,30 @@ fn compare_matches_flips_and_mcnemar_p_values_computed_from_the_records() {
     // p = 0.118: a regression, but not a significant one at 0.05.
     let t = t.args(["compare", "a", "b", "--fail-on-regression"]);
     t.success();
-    let t = t.args(["compare", "a", "b", "--fail-on-regression", "--alpha", "0.2"]);
+    let t = t.args([
+        "compare",
+        "a",
+        "b",
+        "--fail-on-regression",
+        "--alpha",
+        "0.2",
+        "--junit",
+        "cmp.xml",
+    ]);
     let out = t.failure();
     assert!(
         out.stderr.contains("1 metric(s) got worse with p < 0.2"),
         "{}",
         out.stderr
+    );
+    let junit = std::fs::read_to_string(t.path().join("cmp.xml")).unwrap();
+    assert!(
+        junit.contains(r#"<testcase name="echo""#) && junit.contains("<failure"),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("`exact.is_correct_mean` got worse (p = 0.1185)"),
+        "{junit}"
     );
 
     let t = t
