@@ -5,6 +5,7 @@ mod adapter_list;
 mod adapter_test;
 mod compare;
 mod doctor;
+mod gates;
 mod model_list;
 mod model_test;
 mod report;

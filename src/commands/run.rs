@@ -9,16 +9,12 @@ use anyhow::Context;
 
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::eval::fingerprint::{FINGERPRINT_FILE, Fingerprint, RunFlags};
-use crate::eval::policy::{self, Policy, RuleOutcome};
 use crate::eval::run::{self, RunOptions, RunOutcome};
 use crate::eval::run_dir::{RunDir, RunInfo};
 use crate::eval::summary::{RunSummary, SpecStatus};
 use crate::exit_status::ExitStatus;
 use crate::printer::Printer;
 use crate::progress;
-
-/// Significance level the report marks differences at.
-const REPORT_ALPHA: f64 = 0.05;
 
 /// How long a failure message may be in the grouped list (the record has it whole).
 const MESSAGE_WIDTH: usize = 160;
@@ -127,83 +123,11 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
     report(&outcome, &run_path, args.json, printer);
     let mut status = outcome.status();
     if let Some(summary) = &outcome.summary
-        && !gates(summary, &policies, &run_path, args, printer)?
+        && !super::gates::after_run(summary, &policies, &run_path, args, printer)?
     {
         status = ExitStatus::Failure;
     }
     Ok(status)
-}
-
-/// After a summarised run: writes `report.html`, checks the policies, writes `--markdown` and
-/// `--junit`. `false` when a policy rule failed.
-fn gates(
-    summary: &RunSummary,
-    policies: &[Policy],
-    run_dir: &Path,
-    args: &RunArgs,
-    printer: &Printer,
-) -> anyhow::Result<bool> {
-    let rules = policy::evaluate(policies, summary);
-    // The results are safe in `samples.jsonl` either way: a report that cannot be written is
-    // worth a warning, not a failed run.
-    let table = match crate::report::write(run_dir, None, REPORT_ALPHA) {
-        Ok(written) => {
-            if !args.json {
-                printer.outln(&format!("report: {}", written.path.display()));
-            }
-            Some(written.loaded.table)
-        }
-        Err(e) => {
-            printer.warn(&format!(
-                "cannot write the report: {e:#}\nhint: `lfeval report {}` tries again",
-                run_dir.display()
-            ));
-            None
-        }
-    };
-    let lines = policy_lines(&rules);
-    if !lines.is_empty() {
-        if args.json {
-            printer.errln(&lines);
-        } else {
-            printer.outln(&lines);
-        }
-    }
-    if let Some(path) = &args.markdown {
-        let table = match table {
-            Some(t) => t,
-            None => crate::report::load(run_dir)?.table,
-        };
-        super::write_text(path, &crate::report::markdown::run(summary, &table, &rules))?;
-    }
-    if let Some(path) = &args.junit {
-        let cases = crate::report::junit::run_cases(summary, &rules);
-        let xml = crate::report::junit::render(&format!("lfeval {}", summary.evaluation), &cases)?;
-        super::write_text(path, &xml)?;
-    }
-    Ok(rules.iter().all(|r| r.passed))
-}
-
-/// Policy rules: a count, then each failed rule with why.
-pub fn policy_lines(rules: &[RuleOutcome]) -> String {
-    if rules.is_empty() {
-        return String::new();
-    }
-    let failed: Vec<&RuleOutcome> = rules.iter().filter(|r| !r.passed).collect();
-    let mut lines = vec![format!(
-        "policies: {} of {} rule(s) passed",
-        rules.len() - failed.len(),
-        rules.len()
-    )];
-    for rule in failed {
-        lines.push(format!(
-            "  failed `{}` ({}): {}",
-            rule.id(),
-            rule.condition,
-            rule.detail
-        ));
-    }
-    lines.join("\n")
 }
 
 fn read_fingerprint(dir: &Path) -> anyhow::Result<Option<Fingerprint>> {

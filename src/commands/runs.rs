@@ -136,7 +136,7 @@ fn show(project: &std::path::Path, args: &RunsShowArgs, printer: &Printer) -> an
     if !failures.is_empty() {
         printer.outln(&failures);
     }
-    let policies = super::run::policy_lines(&rules);
+    let policies = super::gates::policy_lines(&rules);
     if !policies.is_empty() {
         printer.outln(&policies);
     }
