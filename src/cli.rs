@@ -54,6 +54,14 @@ pub enum Command {
     Run(RunArgs),
     /// Merge the run directories of a sharded run (`run --shard I/N`) into one run directory.
     Merge(MergeArgs),
+    /// Write a run's `report.html` again (optionally against a baseline run) and open it.
+    Report(ReportArgs),
+    /// Compare run B against baseline run A: metric deltas with confidence intervals, McNemar
+    /// tests, flipped samples, errors, latency, tokens and cost.
+    Compare(CompareArgs),
+    /// List and show the runs under the project's `runs/`.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// `lf`-style spelling: `lfeval test model KEY`.
     #[command(subcommand, hide = true)]
     Test(TestCommand),
@@ -227,6 +235,16 @@ pub struct RunArgs {
     /// `SLURM_ARRAY_TASK_ID` (Slurm).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub shards: Option<u32>,
+    /// Stop starting samples once the USD spent plus the likely cost of the samples in flight
+    /// would pass this (needs `pricing` on the models).
+    #[arg(long, value_name = "USD")]
+    pub max_cost: Option<f64>,
+    /// Write a JUnit XML file: one test case per task specification and per policy rule.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a Markdown summary (metrics with 95% CIs, policy rules), fit for a pull request.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitsArgs,
 }
@@ -282,4 +300,56 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         return Err(bad());
     }
     Ok(duration)
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Open the report in a browser (`$BROWSER`, or the system's default).
+    #[arg(long)]
+    pub open: bool,
+    /// A baseline run to compare against: the report gets a comparison view, flips first.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub baseline: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline run directory (A).
+    pub baseline: PathBuf,
+    /// The run directory compared against it (B).
+    pub current: PathBuf,
+    /// Print the comparison as JSON.
+    #[arg(short, long)]
+    pub json: bool,
+    /// Write a Markdown summary of the comparison, fit for a pull request.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Write a JUnit XML file: one test case per task specification and per policy rule.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Exit 1 when a metric got worse with a p-value below `--alpha`.
+    #[arg(long)]
+    pub fail_on_regression: bool,
+    /// Significance level for regressions.
+    #[arg(long, default_value_t = 0.05, value_name = "P")]
+    pub alpha: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The runs under `runs/`, newest first.
+    List(ListArgs),
+    /// One run's summary: metrics, failures, cost and where its files are.
+    Show(RunsShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunsShowArgs {
+    /// A run directory, or the name of one under `runs/` (a unique prefix is enough).
+    pub run: String,
+    /// Print JSON.
+    #[arg(short, long)]
+    pub json: bool,
 }

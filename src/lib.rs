@@ -20,6 +20,7 @@ pub mod progress;
 pub mod project;
 pub mod python;
 pub mod redact;
+pub mod report;
 pub mod secrets;
 pub mod signals;
 pub mod source;

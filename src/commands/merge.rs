@@ -38,9 +38,11 @@ pub fn run(global: &GlobalArgs, args: &MergeArgs, printer: &Printer) -> anyhow::
                     summary.run_dir.display()
                 ));
             }
+            super::gates::write_report(&summary.run_dir, args.json, printer);
             let outcome = RunOutcome {
-                summary: Some(summary),
+                summary: Some(*summary),
                 stopped_early: false,
+                cost_limit: None,
             };
             Ok(outcome.status())
         }

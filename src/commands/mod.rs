@@ -3,11 +3,15 @@
 
 mod adapter_list;
 mod adapter_test;
+mod compare;
 mod doctor;
+mod gates;
 mod merge;
 mod model_list;
 mod model_test;
+mod report;
 mod run;
+mod runs;
 mod secret;
 mod validate;
 
@@ -37,6 +41,9 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         Command::Doctor => doctor::run(&start_python(&global)?, printer),
         Command::Run(args) => run::run(&global, &args, printer),
         Command::Merge(args) => merge::run(&global, &args, printer),
+        Command::Report(args) => report::run(&args, printer),
+        Command::Compare(args) => compare::run(&args, printer),
+        Command::Runs(command) => runs::run(&global, &command, printer),
         Command::Worker => {
             crate::python::worker::serve(&python_options(&global))?;
             Ok(ExitStatus::Success)
@@ -82,4 +89,14 @@ pub fn warn_load_errors(project: &Project, kind: &str, printer: &Printer) {
             failed.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
         ));
     }
+}
+
+/// Writes an output file a flag asked for (`--junit`, `--markdown`), masked.
+pub fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create `{}`", parent.display()))?;
+    }
+    std::fs::write(path, crate::redact::redact(text).as_bytes())
+        .with_context(|| format!("cannot write `{}`", path.display()))
 }

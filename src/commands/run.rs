@@ -113,7 +113,15 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
         recorded,
         force_resume: args.force_resume,
         limits: limits_config(&args.limits),
+        max_cost: args.max_cost,
     };
+    if let Some(limit) = args.max_cost {
+        anyhow::ensure!(
+            limit.is_finite() && limit >= 0.0,
+            "`--max-cost` must be a number of USD, 0 or more, found `{limit}`"
+        );
+    }
+    let policies = config.policies.clone();
     let run_path = run_dir.path().to_path_buf();
     let outcome = run::run(config, run_dir, python.clone(), &options, printer);
     python.flush();
@@ -134,7 +142,13 @@ pub fn run(global: &GlobalArgs, args: &RunArgs, printer: &Printer) -> anyhow::Re
         }
     };
     report(&outcome, &run_path, args.json, printer);
-    Ok(outcome.status())
+    let mut status = outcome.status();
+    if let Some(summary) = &outcome.summary
+        && !super::gates::after_run(summary, &policies, &run_path, args, printer)?
+    {
+        status = ExitStatus::Failure;
+    }
+    Ok(status)
 }
 
 /// `--limits` / `LFEVAL_LIMITS`, when given (an empty value means none).
@@ -196,7 +210,12 @@ fn report(outcome: &RunOutcome, run_dir: &Path, json: bool, printer: &Printer) {
         }
         printer.outln(&format!("results: {}", summary.run_dir.display()));
     }
-    if outcome.stopped_early {
+    if let Some((spent, limit)) = outcome.cost_limit {
+        printer.warn(&format!(
+            "stopped starting samples: `--max-cost {limit}` would be passed (${spent:.6} spent)\nhint: resume with `lfeval run --resume {}` and a higher `--max-cost` to finish the rest",
+            run_dir.display()
+        ));
+    } else if outcome.stopped_early {
         printer.warn(&format!(
             "stopped early after failed samples\nhint: resume with `lfeval run --resume {}` to finish the rest",
             run_dir.display()
@@ -206,18 +225,25 @@ fn report(outcome: &RunOutcome, run_dir: &Path, json: bool, printer: &Printer) {
 
 /// The metrics of every specification, then the totals.
 pub fn summary_table(summary: &RunSummary) -> String {
-    let mut rows = vec![
-        ["SPECIFICATION", "MODEL", "SAMPLES", "FAILED", "METRIC", "VALUE", "N"]
-            .map(str::to_owned)
-            .to_vec(),
-    ];
+    let priced = summary.specifications.iter().any(|s| s.cost_usd.is_some());
+    let mut header: Vec<String> = ["SPECIFICATION", "MODEL", "SAMPLES", "FAILED"]
+        .map(str::to_owned)
+        .to_vec();
+    if priced {
+        header.push("COST".to_owned());
+    }
+    header.extend(["METRIC", "VALUE", "N"].map(str::to_owned));
+    let mut rows = vec![header];
     for spec in &summary.specifications {
-        let base = vec![
+        let mut base = vec![
             spec.identity.key.clone(),
             spec.identity.model.clone().unwrap_or_else(|| "-".to_owned()),
             spec.samples.to_string(),
             spec.failed.to_string(),
         ];
+        if priced {
+            base.push(spec.cost_usd.map_or_else(|| "-".to_owned(), usd));
+        }
         if spec.status == SpecStatus::NotStarted {
             rows.push(base.into_iter().chain(["(not started)".to_owned()]).collect());
             continue;
@@ -233,7 +259,11 @@ pub fn summary_table(summary: &RunSummary) -> String {
                     // Frequencies and confusion matrices are in summary.json.
                     _ => continue,
                 };
-                let mut row = if any { vec![String::new(); 4] } else { base.clone() };
+                let mut row = if any {
+                    vec![String::new(); base.len()]
+                } else {
+                    base.clone()
+                };
                 row.push(format!("{}.{name}", metric.scorer_name));
                 row.push(shown);
                 row.push(if metric.excluded > 0 {
@@ -251,8 +281,12 @@ pub fn summary_table(summary: &RunSummary) -> String {
     }
     let totals = &summary.totals;
     let mut out = crate::table::table(&rows);
+    let cost = totals
+        .cost_usd
+        .map(|c| format!(", {} cost", usd(c)))
+        .unwrap_or_default();
     out.push_str(&format!(
-        "\n{} sample(s), {} failed, {} prompt + {} completion tokens, {:.1}s wall time\n",
+        "\n{} sample(s), {} failed, {} prompt + {} completion tokens{cost}, {:.1}s wall time\n",
         totals.samples,
         totals.failed,
         totals.usage.num_prompt_tokens,
@@ -260,6 +294,15 @@ pub fn summary_table(summary: &RunSummary) -> String {
         summary.wall_time_s
     ));
     out
+}
+
+/// USD, with enough digits for the fractions of a cent per-token prices add up to.
+pub fn usd(value: f64) -> String {
+    if value >= 1.0 {
+        format!("${value:.2}")
+    } else {
+        format!("${value:.6}")
+    }
 }
 
 /// Failures grouped by cause, most frequent first, and metric errors: what to fix first.

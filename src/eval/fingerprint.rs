@@ -19,6 +19,7 @@ use crate::eval::dataset::SourceSpec;
 use crate::eval::prepare::Prepared;
 use crate::eval::run_config::RunConfig;
 use crate::eval::shard::Shard;
+use crate::eval::summary::DatasetSummary;
 use crate::model::registry::Registry;
 use crate::yaml::SourceFile;
 
@@ -158,6 +159,33 @@ impl Fingerprint {
             }
         }
         Ok(changes)
+    }
+
+    /// The datasets of the prepared specifications (each once), with the content hashes this
+    /// fingerprint holds for their data.
+    pub fn datasets<'a>(
+        &self,
+        config: &RunConfig,
+        prepared: impl IntoIterator<Item = &'a Prepared>,
+    ) -> Vec<DatasetSummary> {
+        let mut out: Vec<DatasetSummary> = Vec::new();
+        for dataset in prepared.into_iter().flat_map(|p| p.datasets()) {
+            if out.iter().any(|d| d.key == dataset.spec.key) {
+                continue;
+            }
+            let path = match dataset.spec.effective_source() {
+                Ok(SourceSpec::Local { file_path, .. }) => Some(dataset.base_dir.join(file_path)),
+                Ok(SourceSpec::Folder { directory_path, .. }) => Some(dataset.base_dir.join(directory_path)),
+                _ => None,
+            };
+            let path = path.map(|path| crate::yaml::display_path(&config.project.root, &path));
+            out.push(DatasetSummary {
+                key: dataset.spec.key.clone(),
+                sha256: path.as_ref().and_then(|p| self.files.get(p)).cloned(),
+                path,
+            });
+        }
+        out
     }
 
     /// What changed from `self` (recorded) to `now`, one line per difference.

@@ -19,9 +19,9 @@ use crate::eval::fingerprint::{FINGERPRINT_FILE, Fingerprint};
 use crate::eval::prepare::{Prepared, prepare_tasks};
 use crate::eval::record::SampleRecord;
 use crate::eval::run::{Outputs, selected_samples, write_outputs};
-use crate::eval::run_dir::{ResultsError, RunDir, RunInfo, SESSIONS_FILE, Sessions};
+use crate::eval::run_dir::{ResultsError, RunDir, RunInfo, SESSIONS_FILE, SUMMARY_FILE, Sessions};
 use crate::eval::shard::Shard;
-use crate::eval::summary::RunSummary;
+use crate::eval::summary::{ModelSummary, RunSummary};
 use crate::python::PythonRuntime;
 use crate::redact::redact;
 
@@ -36,7 +36,7 @@ pub struct MergeRequest<'a> {
 }
 
 pub enum MergeEnd {
-    Merged(RunSummary),
+    Merged(Box<RunSummary>),
     /// Samples no shard recorded; nothing was written.
     Missing(Vec<MissingSamples>),
 }
@@ -128,11 +128,13 @@ pub fn merge(request: &MergeRequest<'_>, python: &PythonRuntime) -> anyhow::Resu
         python,
         evaluation: &config.evaluation.key,
         sessions,
+        models: shard_models(&shards),
+        datasets: base.datasets(&config, prepared.iter().map(|p| &**p)),
     };
     let summary = write_outputs(&prepared, &started, &outputs, &runtime, &|| false)?;
     runtime.shutdown_background();
     summary
-        .map(MergeEnd::Merged)
+        .map(|s| MergeEnd::Merged(Box::new(s)))
         .context("internal error: the merge produced no summary")
 }
 
@@ -335,4 +337,25 @@ fn merge_sessions(shards: &[ShardRun], out: &RunDir, started_at: jiff::Timestamp
     let path = out.path().join(SESSIONS_FILE);
     std::fs::write(&path, lines).with_context(|| format!("cannot write `{}`", path.display()))?;
     Ok(sessions)
+}
+
+/// The models the shards called, from their summaries (every shard ran the same config, but a
+/// shard whose samples never reached a judge may not list it).
+fn shard_models(shards: &[ShardRun]) -> Vec<ModelSummary> {
+    let mut models: Vec<ModelSummary> = Vec::new();
+    for shard in shards {
+        let Ok(text) = std::fs::read_to_string(shard.run.path().join(SUMMARY_FILE)) else {
+            continue;
+        };
+        let Ok(summary) = serde_json::from_str::<RunSummary>(&text) else {
+            continue;
+        };
+        for model in summary.models {
+            if !models.iter().any(|m| m.key == model.key) {
+                models.push(model);
+            }
+        }
+    }
+    models.sort_by(|a, b| a.key.cmp(&b.key));
+    models
 }

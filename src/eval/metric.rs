@@ -186,7 +186,8 @@ impl MetricSpec {
         }
     }
 
-    /// The score field a single-field metric reads.
+    /// The score field a single-field metric folds (`mean`, `max`, `min`, `std_dev`,
+    /// `frequency`, `weighted_average`).
     pub fn field(&self) -> Option<&str> {
         match self {
             MetricSpec::Mean { field, .. }

@@ -48,6 +48,8 @@ pub struct SampleRecord {
     pub timings: SampleTimings,
     /// The task's action rule that leaves this sample out of the metrics.
     pub excluded_by: Option<String>,
+    /// USD the sample's calls to priced models cost; absent when none is priced.
+    pub cost_usd: Option<f64>,
 }
 
 impl SampleRecord {
@@ -71,6 +73,7 @@ impl SampleRecord {
             cached: false,
             timings: SampleTimings::default(),
             excluded_by: None,
+            cost_usd: None,
         }
     }
 
@@ -145,7 +148,7 @@ pub fn reply_message(output: &Value, text: Option<&str>) -> Value {
 }
 
 /// The content of an output's first choice, when it is text.
-fn output_content(output: &Value) -> Option<&str> {
+pub fn output_content(output: &Value) -> Option<&str> {
     output.pointer("/choices/0/message/content").and_then(Value::as_str)
 }
 
@@ -172,6 +175,8 @@ struct RecordLine<'a> {
     timings: &'a SampleTimings,
     #[serde(skip_serializing_if = "Option::is_none")]
     excluded_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_usd: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -251,6 +256,8 @@ struct RecordWire {
     timings: SampleTimings,
     #[serde(default)]
     excluded_by: Option<String>,
+    #[serde(default)]
+    cost_usd: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -284,7 +291,7 @@ fn trace_of(messages: &[Value]) -> crate::open_responses::Trace {
 }
 
 /// A field that may be `null`: `Some(None)` then, `None` when it is absent.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -311,6 +318,7 @@ impl Serialize for SampleRecord {
             cached: self.cached,
             timings: &self.timings,
             excluded_by: self.excluded_by.as_deref(),
+            cost_usd: self.cost_usd,
         }
         .serialize(serializer)
     }
@@ -373,6 +381,7 @@ impl<'de> Deserialize<'de> for SampleRecord {
             cached: wire.cached,
             timings: wire.timings,
             excluded_by: wire.excluded_by,
+            cost_usd: wire.cost_usd,
         })
     }
 }

@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use rand::seq::IteratorRandom;
 use serde_json::Value;
 
+use crate::eval::cost::{self, CostBudget};
 use crate::eval::dataset::Sample;
 use crate::eval::evaluation::Subsampling;
 use crate::eval::fingerprint::{Change, FINGERPRINT_FILE, Fingerprint, RunFlags};
@@ -25,7 +26,7 @@ use crate::eval::run_dir::{RunDir, SessionLog};
 use crate::eval::sample_source;
 use crate::eval::scorer::ScorerKind;
 use crate::eval::shard::Shard;
-use crate::eval::summary::{self, RunSummary, SpecIdentity, SpecSummary, Totals};
+use crate::eval::summary::{self, DatasetSummary, ModelSummary, RunSummary, SpecIdentity, SpecSummary, Totals};
 use crate::eval::task_log::{self, LogHead};
 use crate::exit_status::ExitStatus;
 use crate::model::cache::{CachePolicy, ResponseCache};
@@ -54,6 +55,8 @@ pub struct RunOptions {
     pub force_resume: bool,
     /// Limits shared with other processes (`--limits`).
     pub limits: Option<LimitsConfig>,
+    /// `--max-cost`: USD this session may spend on priced models.
+    pub max_cost: Option<f64>,
 }
 
 impl RunOptions {
@@ -88,6 +91,8 @@ pub struct RunOutcome {
     pub summary: Option<RunSummary>,
     /// The run stopped starting samples after `--fail-fast` / `--max-errors`.
     pub stopped_early: bool,
+    /// `(spent, limit)` in USD when `--max-cost` held samples back.
+    pub cost_limit: Option<(f64, f64)>,
 }
 
 impl RunOutcome {
@@ -114,6 +119,7 @@ struct Shared {
     interrupt: tokio::sync::watch::Receiver<bool>,
     /// The part of the samples this process runs.
     shard: Option<Shard>,
+    budget: Option<CostBudget>,
 }
 
 impl Shared {
@@ -181,6 +187,7 @@ pub fn run(
         failure_budget: options.failure_budget(),
         interrupt,
         shard: options.flags.shard,
+        budget: options.max_cost.map(CostBudget::new),
     });
     let session = SessionLog::start();
     let prepared: Vec<Arc<Prepared>> = prepared.into_iter().map(Arc::new).collect();
@@ -204,7 +211,7 @@ pub fn run(
     let summary = if shared.interrupted() {
         None
     } else {
-        finish(&prepared, &started_specs, &shared, &config, &runtime)?
+        finish(&prepared, &started_specs, &shared, &config, &runtime, &fingerprint)?
     };
     for r in shared.registry.runtimes() {
         let lost = r.gate.lost_leases();
@@ -219,6 +226,11 @@ pub fn run(
     Ok(RunOutcome {
         summary,
         stopped_early: shared.stop.load(Ordering::Relaxed),
+        cost_limit: shared
+            .budget
+            .as_ref()
+            .filter(|b| b.reached())
+            .map(|b| (b.spent(), b.limit())),
     })
 }
 
@@ -356,6 +368,10 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
         if shared.stop.load(Ordering::Relaxed) {
             break SpecEnd::Stopped;
         }
+        if shared.budget.as_ref().is_some_and(|b| !b.try_start()) {
+            shared.stop.store(true, Ordering::Relaxed);
+            break SpecEnd::Stopped;
+        }
         let (p2, shared2, pre) = (Arc::clone(&p), Arc::clone(&shared), Arc::clone(&precomputed));
         tasks.spawn(async move {
             let result = process(&p2, &shared2, sample, trial, &pre).await;
@@ -432,7 +448,13 @@ async fn process(
         python: &shared.python,
     };
     let pre = precomputed.get(&sample.index);
-    let records = process::sample(p, &env, sample, trial, pre).await;
+    let mut records = process::sample(p, &env, sample, trial, pre).await;
+    for record in &mut records {
+        record.cost_usd = cost::sample_cost(&record.calls, &shared.registry);
+    }
+    if let Some(budget) = &shared.budget {
+        budget.finish(records.iter().filter_map(|r| r.cost_usd).reduce(|a, b| a + b));
+    }
     let failed = records.iter().any(|r| r.failed());
     // The shared limits server is gone: this sample failed for it, not for itself, so it stays
     // unrecorded (it runs again on `--resume`) and the run stops.
@@ -521,12 +543,15 @@ fn finish(
     shared: &Shared,
     config: &RunConfig,
     runtime: &tokio::runtime::Runtime,
+    fingerprint: &Fingerprint,
 ) -> anyhow::Result<Option<RunSummary>> {
     let outputs = Outputs {
         run_dir: &shared.run_dir,
         python: &shared.python,
         evaluation: &config.evaluation.key,
         sessions: shared.run_dir.sessions()?,
+        models: ModelSummary::of_registry(&shared.registry),
+        datasets: fingerprint.datasets(config, prepared.iter().map(|p| &**p)),
     };
     write_outputs(prepared, started_specs, &outputs, runtime, &|| shared.interrupted())
 }
@@ -537,6 +562,9 @@ pub struct Outputs<'a> {
     pub python: &'a PythonRuntime,
     pub evaluation: &'a str,
     pub sessions: crate::eval::run_dir::Sessions,
+    /// The models the run called, for `summary.json` (pricing feeds reports and `--max-cost`).
+    pub models: Vec<ModelSummary>,
+    pub datasets: Vec<DatasetSummary>,
 }
 
 /// Summarises every specification from the run directory's `samples.jsonl`, writes the task
@@ -614,9 +642,9 @@ pub fn write_outputs(
         sessions: sessions.count,
         specifications,
         totals,
+        models: outputs.models.clone(),
+        datasets: outputs.datasets.clone(),
     };
     run_dir.write_summary(&summary)?;
-    // The report (issue 11) is written here, from the same records and summary, so that a
-    // merged run gets it exactly as a single run does.
     Ok(Some(summary))
 }

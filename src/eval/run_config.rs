@@ -23,6 +23,7 @@ use crate::entity::{EntityKind, HostedFeature};
 use crate::eval::dataset::DatasetSpec;
 use crate::eval::entities::Entities;
 use crate::eval::evaluation::{self, Evaluation, RunOverrides};
+use crate::eval::policy::Policy;
 use crate::eval::task::{self, TaskDef};
 use crate::model::provider;
 use crate::project::{Project, yaml_files};
@@ -48,6 +49,8 @@ pub struct RunConfig {
     pub resolved: Value,
     /// The files of the run config itself and of its evaluation (for the fingerprint).
     pub sources: Vec<Arc<SourceFile>>,
+    /// Quality gates checked when the run ends.
+    pub policies: Vec<Policy>,
 }
 
 /// A run file as `validate` sees it: everything it registers, and its evaluation if it has one
@@ -66,6 +69,8 @@ pub struct RunFile {
     pub declared: Declared,
     pub resolved: Value,
     pub sources: Vec<Arc<SourceFile>>,
+    /// Quality gates checked when the run ends.
+    pub policies: Vec<Policy>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -140,6 +145,7 @@ pub fn load(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&Path>
         evaluation,
         resolved: loaded.resolved,
         sources: loaded.sources,
+        policies: loaded.policies,
     })
 }
 
@@ -306,6 +312,19 @@ pub fn load_file(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&
         }
     };
 
+    let policies: Vec<Policy> = match root.get("policies") {
+        Some(n) if !matches!(n.value, yaml::Value::Null) => {
+            let policies: Vec<Policy> = from_node(n, "policies")?;
+            crate::eval::policy::check_keys(&policies).map_err(|message| {
+                Diagnostic::new(message)
+                    .at(&n.span)
+                    .with_path("policies".to_owned())
+                    .with_hint("keys are 1 to 250 characters: letters, digits, `_` and `-`")
+            })?;
+            policies
+        }
+        _ => Vec::new(),
+    };
     project.register_inline_secrets();
     let resolved = masked_json(&root);
     Ok(RunFile {
@@ -319,6 +338,7 @@ pub fn load_file(run_file: &Path, project_dir: Option<&Path>, env_file: Option<&
         declared,
         resolved,
         sources,
+        policies,
     })
 }
 

@@ -17,6 +17,7 @@ use crate::eval::record::{EVIDENCE_SCORER, SampleError, SampleRecord, Scores, St
 use crate::eval::scorer::ScorerDef;
 use crate::eval::task::ScoreAggregator;
 use crate::model::io::Usage;
+use crate::model::pricing::Pricing;
 
 /// `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +34,50 @@ pub struct RunSummary {
     pub sessions: u32,
     pub specifications: Vec<SpecSummary>,
     pub totals: Totals,
+    /// The models the run called, with what the report and costs need to know of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelSummary>,
+    /// The datasets the run read, with their content hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DatasetSummary>,
+}
+
+/// A model the run called.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub key: String,
+    /// `custom_inference` (time in Python) or `custom_connection` (time on the network).
+    pub connection_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<Pricing>,
+}
+
+impl ModelSummary {
+    /// Every model of a run's registry, by key.
+    pub fn of_registry(registry: &crate::model::registry::Registry) -> Vec<ModelSummary> {
+        let mut models: Vec<ModelSummary> = registry
+            .runtimes()
+            .map(|r| ModelSummary {
+                key: r.model.key.clone(),
+                connection_type: r.model.connection.type_name().to_owned(),
+                pricing: r.model.pricing,
+            })
+            .collect();
+        models.sort_by(|a, b| a.key.cmp(&b.key));
+        models
+    }
+}
+
+/// A dataset the run read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSummary {
+    pub key: String,
+    /// The data file or folder, project-relative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// SHA-256 of the content (a folder: names and contents), from the run's fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 fn one() -> u32 {
@@ -45,6 +90,9 @@ pub struct Totals {
     pub failed: u64,
     pub metric_errors: u64,
     pub usage: Usage,
+    /// USD over every priced specification; absent when no model has a price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 impl Totals {
@@ -53,6 +101,9 @@ impl Totals {
         self.failed += spec.failed;
         self.metric_errors += spec.metric_errors.len() as u64;
         self.usage += spec.usage;
+        if let Some(cost) = spec.cost_usd {
+            *self.cost_usd.get_or_insert(0.0) += cost;
+        }
     }
 }
 
@@ -91,6 +142,9 @@ pub struct SpecSummary {
     pub metrics: Vec<MetricResult>,
     pub metric_errors: Vec<MetricFailure>,
     pub usage: Usage,
+    /// USD spent by the samples' calls to priced models; absent when none is priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 impl SpecSummary {
@@ -107,6 +161,7 @@ impl SpecSummary {
             metrics: Vec::new(),
             metric_errors: Vec::new(),
             usage: Usage::default(),
+            cost_usd: None,
         }
     }
 }
@@ -119,6 +174,9 @@ pub struct MetricResult {
     pub scorer_purpose: String,
     pub metric_key: Option<String>,
     pub metric_type: String,
+    /// The score field the metric folds, for metrics over one field (`mean`, `frequency`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     pub values: Map<String, Value>,
     /// Samples the metric was computed over.
     pub n: u64,
@@ -235,6 +293,7 @@ struct Fold {
     samples: u64,
     failed: u64,
     usage: Usage,
+    cost_usd: Option<f64>,
     /// Sorted into sample order before metrics are computed.
     scored: Vec<Scored>,
     /// `(sample index, sample id, error)`.
@@ -250,6 +309,9 @@ impl Fold {
             self.failed += 1;
         }
         self.usage += record.usage;
+        if let Some(cost) = record.cost_usd {
+            *self.cost_usd.get_or_insert(0.0) += cost;
+        }
         for error in record.errors {
             self.errors.push((record.sample_index, record.sample_id.clone(), error));
         }
@@ -293,6 +355,7 @@ impl Fold {
                         scorer_purpose: "score".to_owned(),
                         metric_key: None,
                         metric_type: "system_task".to_owned(),
+                        field: None,
                         values: evidence.values.clone(),
                         n: 1,
                         excluded: 0,
@@ -342,6 +405,7 @@ impl Fold {
                         scorer_purpose: def.purpose.clone(),
                         metric_key: spec.key().map(str::to_owned),
                         metric_type: spec.display_type().to_owned(),
+                        field: spec.field().map(str::to_owned),
                         values,
                         n: scores.len() as u64,
                         excluded: if over_samples {
@@ -374,6 +438,7 @@ impl Fold {
             metrics,
             metric_errors,
             usage: self.usage,
+            cost_usd: self.cost_usd,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod connection;
 pub mod gate;
 pub mod io;
+pub mod pricing;
 pub mod provider;
 pub mod registry;
 pub mod retry;
@@ -71,6 +72,8 @@ pub struct Model {
     pub adapter: Located<String>,
     pub connection: Connection,
     pub retry: RetryPolicy,
+    /// USD per million tokens, when the model declares it.
+    pub pricing: Option<pricing::Pricing>,
     /// The file that defined the model (project-relative).
     pub file: String,
     pub location: Location,
@@ -173,6 +176,7 @@ struct ModelWire {
     task: Option<Task>,
     secrets: Option<IndexMap<String, ConfigValue>>,
     retry: Option<Located<RetryPolicy>>,
+    pricing: Option<Located<pricing::Pricing>>,
 }
 
 #[derive(Deserialize)]
@@ -442,6 +446,7 @@ pub fn from_yaml(mut node: Node, path: &str) -> Result<Model, Diagnostic> {
         adapter,
         connection,
         retry: retry_policy(wire.retry)?,
+        pricing: pricing::validate(wire.pricing)?,
         file: node.span.file.display.clone(),
         location: wire.key.location,
         sources,

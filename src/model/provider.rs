@@ -325,6 +325,7 @@ pub fn model(
         max_concurrent_requests: None,
         tokens_per_minute: None,
         isolation: Default::default(),
+        pricing: None,
         max_response_bytes: crate::model::DEFAULT_MAX_RESPONSE_BYTES,
         task: Task::ChatCompletion,
         secrets: IndexMap::new(),

@@ -5,6 +5,8 @@
 #   tests/browser/run.sh                the test: a fixture with a baseline, one without (gzip index)
 #   tests/browser/run.sh REPORT.html    check one report, e.g. one lfeval wrote
 #   tests/browser/run.sh --perf         timing and memory for 1k and 100k samples (slow: ~3 min)
+#   tests/browser/run.sh --lfeval BIN   reports lfeval (BIN) writes from two real quickstart runs,
+#                                       the second compared against the first
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -61,6 +63,22 @@ for k in keys:
         cells.append(f"{statistics.median(v):g} ({min(v):g}–{max(v):g})" if v else "?")
     print(f"{k:34}" + "".join(f"{c:>22}" for c in cells))
 PY
+    ;;
+--lfeval)
+    # Real runs: the offline quickstart twice, the second with a sloppier calculator, so the
+    # comparison has flips.
+    lfeval="$(realpath "${2:?usage: run.sh --lfeval path/to/lfeval}")"
+    runs="$PWD/$out/quickstart"
+    rm -rf "$runs"
+    (cd examples/quickstart &&
+        "$lfeval" run -f run.yaml -o "$runs/a" --no-progress >/dev/null &&
+        SLOPPY_ABOVE=500 "$lfeval" run -f run.yaml -o "$runs/b" --no-progress >/dev/null &&
+        "$lfeval" report "$runs/b" --baseline "$runs/a" >/dev/null)
+    status=0
+    check "$runs/a/report.html" --out-dir "$out/shots-lfeval" || status=1
+    echo
+    check "$runs/b/report.html" --out-dir "$out/shots-lfeval-baseline" || status=1
+    exit $status
     ;;
 *)
     check "$@"

@@ -21,6 +21,7 @@ mod limits;
 mod model_test;
 mod providers;
 mod redis;
+mod report;
 mod resume;
 mod runs;
 mod scorer_context;

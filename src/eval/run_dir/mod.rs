@@ -541,6 +541,7 @@ impl RunDir {
             "started_at": session.started_at.to_string(),
             "ended_at": Timestamp::now().to_string(),
             "wall_time_s": session.clock.elapsed().as_secs_f64(),
+            "command_line": session.command_line.iter().map(|a| redact(a).into_owned()).collect::<Vec<_>>(),
         });
         let path = self.path.join(SESSIONS_FILE);
         OpenOptions::new()

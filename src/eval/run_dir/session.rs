@@ -7,6 +7,8 @@ use jiff::Timestamp;
 pub struct SessionLog {
     pub(super) started_at: Timestamp,
     pub(super) clock: std::time::Instant,
+    /// The process's arguments, for the report's provenance (masked when written).
+    pub(super) command_line: Vec<String>,
 }
 
 impl SessionLog {
@@ -14,6 +16,11 @@ impl SessionLog {
         SessionLog {
             started_at: Timestamp::now(),
             clock: std::time::Instant::now(),
+            command_line: std::env::args()
+                .enumerate()
+                // The program as people type it, not the path it was started from.
+                .map(|(i, arg)| if i == 0 { program_name(arg) } else { arg })
+                .collect(),
         }
     }
 }
@@ -27,4 +34,10 @@ pub struct Sessions {
     /// could not say).
     pub wall_time_s: f64,
     pub count: u32,
+}
+
+fn program_name(arg: String) -> String {
+    std::path::Path::new(&arg)
+        .file_name()
+        .map_or(arg.clone(), |n| n.to_string_lossy().into_owned())
 }
