@@ -19,6 +19,8 @@ pub mod progress;
 pub mod project;
 pub mod python;
 pub mod redact;
+pub mod scaffold;
+pub mod schema;
 pub mod secrets;
 pub mod signals;
 pub mod source;
