@@ -38,9 +38,19 @@ pub fn run(args: &InitArgs, printer: &Printer) -> anyhow::Result<ExitStatus> {
     if dir != Path::new(".") {
         printer.outln(&format!("  cd {}", dir.display()));
     }
-    printer.outln(&format!(
-        "  lfeval model test {key}    # one request through the chain, offline"
-    ));
-    printer.outln("  lfeval run -f run.yaml         # the evaluation (offline, the echo scores 0), results in runs/");
+    let steps = [
+        (
+            format!("lfeval model test {key}"),
+            "one request through the chain, offline",
+        ),
+        (
+            "lfeval run -f run.yaml".to_owned(),
+            "the evaluation, results in `runs/` (offline, the echo scores 0)",
+        ),
+    ];
+    let width = steps.iter().map(|(command, _)| command.len()).max().unwrap_or(0);
+    for (command, about) in steps {
+        printer.outln(&format!("  {command:<width$}  # {about}"));
+    }
     Ok(ExitStatus::Success)
 }

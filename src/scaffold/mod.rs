@@ -178,8 +178,9 @@ pub fn write(root: &Path, files: &[PlannedFile], force: bool) -> anyhow::Result<
             .map(|f| format!("`{}`", f.path.display()))
             .collect();
         if !existing.is_empty() {
+            let verb = if existing.len() == 1 { "exists" } else { "exist" };
             return Err(Diagnostic::new(format!(
-                "{} already exist(s) in `{}`",
+                "{} already {verb} in `{}`; nothing was written",
                 existing.join(", "),
                 root.display()
             ))

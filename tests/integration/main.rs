@@ -19,6 +19,7 @@ mod providers;
 mod redis;
 mod resume;
 mod runs;
+mod scaffold;
 mod scorer_context;
 mod secrets;
 mod server;
