@@ -62,6 +62,12 @@ pub enum Command {
     /// List and show the runs under the project's `runs/`.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Start a project: a model with its snippet, an adapter, a dataset, a task and `run.yaml`.
+    Init(InitArgs),
+    /// Print the JSON Schema of an entity kind (for editors), or write every kind's to a folder.
+    Schema(SchemaArgs),
+    /// Print a shell completion script: `lfeval completions bash > ~/.local/share/bash-completion/completions/lfeval`.
+    Completions(CompletionsArgs),
     /// `lf`-style spelling: `lfeval test model KEY`.
     #[command(subcommand, hide = true)]
     Test(TestCommand),
@@ -79,6 +85,8 @@ pub enum ModelCommand {
     List(ListArgs),
     /// Push one request through the whole chain and show every step.
     Test(ModelTestArgs),
+    /// Add a model to the project: `models/KEY.yaml` and its snippet, calling `--url`.
+    New(ModelNewArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +135,53 @@ pub struct ModelTestArgs {
     /// Retry failed attempts as the model's retry policy says (default: one attempt).
     #[arg(long)]
     pub retries: bool,
+    /// Test again whenever the model file, its snippet or its adapter changes (Ctrl-C stops).
+    #[arg(short, long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The project directory (created if missing; default: the current directory).
+    pub dir: Option<PathBuf>,
+    /// The key of the scaffolded model (default: `my-model`).
+    #[arg(long, value_name = "KEY")]
+    pub model: Option<String>,
+    /// Replace files that already exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelNewArgs {
+    /// The new model's key (letters, digits, `_` and `-`).
+    pub key: String,
+    /// The endpoint the snippet POSTs to (a `$VAR` may override it, see the written file).
+    #[arg(long)]
+    pub url: String,
+    /// The adapter between the canonical chat format and the endpoint's.
+    #[arg(long, default_value = "latticeflow$openai_chat_completion")]
+    pub adapter: String,
+    /// Replace the model's files if they exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The entity kind (default: all of them, with `--output`).
+    #[arg(value_enum, required_unless_present = "output")]
+    pub kind: Option<crate::schema::SchemaKind>,
+    /// Write `<kind>.json` for every kind into this folder instead of printing.
+    #[arg(short, long, value_name = "DIR", conflicts_with = "kind")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

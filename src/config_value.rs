@@ -42,6 +42,21 @@ pub struct ConfigValue {
     pub path: String,
 }
 
+// Any YAML value: a literal, `$VAR`, `${VAR:-default}` or `<< secrets.NAME >>`.
+impl schemars::JsonSchema for ConfigValue {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ConfigValue".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A value, `$VAR`, `${VAR:-default}` or `<< secrets.NAME >>`."
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for ConfigValue {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let meta = deserialize_meta::<D, serde_json::Value>(deserializer)?;

@@ -21,6 +21,8 @@ pub mod project;
 pub mod python;
 pub mod redact;
 pub mod report;
+pub mod scaffold;
+pub mod schema;
 pub mod secrets;
 pub mod signals;
 pub mod source;

@@ -4,16 +4,21 @@
 mod adapter_list;
 mod adapter_test;
 mod compare;
+mod completions;
 mod doctor;
 mod gates;
+mod init;
 mod merge;
 mod model_list;
+mod model_new;
 mod model_test;
 mod report;
 mod run;
 mod runs;
+mod schema;
 mod secret;
 mod validate;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -41,6 +46,10 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         Command::Doctor => doctor::run(&start_python(&global)?, printer),
         Command::Run(args) => run::run(&global, &args, printer),
         Command::Merge(args) => merge::run(&global, &args, printer),
+        Command::Init(args) => init::run(&args, printer),
+        Command::Model(ModelCommand::New(args)) => model_new::run(&global, &args, printer),
+        Command::Schema(args) => schema::run(&args, printer),
+        Command::Completions(args) => completions::run(&args, printer),
         Command::Report(args) => report::run(&args, printer),
         Command::Compare(args) => compare::run(&args, printer),
         Command::Runs(command) => runs::run(&global, &command, printer),

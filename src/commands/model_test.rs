@@ -23,6 +23,23 @@ pub fn run(
     python: &PythonRuntime,
     printer: &Printer,
 ) -> anyhow::Result<ExitStatus> {
+    if !args.watch {
+        return test_once(global, args, python, printer, &mut Vec::new());
+    }
+    let project_dir = super::project_dir(global);
+    super::watch::run(&project_dir, printer, |watched| {
+        test_once(global, args, python, printer, watched)
+    })
+}
+
+/// One test; `watched` gets the files it read (model, snippet, adapter) as soon as it knows them.
+fn test_once(
+    global: &GlobalArgs,
+    args: &ModelTestArgs,
+    python: &PythonRuntime,
+    printer: &Printer,
+    watched: &mut Vec<std::path::PathBuf>,
+) -> anyhow::Result<ExitStatus> {
     let mut project = super::load_project(global)?;
     let model = match &args.file {
         Some(file) => {
@@ -60,6 +77,10 @@ pub fn run(
         once.retry.max_attempts = 1;
         Arc::new(once)
     };
+    watched.extend(model.sources.iter().map(|f| f.path.clone()));
+    if let Ok(adapter) = project.adapter(&model.adapter.value) {
+        watched.extend(adapter.sources.iter().map(|f| f.path.clone()));
+    }
     project.register_inline_secrets();
     let mut report = Report::new(&model, args, printer);
     report.connection(&model);

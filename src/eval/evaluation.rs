@@ -12,7 +12,7 @@ use crate::eval::task::{ConfigParam, check_trials};
 use crate::model::cache::CachePolicy;
 use crate::yaml::{Located, Node, from_node};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Subsampling {
     #[default]
@@ -20,14 +20,14 @@ pub enum Subsampling {
     Random,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum Mode {
     Debug,
     Full,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct EvaluationWire {
     key: Located<String>,
@@ -45,7 +45,7 @@ struct EvaluationWire {
     providers: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SpecWire {
     #[serde(rename = "type")]
@@ -64,19 +64,19 @@ struct SpecWire {
     trials: Option<TrialsWire>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RepeatabilityWire {
     num_runs: Located<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TrialsWire {
     num_trials: Located<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RepeatSpecWire {
     #[serde(rename = "type")]
@@ -89,7 +89,7 @@ struct RepeatSpecWire {
 }
 
 /// An evaluation (and optionally one of its specifications) to repeat.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepeatInput {
     pub evaluation_key: String,
@@ -135,7 +135,7 @@ pub struct RepeatOf {
 }
 
 /// Evaluation-wide overrides from a run config's `run_config:` block (newer era).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunOverrides {
     pub num_samples: Option<usize>,
@@ -144,7 +144,7 @@ pub struct RunOverrides {
     pub trials_config: Option<TrialsConfig>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrialsConfig {
     num_trials: Located<u32>,
@@ -192,6 +192,26 @@ pub fn config_values(spec: &[ConfigParam], config: &Map<String, Value>) -> (Map<
         values.entry(k.clone()).or_insert_with(|| v.clone());
     }
     (values, missing)
+}
+
+/// The JSON Schema of an evaluation: its keys and `task_specifications`, standard or
+/// `type: repeatability`.
+pub fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use crate::yaml::schema;
+    use schemars::JsonSchema;
+    let mut standard = SpecWire::json_schema(generator);
+    schema::insert_property(
+        &mut standard,
+        "type",
+        schemars::json_schema!({ "const": "standard" }),
+        false,
+    );
+    let mut repeat = RepeatSpecWire::json_schema(generator);
+    schema::pin(&mut repeat, "type", "repeatability");
+    let specs = schema::list_of(schemars::json_schema!({ "anyOf": [standard, repeat] }));
+    let mut evaluation = EvaluationWire::json_schema(generator);
+    schema::insert_property(&mut evaluation, "task_specifications", specs, true);
+    evaluation
 }
 
 pub fn from_yaml(node: &Node, overrides: &RunOverrides) -> Result<Evaluation, Diagnostic> {

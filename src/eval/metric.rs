@@ -24,7 +24,7 @@ use crate::diagnostic::describe_value;
 pub type MetricValues = Map<String, Value>;
 
 /// One metric under a scorer's `metrics:` list.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum MetricSpec {
     /// Arithmetic mean; default name `{field}_mean`.

@@ -222,6 +222,16 @@ const SOLVER_TYPES: &[&str] = &[
     "python",
 ];
 
+/// The JSON Schema of a task's `solver:`. Its builders nest and are read by hand, so the schema
+/// names the solver types and leaves the rest to `lfeval validate`.
+pub fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "required": ["type"],
+        "properties": { "type": { "enum": SOLVER_TYPES } }
+    })
+}
+
 /// Reads a task's `solver:`.
 pub fn from_yaml(node: &Node, path: &str) -> Result<SolverDef, Diagnostic> {
     let mut node = node.clone();

@@ -31,7 +31,7 @@ pub struct TaskDef {
 }
 
 /// One `config_spec` entry (lf's `ParameterSpec`, discriminated by `type`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigParam {
     pub key: String,
@@ -55,7 +55,7 @@ pub struct ConfigParam {
     pub value_dtype: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ParamType {
     Float,
@@ -94,7 +94,7 @@ impl ConfigParam {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TaskWire {
     key: Located<String>,
@@ -125,14 +125,14 @@ pub struct Trials {
     pub aggregators: Vec<ScoreAggregator>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreAggregator {
     pub score_name: String,
     pub aggregator: Aggregator,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Aggregator {
     pub function: AggregateFunction,
@@ -140,7 +140,7 @@ pub struct Aggregator {
     pub score_name: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum AggregateFunction {
     #[serde(rename = "mean")]
     Mean,
@@ -190,7 +190,7 @@ impl ScoreAggregator {
 }
 
 /// `definition.actions[]`: only `exclude_from_metrics` exists.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRule {
     pub key: String,
@@ -198,7 +198,7 @@ pub struct ActionRule {
     pub filter: FilterSpec,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionKind {
     ExcludeFromMetrics,
@@ -216,7 +216,7 @@ pub struct TaskDefinition {
     pub evidence: Option<SourceText>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct BenchmarkWire {
     #[serde(rename = "type")]
@@ -225,7 +225,7 @@ struct BenchmarkWire {
     actions: Option<Vec<ActionRule>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SystemWire {
     #[serde(rename = "type")]
@@ -233,7 +233,7 @@ struct SystemWire {
     compute_evidence_snippet: SourceText,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct DatasetWire {
     source: Option<DatasetSource>,
@@ -243,14 +243,14 @@ struct DatasetWire {
     fast_subset_size: Option<Value>,
 }
 
-#[derive(Deserialize, PartialEq)]
+#[derive(Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum DatasetSource {
     Dataset,
     TaskResult,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TrialsWire {
     num_trials: Located<u32>,
@@ -275,6 +275,27 @@ pub fn from_yaml(mut node: Node) -> Result<TaskDef, Diagnostic> {
         sources,
         definition,
     })
+}
+
+/// The JSON Schema of a task file: a `benchmark_task` (dataset, solver, scorers, trials,
+/// actions) or a `system_task`.
+pub fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use crate::yaml::schema;
+    use schemars::JsonSchema;
+    let mut benchmark = BenchmarkWire::json_schema(generator);
+    let kinds = schemars::json_schema!({ "enum": ["benchmark_task", "declarative_task"] });
+    schema::insert_property(&mut benchmark, "type", kinds, false);
+    schema::insert_property(&mut benchmark, "dataset", DatasetWire::json_schema(generator), false);
+    schema::insert_property(&mut benchmark, "solver", solver_def::json_schema(generator), false);
+    let scorers = schema::list_of(scorer::json_schema(generator));
+    schema::insert_property(&mut benchmark, "scorers", scorers, false);
+    schema::insert_property(&mut benchmark, "trials", TrialsWire::json_schema(generator), false);
+    let mut system = SystemWire::json_schema(generator);
+    schema::pin(&mut system, "type", "system_task");
+    let mut task = TaskWire::json_schema(generator);
+    let definition = schemars::json_schema!({ "anyOf": [benchmark, system] });
+    schema::insert_property(&mut task, "definition", definition, true);
+    task
 }
 
 /// Bounds `num_trials` so one sample cannot turn into an unbounded amount of work.

@@ -57,7 +57,7 @@ pub struct Adapter {
     pub sources: Vec<Arc<SourceFile>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     Latticeflow,
@@ -65,7 +65,7 @@ pub enum Provider {
     User,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AdapterWire {
     key: Located<String>,
@@ -78,7 +78,7 @@ struct AdapterWire {
     process_output: CodeWire,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CodeWire {
     #[serde(rename = "language")]
@@ -86,10 +86,15 @@ struct CodeWire {
     source_code: SourceText,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum Language {
     Jinja,
+}
+
+/// The JSON Schema of an adapter file.
+pub fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    <AdapterWire as schemars::JsonSchema>::json_schema(generator)
 }
 
 pub fn from_yaml(node: &Node, path: &str) -> Result<Adapter, Diagnostic> {

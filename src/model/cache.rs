@@ -56,7 +56,7 @@ const UPSERT: &str = "INSERT INTO responses
          created_at = excluded.created_at";
 
 /// `cache_policy` of an evaluation: `reuse` (default), `update` or `no-cache`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CachePolicy {
     /// Answer from the cache when possible and store new responses.

@@ -162,7 +162,7 @@ impl Model {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ModelWire {
     key: Located<String>,
@@ -179,13 +179,13 @@ struct ModelWire {
     pricing: Option<Located<pricing::Pricing>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AdapterRef {
     key: Located<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CustomInferenceWire {
     #[serde(rename = "connection_type")]
@@ -197,7 +197,7 @@ struct CustomInferenceWire {
     timeout: Option<Located<f64>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct CustomConnectionWire {
     #[serde(rename = "connection_type")]
@@ -211,24 +211,37 @@ struct CustomConnectionWire {
     timeout: Option<Located<f64>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TlsContextWire {
     validation_context: Option<ValidationContextWire>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ValidationContextWire {
     trusted_ca: Option<ConfigValue>,
     trust_chain_verification: Option<TrustChain>,
 }
 
-#[derive(Deserialize, PartialEq)]
+#[derive(Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum TrustChain {
     VerifyTrustChain,
     AcceptUntrusted,
+}
+
+/// The JSON Schema of a model file: its top-level keys and a `config` of either connection type.
+pub fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use crate::yaml::schema;
+    let mut model = <ModelWire as schemars::JsonSchema>::json_schema(generator);
+    let mut inference = <CustomInferenceWire as schemars::JsonSchema>::json_schema(generator);
+    schema::pin(&mut inference, "connection_type", "custom_inference");
+    let mut connection = <CustomConnectionWire as schemars::JsonSchema>::json_schema(generator);
+    schema::pin(&mut connection, "connection_type", "custom_connection");
+    let config = schemars::json_schema!({ "anyOf": [inference, connection] });
+    schema::insert_property(&mut model, "config", config, true);
+    model
 }
 
 /// Legacy adapter keys and what they mean now.

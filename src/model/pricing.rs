@@ -10,7 +10,7 @@ use crate::model::trace::Trace;
 use crate::yaml::Located;
 
 /// USD per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pricing {
     pub input_per_million: f64,

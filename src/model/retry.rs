@@ -7,7 +7,7 @@ use rand::Rng;
 use serde::Deserialize;
 
 /// How failed attempts are retried (an lfeval extension: `retry:` on a model).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Attempts in total, including the first.

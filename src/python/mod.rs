@@ -48,7 +48,7 @@ pub const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 pub const STOP_GRACE: Duration = Duration::from_millis(250);
 
 /// Where a snippet runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
     /// In lfeval's own interpreter, on threads of its own (the fastest).

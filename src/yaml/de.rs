@@ -601,6 +601,22 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
     }
 }
 
+// Editors see what is written, so a located value has its value's schema.
+impl<T: schemars::JsonSchema> schemars::JsonSchema for Located<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
 impl<T> std::ops::Deref for Located<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -619,6 +635,21 @@ pub struct SourceText {
     pub line_offset: usize,
     pub col_offset: usize,
     pub location: Location,
+}
+
+impl schemars::JsonSchema for SourceText {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SourceText".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "Code, inline or `!include \"./file\"`."
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for SourceText {

@@ -7,6 +7,7 @@ mod de;
 mod node;
 mod parse;
 mod resolve;
+pub mod schema;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -24,6 +24,7 @@ mod redis;
 mod report;
 mod resume;
 mod runs;
+mod scaffold;
 mod scorer_context;
 mod secrets;
 mod server;

@@ -56,7 +56,7 @@ use jsonl_rows::JsonlRows;
 pub type Row = Map<String, Value>;
 
 /// A `datasets:` entry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetSpec {
     pub key: String,
@@ -75,7 +75,7 @@ pub struct DatasetSpec {
 }
 
 /// Where a dataset's rows come from.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceSpec {
     Local {
@@ -158,7 +158,7 @@ impl SourceSpec {
 }
 
 /// One row filter: a Jinja `expression` compared with `op`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterSpec {
     pub expression: String,
@@ -167,7 +167,7 @@ pub struct FilterSpec {
     pub values: Option<Vec<Value>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FilterOp {
     Equals,

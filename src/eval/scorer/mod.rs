@@ -7,7 +7,6 @@ pub mod python;
 pub mod text;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Map, Value, json};
 
 use crate::diagnostic::Diagnostic;
@@ -84,7 +83,7 @@ pub enum ScorerKind {
 
 macro_rules! scorer_wire {
     ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
         #[allow(dead_code, reason = "some scorer types are only checked, not run")]
         struct $name {
@@ -104,12 +103,29 @@ scorer_wire!(McqaWire { ground_truth_choice: Option<String>, choices: Option<Str
 scorer_wire!(PythonWire {
     compute_scores_snippet: SourceText
 });
-scorer_wire!(RagCheckerWire { query_column: Option<IgnoredAny>, target_column: Option<IgnoredAny>, scores_to_compute: Option<IgnoredAny>, judge_model_key: Option<IgnoredAny>, target_claims_column: Option<IgnoredAny>, response_claims_column: Option<IgnoredAny>, claim_extraction_instructions: Option<IgnoredAny>, mode: Option<IgnoredAny>, target_labels_column: Option<IgnoredAny>, response_labels_column: Option<IgnoredAny>, claim_labeling_instructions: Option<IgnoredAny> });
-scorer_wire!(CoverageWire { function_calls: IgnoredAny, mode: Option<IgnoredAny> });
+scorer_wire!(RagCheckerWire { query_column: Option<Value>, target_column: Option<Value>, scores_to_compute: Option<Value>, judge_model_key: Option<Value>, target_claims_column: Option<Value>, response_claims_column: Option<Value>, claim_extraction_instructions: Option<Value>, mode: Option<Value>, target_labels_column: Option<Value>, response_labels_column: Option<Value>, claim_labeling_instructions: Option<Value> });
+scorer_wire!(CoverageWire { function_calls: Value, mode: Option<Value> });
 scorer_wire!(ClassifierWire { model_key: String, system_prompt: Option<String>, user_prompt: String, correct_labels: Vec<String>, incorrect_labels: Vec<String>, use_structured_outputs: Option<bool> });
 scorer_wire!(JudgeScorerWire { model_key: String, system_prompt: Option<String>, user_prompt: String, score_min: Option<f64>, score_max: Option<f64>, use_structured_outputs: Option<bool> });
 scorer_wire!(LabelerWire { model_key: String, system_prompt: Option<String>, user_prompt: String, valid_labels: Option<Vec<String>>, use_structured_outputs: Option<bool> });
 scorer_wire!(BleuWire { ground_truth: String, value: Option<String> });
+
+/// The JSON Schema of one `scorers:` entry, one alternative per `type`.
+pub fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use schemars::JsonSchema;
+    crate::yaml::schema::tagged(vec![
+        ("string_equals", StringEqualsWire::json_schema(generator)),
+        ("string_equals_mcqa", McqaWire::json_schema(generator)),
+        ("python", PythonWire::json_schema(generator)),
+        ("python_all_samples", PythonWire::json_schema(generator)),
+        ("rag_checker", RagCheckerWire::json_schema(generator)),
+        ("function_call_coverage", CoverageWire::json_schema(generator)),
+        ("model_as_a_judge_classifier", ClassifierWire::json_schema(generator)),
+        ("model_as_a_judge_scorer", JudgeScorerWire::json_schema(generator)),
+        ("labeler_via_model", LabelerWire::json_schema(generator)),
+        ("bleu", BleuWire::json_schema(generator)),
+    ])
+}
 
 pub fn from_yaml(node: &Node, path: &str) -> Result<ScorerDef, Diagnostic> {
     let kind_name = node.get("type").and_then(Node::as_str).ok_or_else(|| {

@@ -32,11 +32,19 @@ const MAX_REPLY: u64 = 4 * 1024 * 1024 * 1024;
 /// worker stuck in C code outlives it.
 static LIVE: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
 
-/// Kills every worker process still alive. Call before lfeval exits.
+/// Kills every worker process still alive and reaps it. Call before lfeval exits: once lfeval
+/// is gone, none of its workers is left, not even as a zombie waiting for init.
 pub fn shutdown() {
     let live = LIVE.lock().unwrap_or_else(PoisonError::into_inner).take();
-    for pid in live.into_iter().flatten() {
+    let live: Vec<i32> = live.into_iter().flatten().collect();
+    for &pid in &live {
         kill_group(pid);
+    }
+    for pid in live {
+        // SAFETY: `waitpid` on a child this process started; a null status pointer is allowed.
+        unsafe {
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
     }
 }
 
