@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
 use crate::error_class::ErrorClass;
-use crate::model::connection::RawResponse;
+use crate::model::connection::{Evidence, RawResponse};
+use crate::python::HttpExchange;
 
 /// The steps of the chain a failure is attributed to (the four steps of `model test`, minus
 /// the first).
@@ -43,6 +44,42 @@ pub struct Timings {
     /// Sleeping between attempts.
     pub backoff_ms: f64,
     pub total_ms: f64,
+    /// Opening connections (summed over attempts and requests; 0 when connections were reused).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub connect_ms: f64,
+    /// From sending the request to its response head, in the last attempt (for snippets: the
+    /// first `lfeval.http` request of it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_byte_ms: Option<f64>,
+    /// From sending the request to the first event of a streamed response, in the last attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_token_ms: Option<f64>,
+    /// Snippets: time inside `lfeval.http` requests (summed), part of `python_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_ms: Option<f64>,
+    /// Snippets: time in the Python function (summed over attempts that returned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python_ms: Option<f64>,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+impl Timings {
+    /// Adds one attempt's figures.
+    pub fn add(&mut self, evidence: &Evidence) {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        self.connect_ms += ms(evidence.connect);
+        self.first_byte_ms = evidence.first_byte.map(ms);
+        self.first_token_ms = evidence.first_token.map(ms);
+        if let Some(network) = evidence.network {
+            *self.network_ms.get_or_insert(0.0) += ms(network);
+        }
+        if let Some(python) = evidence.python {
+            *self.python_ms.get_or_insert(0.0) += ms(python);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +102,9 @@ pub struct Trace {
     /// The response came from the cache; no call was made.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,
+    /// Requests a snippet made through `lfeval.http`, in every attempt.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpExchange>,
 }
 
 /// How a model call chain ended when it did not produce an output.
