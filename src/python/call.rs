@@ -299,11 +299,13 @@ impl PythonRuntime {
                     let Some(func) = snip.func() else {
                         return Err(pyo3::exceptions::PyRuntimeError::new_err("not loaded in this process"));
                     };
-                    let holder =
-                        rt.support
-                            .submit
-                            .bind(py)
-                            .call1((func.bind(py), py_args, timeout.as_secs_f64(), deliver, http))?;
+                    let holder = rt.support.submit.bind(py).call1((
+                        func.bind(py),
+                        py_args,
+                        timeout.as_secs_f64(),
+                        deliver,
+                        http,
+                    ))?;
                     Ok(holder.unbind())
                 })
             })
@@ -358,7 +360,13 @@ pub(super) fn internal(message: &str) -> Outcome {
 }
 
 /// Runs one sync call on the current (pool) thread.
-pub(super) fn run_sync(rt: &RuntimeInner, snip: &SnippetInner, ctl: &JobCtl, args: &[Value], http: CallHttp) -> Outcome {
+pub(super) fn run_sync(
+    rt: &RuntimeInner,
+    snip: &SnippetInner,
+    ctl: &JobCtl,
+    args: &[Value],
+    http: CallHttp,
+) -> Outcome {
     Python::attach(|py| {
         // SAFETY: plain query of the current thread's id.
         let ident = unsafe { ffi::PyThread_get_thread_ident() } as u64;

@@ -111,16 +111,29 @@ const EVIDENCE_BODY: usize = 64 * 1024;
 /// Header names whose values never go into evidence.
 fn is_credential(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["auth", "key", "token", "secret", "password", "cookie", "signature", "credential"]
-        .iter()
-        .any(|word| name.contains(word))
+    [
+        "auth",
+        "key",
+        "token",
+        "secret",
+        "password",
+        "cookie",
+        "signature",
+        "credential",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 fn masked_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
     headers
         .iter()
         .map(|(k, v)| {
-            let shown = if is_credential(k) { "<masked>".to_owned() } else { v.clone() };
+            let shown = if is_credential(k) {
+                "<masked>".to_owned()
+            } else {
+                v.clone()
+            };
             (k.clone(), shown)
         })
         .collect()
@@ -283,7 +296,10 @@ enum Failed {
     Http(HttpError),
     /// The call's own deadline passed.
     Deadline,
-    TooLarge { size: Option<u64>, limit: u64 },
+    TooLarge {
+        size: Option<u64>,
+        limit: u64,
+    },
     Unavailable(&'static str),
 }
 
@@ -292,7 +308,10 @@ impl Failed {
         match self {
             Failed::Http(e) => e.to_string(),
             Failed::Deadline => "the snippet call timed out".to_owned(),
-            Failed::TooLarge { size: Some(size), limit } => format!(
+            Failed::TooLarge {
+                size: Some(size),
+                limit,
+            } => format!(
                 "response too large ({} > {})",
                 crate::diagnostic::format_bytes(*size),
                 crate::diagnostic::format_bytes(*limit)
@@ -551,7 +570,11 @@ fn raise_for_status(
     let kind = if status < 500 { "Client" } else { "Server" };
     let message = format!("{kind} error '{status} {reason}' for url '{url}'");
     let retry_after = retry_after_of(headers).map(|d| d.as_secs_f64());
-    let class = if status == 429 { "HttpTooManyRequests" } else { "HttpStatusError" };
+    let class = if status == 429 {
+        "HttpTooManyRequests"
+    } else {
+        "HttpStatusError"
+    };
     let exc = support(py, class)?.call1((message, this, status, retry_after))?;
     Err(PyErr::from_value(exc))
 }
@@ -609,7 +632,14 @@ impl Response {
     fn raise_for_status<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
         let py = slf.py();
         let this = slf.get();
-        raise_for_status(py, slf.clone().into_any(), this.status, &this.reason, &this.url, &this.headers)?;
+        raise_for_status(
+            py,
+            slf.clone().into_any(),
+            this.status,
+            &this.reason,
+            &this.url,
+            &this.headers,
+        )?;
         Ok(slf)
     }
 
@@ -653,7 +683,9 @@ impl StreamState {
                 self.first_token(&text);
                 return Ok(Some(text));
             }
-            let chunk = until(self.deadline, self.body.chunk()).await.and_then(|r| r.map_err(Failed::Http));
+            let chunk = until(self.deadline, self.body.chunk())
+                .await
+                .and_then(|r| r.map_err(Failed::Http));
             match chunk {
                 Ok(Some(chunk)) => {
                     self.read += chunk.len() as u64;
@@ -698,7 +730,10 @@ async fn open(ctx: Context, request: HttpRequest) -> Result<(HttpHead, StreamSta
     let mut rec = Recording::new(&request, Arc::clone(&ctx.backend), ctx.log.clone());
     rec.exchange.streamed = true;
     let limit = ctx.backend.max_response_bytes();
-    match until(ctx.deadline, ctx.backend.send(request)).await.and_then(|r| r.map_err(Failed::Http)) {
+    match until(ctx.deadline, ctx.backend.send(request))
+        .await
+        .and_then(|r| r.map_err(Failed::Http))
+    {
         Ok((head, body)) => {
             rec.head(&head);
             if let Some(len) = head.content_length
@@ -833,7 +868,14 @@ impl Stream {
     fn raise_for_status<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
         let py = slf.py();
         let this = slf.get();
-        raise_for_status(py, slf.clone().into_any(), this.status, &this.reason, &this.url, &this.headers)?;
+        raise_for_status(
+            py,
+            slf.clone().into_any(),
+            this.status,
+            &this.reason,
+            &this.url,
+            &this.headers,
+        )?;
         Ok(slf)
     }
 }

@@ -139,17 +139,29 @@ fn assert_evidence(record: &Value, streams: usize) {
     let call = &record["calls"][0];
     let http = call["http"].as_array().expect("http evidence");
     assert_eq!(http.len(), 3 + streams, "{http:?}");
-    let chat = http.iter().find(|e| e["url"].as_str().unwrap().contains("/chat")).expect("chat exchange");
+    let chat = http
+        .iter()
+        .find(|e| e["url"].as_str().unwrap().contains("/chat"))
+        .expect("chat exchange");
     assert_eq!(chat["method"], "POST");
     assert!(chat["url"].as_str().unwrap().ends_with("/chat?q=1"), "{chat}");
     assert_eq!(chat["status"], 200);
     assert!(chat["request_body"].as_str().unwrap().contains("\"word\""), "{chat}");
-    assert!(chat["response_body"].as_str().unwrap().contains("\"query\":\"q=1\""), "{chat}");
+    assert!(
+        chat["response_body"].as_str().unwrap().contains("\"query\":\"q=1\""),
+        "{chat}"
+    );
     let headers: Vec<(String, String)> = serde_json::from_value(chat["request_headers"].clone()).unwrap();
-    assert!(headers.contains(&("Authorization".to_owned(), "<masked>".to_owned())), "{headers:?}");
+    assert!(
+        headers.contains(&("Authorization".to_owned(), "<masked>".to_owned())),
+        "{headers:?}"
+    );
     assert!(chat["first_byte_ms"].as_f64().unwrap() > 0.0, "{chat}");
     assert!(chat["network_ms"].as_f64().unwrap() >= chat["first_byte_ms"].as_f64().unwrap());
-    let sse = http.iter().find(|e| e["url"].as_str().unwrap().ends_with("/sse")).expect("sse exchange");
+    let sse = http
+        .iter()
+        .find(|e| e["url"].as_str().unwrap().ends_with("/sse"))
+        .expect("sse exchange");
     assert_eq!(sse["streamed"], true);
     assert!(sse["first_token_ms"].as_f64().is_some(), "{sse}");
     assert!(sse["response_body"].as_str().unwrap().contains("[DONE]"), "{sse}");
@@ -159,13 +171,22 @@ fn assert_evidence(record: &Value, streams: usize) {
     assert!(timings["first_token_ms"].as_f64().is_some(), "{timings}");
     let network = timings["network_ms"].as_f64().expect("network_ms");
     // Summed over requests, so concurrent ones (`asyncio.gather`) may add up past the Python time.
-    assert!(network > 0.0 && timings["python_ms"].as_f64().unwrap() > 0.0, "{timings}");
+    assert!(
+        network > 0.0 && timings["python_ms"].as_f64().unwrap() > 0.0,
+        "{timings}"
+    );
 }
 
 #[test]
 fn a_sync_snippet_posts_gets_and_streams_with_every_request_recorded_and_no_secret_written() {
     let server = TestServer::start(endpoint);
-    let test = http_run(&server, "max_concurrent_requests: 2", 10, SYNC_SNIPPET, &["alpha", "beta", "gamma"]);
+    let test = http_run(
+        &server,
+        "max_concurrent_requests: 2",
+        10,
+        SYNC_SNIPPET,
+        &["alpha", "beta", "gamma"],
+    );
     let out = test.success();
     assert!(out.stdout.contains("3 sample(s)"), "{}\n{}", out.stdout, out.stderr);
     let records = records(&test);
@@ -174,7 +195,10 @@ fn a_sync_snippet_posts_gets_and_streams_with_every_request_recorded_and_no_secr
     }
     // The secret went to the server, both as the bearer token and inside an innocent header...
     let sent = server.requests();
-    assert!(sent.iter().any(|r| r.request.header("x-note") == Some(&*format!("key {CANARY}"))));
+    assert!(
+        sent.iter()
+            .any(|r| r.request.header("x-note") == Some(&*format!("key {CANARY}")))
+    );
     // ...and the first request opened a connection that later ones reused.
     let connects: f64 = records
         .values()
@@ -186,7 +210,10 @@ fn a_sync_snippet_posts_gets_and_streams_with_every_request_recorded_and_no_secr
     // Neither made it into the run directory.
     assert_no_canary(&test);
     let samples = std::fs::read_to_string(test.path().join("out/samples.jsonl")).unwrap();
-    assert!(samples.contains(r#"["X-Note","key $HTTP_CANARY"]"#), "the header value is masked");
+    assert!(
+        samples.contains(r#"["X-Note","key $HTTP_CANARY"]"#),
+        "the header value is masked"
+    );
 }
 
 #[test]
@@ -254,14 +281,20 @@ def run_inference(body, environment, sample):
     assert_eq!(requests.len(), 3, "one 429, then one call per sample");
     // The 429's `Retry-After: 1` held every call of the model back for a second.
     assert!(started.elapsed() >= Duration::from_secs(1));
-    let retried = records.values().find(|r| r["retries"] == 1).expect("the refused sample was retried");
+    let retried = records
+        .values()
+        .find(|r| r["retries"] == 1)
+        .expect("the refused sample was retried");
     let http = retried["calls"][0]["http"].as_array().unwrap();
     assert_eq!(http[0]["status"], 429);
     assert_eq!(http[0]["retry_after_ms"], 1000.0);
     assert_eq!(http[1]["status"], 200);
     let attempts = retried["calls"][0]["attempts"].as_array().unwrap();
     assert!(
-        attempts[0]["error"].as_str().unwrap().contains("'429 Too Many Requests'"),
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("'429 Too Many Requests'"),
         "{attempts:?}"
     );
 }
@@ -308,13 +341,19 @@ def run_inference(body, environment, sample):
     // Blocked in a request, the snippet still ends at its timeout, as a timeout.
     let (class, message) = first_error(&records["slow"]);
     assert_eq!(class, "timeout", "{message}");
-    assert!(message.starts_with("model `m`: run_inference timed out after 1s"), "{message}");
+    assert!(
+        message.starts_with("model `m`: run_inference timed out after 1s"),
+        "{message}"
+    );
     let http = records["slow"]["calls"][0]["http"].as_array().unwrap();
     assert_eq!(http[0]["error"], "the snippet call timed out", "{http:?}");
     // The request's own timeout is the snippet's to handle (here: not handled).
     let (class, message) = first_error(&records["own"]);
     assert!(message.contains("TimeoutException"), "{class}: {message}");
-    assert!(wall < Duration::from_secs(20), "the 30 s answers were not waited for: {wall:?}");
+    assert!(
+        wall < Duration::from_secs(20),
+        "the 30 s answers were not waited for: {wall:?}"
+    );
 }
 
 #[test]
@@ -344,10 +383,7 @@ async def run_inference(body, environment):
     await http.aget(environment["URL"] + "/slow")
     return "unreachable"
 "#;
-    for (extra, snippet) in [
-        ("", async_snippet),
-        ("isolation: process\n", SYNC_SNIPPET),
-    ] {
+    for (extra, snippet) in [("", async_snippet), ("isolation: process\n", SYNC_SNIPPET)] {
         let test = http_run(
             &server,
             &format!("{extra}retry:\n  max_attempts: 1"),
@@ -361,5 +397,49 @@ async def run_inference(body, environment):
         let records = records(&test);
         let (class, message) = first_error(&records["alpha"]);
         assert_eq!(class, "timeout", "{extra}: {message}");
+    }
+}
+
+/// `snippets/lfeval_http.py`, the README's example, against an OpenAI-style endpoint, plain and
+/// streamed.
+#[test]
+fn the_example_snippet_answers_plain_and_streamed() {
+    let server = TestServer::start(|req: &Request| {
+        let body = req.json().unwrap_or(Value::Null);
+        let word = body["messages"][0]["content"].as_str().unwrap_or_default().to_owned();
+        if body["stream"] == true {
+            let mut sse = String::new();
+            for part in ["ok ", &word] {
+                sse.push_str(&format!(
+                    "data: {}\n\n",
+                    json!({"choices": [{"delta": {"content": part}}]})
+                ));
+            }
+            sse.push_str("data: [DONE]\n\n");
+            return Response {
+                body: sse.into_bytes(),
+                ..Response::empty(200)
+            }
+            .with_header("Content-Type", "text/event-stream");
+        }
+        Response::json(
+            200,
+            &json!({"choices": [{"message": {"role": "assistant", "content": format!("ok {word}")}}]}),
+        )
+    });
+    for stream in [false, true] {
+        let model = format!(
+            "key: m\ndisplay_name: M\ntask: chat_completion\nconfig:\n  connection_type: custom_inference\n  run_inference_snippet: !include \"../snippets/lfeval_http.py\"\n  environment:\n    MODEL_ENDPOINT_URL: \"{}\"\n    MODEL_ENDPOINT_API_KEY: \"$HTTP_CANARY\"\n    MODEL_KEY: echo\n    STREAM: {stream}\n  timeout: 10\n",
+            server.url_for("/v1/chat/completions")
+        );
+        let test = http_run(&server, "", 10, "", &["alpha"])
+            .copy_from_repo("snippets/lfeval_http.py")
+            .write("models/m.yaml", &model);
+        test.success();
+        let record = &records(&test)["alpha"];
+        assert_eq!(record["scores"]["exact"]["values"]["is_correct"], 1.0, "{record}");
+        let timings = &record["calls"][0]["timings"];
+        assert_eq!(timings["first_token_ms"].is_number(), stream, "{timings}");
+        assert_no_canary(&test);
     }
 }

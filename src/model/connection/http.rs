@@ -92,9 +92,7 @@ impl HttpEndpoint {
             headers.insert(header, sensitive(value));
         }
 
-        let mut builder = client_builder()
-            .timeout(config.timeout)
-            .pool_max_idle_per_host(64);
+        let mut builder = client_builder().timeout(config.timeout).pool_max_idle_per_host(64);
         if let Some(ca) = &config.trusted_ca {
             let resolved = ca.resolve(secrets, true).map_err(context)?;
             let encoded = resolved.as_str().unwrap_or_default().trim().to_owned();
@@ -149,7 +147,14 @@ impl HttpEndpoint {
 
     pub async fn send(&self, body: String) -> (Result<RawResponse, AttemptError>, Evidence) {
         let start = Instant::now();
-        let (sent, connect) = timed(self.client.post(&self.url).headers(self.headers.clone()).body(body).send()).await;
+        let (sent, connect) = timed(
+            self.client
+                .post(&self.url)
+                .headers(self.headers.clone())
+                .body(body)
+                .send(),
+        )
+        .await;
         let mut evidence = Evidence {
             connect,
             ..Evidence::default()

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 
 use super::snippet_http::SnippetHttp;
 use super::{AttemptError, Evidence, RawResponse};
-use crate::model::gate::Gate;
 use crate::diagnostic::{Diagnostic, Location};
+use crate::model::gate::Gate;
 use crate::model::{CustomInference, Model};
 use crate::python::{
     CallError, CallErrorKind, HttpBackend, Isolation, PythonRuntime, ReturnKind, Snippet, SnippetLoadError, SnippetSpec,
