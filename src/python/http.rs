@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::charset;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// What [`HttpBackend::send`] resolves to: the head, and the body still to read.
+pub type Sent = Result<(HttpHead, Box<dyn HttpBody>), HttpError>;
 pub type ChunkFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<Vec<u8>>, HttpError>> + Send + 'a>>;
 
 /// A request as a snippet made it.
@@ -65,7 +67,7 @@ pub enum HttpError {
 
 /// What a model gives its snippet's `lfeval.http`.
 pub trait HttpBackend: Send + Sync + 'static {
-    fn send(&self, request: HttpRequest) -> BoxFuture<Result<(HttpHead, Box<dyn HttpBody>), HttpError>>;
+    fn send(&self, request: HttpRequest) -> BoxFuture<Sent>;
     /// Bodies longer than this fail the request while they are read.
     fn max_response_bytes(&self) -> u64;
     /// Called with every finished exchange (a 429 or 5xx with `Retry-After` pauses the model).

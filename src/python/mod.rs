@@ -37,7 +37,8 @@ pub use error::{CallError, CallErrorKind, Frame, LoadErrorKind, PythonError, Sni
 
 pub use host::{HostFn, HostFuture, HostGuard, host_object};
 pub use http::{
-    BoxFuture, ChunkFuture, HttpBackend, HttpBody, HttpError, HttpExchange, HttpHead, HttpRequest, set_default_backend,
+    BoxFuture, ChunkFuture, HttpBackend, HttpBody, HttpError, HttpExchange, HttpHead, HttpRequest, Sent,
+    set_default_backend,
 };
 pub use init::initialize;
 pub use snippet::{Snippet, SnippetSpec};

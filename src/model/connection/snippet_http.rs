@@ -10,7 +10,9 @@ use super::connect_clock;
 use super::http::{client_builder, error_chain};
 use crate::model::gate::Gate;
 use crate::model::retry::RetryPolicy;
-use crate::python::{BoxFuture, ChunkFuture, HttpBackend, HttpBody, HttpError, HttpExchange, HttpHead, HttpRequest};
+use crate::python::{
+    BoxFuture, ChunkFuture, HttpBackend, HttpBody, HttpError, HttpExchange, HttpHead, HttpRequest, Sent,
+};
 
 pub struct SnippetHttp {
     client: reqwest::Client,
@@ -51,7 +53,7 @@ fn classify(e: &reqwest::Error, timeout: Option<Duration>) -> HttpError {
 }
 
 impl HttpBackend for SnippetHttp {
-    fn send(&self, request: HttpRequest) -> BoxFuture<Result<(HttpHead, Box<dyn HttpBody>), HttpError>> {
+    fn send(&self, request: HttpRequest) -> BoxFuture<Sent> {
         let client = self.client.clone();
         Box::pin(async move {
             let method = reqwest::Method::from_bytes(request.method.as_bytes())
