@@ -18,7 +18,8 @@
 //! - `model test` start-up on an offline snippet.
 //!
 //! Run with `cargo bench --bench workload` (needs `.venv` with httpx, as the tests do;
-//! `LFEVAL_BENCH_QUICK=1` shrinks every workload for a smoke run).
+//! `LFEVAL_BENCH_QUICK=1` shrinks every workload for a smoke run; `LFEVAL_BENCH_ONLY=throughput`
+//! (or `overhead`, `rate`, `model_test`, comma-separated) runs only those figures, at full size).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -34,6 +35,8 @@ const LFEVAL: &str = env!("CARGO_BIN_EXE_lfeval");
 
 fn main() {
     let quick = std::env::var_os("LFEVAL_BENCH_QUICK").is_some();
+    let only = std::env::var("LFEVAL_BENCH_ONLY").unwrap_or_default();
+    let wanted = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
     let scale = |n: usize| if quick { (n / 20).max(50) } else { n };
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv");
     let python = venv.join("bin/python");
@@ -42,13 +45,28 @@ fn main() {
         "run `.ci/test` once first: it creates `.venv` with httpx"
     );
 
-    // Overhead: a constant snippet, no network.
+    if wanted("overhead") {
+        overhead(&venv, &scale);
+    }
+    if wanted("throughput") {
+        throughput(&venv, &python, &scale);
+    }
+    if wanted("rate") {
+        rate(&venv, quick);
+    }
+    if wanted("model_test") {
+        model_test(&venv);
+    }
+}
+
+/// CPU per sample and peak RSS with a constant snippet, no network.
+fn overhead(venv: &Path, scale: &dyn Fn(usize) -> usize) {
     for (label, extra) in [("default", &[][..]), ("no_cache", &["--no-cache"][..])] {
         let n = scale(10_000);
         let project = constant_project(n);
         let (usage, _) = run(
             &project,
-            &venv,
+            venv,
             &["run", "-f", "run.yaml", "-o", "out", "--no-progress"],
             extra,
         );
@@ -65,7 +83,7 @@ fn main() {
     let project = constant_project(n);
     let (usage, _) = run(
         &project,
-        &venv,
+        venv,
         &["run", "-f", "run.yaml", "-o", "out", "--no-progress"],
         &[],
     );
@@ -75,8 +93,10 @@ fn main() {
         usage.cpu.as_secs_f64() * 1e6 / n as f64,
         "µs",
     );
+}
 
-    // Throughput at 64 in flight against 50 ms.
+/// Wall time against the limit at 64 in flight against 50 ms.
+fn throughput(venv: &Path, python: &Path, scale: &dyn Fn(usize) -> usize) {
     let latency = Duration::from_millis(50);
     let server = EchoServer::start(latency);
     let (n, in_flight) = (scale(2_000), 64);
@@ -102,7 +122,7 @@ fn main() {
         server.reset();
         let (usage, ok) = run(
             &project,
-            &venv,
+            venv,
             &["run", "-f", "run.yaml", "-o", "out", "--no-progress", "--no-cache"],
             &[],
         );
@@ -118,7 +138,7 @@ fn main() {
         );
         figure(&format!("{label}_cpu_s"), usage.cpu.as_secs_f64(), "s");
         if label == "httpx_client_snippet" {
-            bare_wall = Some(bare_pool(&python, &server, n, in_flight));
+            bare_wall = Some(bare_pool(python, &server, n, in_flight));
             let bare = bare_wall.unwrap_or_default();
             figure("bare_python_pool_wall_s", bare, "s");
             figure(
@@ -129,14 +149,16 @@ fn main() {
         }
     }
     let _ = bare_wall;
+}
 
-    // Rate limit accuracy: 600/min is one request every 100 ms.
+/// Rate limit accuracy: 600/min is one request every 100 ms.
+fn rate(venv: &Path, quick: bool) {
     let server = EchoServer::start(Duration::ZERO);
     let n = if quick { 30 } else { 121 };
     let project = rate_project(n, &server.url());
     run(
         &project,
-        &venv,
+        venv,
         &["run", "-f", "run.yaml", "-o", "out", "--no-progress", "--no-cache"],
         &[],
     );
@@ -147,12 +169,14 @@ fn main() {
         figure("rate_limit_600_observed_per_min", per_minute, "/min");
         figure("rate_limit_600_error_pct", (per_minute - 600.0) / 600.0 * 100.0, "%");
     }
+}
 
-    // `model test` start-up.
+/// `model test` start-up on an offline snippet.
+fn model_test(venv: &Path) {
     let project = constant_project(1);
     let mut walls: Vec<f64> = (0..7)
         .map(|_| {
-            run(&project, &venv, &["model", "test", "constant"], &[])
+            run(&project, venv, &["model", "test", "constant"], &[])
                 .0
                 .wall
                 .as_secs_f64()

@@ -4,6 +4,7 @@
 //! AI GO! dialect. `ARCHITECTURE.md` maps the whole tree.
 
 pub mod async_runtime;
+pub mod charset;
 pub mod cli;
 pub mod commands;
 pub mod config_value;

@@ -54,7 +54,10 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         Command::Compare(args) => compare::run(&args, printer),
         Command::Runs(command) => runs::run(&global, &command, printer),
         Command::Worker => {
-            crate::python::worker::serve(&python_options(&global))?;
+            crate::python::worker::serve(&python_options(&global), &|max_response_bytes| {
+                crate::model::connection::snippet_http::SnippetHttp::new(max_response_bytes)
+                    .map(|http| std::sync::Arc::new(http) as std::sync::Arc<dyn crate::python::HttpBackend>)
+            })?;
             Ok(ExitStatus::Success)
         }
     }

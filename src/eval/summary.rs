@@ -18,6 +18,7 @@ use crate::eval::scorer::ScorerDef;
 use crate::eval::task::ScoreAggregator;
 use crate::model::io::Usage;
 use crate::model::pricing::Pricing;
+use crate::model::trace::{TimingSummary, TimingTotals};
 
 /// `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +146,9 @@ pub struct SpecSummary {
     /// USD spent by the samples' calls to priced models; absent when none is priced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// Where the specification's model calls spent their time, as means per call.
+    #[serde(default)]
+    pub timings: TimingSummary,
 }
 
 impl SpecSummary {
@@ -162,6 +166,7 @@ impl SpecSummary {
             metric_errors: Vec::new(),
             usage: Usage::default(),
             cost_usd: None,
+            timings: TimingSummary::default(),
         }
     }
 }
@@ -300,6 +305,7 @@ struct Fold {
     errors: Vec<(u64, String, SampleError)>,
     /// Records an action rule left out of the metrics.
     excluded: u64,
+    timings: TimingTotals,
 }
 
 impl Fold {
@@ -311,6 +317,9 @@ impl Fold {
         self.usage += record.usage;
         if let Some(cost) = record.cost_usd {
             *self.cost_usd.get_or_insert(0.0) += cost;
+        }
+        for call in &record.calls {
+            self.timings.add(&call.trace.timings);
         }
         for error in record.errors {
             self.errors.push((record.sample_index, record.sample_id.clone(), error));
@@ -439,6 +448,7 @@ impl Fold {
             metric_errors,
             usage: self.usage,
             cost_usd: self.cost_usd,
+            timings: self.timings.summary(),
         }
     }
 }

@@ -53,6 +53,8 @@ impl ModelRuntime {
         secrets: &Secrets,
     ) -> Result<ModelRuntime, Diagnostic> {
         let compiled = CompiledAdapter::compile(adapter)?;
+        let gate =
+            Arc::new(Gate::new(model.concurrency(), model.rate_limit).with_tokens_per_minute(model.tokens_per_minute));
         let endpoint = match &model.connection {
             Connection::CustomConnection(c) => {
                 Endpoint::Http(HttpEndpoint::new(&model.key, c, model.max_response_bytes, secrets)?)
@@ -60,7 +62,7 @@ impl ModelRuntime {
             Connection::CustomInference(c) => {
                 let python =
                     python.ok_or_else(|| Diagnostic::new("internal error: the python runtime is not started"))?;
-                Endpoint::Snippet(SnippetEndpoint::new(&model, c, python, secrets)?)
+                Endpoint::Snippet(SnippetEndpoint::new(&model, c, python, secrets, &gate)?)
             }
         };
         let info = ModelInfo {
@@ -69,8 +71,6 @@ impl ModelRuntime {
                 .map_err(|d| Diagnostic::new(format!("model `{}`: {}", model.key, d.message)))?,
             task: model.task,
         };
-        let gate =
-            Arc::new(Gate::new(model.concurrency(), model.rate_limit).with_tokens_per_minute(model.tokens_per_minute));
         Ok(ModelRuntime {
             cache: None,
             model,
@@ -253,13 +253,15 @@ impl ModelRuntime {
             trace.timings.permit_wait_ms += ms(admission.wait.permit);
             trace.timings.limiter_wait_ms += ms(admission.wait.limiter);
             let t = Instant::now();
-            let result = match &self.endpoint {
+            let (result, evidence) = match &self.endpoint {
                 Endpoint::Http(http) => http.send(body.clone()).await,
                 Endpoint::Snippet(snippet) => snippet.call(body.clone(), sample).await,
             };
             let tokens = admission.finish();
             let elapsed = t.elapsed();
             trace.timings.inference_ms += ms(elapsed);
+            trace.timings.add(&evidence);
+            trace.http.extend(evidence.http);
             let error = match result {
                 Ok(response) => {
                     self.gate.succeeded();

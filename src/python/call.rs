@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use super::error::{CallError, CallErrorKind, Frame, Stuck};
 
 use super::convert;
+use super::http::{CallHttp, HttpLog, take_log};
 use super::pool::{AfterJob, Pool};
 use super::snippet::{Exec, Snippet, SnippetInner};
 use super::{CallOutput, PythonRuntime, ReturnKind, RuntimeInner, STOP_GRACE, TIMEOUT_GRACE};
@@ -141,15 +142,29 @@ impl PythonRuntime {
     /// TIMEOUT_GRACE`, plus a few milliseconds. Dropping the returned future does not stop a
     /// call that already started.
     pub async fn call(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration) -> Result<CallOutput, CallError> {
+        let log = HttpLog::default();
         let outcome = match &snippet.inner.exec {
             Exec::Process(workers) => return workers.call(&snippet.inner, args, timeout).await,
-            Exec::InProcess { pool: Some(pool), .. } => self.call_sync(snippet, pool, args, timeout).await,
-            Exec::InProcess { pool: None, .. } => self.call_async(snippet, args, timeout).await,
+            Exec::InProcess { pool: Some(pool), .. } => self.call_sync(snippet, pool, args, timeout, &log).await,
+            Exec::InProcess { pool: None, .. } => self.call_async(snippet, args, timeout, &log).await,
         };
-        finish(&snippet.inner, outcome, timeout)
+        let mut result = finish(&snippet.inner, outcome, timeout);
+        let http = take_log(&log);
+        match &mut result {
+            Ok(output) => output.http = http,
+            Err(error) => error.http = http,
+        }
+        result
     }
 
-    async fn call_sync(&self, snippet: &Snippet, pool: &Pool, args: Vec<Value>, timeout: Duration) -> Outcome {
+    async fn call_sync(
+        &self,
+        snippet: &Snippet,
+        pool: &Pool,
+        args: Vec<Value>,
+        timeout: Duration,
+        log: &HttpLog,
+    ) -> Outcome {
         if let Some(stuck) = pool.too_many_stuck() {
             return Outcome {
                 captured: String::new(),
@@ -162,12 +177,15 @@ impl PythonRuntime {
             let rt = Arc::clone(&self.inner);
             let snip = Arc::clone(&snippet.inner);
             let ctl = Arc::clone(&ctl);
+            let log = Arc::clone(log);
             Box::new(move || {
                 if done_tx.is_closed() {
                     return AfterJob::Continue; // the caller went away while the job was queued
                 }
-                let _ = ctl.started.set(Instant::now());
-                let outcome = run_sync(&rt, &snip, &ctl, &args);
+                let started = Instant::now();
+                let _ = ctl.started.set(started);
+                let http = CallHttp::new(snip.http_backend(), Some(started + timeout), log);
+                let outcome = run_sync(&rt, &snip, &ctl, &args, http);
                 if ctl.finish() {
                     let _ = done_tx.send(outcome);
                     AfterJob::Continue
@@ -266,23 +284,28 @@ impl PythonRuntime {
         Outcome::timed_out(frames, captured, stuck)
     }
 
-    async fn call_async(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration) -> Outcome {
+    async fn call_async(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration, log: &HttpLog) -> Outcome {
         let (tx, rx) = oneshot::channel::<Outcome>();
         let submitted = {
             let rt = Arc::clone(&self.inner);
             let snip = Arc::clone(&snippet.inner);
+            let log = Arc::clone(log);
             tokio::task::spawn_blocking(move || {
                 Python::attach(|py| -> PyResult<Py<PyAny>> {
+                    let deadline = Instant::now() + timeout + TIMEOUT_GRACE;
+                    let http = Bound::new(py, CallHttp::new(snip.http_backend(), Some(deadline), log))?;
                     let py_args = build_args(py, &args, snip.arity)?;
                     let deliver = make_deliver(py, Arc::clone(&rt), Arc::clone(&snip), tx)?;
                     let Some(func) = snip.func() else {
                         return Err(pyo3::exceptions::PyRuntimeError::new_err("not loaded in this process"));
                     };
-                    let holder =
-                        rt.support
-                            .submit
-                            .bind(py)
-                            .call1((func.bind(py), py_args, timeout.as_secs_f64(), deliver))?;
+                    let holder = rt.support.submit.bind(py).call1((
+                        func.bind(py),
+                        py_args,
+                        timeout.as_secs_f64(),
+                        deliver,
+                        http,
+                    ))?;
                     Ok(holder.unbind())
                 })
             })
@@ -337,7 +360,13 @@ pub(super) fn internal(message: &str) -> Outcome {
 }
 
 /// Runs one sync call on the current (pool) thread.
-pub(super) fn run_sync(rt: &RuntimeInner, snip: &SnippetInner, ctl: &JobCtl, args: &[Value]) -> Outcome {
+pub(super) fn run_sync(
+    rt: &RuntimeInner,
+    snip: &SnippetInner,
+    ctl: &JobCtl,
+    args: &[Value],
+    http: CallHttp,
+) -> Outcome {
     Python::attach(|py| {
         // SAFETY: plain query of the current thread's id.
         let ident = unsafe { ffi::PyThread_get_thread_ident() } as u64;
@@ -351,6 +380,9 @@ pub(super) fn run_sync(rt: &RuntimeInner, snip: &SnippetInner, ctl: &JobCtl, arg
                 };
             }
         };
+        if let Err(e) = Bound::new(py, http).and_then(|http| buf.setattr("http", http)) {
+            return internal(&format!("cannot set up lfeval.http: {e}"));
+        }
         let _ = ctl.buf.set(buf.clone().unbind());
         let py_args = match build_args(py, args, snip.arity) {
             Ok(a) => a,
@@ -516,6 +548,7 @@ pub(super) fn finish(snip: &SnippetInner, outcome: Outcome, timeout: Duration) -
                 value,
                 captured: outcome.captured,
                 python_time,
+                http: Vec::new(),
             });
         }
         Err(Failure::Raised {
@@ -577,5 +610,6 @@ pub(super) fn finish(snip: &SnippetInner, outcome: Outcome, timeout: Duration) -
         function: snip.function.clone(),
         kind: Box::new(kind),
         captured: outcome.captured,
+        http: Vec::new(),
     })
 }

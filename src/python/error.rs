@@ -93,6 +93,9 @@ pub struct CallError {
     pub kind: Box<CallErrorKind>,
     /// Output the call printed before it failed.
     pub captured: String,
+    /// The `lfeval.http` requests the call made before it failed.
+    #[serde(default)]
+    pub http: Vec<crate::python::HttpExchange>,
 }
 
 /// Why a call that timed out could not be stopped the ordinary way.

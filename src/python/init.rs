@@ -110,9 +110,10 @@ pub(super) fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Resu
         message: format!("support module: {e}"),
     })?;
     let module = PyModule::from_code(py, &code, c"<lfeval-support>", c"_lfeval_support").map_err(init_err)?;
+    let native_http = super::http::module(py).map_err(init_err)?;
     module
         .getattr("setup")
-        .and_then(|f| f.call1((executable, site_dirs, home_set)))
+        .and_then(|f| f.call1((executable, site_dirs, home_set, native_http)))
         .map_err(init_err)?;
     let get = |name: &str| module.getattr(name).map(Bound::unbind).map_err(init_err);
     let support = Support {

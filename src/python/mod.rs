@@ -17,6 +17,7 @@ mod call;
 mod convert;
 mod error;
 mod host;
+mod http;
 mod init;
 mod pool;
 mod snippet;
@@ -35,6 +36,10 @@ use serde_json::Value;
 pub use error::{CallError, CallErrorKind, Frame, LoadErrorKind, PythonError, SnippetLoadError, Stuck};
 
 pub use host::{HostFn, HostFuture, HostGuard, host_object};
+pub use http::{
+    BoxFuture, ChunkFuture, HttpBackend, HttpBody, HttpError, HttpExchange, HttpHead, HttpRequest, Sent,
+    set_default_backend,
+};
 pub use init::initialize;
 pub use snippet::{Snippet, SnippetSpec};
 
@@ -131,6 +136,9 @@ pub struct CallOutput {
     pub captured: String,
     /// Time spent in the snippet function itself.
     pub python_time: Duration,
+    /// The `lfeval.http` requests the call made.
+    #[serde(default)]
+    pub http: Vec<HttpExchange>,
 }
 
 /// The running interpreter. Cheap to clone.

@@ -2,13 +2,14 @@
 //! and line numbers), running its module-level code and finding the function to call; or, for
 //! `isolation: process`, doing the same in a first worker process.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 
 use pyo3::prelude::*;
 
 use super::error::{LoadErrorKind, SnippetLoadError};
 
+use super::http::HttpBackend;
 use super::pool::Pool;
 use super::worker::ProcessPool;
 use super::{Isolation, PythonRuntime, ReturnKind};
@@ -62,6 +63,8 @@ pub(super) struct SnippetInner {
     pub(super) arity: usize,
     pub(super) load_output: String,
     pub(super) exec: Exec,
+    /// What `lfeval.http` in this snippet's calls goes through (the model's client).
+    pub(super) http: OnceLock<Arc<dyn HttpBackend>>,
 }
 
 /// Where a loaded snippet's calls run.
@@ -79,6 +82,10 @@ impl SnippetInner {
             Exec::InProcess { func, .. } => Some(func),
             Exec::Process(_) => None,
         }
+    }
+
+    pub(super) fn http_backend(&self) -> Option<Arc<dyn HttpBackend>> {
+        self.http.get().cloned()
     }
 }
 
@@ -117,6 +124,17 @@ impl Snippet {
     /// What module-level code printed while loading.
     pub fn load_output(&self) -> &str {
         &self.inner.load_output
+    }
+
+    /// Gives the snippet's `lfeval.http` its backend (once; later calls are ignored). For
+    /// `isolation: process` the workers have their own; this one then only `observe`s.
+    pub fn set_http_backend(&self, backend: Arc<dyn HttpBackend>) {
+        let _ = self.inner.http.set(backend);
+    }
+
+    /// The backend given with [`Snippet::set_http_backend`].
+    pub fn http_backend(&self) -> Option<Arc<dyn HttpBackend>> {
+        self.inner.http_backend()
     }
 
     /// Whether the snippet runs in worker processes.
@@ -171,6 +189,7 @@ impl PythonRuntime {
                     arity: loaded.arity,
                     load_output: loaded.load_output,
                     exec: Exec::Process(workers),
+                    http: OnceLock::new(),
                 }),
             });
         }
@@ -246,6 +265,7 @@ impl PythonRuntime {
                 arity,
                 load_output,
                 exec: Exec::InProcess { func, pool },
+                http: OnceLock::new(),
             }),
         })
     }

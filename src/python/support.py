@@ -82,7 +82,355 @@ lfeval = types.ModuleType(
 )
 lfeval.RateLimited = RateLimited
 lfeval.ForkRefused = ForkRefused
-lfeval.__all__ = ["RateLimited", "ForkRefused"]
+lfeval.__all__ = ["RateLimited", "ForkRefused", "http"]
+
+
+# --------------------------------------------------------------------------------------------
+# `lfeval.http`: requests on lfeval's own HTTP client (src/python/http.rs), recorded as the
+# call's evidence, timed, paused by the model's `Retry-After`. The native half does the I/O
+# with the GIL released; this half shapes arguments and results like httpx.
+
+_native_http = None
+
+
+class HttpError(Exception):
+    """A request through `lfeval.http` failed."""
+
+
+class HttpTimeout(HttpError):
+    """The request's own `timeout=` passed (the snippet's call timeout ends it too)."""
+
+
+class HttpConnectError(HttpError):
+    """The connection could not be made or broke."""
+
+
+class HttpTooLarge(HttpError):
+    """The response is over the model's `max_response_bytes`."""
+
+
+class HttpStatusError(HttpError):
+    """`raise_for_status()` on a 4xx or 5xx answer; `response` is the answer."""
+
+    def __init__(self, message, response=None, status_code=None, retry_after=None):
+        super().__init__(message)
+        self.response = response
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class HttpTooManyRequests(HttpStatusError, RateLimited):
+    """A 429: also an `lfeval.RateLimited`, so lfeval retries it and slows the model down."""
+
+
+for _cls, _name in (
+    (HttpError, "HTTPError"),
+    (HttpTimeout, "TimeoutException"),
+    (HttpConnectError, "ConnectError"),
+    (HttpTooLarge, "ResponseTooLarge"),
+    (HttpStatusError, "HTTPStatusError"),
+    (HttpTooManyRequests, "TooManyRequests"),
+):
+    _cls.__module__ = "lfeval.http"
+    _cls.__name__ = _cls.__qualname__ = _name
+
+
+class ServerSentEvent:
+    """One event of a `text/event-stream` response."""
+
+    __slots__ = ("event", "data", "id", "retry")
+
+    def __init__(self, event="message", data="", id=None, retry=None):
+        self.event, self.data, self.id, self.retry = event, data, id, retry
+
+    def json(self):
+        import json as _json
+
+        return _json.loads(self.data)
+
+    def __repr__(self):
+        return f"ServerSentEvent(event={self.event!r}, data={self.data!r})"
+
+
+class _SseParser:
+    __slots__ = ("event", "data", "id", "retry")
+
+    def __init__(self):
+        self.event, self.data, self.id, self.retry = "", [], None, None
+
+    def feed(self, line):
+        """Takes one line; returns an event when the line ends one."""
+        if not line:
+            if not self.data and not self.event:
+                return None
+            event = ServerSentEvent(self.event or "message", "\n".join(self.data), self.id, self.retry)
+            self.event, self.data = "", []
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self.data.append(value)
+        elif name == "event":
+            self.event = value
+        elif name == "id":
+            self.id = value
+        elif name == "retry" and value.isdigit():
+            self.retry = int(value)
+        return None
+
+    def end(self):
+        return self.feed("") if self.data else None
+
+
+def _http_context():
+    buf = _capture.get()
+    return buf.http if buf is not None else None
+
+
+def _http_args(json, content, headers, params, url):
+    pairs = []
+    if headers:
+        items = headers.items() if hasattr(headers, "items") else headers
+        pairs = [(str(k), str(v)) for k, v in items]
+    if json is not None:
+        import json as _json
+
+        body = _json.dumps(json).encode()
+        if not any(k.lower() == "content-type" for k, _ in pairs):
+            pairs.append(("content-type", "application/json"))
+    elif content is not None:
+        body = content.encode() if isinstance(content, str) else bytes(content)
+    else:
+        body = None
+    if params:
+        from urllib.parse import urlencode
+
+        url = url + ("&" if "?" in url else "?") + urlencode(params, doseq=True)
+    return url, pairs, body
+
+
+def _http_request(method, url, json=None, content=None, headers=None, params=None, timeout=None):
+    url, pairs, body = _http_args(json, content, headers, params, url)
+    return _native_http.request(_http_context(), method, url, pairs, body, timeout)
+
+
+def _deliver_to(loop_, fut):
+    def deliver(ok, value):
+        loop_.call_soon_threadsafe(_settle, fut, ok, value)
+
+    return deliver
+
+
+def _settle(fut, ok, value):
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+async def _await_native(start):
+    loop_ = asyncio.get_running_loop()
+    fut = loop_.create_future()
+    pending = start(_deliver_to(loop_, fut))
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        pending.cancel()
+        raise
+
+
+async def _http_arequest(method, url, json=None, content=None, headers=None, params=None, timeout=None):
+    url, pairs, body = _http_args(json, content, headers, params, url)
+    ctx = _http_context()
+    return await _await_native(lambda d: _native_http.start(ctx, method, url, pairs, body, timeout, d))
+
+
+class StreamResponse:
+    """A streamed response: iterate it for its events (`text/event-stream`) or lines."""
+
+    def __init__(self, native):
+        self._native = native
+        self.status_code = native.status_code
+        self.reason_phrase = native.reason_phrase
+        self.url = native.url
+
+    @property
+    def headers(self):
+        return self._native.headers
+
+    @property
+    def is_success(self):
+        return 200 <= self.status_code < 300
+
+    def raise_for_status(self):
+        self._native.raise_for_status()
+        return self
+
+    def iter_lines(self):
+        next_line = self._native.next_line
+        while (line := next_line()) is not None:
+            yield line
+
+    def iter_events(self):
+        parser = _SseParser()
+        for line in self.iter_lines():
+            event = parser.feed(line)
+            if event is not None:
+                yield event
+        event = parser.end()
+        if event is not None:
+            yield event
+
+    def read(self):
+        return "\n".join(self.iter_lines())
+
+    def __iter__(self):
+        return self.iter_events() if self._native.is_sse else self.iter_lines()
+
+    def close(self):
+        self._native.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AsyncStreamResponse:
+    """`async with http.astream(...) as response: async for event in response: ...`"""
+
+    def __init__(self, opener):
+        self._opener = opener
+        self._native = None
+
+    async def _open(self):
+        if self._native is None:
+            self._native = await self._opener()
+            self.status_code = self._native.status_code
+            self.reason_phrase = self._native.reason_phrase
+            self.url = self._native.url
+        return self
+
+    def __await__(self):
+        return self._open().__await__()
+
+    async def __aenter__(self):
+        return await self._open()
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
+
+    @property
+    def headers(self):
+        return self._native.headers
+
+    @property
+    def is_success(self):
+        return 200 <= self.status_code < 300
+
+    def raise_for_status(self):
+        self._native.raise_for_status()
+        return self
+
+    async def aiter_lines(self):
+        await self._open()
+        native = self._native
+        while (line := await _await_native(native.start_next_line)) is not None:
+            yield line
+
+    async def aiter_events(self):
+        parser = _SseParser()
+        async for line in self.aiter_lines():
+            event = parser.feed(line)
+            if event is not None:
+                yield event
+        event = parser.end()
+        if event is not None:
+            yield event
+
+    def __aiter__(self):
+        return (self.aiter_events() if self._native.is_sse else self.aiter_lines()).__aiter__()
+
+    async def aclose(self):
+        if self._native is not None:
+            self._native.close()
+
+
+def _http_stream(method, url, json=None, content=None, headers=None, params=None, timeout=None):
+    url, pairs, body = _http_args(json, content, headers, params, url)
+    return StreamResponse(_native_http.open_stream(_http_context(), method, url, pairs, body, timeout))
+
+
+def _http_astream(method, url, json=None, content=None, headers=None, params=None, timeout=None):
+    url, pairs, body = _http_args(json, content, headers, params, url)
+    ctx = _http_context()
+
+    async def opener():
+        return await _await_native(lambda d: _native_http.start_stream(ctx, method, url, pairs, body, timeout, d))
+
+    return AsyncStreamResponse(opener)
+
+
+def _make_http_module():
+    m = types.ModuleType(
+        "lfeval.http",
+        "HTTP on lfeval's own client: pooled per model, recorded as the call's evidence, "
+        "with the GIL released while waiting. `http.post(url, json=...)`, `await http.apost(...)`, "
+        "`with http.stream(\"POST\", url, json=...) as r: for event in r: ...`.",
+    )
+
+    def request(method, url, *, json=None, content=None, headers=None, params=None, timeout=None):
+        return _http_request(method, url, json, content, headers, params, timeout)
+
+    def get(url, *, headers=None, params=None, timeout=None):
+        return _http_request("GET", url, None, None, headers, params, timeout)
+
+    def post(url, *, json=None, content=None, headers=None, params=None, timeout=None):
+        return _http_request("POST", url, json, content, headers, params, timeout)
+
+    async def arequest(method, url, *, json=None, content=None, headers=None, params=None, timeout=None):
+        return await _http_arequest(method, url, json, content, headers, params, timeout)
+
+    async def aget(url, *, headers=None, params=None, timeout=None):
+        return await _http_arequest("GET", url, None, None, headers, params, timeout)
+
+    async def apost(url, *, json=None, content=None, headers=None, params=None, timeout=None):
+        return await _http_arequest("POST", url, json, content, headers, params, timeout)
+
+    def stream(method, url, *, json=None, content=None, headers=None, params=None, timeout=None):
+        return _http_stream(method, url, json, content, headers, params, timeout)
+
+    def astream(method, url, *, json=None, content=None, headers=None, params=None, timeout=None):
+        return _http_astream(method, url, json, content, headers, params, timeout)
+
+    for f in (request, get, post, arequest, aget, apost, stream, astream):
+        f.__module__ = "lfeval.http"
+        setattr(m, f.__name__, f)
+    m.HTTPError = HttpError
+    m.TimeoutException = HttpTimeout
+    m.ConnectError = HttpConnectError
+    m.ResponseTooLarge = HttpTooLarge
+    m.HTTPStatusError = HttpStatusError
+    m.TooManyRequests = HttpTooManyRequests
+    m.ServerSentEvent = ServerSentEvent
+    m.StreamResponse = StreamResponse
+    m.AsyncStreamResponse = AsyncStreamResponse
+    m.__all__ = [
+        "request", "get", "post", "arequest", "aget", "apost", "stream", "astream", "HTTPError",
+        "TimeoutException", "ConnectError", "ResponseTooLarge", "HTTPStatusError", "TooManyRequests",
+        "ServerSentEvent",
+    ]
+    return m
+
+
+http = _make_http_module()
+lfeval.http = http
 
 
 _FORK_MESSAGE = (
@@ -125,9 +473,10 @@ CAPTURE_TAIL = 64 * 1024
 class Capture:
     """Output of one call, bounded."""
 
-    __slots__ = ("_head", "_head_len", "_tail", "_tail_len", "_dropped")
+    __slots__ = ("_head", "_head_len", "_tail", "_tail_len", "_dropped", "http")
 
     def __init__(self):
+        self.http = None  # the call's `lfeval.http` context (set by lfeval)
         self._head = []
         self._head_len = 0
         self._tail = collections.deque()
@@ -225,8 +574,9 @@ loop = None
 loop_ident = 0
 
 
-def setup(executable, site_dirs, unset_home):
-    global loop, loop_ident
+def setup(executable, site_dirs, unset_home, native_http):
+    global loop, loop_ident, _native_http
+    _native_http = native_http
     if executable:
         sys.executable = executable
     if unset_home:
@@ -238,6 +588,7 @@ def setup(executable, site_dirs, unset_home):
     sys.stdout = _Router(_real(sys.__stdout__))
     sys.stderr = _Router(_real(sys.__stderr__))
     sys.modules["lfeval"] = lfeval
+    sys.modules["lfeval.http"] = http
     _install_guards()
 
     loop = asyncio.new_event_loop()
@@ -525,9 +876,10 @@ def thread_frames(ident, filename):
 OK, RAISED, TIMED_OUT = 0, 1, 2
 
 
-def submit(fn, args, timeout, deliver):
+def submit(fn, args, timeout, deliver, http_context):
     """Schedule an async snippet call on the loop; returns the call's holder [task, buffer]."""
     holder = [None, Capture()]
+    holder[1].http = http_context
     asyncio.run_coroutine_threadsafe(_run_async(fn, args, timeout, deliver, holder), loop)
     return holder
 

@@ -17,6 +17,7 @@ mod dialect;
 mod entities;
 mod errors;
 mod isolation;
+mod lfeval_http;
 mod limits;
 mod model_test;
 mod providers;

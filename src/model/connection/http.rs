@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
-use super::{AttemptError, RawResponse, parse_retry_after};
+use super::connect_clock::{ConnectClockLayer, timed};
+use super::{AttemptError, Evidence, RawResponse, parse_retry_after};
 use crate::diagnostic::Diagnostic;
 use crate::model::CustomConnection;
 use crate::secrets::Secrets;
@@ -28,6 +29,12 @@ fn init_tls() {
     });
 }
 
+/// The client every model's HTTP starts from: TLS set up, new connections timed.
+pub(super) fn client_builder() -> reqwest::ClientBuilder {
+    init_tls();
+    reqwest::Client::builder().connector_layer(ConnectClockLayer)
+}
+
 impl HttpEndpoint {
     pub fn new(
         model_key: &str,
@@ -35,7 +42,6 @@ impl HttpEndpoint {
         max_response_bytes: u64,
         secrets: &Secrets,
     ) -> Result<HttpEndpoint, Diagnostic> {
-        init_tls();
         let context = |d: Diagnostic| Diagnostic {
             message: format!("model `{model_key}`: {}", d.message),
             ..d
@@ -86,9 +92,7 @@ impl HttpEndpoint {
             headers.insert(header, sensitive(value));
         }
 
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .pool_max_idle_per_host(64);
+        let mut builder = client_builder().timeout(config.timeout).pool_max_idle_per_host(64);
         if let Some(ca) = &config.trusted_ca {
             let resolved = ca.resolve(secrets, true).map_err(context)?;
             let encoded = resolved.as_str().unwrap_or_default().trim().to_owned();
@@ -141,16 +145,29 @@ impl HttpEndpoint {
             .collect()
     }
 
-    pub async fn send(&self, body: String) -> Result<RawResponse, AttemptError> {
+    pub async fn send(&self, body: String) -> (Result<RawResponse, AttemptError>, Evidence) {
         let start = Instant::now();
-        let response = self
-            .client
-            .post(&self.url)
-            .headers(self.headers.clone())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.classify(&e))?;
+        let (sent, connect) = timed(
+            self.client
+                .post(&self.url)
+                .headers(self.headers.clone())
+                .body(body)
+                .send(),
+        )
+        .await;
+        let mut evidence = Evidence {
+            connect,
+            ..Evidence::default()
+        };
+        let response = match sent {
+            Ok(response) => response,
+            Err(e) => return (Err(self.classify(&e)), evidence),
+        };
+        evidence.first_byte = Some(start.elapsed());
+        (self.receive(response, start).await, evidence)
+    }
+
+    async fn receive(&self, response: reqwest::Response, start: Instant) -> Result<RawResponse, AttemptError> {
         let status = response.status().as_u16();
         let headers: Vec<(String, String)> = response
             .headers()
@@ -199,11 +216,10 @@ impl HttpEndpoint {
         {
             return Err(too_large(Some(len)));
         }
-        let charset = response
+        let content_type = response
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .and_then(charset_of)
             .map(str::to_owned);
         let mut bytes: Vec<u8> = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.classify(&e))? {
@@ -212,7 +228,7 @@ impl HttpEndpoint {
             }
             bytes.extend_from_slice(&chunk);
         }
-        Ok(decode(bytes, charset.as_deref()))
+        Ok(crate::charset::decode(bytes, content_type.as_deref()))
     }
 
     fn classify(&self, e: &reqwest::Error) -> AttemptError {
@@ -231,37 +247,13 @@ impl HttpEndpoint {
     }
 }
 
-/// The `charset` parameter of a `Content-Type` value.
-fn charset_of(content_type: &str) -> Option<&str> {
-    content_type.split(';').skip(1).find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("charset")
-            .then(|| value.trim().trim_matches('"'))
-    })
-}
-
-/// Text of a body in its declared charset (UTF-8 when none), invalid sequences replaced.
-fn decode(bytes: Vec<u8>, charset: Option<&str>) -> String {
-    let encoding = charset
-        .and_then(|label| encoding_rs::Encoding::for_label(label.as_bytes()))
-        .unwrap_or(encoding_rs::UTF_8);
-    if encoding == encoding_rs::UTF_8 {
-        return match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
-    }
-    encoding.decode(&bytes).0.into_owned()
-}
-
 fn sensitive(mut value: HeaderValue) -> HeaderValue {
     value.set_sensitive(true);
     value
 }
 
 /// reqwest's message plus its causes (it keeps the useful part in `source`).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

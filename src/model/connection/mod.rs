@@ -2,8 +2,10 @@
 //! or a Python `run_inference` call ([`snippet`], `custom_inference`). Both return a [`RawResponse`] for the
 //! adapter's `process_output`, or an [`AttemptError`] that says whether a retry may help.
 
+pub mod connect_clock;
 pub mod http;
 pub mod snippet;
+pub mod snippet_http;
 
 use std::time::Duration;
 
@@ -34,6 +36,38 @@ impl RawResponse {
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone())))
             .collect()
+    }
+}
+
+/// Where one attempt's time went and, for snippets, the `lfeval.http` requests it made; kept
+/// whether the attempt succeeded or not.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    pub http: Vec<crate::python::HttpExchange>,
+    /// Opening connections (zero when every connection was reused).
+    pub connect: Duration,
+    /// To the response head of the (first) request.
+    pub first_byte: Option<Duration>,
+    /// To the first event of the (first) streamed response.
+    pub first_token: Option<Duration>,
+    /// In requests, summed (snippets: the part of the Python time spent waiting on the network).
+    pub network: Option<Duration>,
+    /// In the snippet function.
+    pub python: Option<Duration>,
+}
+
+impl Evidence {
+    /// The figures of a snippet call that made `http` requests.
+    pub fn of_exchanges(http: Vec<crate::python::HttpExchange>, python: Option<Duration>) -> Evidence {
+        let secs = |ms: f64| Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default();
+        Evidence {
+            connect: http.iter().map(|e| secs(e.connect_ms)).sum(),
+            first_byte: http.iter().find_map(|e| e.first_byte_ms).map(secs),
+            first_token: http.iter().find_map(|e| e.first_token_ms).map(secs),
+            network: (!http.is_empty()).then(|| http.iter().map(|e| secs(e.network_ms)).sum()),
+            python,
+            http,
+        }
     }
 }
 

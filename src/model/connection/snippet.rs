@@ -1,14 +1,19 @@
 //! `custom_inference`: call the model's Python `run_inference(body, environment[, sample])` in
 //! the embedded interpreter. The snippet is compiled once per model, on load.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::{AttemptError, RawResponse};
+use super::snippet_http::SnippetHttp;
+use super::{AttemptError, Evidence, RawResponse};
 use crate::diagnostic::{Diagnostic, Location};
+use crate::model::gate::Gate;
 use crate::model::{CustomInference, Model};
-use crate::python::{CallError, CallErrorKind, PythonRuntime, ReturnKind, Snippet, SnippetLoadError, SnippetSpec};
+use crate::python::{
+    CallError, CallErrorKind, HttpBackend, Isolation, PythonRuntime, ReturnKind, Snippet, SnippetLoadError, SnippetSpec,
+};
 use crate::secrets::Secrets;
 use crate::yaml::SourceText;
 
@@ -25,6 +30,7 @@ impl SnippetEndpoint {
         config: &CustomInference,
         runtime: &PythonRuntime,
         secrets: &Secrets,
+        gate: &Arc<Gate>,
     ) -> Result<SnippetEndpoint, Diagnostic> {
         let mut environment = Map::new();
         for (name, value) in &config.environment {
@@ -37,6 +43,11 @@ impl SnippetEndpoint {
             environment.insert(name.clone(), resolved);
         }
         let snippet = load(model, config, model.concurrency(), runtime)?;
+        let http = SnippetHttp::for_model(model.max_response_bytes, Arc::clone(gate), model.retry.clone())
+            .map_err(|e| Diagnostic::new(format!("model `{}`: {e}", model.key)))?;
+        let http: Arc<dyn HttpBackend> = Arc::new(http);
+        snippet.set_http_backend(Arc::clone(&http));
+        crate::python::set_default_backend(http);
         Ok(SnippetEndpoint {
             runtime: runtime.clone(),
             snippet,
@@ -49,23 +60,40 @@ impl SnippetEndpoint {
         &self.snippet
     }
 
-    pub async fn call(&self, body: String, sample: Option<&Value>) -> Result<RawResponse, AttemptError> {
+    pub async fn call(&self, body: String, sample: Option<&Value>) -> (Result<RawResponse, AttemptError>, Evidence) {
         let start = Instant::now();
         let args = vec![
             Value::String(body),
             self.environment.clone(),
             sample.cloned().unwrap_or(Value::Null),
         ];
-        match self.runtime.call(&self.snippet, args, self.timeout).await {
-            Ok(output) => Ok(RawResponse {
-                status_code: 200,
-                headers: Vec::new(),
-                body: output.value.as_str().unwrap_or_default().to_owned(),
-                captured: output.captured,
-                elapsed: start.elapsed(),
-            }),
-            Err(err) => Err(classify(err)),
+        let (result, http, python) = match self.runtime.call(&self.snippet, args, self.timeout).await {
+            Ok(mut output) => {
+                let http = std::mem::take(&mut output.http);
+                let response = RawResponse {
+                    status_code: 200,
+                    headers: Vec::new(),
+                    body: match output.value {
+                        Value::String(text) => text,
+                        _ => String::new(),
+                    },
+                    captured: output.captured,
+                    elapsed: start.elapsed(),
+                };
+                (Ok(response), http, Some(output.python_time))
+            }
+            Err(mut err) => {
+                let http = std::mem::take(&mut err.http);
+                (Err(classify(err)), http, None)
+            }
+        };
+        // In worker processes the requests could not reach this process's gate as they ended.
+        if self.snippet.isolation() == Isolation::Process
+            && let Some(backend) = self.snippet.http_backend()
+        {
+            http.iter().for_each(|exchange| backend.observe(exchange));
         }
+        (result, Evidence::of_exchanges(http, python))
     }
 }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use pool::{ProcessPool, shutdown};
-pub use serve::serve;
+pub use serve::{HttpFactory, serve};
 
 use super::{CallError, CallOutput, SnippetLoadError, SnippetSpec};
 

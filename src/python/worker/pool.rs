@@ -125,6 +125,7 @@ impl ProcessPool {
             function: snip.function.clone(),
             kind: Box::new(kind),
             captured: String::new(),
+            http: Vec::new(),
         };
         let Ok(_permit) = self.shared.permits.acquire().await else {
             return Err(fail(CallErrorKind::Internal("the worker pool is closed".to_owned())));

@@ -3,17 +3,21 @@
 //! lfeval closes the channel.
 
 use std::io::BufReader;
+use std::sync::Arc;
 
 use super::frame;
 use super::{Loaded, Reply, Request};
-use crate::python::{Isolation, PythonOptions, initialize};
+use crate::python::{HttpBackend, Isolation, PythonOptions, initialize};
 
 /// Requests are small (a body, an environment, a sample); this only guards against nonsense.
 const MAX_REQUEST: u64 = 1024 * 1024 * 1024;
 
+/// Makes the `lfeval.http` backend of a worker's snippet from its `max_response_bytes`.
+pub type HttpFactory<'a> = &'a dyn Fn(u64) -> Result<Arc<dyn HttpBackend>, String>;
+
 /// Serves lfeval until it closes the channel. Must run before any other thread starts (it
 /// initialises the interpreter).
-pub fn serve(options: &PythonOptions) -> anyhow::Result<()> {
+pub fn serve(options: &PythonOptions, http: HttpFactory<'_>) -> anyhow::Result<()> {
     let (input, mut output) = crate::stdio::worker_protocol()?;
     let mut input = BufReader::new(input);
     let runtime = match initialize(options) {
@@ -29,6 +33,8 @@ pub fn serve(options: &PythonOptions) -> anyhow::Result<()> {
     };
     spec.isolation = Isolation::InProcess;
     spec.workers = 1;
+    // Without a backend `lfeval.http` says it is unavailable; the snippet may not use it.
+    let backend = http(spec.max_return_bytes.unwrap_or(u64::MAX)).ok();
     let snippet = match runtime.load_snippet(spec) {
         Ok(snippet) => snippet,
         Err(e) => {
@@ -37,6 +43,9 @@ pub fn serve(options: &PythonOptions) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    if let Some(backend) = backend {
+        snippet.set_http_backend(backend);
+    }
     frame::write(
         &mut output,
         &Reply::Loaded(Loaded {
