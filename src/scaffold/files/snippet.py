@@ -17,8 +17,8 @@ import urllib.request
 
 class Client:
     """A minimal HTTP client with the part of `httpx.Client`'s interface used below, built on
-    the standard library so the snippet needs no package. To use httpx (connection pooling,
-    HTTP/2), replace `client = Client()` with `client = httpx.Client()` after `import httpx`."""
+    the standard library, for running this file by hand (outside lfeval there is no
+    `lfeval.http`). `client = httpx.Client()` after `import httpx` works too."""
 
     def post(self, url, *, content, headers, timeout):
         request = urllib.request.Request(url, data=content.encode(), headers=headers, method="POST")
@@ -41,7 +41,12 @@ class Response:
 
 
 # Module-level state lives as long as the run: one client (and its connections) for every call.
-client = Client()
+try:
+    # Inside lfeval: its own HTTP client, with pooled connections, every request kept as evidence
+    # in the run's records, a `Retry-After` slowing the model, and the call's timeout ending it.
+    from lfeval import http as client
+except ImportError:
+    client = Client()
 
 
 def run_inference(body: str, environment: dict) -> str:
