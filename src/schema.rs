@@ -108,7 +108,7 @@ fn run_config(generator: &mut SchemaGenerator) -> Schema {
             "evaluation": or_reference(crate::eval::evaluation::json_schema(generator)),
             "config": { "type": "object", "description": "Values for the evaluation's `config_spec`." },
             "run_config": overrides,
-            "policies": {}
+            "policies": list_of(crate::eval::policy::Policy::json_schema(generator))
         }
     })
 }

@@ -214,6 +214,21 @@ fn schemas_reject_unknown_keys() {
     let mut task = load_json(t.path(), &t.path().join("tasks/qa.yaml"));
     task["definition"]["scorers"][0]["ground_truht"] = Value::from("x");
     assert!(!validator(SchemaKind::Task).is_valid(&task));
+    // A run config's policies: the README's example holds, a misspelt operator does not.
+    let mut run = load_json(t.path(), &t.path().join("run.yaml"));
+    run["policies"] = serde_json::json!([{
+        "key": "quality",
+        "display_name": "Quality gates",
+        "rules": [{
+            "key": "accuracy",
+            "display_name": "Accuracy at least 85%",
+            "definition": {"type": "threshold", "metric": "exact.is_correct_mean", "operator": ">=", "threshold": 0.85},
+            "scope": "all_latest"
+        }]
+    }]);
+    assert!(validator(SchemaKind::Run).is_valid(&run), "{run:#}");
+    run["policies"][0]["rules"][0]["definition"]["operator"] = Value::from("=>");
+    assert!(!validator(SchemaKind::Run).is_valid(&run));
 }
 
 #[test]
