@@ -36,7 +36,13 @@ class H(http.server.BaseHTTPRequestHandler):
             pass
 http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
 PY
-    sleep 0.5
+    # Building a 100 MB body takes the server a while: wait until it listens.
+    for _ in $(seq 1 300); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+        sleep 0.1
+    done
+    echo "the test server on port $1 did not start" >&2
+    exit 1
 }
 
 # A project in $1 whose model `m` is $2 (YAML), over $3 samples.
@@ -81,7 +87,8 @@ measure() {
     local dir="$1"
     shift
     (cd "$dir" && /usr/bin/time -f "%M %e %x" -o "$work/time" "$lfeval" "$@" >/dev/null 2>"$work/stderr") || true
-    read -r rss wall code < "$work/time"
+    # GNU time puts "Command exited with non-zero status N" first when lfeval fails samples.
+    read -r rss wall code < <(tail -n 1 "$work/time")
     printf '%8.1f MB peak RSS  %6.2f s  exit %s' "$(echo "$rss / 1024" | bc -l)" "$wall" "$code"
 }
 
