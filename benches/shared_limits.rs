@@ -9,9 +9,6 @@
 //! Run with `cargo bench --bench shared_limits` (needs `redis-server` on the `PATH`).
 
 use std::error::Error;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,35 +26,15 @@ const LIMITS: ModelLimits = ModelLimits {
     tokens_per_minute: Some(1_000_000_000),
 };
 
+#[path = "../tests/integration/redis.rs"]
+mod redis_server;
+
 fn main() -> Result<(), Box<dyn Error>> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let dir = tempfile::tempdir()?;
-    let mut server = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args([
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--databases",
-            "1",
-            "--loglevel",
-            "warning",
-        ])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server ({e}): apt-get install -y redis-server"))?;
-    let result = bench(port);
-    let _ = server.kill();
-    let _ = server.wait();
-    result
+    let server = redis_server::RedisServer::start();
+    bench(server.port)
 }
 
 fn bench(port: u16) -> Result<(), Box<dyn Error>> {
-    wait_for_ping(port)?;
     let tokio = lfeval::async_runtime::build()?;
     let config = LimitsConfig {
         url: format!("redis://127.0.0.1:{port}"),
@@ -147,18 +124,4 @@ fn percentile(latencies: &[Duration], p: f64) -> Duration {
         .get(((sorted.len() as f64 - 1.0) * p) as usize)
         .copied()
         .unwrap_or_default()
-}
-
-fn wait_for_ping(port: u16) -> Result<(), Box<dyn Error>> {
-    for _ in 0..100 {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            let mut reply = [0u8; 7];
-            if stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
-            {
-                return Ok(());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err("redis-server did not start".into())
 }

@@ -1,5 +1,6 @@
 //! A throwaway `redis-server` (Debian's package; `.ci/test` installs it) on 127.0.0.1 with a
-//! random port, no persistence and its files in a temporary directory, stopped on drop.
+//! random port, no persistence and its files in a temporary directory, stopped on drop. The one
+//! launcher: the shared-limits unit tests and `benches/shared_limits.rs` include this file too.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -54,8 +55,16 @@ impl RedisServer {
         panic!("redis-server did not start");
     }
 
+    #[allow(dead_code, reason = "not every includer uses every method")]
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server now (a test of what happens when it goes away).
+    #[allow(dead_code, reason = "not every includer uses every method")]
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -7,85 +7,24 @@
     reason = "tests print measured figures to help diagnose failures"
 )]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
 
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+#[path = "../../../tests/integration/redis.rs"]
+mod redis_server;
 
-impl RedisServer {
-    fn start() -> RedisServer {
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let dir = tempfile::tempdir().unwrap();
-            let mut child = Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args([
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--databases",
-                    "1",
-                    "--loglevel",
-                    "warning",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is not installed: apt-get install -y redis-server");
-            for _ in 0..100 {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                if ping(port) {
-                    return RedisServer { child, port, _dir: dir };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("redis-server did not start");
+use redis_server::RedisServer;
+
+fn config(server: &RedisServer, lease: Duration) -> LimitsConfig {
+    LimitsConfig {
+        url: server.url(),
+        origin: "`--limits`",
+        namespace: "test".to_owned(),
+        lease,
     }
-
-    fn config(&self, lease: Duration) -> LimitsConfig {
-        LimitsConfig {
-            url: format!("redis://127.0.0.1:{}", self.port),
-            origin: "`--limits`",
-            namespace: "test".to_owned(),
-            lease,
-        }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -100,7 +39,7 @@ fn limits(max_concurrent: Option<u32>, rate_limit: Option<u32>, tokens_per_minut
 
 /// One "process": its own connection, as separate lfeval processes have.
 async fn process(server: &RedisServer, lease: Duration, model: ModelLimits) -> Arc<SharedModel> {
-    SharedLimits::connect(&server.config(lease))
+    SharedLimits::connect(&config(server, lease))
         .await
         .unwrap()
         .model("m", model)
@@ -161,7 +100,7 @@ async fn the_concurrency_cap_holds_across_processes_and_a_release_frees_a_place(
 fn the_leases_of_a_process_that_died_expire_after_the_lease_time() {
     let server = RedisServer::start();
     let lease = Duration::from_millis(800);
-    let config = server.config(lease);
+    let config = config(&server, lease);
     // A process that takes both places and dies: its runtime stops, so nothing renews or
     // releases its leases.
     let dead = tokio::runtime::Runtime::new().unwrap();
