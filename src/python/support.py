@@ -250,10 +250,10 @@ async def _http_arequest(method, url, json=None, content=None, headers=None, par
     return await _await_native(lambda d: _native_http.start(ctx, method, url, pairs, body, timeout, d))
 
 
-class StreamResponse:
-    """A streamed response: iterate it for its events (`text/event-stream`) or lines."""
+class _StreamHead:
+    """The status and headers a streamed response has before its body is read."""
 
-    def __init__(self, native):
+    def _take(self, native):
         self._native = native
         self.status_code = native.status_code
         self.reason_phrase = native.reason_phrase
@@ -270,6 +270,13 @@ class StreamResponse:
     def raise_for_status(self):
         self._native.raise_for_status()
         return self
+
+
+class StreamResponse(_StreamHead):
+    """A streamed response: iterate it for its events (`text/event-stream`) or lines."""
+
+    def __init__(self, native):
+        self._take(native)
 
     def iter_lines(self):
         next_line = self._native.next_line
@@ -302,7 +309,7 @@ class StreamResponse:
         self.close()
 
 
-class AsyncStreamResponse:
+class AsyncStreamResponse(_StreamHead):
     """`async with http.astream(...) as response: async for event in response: ...`"""
 
     def __init__(self, opener):
@@ -311,10 +318,7 @@ class AsyncStreamResponse:
 
     async def _open(self):
         if self._native is None:
-            self._native = await self._opener()
-            self.status_code = self._native.status_code
-            self.reason_phrase = self._native.reason_phrase
-            self.url = self._native.url
+            self._take(await self._opener())
         return self
 
     def __await__(self):
@@ -325,18 +329,6 @@ class AsyncStreamResponse:
 
     async def __aexit__(self, *exc):
         await self.aclose()
-
-    @property
-    def headers(self):
-        return self._native.headers
-
-    @property
-    def is_success(self):
-        return 200 <= self.status_code < 300
-
-    def raise_for_status(self):
-        self._native.raise_for_status()
-        return self
 
     async def aiter_lines(self):
         await self._open()
