@@ -12,6 +12,7 @@
 //!   `None`, integers in decimal and floats in Python's shortest repr (`1.0`, `1e-05`);
 //! - every computed number is an `f64`; counts (confusion matrices, frequencies) are integers.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -234,7 +235,7 @@ impl MetricSpec {
 ///   and `confusion_matrix: {gt_label: {pred_label: count}}`.
 ///
 /// Ratios with a zero denominator are 0.0 (scikit-learn's `zero_division=0`).
-pub fn compute(spec: &MetricSpec, samples: &[Map<String, Value>]) -> Result<MetricValues, MetricError> {
+pub fn compute(spec: &MetricSpec, samples: &[impl Borrow<Map<String, Value>>]) -> Result<MetricValues, MetricError> {
     if let MetricSpec::Python { .. } = spec {
         return Err(MetricError::PythonRuntime);
     }
@@ -265,7 +266,7 @@ pub fn compute(spec: &MetricSpec, samples: &[Map<String, Value>]) -> Result<Metr
         }
         MetricSpec::Frequency { field, name, .. } => {
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-            for (index, sample) in samples.iter().enumerate() {
+            for (index, sample) in maps(samples).enumerate() {
                 *counts.entry(label(sample, field, index)?).or_default() += 1;
             }
             let counts: Map<String, Value> = counts
@@ -280,7 +281,7 @@ pub fn compute(spec: &MetricSpec, samples: &[Map<String, Value>]) -> Result<Metr
             field, weights, name, ..
         } => {
             let mut total = 0.0;
-            for (index, sample) in samples.iter().enumerate() {
+            for (index, sample) in maps(samples).enumerate() {
                 let label = label(sample, field, index)?;
                 let Some(weight) = weights.get(&label) else {
                     return Err(MetricError::UnknownLabel {
@@ -344,7 +345,7 @@ pub fn compute(spec: &MetricSpec, samples: &[Map<String, Value>]) -> Result<Metr
 }
 
 fn binary(
-    samples: &[Map<String, Value>],
+    samples: &[impl Borrow<Map<String, Value>>],
     field_gt: &str,
     field_pred: &str,
     positive: &str,
@@ -356,7 +357,7 @@ fn binary(
         });
     }
     let (mut tp, mut fp, mut tn, mut fn_, mut excluded) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    for (index, sample) in samples.iter().enumerate() {
+    for (index, sample) in maps(samples).enumerate() {
         let gt = label(sample, field_gt, index)?;
         let pred = label(sample, field_pred, index)?;
         let side = |text: &str| {
@@ -397,12 +398,16 @@ fn binary(
     Ok(out)
 }
 
-fn multiclass(samples: &[Map<String, Value>], field_gt: &str, field_pred: &str) -> Result<MetricValues, MetricError> {
+fn multiclass(
+    samples: &[impl Borrow<Map<String, Value>>],
+    field_gt: &str,
+    field_pred: &str,
+) -> Result<MetricValues, MetricError> {
     // gt label -> pred label -> count; BTreeMaps keep every output ordered by label text.
     let mut matrix: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut labels: BTreeMap<String, ()> = BTreeMap::new();
     let mut correct = 0u64;
-    for (index, sample) in samples.iter().enumerate() {
+    for (index, sample) in maps(samples).enumerate() {
         let gt = label(sample, field_gt, index)?;
         let pred = label(sample, field_pred, index)?;
         if gt == pred {
@@ -485,7 +490,12 @@ fn f1(precision: f64, recall: f64) -> f64 {
     ratio(2.0 * precision * recall, precision + recall)
 }
 
-fn sum(samples: &[Map<String, Value>], field: &str) -> Result<f64, MetricError> {
+/// The score maps, however the caller holds them (owned or borrowed from its records).
+fn maps<S: Borrow<Map<String, Value>>>(samples: &[S]) -> impl Iterator<Item = &Map<String, Value>> {
+    samples.iter().map(Borrow::<Map<String, Value>>::borrow)
+}
+
+fn sum(samples: &[impl Borrow<Map<String, Value>>], field: &str) -> Result<f64, MetricError> {
     Ok(numbers(samples, field)?.iter().sum())
 }
 
@@ -496,9 +506,8 @@ fn field<'a>(sample: &'a Map<String, Value>, field: &str, index: usize) -> Resul
     })
 }
 
-fn numbers(samples: &[Map<String, Value>], name: &str) -> Result<Vec<f64>, MetricError> {
-    samples
-        .iter()
+fn numbers(samples: &[impl Borrow<Map<String, Value>>], name: &str) -> Result<Vec<f64>, MetricError> {
+    maps(samples)
         .enumerate()
         .map(|(index, sample)| match field(sample, name, index)? {
             Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
@@ -664,12 +673,18 @@ mod tests {
     #[test]
     fn empty_input_and_python_metrics_are_errors() {
         let mean = spec(json!({"type": "mean", "field": "x"}));
-        assert_eq!(compute(&mean, &[]), Err(MetricError::NoSamples));
+        assert_eq!(
+            compute(&mean, &[] as &[Map<String, Value>]),
+            Err(MetricError::NoSamples)
+        );
         assert_eq!(MetricError::NoSamples.to_string(), "no scored samples");
         let py = spec(json!({"type": "python", "compute_metrics_snippet": "def f(): pass"}));
         let err = compute(&py, &rows(json!([{"x": 1}]))).unwrap_err();
         assert!(err.to_string().contains("computed by the python runtime"));
-        assert_eq!(compute(&py, &[]), Err(MetricError::PythonRuntime));
+        assert_eq!(
+            compute(&py, &[] as &[Map<String, Value>]),
+            Err(MetricError::PythonRuntime)
+        );
     }
 
     #[test]

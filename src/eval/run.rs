@@ -27,7 +27,7 @@ use crate::eval::sample_source;
 use crate::eval::scorer::ScorerKind;
 use crate::eval::shard::Shard;
 use crate::eval::summary::{self, DatasetSummary, ModelSummary, RunSummary, SpecIdentity, SpecSummary, Totals};
-use crate::eval::task_log::{self, LogHead};
+use crate::eval::task_log::{LogHead, TaskLog};
 use crate::exit_status::ExitStatus;
 use crate::model::cache::{CachePolicy, ResponseCache};
 use crate::model::gate::Holding;
@@ -612,15 +612,6 @@ pub fn write_outputs(
                 )),
             }
         };
-        let mut unreadable = None;
-        let records = run_dir
-            .records()?
-            .map_while(|r| r.map_err(|e| unreadable = Some(e)).ok());
-        let aggregators = p.trials.as_ref().map_or(&[][..], |t| t.aggregators.as_slice());
-        let summary = summary::summarize_trials(identity, &p.scorer_defs(), aggregators, records, &mut python_metric);
-        if let Some(e) = unreadable {
-            return Err(e).context("cannot read the run's records");
-        }
         let dataset_label = p.dataset_label();
         let head = LogHead {
             spec: &p.spec,
@@ -629,7 +620,18 @@ pub fn write_outputs(
             dataset: &dataset_label,
             started_at: &sessions.first_started_at,
         };
-        task_log::write(run_dir, &head, &summary)?;
+        // One pass over the records, in sample order, feeds both the summary and the task log.
+        let scorers = p.scorer_defs();
+        let mut fold = summary::Fold::new(&scorers);
+        let mut log = TaskLog::create(run_dir, &p.spec.key)?;
+        for record in run_dir.records_in_order(&p.spec.key)? {
+            let record = record.context("cannot read the run's records")?;
+            log.add(&record)?;
+            fold.add(record);
+        }
+        let aggregators = p.trials.as_ref().map_or(&[][..], |t| t.aggregators.as_slice());
+        let summary = fold.finish(identity, &scorers, aggregators, &mut python_metric);
+        log.finish(&head, &summary)?;
         totals.add(&summary);
         specifications.push(summary);
     }

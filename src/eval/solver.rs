@@ -49,6 +49,9 @@ fn solver_error(class: ErrorClass, message: impl Into<String>) -> SampleError {
 
 impl<'a> SolveContext<'a> {
     fn render(&self, template: &str, extra: &[(&str, Value)]) -> Result<String, SampleError> {
+        if let Some(text) = crate::template::literal(template) {
+            return Ok(text.to_owned());
+        }
         let mut ctx = Map::new();
         ctx.insert("sample".into(), Value::Object(self.sample.clone()));
         for (k, v) in extra {

@@ -241,7 +241,7 @@ pub fn summarize_trials(
     records: impl IntoIterator<Item = SampleRecord>,
     python_metric: &mut PythonMetric<'_>,
 ) -> SpecSummary {
-    let mut fold = Fold::default();
+    let mut fold = Fold::new(scorers);
     for record in records {
         if record.spec == identity.key {
             fold.add(record);
@@ -292,9 +292,10 @@ fn aggregate(scores: &[(u64, &str, &Scores)], aggregators: &[ScoreAggregator]) -
 /// by scorer)`.
 type Scored = (u64, String, (u32, u32), Vec<(String, Scores)>);
 
-/// What [`summarize`] keeps of each record.
+/// What [`summarize`] keeps of each record: a specification's summary as its records stream
+/// past (see [`crate::eval::run::write_outputs`], which feeds the task log in the same pass).
 #[derive(Default)]
-struct Fold {
+pub struct Fold {
     samples: u64,
     failed: u64,
     usage: Usage,
@@ -306,10 +307,23 @@ struct Fold {
     /// Records an action rule left out of the metrics.
     excluded: u64,
     timings: TimingTotals,
+    /// Only Python metrics read scores' metadata (a judge's reasoning): without one it is
+    /// dropped as records go past.
+    keep_metadata: bool,
 }
 
 impl Fold {
-    fn add(&mut self, record: SampleRecord) {
+    /// A fold for a specification with these scorers.
+    pub fn new(scorers: &[ScorerDef]) -> Fold {
+        Fold {
+            keep_metadata: scorers
+                .iter()
+                .any(|d| d.metrics.iter().any(|m| matches!(m, MetricSpec::Python { .. }))),
+            ..Fold::default()
+        }
+    }
+
+    pub fn add(&mut self, record: SampleRecord) {
         self.samples += 1;
         if record.failed() {
             self.failed += 1;
@@ -332,11 +346,20 @@ impl Fold {
             record.sample_index,
             record.sample_id,
             (record.trial.unwrap_or(0), record.part.unwrap_or(0)),
-            record.scores.into_iter().collect(),
+            record
+                .scores
+                .into_iter()
+                .map(|(name, mut scores)| {
+                    if !self.keep_metadata {
+                        scores.metadata = Map::new();
+                    }
+                    (name, scores)
+                })
+                .collect(),
         ));
     }
 
-    fn finish(
+    pub fn finish(
         mut self,
         identity: SpecIdentity,
         scorers: &[ScorerDef],
@@ -396,7 +419,7 @@ impl Fold {
                 } else {
                     by_trial.clone()
                 };
-                let values: Vec<Map<String, Value>> = scores.iter().map(|s| s.values.clone()).collect();
+                let values: Vec<&Map<String, Value>> = scores.iter().map(|s| &s.values).collect();
                 let computed = match spec {
                     MetricSpec::Python { .. } => {
                         let full = scores
@@ -455,7 +478,7 @@ impl Fold {
 
 /// A metric error in the user's terms: a field no sample has is named with the fields that do
 /// exist (a typo in `field:` is the usual cause).
-fn explain(error: &MetricError, values: &[Map<String, Value>]) -> String {
+fn explain(error: &MetricError, values: &[&Map<String, Value>]) -> String {
     let MetricError::MissingField { field, .. } = error else {
         return error.to_string();
     };

@@ -1,19 +1,25 @@
 //! The AI GO!-shaped task result log (aigo.md §8.9), one per task specification:
-//! `task_results/<spec>/task_result_log.json`. It is written sample by sample, in sample order,
-//! so a large run never has to sit in memory.
+//! `task_results/<spec>/task_result_log.json`. Its samples are written as they are read, in the
+//! same pass over the records that computes the summary, to a side file; the document is then
+//! written around them. A large run never has to sit in memory or be read twice.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
 
 use anyhow::Context;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::eval::evaluation::TaskSpecification;
-use crate::eval::record::SampleRecord;
+use crate::eval::record::{SampleError, SampleRecord, Scores, SolverOutput};
 use crate::eval::run_dir::RunDir;
 use crate::eval::summary::{SpecStatus, SpecSummary};
 use crate::eval::task::TaskDef;
+use crate::model::trace::CallPurpose;
+use crate::redact::{Masked, redact};
 
-/// Marks where [`write`] streams the samples into the log.
+/// Marks where [`TaskLog::finish`] puts the samples in the document.
 const SAMPLES_SLOT: &str = "@@lfeval-samples@@";
 
 /// What the log says about the specification besides its samples.
@@ -25,15 +31,74 @@ pub struct LogHead<'a> {
     pub started_at: &'a str,
 }
 
-pub fn write(run_dir: &RunDir, head: &LogHead<'_>, summary: &SpecSummary) -> anyhow::Result<()> {
-    let dir = run_dir.path().join("task_results").join(&head.spec.key);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    let path = dir.join("task_result_log.json");
-    let tmp = dir.join("task_result_log.json.tmp");
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write `{}`", tmp.display()))?,
-    );
-    let document = json!({
+/// One specification's log while its records stream past.
+pub struct TaskLog {
+    dir: PathBuf,
+    samples_path: PathBuf,
+    samples: BufWriter<File>,
+    first: bool,
+    line: Vec<u8>,
+}
+
+impl TaskLog {
+    pub fn create(run_dir: &RunDir, spec: &str) -> anyhow::Result<TaskLog> {
+        let dir = run_dir.path().join("task_results").join(spec);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+        let samples_path = dir.join("task_result_log.samples.tmp");
+        let file = File::create(&samples_path).with_context(|| format!("cannot write `{}`", samples_path.display()))?;
+        Ok(TaskLog {
+            dir,
+            samples_path,
+            samples: BufWriter::new(file),
+            first: true,
+            line: Vec::new(),
+        })
+    }
+
+    /// Adds the next record, in sample order.
+    pub fn add(&mut self, record: &SampleRecord) -> anyhow::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &Masked(&Evidence::of(record)))?;
+        let text = std::str::from_utf8(&self.line).context("a sample's evidence is not UTF-8")?;
+        let separator = if self.first { "" } else { "," };
+        write!(self.samples, "{separator}\n      {}", redact(text))?;
+        self.first = false;
+        Ok(())
+    }
+
+    /// Writes the document around the samples and puts it in place.
+    pub fn finish(self, head: &LogHead<'_>, summary: &SpecSummary) -> anyhow::Result<()> {
+        let TaskLog {
+            dir,
+            samples_path,
+            samples,
+            ..
+        } = self;
+        samples.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+        let path = dir.join("task_result_log.json");
+        let tmp = dir.join("task_result_log.json.tmp");
+        let written = (|| -> anyhow::Result<()> {
+            let text = redact(&serde_json::to_string_pretty(&Masked(&document(head, summary)))?).into_owned();
+            let slot = format!("\"{SAMPLES_SLOT}\"");
+            let (before, after) = text
+                .split_once(&slot)
+                .context("task result log template lost its sample slot")?;
+            let mut out = BufWriter::new(File::create(&tmp)?);
+            write!(out, "{before}[")?;
+            std::io::copy(&mut File::open(&samples_path)?, &mut out)?;
+            writeln!(out, "\n    ]{after}")?;
+            out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(&samples_path);
+        written.with_context(|| format!("cannot write `{}`", path.display()))
+    }
+}
+
+/// The log with a slot where its samples go.
+fn document(head: &LogHead<'_>, summary: &SpecSummary) -> Value {
+    json!({
         "format_version": "v1",
         "app_version": format!("lfeval {}", env!("CARGO_PKG_VERSION")),
         "status": if summary.status == SpecStatus::Succeeded { "succeeded" } else { "failed" },
@@ -60,64 +125,84 @@ pub fn write(run_dir: &RunDir, head: &LogHead<'_>, summary: &SpecSummary) -> any
             "failures": {"num_errors": summary.failed, "num_total": summary.samples},
             "samples": SAMPLES_SLOT,
         },
-    });
-    // The document is written around its sample list, which is streamed in where the slot is.
-    let text = crate::redact::redact(&serde_json::to_string_pretty(&crate::redact::Masked(&document))?).into_owned();
-    let slot = format!("\"{SAMPLES_SLOT}\"");
-    let (before, after) = text
-        .split_once(&slot)
-        .context("task result log template lost its sample slot")?;
-    write!(out, "{before}[")?;
-    let mut first = true;
-    for record in run_dir.records_in_order(&head.spec.key)? {
-        let text =
-            crate::redact::redact(&serde_json::to_string(&crate::redact::Masked(&evidence(&record?)))?).into_owned();
-        write!(out, "{}\n      {text}", if first { "" } else { "," })?;
-        first = false;
-    }
-    writeln!(out, "\n    ]{after}")?;
-    out.flush()?;
-    drop(out);
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write `{}`", path.display()))?;
-    Ok(())
+    })
 }
 
-/// One sample's evidence in the log's shape.
-fn evidence(record: &SampleRecord) -> Value {
-    let direct_ios: Vec<Value> = record
-        .calls
-        .iter()
-        .map(|c| {
-            let response = c.trace.response.as_ref();
-            json!({
-                "model": c.model,
-                "purpose": c.purpose,
-                "request": {"body": c.trace.request_body},
-                "response": {
-                    "status_code": response.map(|r| r.status_code),
-                    "headers": response.map(|r| &r.headers),
-                    "body": response.map(|r| &r.body),
-                },
-            })
-        })
-        .collect();
-    let mut evidence = json!({
-        "sample_id": record.sample_id,
-        "sample": record.sample,
-        "solver": {"output": record.solver_output},
-        "scores": record.scores,
-        "errors": record.errors,
-        "direct_ios": direct_ios,
-    });
-    // Which trial or postprocessed row this is, and whether an action rule left it out.
-    for (name, value) in [
-        ("trial", record.trial.map(Value::from)),
-        ("part", record.part.map(Value::from)),
-        ("excluded_by", record.excluded_by.clone().map(Value::from)),
-    ] {
-        if let (Some(value), Some(map)) = (value, evidence.as_object_mut()) {
-            map.insert(name.to_owned(), value);
+/// One sample's evidence in the log's shape, borrowed from its record.
+#[derive(Serialize)]
+struct Evidence<'a> {
+    sample_id: &'a str,
+    sample: &'a Map<String, Value>,
+    solver: SolverEvidence<'a>,
+    scores: &'a indexmap::IndexMap<String, Scores>,
+    errors: &'a [SampleError],
+    direct_ios: Vec<DirectIo<'a>>,
+    /// Which trial or postprocessed row this is, and whether an action rule left it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trial: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    excluded_by: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct SolverEvidence<'a> {
+    output: &'a Option<SolverOutput>,
+}
+
+#[derive(Serialize)]
+struct DirectIo<'a> {
+    model: &'a str,
+    purpose: CallPurpose,
+    request: RequestEvidence<'a>,
+    response: ResponseEvidence<'a>,
+}
+
+#[derive(Serialize)]
+struct RequestEvidence<'a> {
+    body: &'a Option<String>,
+}
+
+#[derive(Serialize)]
+struct ResponseEvidence<'a> {
+    status_code: Option<u16>,
+    headers: Option<&'a [(String, String)]>,
+    body: Option<&'a str>,
+}
+
+impl<'a> Evidence<'a> {
+    fn of(record: &'a SampleRecord) -> Evidence<'a> {
+        Evidence {
+            sample_id: &record.sample_id,
+            sample: &record.sample,
+            solver: SolverEvidence {
+                output: &record.solver_output,
+            },
+            scores: &record.scores,
+            errors: &record.errors,
+            direct_ios: record
+                .calls
+                .iter()
+                .map(|c| {
+                    let response = c.trace.response.as_ref();
+                    DirectIo {
+                        model: &c.model,
+                        purpose: c.purpose,
+                        request: RequestEvidence {
+                            body: &c.trace.request_body,
+                        },
+                        response: ResponseEvidence {
+                            status_code: response.map(|r| r.status_code),
+                            headers: response.map(|r| r.headers.as_slice()),
+                            body: response.map(|r| r.body.as_str()),
+                        },
+                    }
+                })
+                .collect(),
+            trial: record.trial,
+            part: record.part,
+            excluded_by: record.excluded_by.as_deref(),
         }
     }
-    evidence
 }

@@ -327,18 +327,18 @@ impl PythonRuntime {
         let file = snippet.inner.file.clone();
         let probe = tokio::task::spawn_blocking(move || {
             Python::attach(|py| -> PyResult<(Vec<RawFrame>, String)> {
-                let (running, frames, captured): (bool, Vec<RawFrame>, String) = rt
+                let (loop_thread, frames, captured): (u64, Vec<RawFrame>, String) = rt
                     .support
                     .async_overdue
                     .bind(py)
                     .call1((holder.bind(py), file))?
                     .extract()?;
-                if running {
+                if loop_thread != 0 {
                     // The loop thread is inside this call (blocking code in a coroutine): stop
                     // it there so the other async snippets get the loop back.
                     let exc = rt.support.timeout_exc.bind(py);
-                    // SAFETY: attached; live exception class; `loop_ident` is the loop thread.
-                    unsafe { ffi::PyThreadState_SetAsyncExc(rt.loop_ident as c_long, exc.as_ptr()) };
+                    // SAFETY: attached; live exception class; `loop_thread` is the loop thread.
+                    unsafe { ffi::PyThreadState_SetAsyncExc(loop_thread as c_long, exc.as_ptr()) };
                 }
                 Ok((frames, captured))
             })

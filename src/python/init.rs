@@ -57,12 +57,11 @@ pub fn initialize(opts: &PythonOptions) -> Result<PythonRuntime, PythonError> {
     }
     Python::initialize();
 
-    let (support, loop_ident) = Python::attach(|py| setup(py, venv.as_deref(), home_set))?;
+    let support = Python::attach(|py| setup(py, venv.as_deref(), home_set))?;
     Ok(PythonRuntime {
         inner: Arc::new(RuntimeInner {
             options: opts.clone(),
             support,
-            loop_ident,
             startup: started.elapsed(),
             next_module: AtomicUsize::new(1),
         }),
@@ -86,7 +85,7 @@ pub(super) fn init_err(e: PyErr) -> PythonError {
     PythonError::Init { message: e.to_string() }
 }
 
-pub(super) fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Result<(Support, u64), PythonError> {
+pub(super) fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Result<Support, PythonError> {
     let sys = py.import("sys").map_err(init_err)?;
     let (major, minor): (u8, u8) = sys
         .getattr("version_info")
@@ -128,11 +127,7 @@ pub(super) fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Resu
         timeout_exc: get("SnippetTimeout")?,
         capture: get("Capture")?,
     };
-    let loop_ident: u64 = module
-        .getattr("loop_ident")
-        .and_then(|v| v.extract())
-        .map_err(init_err)?;
-    Ok((support, loop_ident))
+    Ok(support)
 }
 
 pub(super) fn venv_site_packages(venv: &Path, major: u8, minor: u8) -> Result<String, PythonError> {

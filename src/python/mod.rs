@@ -150,7 +150,6 @@ pub struct PythonRuntime {
 pub(super) struct RuntimeInner {
     pub(super) options: PythonOptions,
     pub(super) support: Support,
-    pub(super) loop_ident: u64,
     pub(super) startup: Duration,
     pub(super) next_module: AtomicUsize,
 }

@@ -7,7 +7,6 @@ ending or forking the process, and the importable `lfeval` module snippets talk 
 The Rust side (src/python/mod.rs) decides on threads, timeouts and conversions.
 """
 
-import asyncio
 import collections
 import contextvars
 import difflib
@@ -234,6 +233,8 @@ def _settle(fut, ok, value):
 
 
 async def _await_native(start):
+    import asyncio
+
     loop_ = asyncio.get_running_loop()
     fut = loop_.create_future()
     pending = start(_deliver_to(loop_, fut))
@@ -567,7 +568,7 @@ loop_ident = 0
 
 
 def setup(executable, site_dirs, unset_home, native_http):
-    global loop, loop_ident, _native_http
+    global _native_http
     _native_http = native_http
     if executable:
         sys.executable = executable
@@ -583,12 +584,6 @@ def setup(executable, site_dirs, unset_home, native_http):
     sys.modules["lfeval.http"] = http
     _install_guards()
 
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    thread = threading.Thread(target=_run_loop, args=(started,), name="lfeval-asyncio", daemon=True)
-    thread.start()
-    started.wait()
-    loop_ident = thread.ident
 
 
 def _add_site_dir(path):
@@ -601,7 +596,30 @@ def _add_site_dir(path):
     sys.path[:] = before[:first_site] + added + before[first_site:]
 
 
-def _run_loop(started):
+_loop_lock = threading.Lock()
+
+
+def _ensure_loop():
+    """The loop async snippets run on, started by the first one: importing asyncio and starting
+    its thread is a third of the interpreter's start-up, which sync snippets never need."""
+    global loop, loop_ident
+    with _loop_lock:
+        if loop is None:
+            import asyncio
+
+            new = asyncio.new_event_loop()
+            started = threading.Event()
+            thread = threading.Thread(target=_run_loop, args=(new, started), name="lfeval-asyncio", daemon=True)
+            thread.start()
+            started.wait()
+            loop_ident = thread.ident
+            loop = new
+    return loop
+
+
+def _run_loop(loop, started):
+    import asyncio
+
     asyncio.set_event_loop(loop)
     loop.call_soon(started.set)
     while not loop.is_closed():
@@ -872,11 +890,15 @@ def submit(fn, args, timeout, deliver, http_context):
     """Schedule an async snippet call on the loop; returns the call's holder [task, buffer]."""
     holder = [None, Capture()]
     holder[1].http = http_context
-    asyncio.run_coroutine_threadsafe(_run_async(fn, args, timeout, deliver, holder), loop)
+    import asyncio
+
+    asyncio.run_coroutine_threadsafe(_run_async(fn, args, timeout, deliver, holder), _ensure_loop())
     return holder
 
 
 async def _run_async(fn, args, timeout, deliver, holder):
+    import asyncio
+
     holder[0] = asyncio.current_task()
     buf = holder[1]
     _capture.set(buf)  # this Task runs in its own context copy
@@ -908,20 +930,19 @@ def _coroutine_frames(coro, filename):
 def async_overdue(holder, filename):
     """Inspect an async call that outlived its deadline and grace period.
 
-    Returns (loop_is_running_it, frames, captured). When the loop thread is inside this call's
-    task (a blocking or CPU-bound coroutine that never awaits), the caller injects SnippetTimeout
-    into the loop thread so the loop gets free again.
+    Returns (the loop thread's ident if it is running this call's task, else 0; frames;
+    captured). When the loop thread is inside the task (a blocking or CPU-bound coroutine that
+    never awaits), the caller injects SnippetTimeout into that thread so the loop gets free again.
     """
+    import asyncio
+
     _ensure_sources()
     task, buf = holder
     if task is None:
-        return (False, [], buf.text())
-    running = asyncio.current_task(loop) is task
-    if running:
-        frames = thread_frames(loop_ident, filename)
-    else:
-        frames = _coroutine_frames(task.get_coro(), filename)
-    return (running, frames, buf.text())
+        return (0, [], buf.text())
+    if asyncio.current_task(loop) is task:
+        return (loop_ident, thread_frames(loop_ident, filename), buf.text())
+    return (0, _coroutine_frames(task.get_coro(), filename), buf.text())
 
 
 # --------------------------------------------------------------------------------------------
@@ -1206,6 +1227,8 @@ class HostModel:
         self._call = call
 
     async def predict(self, items, sample=None, **_kwargs):
+        import asyncio
+
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
 

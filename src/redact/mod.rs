@@ -18,6 +18,7 @@ mod forms;
 mod masked;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use aho_corasick::{AhoCorasick, MatchKind};
@@ -55,6 +56,10 @@ static REGISTRY: RwLock<Registry> = RwLock::new(Registry {
     matcher: None,
 });
 
+/// Set once a value is registered: every string lfeval writes asks, and most runs register
+/// none, so the common answer costs one load instead of a lock shared by every thread.
+static ARMED: AtomicBool = AtomicBool::new(false);
+
 /// Whether a name (an environment key, a header, a variable) suggests its value is a credential.
 /// `key` counts (`OPENAI_KEY`, `X-Api-Key`) except where it names an entity (`model_key`).
 pub fn looks_sensitive(name: &str) -> bool {
@@ -88,10 +93,14 @@ pub fn register(value: &str, label: &str) {
     if added {
         registry.forms.sort_by_key(|v| std::cmp::Reverse(v.0.len()));
         registry.matcher = Matcher::build(&registry.forms).map(Arc::new);
+        ARMED.store(registry.matcher.is_some(), Ordering::Release);
     }
 }
 
 fn matcher() -> Option<Arc<Matcher>> {
+    if !ARMED.load(Ordering::Acquire) {
+        return None;
+    }
     REGISTRY.read().ok()?.matcher.clone()
 }
 

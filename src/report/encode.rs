@@ -77,7 +77,9 @@ pub fn write_page<M: Serialize, I: Serialize, C: Serialize>(
             r#"<script type="application/octet-stream" id="lfeval-chunk-{chunk}" data-encoding="gzip-base64">"#
         )?;
         let base64 = base64::write::EncoderWriter::new(&mut *out, &STANDARD);
-        let mut gzip = GzEncoder::new(base64, Compression::new(6));
+        // Level 1: a third of the CPU of the default level for a page about 40% larger, and the
+        // chunks are only decoded when a sample is opened.
+        let mut gzip = GzEncoder::new(base64, Compression::fast());
         gzip.write_all(b"[")?;
         let start = chunk * CHUNK_SIZE;
         for i in start..records.len().min(start + CHUNK_SIZE) {

@@ -300,6 +300,14 @@ fn format_value(out: &mut minijinja::Output<'_>, state: &mut State<'_, '_>, valu
     minijinja::escape_formatter(out, state, value)
 }
 
+/// What `source` renders to when it holds no Jinja at all, so that callers can skip building a
+/// context for it: the text itself, less the one trailing newline Jinja2 drops. Sources with a
+/// `\r` are left to the engine (Jinja2 normalises line endings).
+pub fn literal(source: &str) -> Option<&str> {
+    let jinja = ["{{", "{%", "{#"].iter().any(|open| source.contains(open));
+    (!jinja && !source.contains('\r')).then(|| source.strip_suffix('\n').unwrap_or(source))
+}
+
 /// Renders `source` with the template compiled under that same name if there is one (see
 /// [`TemplateEngine::add`]), else compiles it for this one render.
 pub fn render_cached(

@@ -591,3 +591,25 @@ proptest! {
         prop_assert!(text.contains('.') || text.contains('e'));
     }
 }
+
+// ---- literal sources ----------------------------------------------------------------------
+
+proptest! {
+    /// Whatever `literal` answers for is exactly what the engine renders.
+    #[test]
+    fn literal_text_renders_as_the_engine_does(src in "[a-z {}%#\\n\\r\u{e9}-]{0,24}") {
+        if let Some(text) = literal(&src) {
+            prop_assert_eq!(text, ok(&src, json!({})));
+        }
+    }
+}
+
+#[test]
+fn literal_recognises_only_jinja_free_text() {
+    assert_eq!(literal("ok"), Some("ok"));
+    assert_eq!(literal("ok\n"), Some("ok"));
+    assert_eq!(literal("a {b} 50%\n\n"), Some("a {b} 50%\n"));
+    for jinja in ["{{ x }}", "{% if x %}{% endif %}", "{# note #}", "a\r\nb"] {
+        assert_eq!(literal(jinja), None, "{jinja:?}");
+    }
+}

@@ -429,6 +429,9 @@ impl ScoreContext<'_> {
     }
 
     fn render(&self, template: &str) -> Result<String, SampleError> {
+        if let Some(text) = crate::template::literal(template) {
+            return Ok(text.to_owned());
+        }
         let (ctx, objects) = self.template_context();
         crate::template::render_cached_with(self.templates, template, self.origin, &ctx, &objects).map_err(|e| {
             SampleError::new(
