@@ -9,13 +9,14 @@
 //! Speed: a run looks up and stores once per call, so neither may cost a transaction or a
 //! thread hand-off each. Lookups use a cached prepared statement on their own connection (WAL
 //! readers never wait for the writer); stores go to one writer thread that commits them in
-//! batches, and until a batch is committed its entries answer lookups from memory.
+//! batches, and until a batch is committed its entries answer lookups from memory. The writer
+//! is woken once per batch, not per store.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -122,7 +123,8 @@ pub struct ResponseCache {
     /// store that put them there: a commit clears an entry only if no later store replaced it.
     pending: Arc<Mutex<HashMap<String, (u64, Row)>>>,
     stores: std::sync::atomic::AtomicU64,
-    writer: Mutex<Option<Writer>>,
+    queue: Arc<Queue>,
+    writer: Mutex<Option<JoinHandle<()>>>,
     /// The first error the writer met (the cache is best effort; [`ResponseCache::finish`]
     /// reports it).
     failed: Arc<Mutex<Option<CacheError>>>,
@@ -139,10 +141,65 @@ struct Row {
     created_at: String,
 }
 
-#[derive(Debug)]
-struct Writer {
-    queue: mpsc::Sender<Message>,
-    thread: JoinHandle<()>,
+/// What the writer thread has still to do.
+#[derive(Debug, Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    messages: Vec<Message>,
+    /// Set by [`ResponseCache::finish`]: the writer commits what is left and stops.
+    closed: bool,
+}
+
+impl Queue {
+    /// Adds a message, waking the writer only when it has something new to wait for: the
+    /// first message of a batch, a full batch, or a flush.
+    fn push(&self, message: Message) -> bool {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return false;
+        }
+        let urgent = matches!(message, Message::Flush(_));
+        state.messages.push(message);
+        let wake = urgent || state.messages.len() == 1 || state.messages.len() >= BATCH;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.ready.notify_one();
+    }
+
+    /// The next batch: blocks until there is a message, then gathers whatever arrives within
+    /// the window. `None` once closed and drained.
+    fn next_batch(&self) -> Option<Vec<Message>> {
+        let mut state = lock(&self.state);
+        while state.messages.is_empty() && !state.closed {
+            state = self.ready.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.messages.is_empty() {
+            return None;
+        }
+        let settled = |s: &QueueState| {
+            s.closed || s.messages.len() >= BATCH || s.messages.iter().any(|m| matches!(m, Message::Flush(_)))
+        };
+        if !settled(&state) {
+            state = self
+                .ready
+                .wait_timeout_while(state, BATCH_WINDOW, |s| !settled(s))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Some(std::mem::take(&mut state.messages))
+    }
 }
 
 #[derive(Debug)]
@@ -209,12 +266,14 @@ impl ResponseCache {
         tx.commit().map_err(sqlite)?;
         let pending = Arc::new(Mutex::new(HashMap::new()));
         let failed = Arc::new(Mutex::new(None));
-        let writer = Writer::start(connect(path).map_err(sqlite)?, path, &pending, &failed);
+        let queue = Arc::new(Queue::default());
+        let writer = start_writer(connect(path).map_err(sqlite)?, path, &queue, &pending, &failed);
         Ok(ResponseCache {
             path: path.to_path_buf(),
             connection: Mutex::new(connection),
             pending,
             stores: std::sync::atomic::AtomicU64::new(0),
+            queue,
             writer: Mutex::new(Some(writer)),
             failed,
         })
@@ -336,11 +395,12 @@ impl ResponseCache {
     }
 
     fn send(&self, message: Message) -> Result<(), CacheError> {
-        match lock(&self.writer).as_ref() {
-            Some(writer) if writer.queue.send(message).is_ok() => Ok(()),
-            _ => Err(CacheError::Closed {
+        if self.queue.push(message) {
+            Ok(())
+        } else {
+            Err(CacheError::Closed {
                 path: self.path.clone(),
-            }),
+            })
         }
     }
 
@@ -348,8 +408,8 @@ impl ResponseCache {
     /// Later stores fail with [`CacheError::Closed`].
     pub fn finish(&self) -> Result<(), CacheError> {
         if let Some(writer) = lock(&self.writer).take() {
-            drop(writer.queue);
-            let _ = writer.thread.join();
+            self.queue.close();
+            let _ = writer.join();
         }
         match lock(&self.failed).take() {
             Some(error) => Err(error),
@@ -418,57 +478,53 @@ impl Drop for ResponseCache {
     }
 }
 
-impl Writer {
-    fn start(
-        connection: Connection,
-        path: &Path,
-        pending: &Arc<Mutex<HashMap<String, (u64, Row)>>>,
-        failed: &Arc<Mutex<Option<CacheError>>>,
-    ) -> Writer {
-        let (queue, messages) = mpsc::channel::<Message>();
-        let (pending, failed, path) = (Arc::clone(pending), Arc::clone(failed), path.to_path_buf());
-        let thread = std::thread::Builder::new()
-            .name("lfeval-cache".to_owned())
-            .spawn(move || {
-                let mut connection = connection;
-                let mut next = messages.recv().ok();
-                while let Some(first) = next.take() {
-                    // Gather a batch: whatever arrives within the window, up to `BATCH`.
-                    let mut batch = Vec::new();
-                    let mut flushes = Vec::new();
-                    let mut message = Some(first);
-                    while let Some(m) = message.take() {
-                        match m {
-                            Message::Store { key, row, number } => batch.push((key, row, number)),
-                            Message::Flush(done) => flushes.push(done),
-                        }
-                        if batch.len() < BATCH && flushes.is_empty() {
-                            message = messages.recv_timeout(BATCH_WINDOW).ok();
-                        }
+/// Starts the thread that commits stores in batches.
+fn start_writer(
+    connection: Connection,
+    path: &Path,
+    queue: &Arc<Queue>,
+    pending: &Arc<Mutex<HashMap<String, (u64, Row)>>>,
+    failed: &Arc<Mutex<Option<CacheError>>>,
+) -> JoinHandle<()> {
+    let (queue, pending, failed, path) = (
+        Arc::clone(queue),
+        Arc::clone(pending),
+        Arc::clone(failed),
+        path.to_path_buf(),
+    );
+    std::thread::Builder::new()
+        .name("lfeval-cache".to_owned())
+        .spawn(move || {
+            let mut connection = connection;
+            while let Some(messages) = queue.next_batch() {
+                let mut batch = Vec::new();
+                let mut flushes = Vec::new();
+                for message in messages {
+                    match message {
+                        Message::Store { key, row, number } => batch.push((key, row, number)),
+                        Message::Flush(done) => flushes.push(done),
                     }
-                    if !batch.is_empty() {
-                        if let Err(error) = write_batch(&mut connection, &batch) {
-                            lock(&failed).get_or_insert(CacheError::Sqlite {
-                                path: path.clone(),
-                                error,
-                            });
-                        }
-                        let mut pending = lock(&pending);
-                        for (key, _, number) in &batch {
-                            if pending.get(key).is_some_and(|(n, _)| n == number) {
-                                pending.remove(key);
-                            }
-                        }
-                    }
-                    for done in flushes {
-                        let _ = done.send(());
-                    }
-                    next = messages.recv().ok();
                 }
-            })
-            .unwrap_or_else(|e| panic!("cannot start the cache writer thread: {e}"));
-        Writer { queue, thread }
-    }
+                for chunk in batch.chunks(BATCH) {
+                    if let Err(error) = write_batch(&mut connection, chunk) {
+                        lock(&failed).get_or_insert(CacheError::Sqlite {
+                            path: path.clone(),
+                            error,
+                        });
+                    }
+                    let mut pending = lock(&pending);
+                    for (key, _, number) in chunk {
+                        if pending.get(key).is_some_and(|(n, _)| n == number) {
+                            pending.remove(key);
+                        }
+                    }
+                }
+                for done in flushes {
+                    let _ = done.send(());
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot start the cache writer thread: {e}"))
 }
 
 fn write_batch(connection: &mut Connection, batch: &[(String, Row, u64)]) -> rusqlite::Result<()> {
