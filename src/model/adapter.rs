@@ -3,7 +3,7 @@
 //! (`process_output`). Built-in `latticeflow$…` adapters are YAML files in `adapters/builtin/`,
 //! compiled into the binary.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -143,6 +143,49 @@ impl ModelInfo {
 pub struct CompiledAdapter {
     pub adapter: Arc<Adapter>,
     engine: TemplateEngine,
+    native: Option<Native>,
+}
+
+/// Adapters whose templates lfeval also computes in Rust, byte for byte, because every sample
+/// of a model without an adapter of its own goes through them: rendering the identity adapter
+/// costs more than the rest of a constant snippet's call.
+#[derive(Debug, Clone, Copy)]
+enum Native {
+    /// `latticeflow$identity`: the input as `tojson`, the body back unchanged.
+    Identity,
+}
+
+impl Native {
+    /// Recognised by the templates' text, not by key: only the built-in's exact source counts.
+    fn of(adapter: &Adapter) -> Option<Native> {
+        static IDENTITY: OnceLock<Option<(String, String)>> = OnceLock::new();
+        let (input, output) = IDENTITY
+            .get_or_init(|| {
+                let identity = builtins().ok()?.into_iter().find(|a| a.key == "latticeflow$identity")?;
+                Some((identity.process_input.text, identity.process_output.text))
+            })
+            .as_ref()?;
+        (adapter.process_input.text == *input && adapter.process_output.text == *output).then_some(Native::Identity)
+    }
+
+    fn render_input(self, input: &Value) -> String {
+        match self {
+            Native::Identity => crate::template::tojson_string(input, None),
+        }
+    }
+
+    fn render_output(self, body: &str, status_code: u16) -> String {
+        match self {
+            Native::Identity if (200..300).contains(&status_code) => body.to_owned(),
+            Native::Identity => {
+                let message = format!("A non-2xx status code ({status_code}) was returned by the model.");
+                format!(
+                    "{{\"error\": {}}}",
+                    crate::template::tojson_string(&Value::String(message), None)
+                )
+            }
+        }
+    }
 }
 
 const INPUT: &str = "process_input";
@@ -164,7 +207,12 @@ impl CompiledAdapter {
                 .add(name, &text.text, origin(text))
                 .map_err(|e| template_diagnostic(&adapter.key, name, &e))?;
         }
-        Ok(CompiledAdapter { adapter, engine })
+        let native = Native::of(&adapter);
+        Ok(CompiledAdapter {
+            adapter,
+            engine,
+            native,
+        })
     }
 
     pub fn render_input(
@@ -173,6 +221,9 @@ impl CompiledAdapter {
         model_info: &ModelInfo,
         kwargs: &Map<String, Value>,
     ) -> Result<String, Diagnostic> {
+        if let Some(native) = self.native {
+            return Ok(native.render_input(input));
+        }
         let mut ctx = Map::new();
         ctx.insert("input".to_owned(), input.clone());
         ctx.insert("model_info".to_owned(), model_info.to_value());
@@ -189,6 +240,9 @@ impl CompiledAdapter {
         headers: &Map<String, Value>,
         model_info: &ModelInfo,
     ) -> Result<String, Diagnostic> {
+        if let Some(native) = self.native {
+            return Ok(native.render_output(body, status_code));
+        }
         let mut ctx = Map::new();
         ctx.insert("body".to_owned(), Value::String(body.to_owned()));
         ctx.insert("status_code".to_owned(), Value::from(status_code));
@@ -213,4 +267,72 @@ fn template_diagnostic(adapter: &str, template: &str, err: &TemplateError) -> Di
     }
     diag.excerpt = err.excerpt.clone();
     diag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn identity() -> (CompiledAdapter, CompiledAdapter) {
+        let adapter = builtins()
+            .unwrap()
+            .into_iter()
+            .find(|a| a.key == "latticeflow$identity")
+            .unwrap();
+        let native = CompiledAdapter::compile(Arc::new(adapter)).unwrap();
+        assert!(
+            native.native.is_some(),
+            "the built-in identity adapter is computed natively"
+        );
+        let templated = CompiledAdapter {
+            adapter: Arc::clone(&native.adapter),
+            engine: CompiledAdapter::compile(Arc::clone(&native.adapter)).unwrap().engine,
+            native: None,
+        };
+        (native, templated)
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let text = "[a-z<>&'\"\\\\/ \u{e9}\u{1f600}\u{7f}\u{2028}\n\t]{0,12}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("JSON has no NaN or infinity", |f| f.is_finite())
+                .prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            text.prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((text, inner), 0..4).prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The native identity adapter renders exactly what its templates render.
+        #[test]
+        fn native_identity_renders_as_its_templates(
+            input in json_value(),
+            body in "[a-z{}\":<>&\n ]{0,20}",
+            status in prop_oneof![Just(200u16), Just(204), Just(299), Just(300), Just(404), Just(500), 100u16..600],
+        ) {
+            let (native, templated) = identity();
+            let info = ModelInfo { model_key: Some("m".into()), task: Task::ChatCompletion };
+            let kwargs = Map::new();
+            prop_assert_eq!(
+                native.render_input(&input, &info, &kwargs).unwrap(),
+                templated.render_input(&input, &info, &kwargs).unwrap()
+            );
+            let headers = Map::new();
+            prop_assert_eq!(
+                native.render_output(&body, status, &headers, &info).unwrap(),
+                templated.render_output(&body, status, &headers, &info).unwrap()
+            );
+        }
+    }
 }

@@ -10,13 +10,16 @@
 //! thread hand-off each. Lookups use a cached prepared statement on their own connection (WAL
 //! readers never wait for the writer); stores go to one writer thread that commits them in
 //! batches, and until a batch is committed its entries answer lookups from memory. The writer
-//! is woken once per batch, not per store.
+//! is woken once per batch, not per store. The first lookup loads the keys of every entry (64
+//! bits of each, up to [`FILTER_MAX`] entries), so that a request the cache has never seen (every
+//! request of a first run) costs a hash probe instead of a read transaction; entries another
+//! process adds meanwhile are not seen by this one until it next starts.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -42,6 +45,9 @@ const BATCH: usize = 512;
 
 /// How long the writer waits for more entries before committing what it has.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+/// The most entries whose keys are held in memory (8 bytes each); past it every lookup reads.
+const FILTER_MAX: usize = 1 << 20;
 
 const SELECT: &str = "SELECT status_code, headers, body, captured FROM responses WHERE key = ?1";
 
@@ -125,6 +131,9 @@ pub struct ResponseCache {
     stores: std::sync::atomic::AtomicU64,
     queue: Arc<Queue>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The first 64 bits of every key known to exist, loaded by the first lookup or store;
+    /// `None` inside when the file holds more than [`FILTER_MAX`] entries.
+    known: OnceLock<Option<Mutex<HashSet<u64>>>>,
     /// The first error the writer met (the cache is best effort; [`ResponseCache::finish`]
     /// reports it).
     failed: Arc<Mutex<Option<CacheError>>>,
@@ -275,6 +284,7 @@ impl ResponseCache {
             stores: std::sync::atomic::AtomicU64::new(0),
             queue,
             writer: Mutex::new(Some(writer)),
+            known: OnceLock::new(),
             failed,
         })
     }
@@ -303,6 +313,11 @@ impl ResponseCache {
                 row.body.clone(),
                 row.captured.clone(),
             );
+        }
+        if let Some(known) = self.known()
+            && !lock(known).contains(&key_bits(key))
+        {
+            return Ok(None);
         }
         let connection = self.lock();
         let row = connection
@@ -377,6 +392,9 @@ impl ResponseCache {
             captured: redact(&response.captured).into_owned(),
             created_at: jiff::Timestamp::now().to_string(),
         };
+        if let Some(known) = self.known() {
+            lock(known).insert(key_bits(key));
+        }
         let number = self.stores.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         lock(&self.pending).insert(key.to_owned(), (number, row.clone()));
         self.send(Message::Store {
@@ -436,6 +454,27 @@ impl ResponseCache {
         Ok((entries.max(0) as u64, bytes.max(0) as u64))
     }
 
+    /// The keys known to exist (see [`ResponseCache::known`]), loaded on first use. A file that
+    /// cannot be read this way gets no filter: lookups then read, as they would without one.
+    fn known(&self) -> Option<&Mutex<HashSet<u64>>> {
+        self.known
+            .get_or_init(|| {
+                let connection = self.lock();
+                let mut statement = connection
+                    .prepare("SELECT substr(key, 1, 16) FROM responses LIMIT ?1")
+                    .ok()?;
+                let rows = statement
+                    .query_map([FILTER_MAX as i64 + 1], |row| row.get::<_, String>(0))
+                    .ok()?;
+                let mut known = HashSet::new();
+                for prefix in rows {
+                    known.insert(key_bits(&prefix.ok()?));
+                }
+                (known.len() <= FILTER_MAX).then(|| Mutex::new(known))
+            })
+            .as_ref()
+    }
+
     /// A panic elsewhere while the lock was held cannot leave the connection half-way through
     /// a statement (rusqlite resets statements on drop), so a poisoned lock is still usable.
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -448,6 +487,14 @@ impl ResponseCache {
             error,
         }
     }
+}
+
+/// The first 64 bits of a key (hex SHA-256, see [`ResponseCache::key`]); any other key maps
+/// to one shared value, which only makes its lookups read.
+fn key_bits(key: &str) -> u64 {
+    key.get(..16)
+        .and_then(|prefix| u64::from_str_radix(prefix, 16).ok())
+        .unwrap_or(u64::MAX)
 }
 
 /// A model's view of the response cache.

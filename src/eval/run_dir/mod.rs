@@ -621,15 +621,23 @@ impl RunDir {
             Ok(())
         })?;
         lines.sort();
-        let mut reader = BufReader::new(file);
+        let mut reader = BufReader::with_capacity(64 * 1024, file);
+        // Where the reader is: records mostly finish in sample order, so most reads continue
+        // where the last one ended and keep the buffer instead of seeking.
+        let mut pos = None;
+        let mut buf = Vec::new();
         Ok(lines.into_iter().map(move |(_, _, _, _, offset, line)| {
-            reader
-                .seek(SeekFrom::Start(offset))
-                .map_err(|e| ResultsError::io("read", &path, e))?;
-            let mut buf = Vec::new();
-            reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| ResultsError::io("read", &path, e))?;
+            let io = |e| ResultsError::io("read", &path, e);
+            match pos {
+                Some(at) if at == offset => {}
+                Some(at) => reader.seek_relative(offset as i64 - at as i64).map_err(io)?,
+                None => {
+                    reader.seek(SeekFrom::Start(offset)).map_err(io)?;
+                }
+            }
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
+            pos = Some(offset + n as u64);
             parse_line(&buf).map_err(|message| invalid(&path, line, message))
         }))
     }
