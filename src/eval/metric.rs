@@ -12,7 +12,6 @@
 //!   `None`, integers in decimal and floats in Python's shortest repr (`1.0`, `1e-05`);
 //! - every computed number is an `f64`; counts (confusion matrices, frequencies) are integers.
 
-use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -235,7 +234,7 @@ impl MetricSpec {
 ///   and `confusion_matrix: {gt_label: {pred_label: count}}`.
 ///
 /// Ratios with a zero denominator are 0.0 (scikit-learn's `zero_division=0`).
-pub fn compute(spec: &MetricSpec, samples: &[impl Borrow<Map<String, Value>>]) -> Result<MetricValues, MetricError> {
+pub fn compute(spec: &MetricSpec, samples: &[impl ScoreFields]) -> Result<MetricValues, MetricError> {
     if let MetricSpec::Python { .. } = spec {
         return Err(MetricError::PythonRuntime);
     }
@@ -345,7 +344,7 @@ pub fn compute(spec: &MetricSpec, samples: &[impl Borrow<Map<String, Value>>]) -
 }
 
 fn binary(
-    samples: &[impl Borrow<Map<String, Value>>],
+    samples: &[impl ScoreFields],
     field_gt: &str,
     field_pred: &str,
     positive: &str,
@@ -398,11 +397,7 @@ fn binary(
     Ok(out)
 }
 
-fn multiclass(
-    samples: &[impl Borrow<Map<String, Value>>],
-    field_gt: &str,
-    field_pred: &str,
-) -> Result<MetricValues, MetricError> {
+fn multiclass(samples: &[impl ScoreFields], field_gt: &str, field_pred: &str) -> Result<MetricValues, MetricError> {
     // gt label -> pred label -> count; BTreeMaps keep every output ordered by label text.
     let mut matrix: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut labels: BTreeMap<String, ()> = BTreeMap::new();
@@ -490,23 +485,40 @@ fn f1(precision: f64, recall: f64) -> f64 {
     ratio(2.0 * precision * recall, precision + recall)
 }
 
-/// The score maps, however the caller holds them (owned or borrowed from its records).
-fn maps<S: Borrow<Map<String, Value>>>(samples: &[S]) -> impl Iterator<Item = &Map<String, Value>> {
-    samples.iter().map(Borrow::<Map<String, Value>>::borrow)
+/// One sample's score values, however the caller holds them: a record's map, or the compact
+/// rows a summary keeps of a large run.
+pub trait ScoreFields {
+    fn get_field(&self, name: &str) -> Option<&Value>;
 }
 
-fn sum(samples: &[impl Borrow<Map<String, Value>>], field: &str) -> Result<f64, MetricError> {
+impl ScoreFields for Map<String, Value> {
+    fn get_field(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+}
+
+impl<T: ScoreFields + ?Sized> ScoreFields for &T {
+    fn get_field(&self, name: &str) -> Option<&Value> {
+        (**self).get_field(name)
+    }
+}
+
+fn maps<S: ScoreFields>(samples: &[S]) -> impl Iterator<Item = &S> {
+    samples.iter()
+}
+
+fn sum(samples: &[impl ScoreFields], field: &str) -> Result<f64, MetricError> {
     Ok(numbers(samples, field)?.iter().sum())
 }
 
-fn field<'a>(sample: &'a Map<String, Value>, field: &str, index: usize) -> Result<&'a Value, MetricError> {
-    sample.get(field).ok_or_else(|| MetricError::MissingField {
+fn field<'a>(sample: &'a impl ScoreFields, field: &str, index: usize) -> Result<&'a Value, MetricError> {
+    sample.get_field(field).ok_or_else(|| MetricError::MissingField {
         field: field.into(),
         index,
     })
 }
 
-fn numbers(samples: &[impl Borrow<Map<String, Value>>], name: &str) -> Result<Vec<f64>, MetricError> {
+fn numbers(samples: &[impl ScoreFields], name: &str) -> Result<Vec<f64>, MetricError> {
     maps(samples)
         .enumerate()
         .map(|(index, sample)| match field(sample, name, index)? {
@@ -525,7 +537,7 @@ fn numbers(samples: &[impl Borrow<Map<String, Value>>], name: &str) -> Result<Ve
         .collect()
 }
 
-fn label(sample: &Map<String, Value>, name: &str, index: usize) -> Result<String, MetricError> {
+fn label(sample: &impl ScoreFields, name: &str, index: usize) -> Result<String, MetricError> {
     Ok(python_str(field(sample, name, index)?))
 }
 

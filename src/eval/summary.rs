@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::diagnostic::closest;
 use crate::error_class::ErrorClass;
-use crate::eval::metric::{self, MetricError, MetricSpec};
+use crate::eval::metric::{self, MetricError, MetricSpec, ScoreFields};
 use crate::eval::record::{EVIDENCE_SCORER, SampleError, SampleRecord, Scores, Stage};
 use crate::eval::scorer::ScorerDef;
 use crate::eval::task::ScoreAggregator;
@@ -259,8 +259,8 @@ fn numeric(value: &Value) -> Option<f64> {
 }
 
 /// One row per sample of every aggregated score of a scorer, in sample order.
-fn aggregate(scores: &[(u64, &str, &Scores)], aggregators: &[ScoreAggregator]) -> Vec<Scores> {
-    let mut rows: Vec<Scores> = Vec::new();
+fn aggregate(scores: &[(u64, &str, &Kept)], aggregators: &[ScoreAggregator]) -> Vec<Kept> {
+    let mut rows: Vec<Kept> = Vec::new();
     let mut start = 0;
     while start < scores.len() {
         let (index, id, _) = scores[start];
@@ -274,7 +274,7 @@ fn aggregate(scores: &[(u64, &str, &Scores)], aggregators: &[ScoreAggregator]) -
         for a in aggregators {
             let values: Vec<f64> = group
                 .iter()
-                .filter_map(|(_, _, s)| s.values.get(&a.score_name).and_then(numeric))
+                .filter_map(|(_, _, s)| s.get_field(&a.score_name).and_then(numeric))
                 .collect();
             if let Some(v) = a.aggregate(&values)
                 && let Some(n) = serde_json::Number::from_f64(v)
@@ -282,7 +282,7 @@ fn aggregate(scores: &[(u64, &str, &Scores)], aggregators: &[ScoreAggregator]) -
                 row.values.insert(a.output_name(), Value::Number(n));
             }
         }
-        rows.push(row);
+        rows.push(Kept::Whole(Box::new(row)));
         start = end;
     }
     rows
@@ -290,7 +290,66 @@ fn aggregate(scores: &[(u64, &str, &Scores)], aggregators: &[ScoreAggregator]) -
 
 /// What [`summarize`] keeps of a scored sample: `(sample index, sample id, trial and part, scores
 /// by scorer)`.
-type Scored = (u64, String, (u32, u32), Vec<(String, Scores)>);
+type Scored = (u64, Box<str>, (u32, u32), Box<[(Box<str>, Kept)]>);
+
+/// A scorer's scores as a summary keeps them for its metrics: the values alone, as a short list
+/// (a tenth of the size of a map, which matters at 100,000 samples), or the whole scores when a
+/// Python metric reads their metadata.
+enum Kept {
+    Values(Box<[(Box<str>, Value)]>),
+    Whole(Box<Scores>),
+}
+
+impl Kept {
+    fn of(scores: Scores, keep_metadata: bool) -> Kept {
+        if keep_metadata {
+            Kept::Whole(Box::new(scores))
+        } else {
+            Kept::Values(
+                scores
+                    .values
+                    .into_iter()
+                    .map(|(k, v)| (k.into_boxed_str(), v))
+                    .collect(),
+            )
+        }
+    }
+
+    fn field_names(&self) -> Vec<&str> {
+        match self {
+            Kept::Values(values) => values.iter().map(|(k, _)| &**k).collect(),
+            Kept::Whole(scores) => scores.values.keys().map(String::as_str).collect(),
+        }
+    }
+
+    fn values(&self) -> Map<String, Value> {
+        match self {
+            Kept::Values(values) => values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            Kept::Whole(scores) => scores.values.clone(),
+        }
+    }
+
+    /// The scores as a Python metric receives them.
+    fn to_json(&self) -> Value {
+        match self {
+            Kept::Values(_) => serde_json::to_value(Scores {
+                values: self.values(),
+                metadata: Map::new(),
+            }),
+            Kept::Whole(scores) => serde_json::to_value(scores),
+        }
+        .unwrap_or(Value::Null)
+    }
+}
+
+impl ScoreFields for Kept {
+    fn get_field(&self, name: &str) -> Option<&Value> {
+        match self {
+            Kept::Values(values) => values.iter().find(|(k, _)| &**k == name).map(|(_, v)| v),
+            Kept::Whole(scores) => scores.values.get(name),
+        }
+    }
+}
 
 /// What [`summarize`] keeps of each record: a specification's summary as its records stream
 /// past (see [`crate::eval::run::write_outputs`], which feeds the task log in the same pass).
@@ -342,19 +401,15 @@ impl Fold {
             self.excluded += 1;
             return;
         }
+        let keep_metadata = self.keep_metadata;
         self.scored.push((
             record.sample_index,
-            record.sample_id,
+            record.sample_id.into_boxed_str(),
             (record.trial.unwrap_or(0), record.part.unwrap_or(0)),
             record
                 .scores
                 .into_iter()
-                .map(|(name, mut scores)| {
-                    if !self.keep_metadata {
-                        scores.metadata = Map::new();
-                    }
-                    (name, scores)
-                })
+                .map(|(name, scores)| (name.into_boxed_str(), Kept::of(scores, keep_metadata)))
                 .collect(),
         ));
     }
@@ -380,7 +435,7 @@ impl Fold {
         if scorers.is_empty() {
             // A system task: its evidence values are its metrics.
             for (_, _, _, s) in &self.scored {
-                if let Some((_, evidence)) = s.iter().find(|(name, _)| name == EVIDENCE_SCORER) {
+                if let Some((_, evidence)) = s.iter().find(|(name, _)| &**name == EVIDENCE_SCORER) {
                     metrics.push(MetricResult {
                         scorer_name: EVIDENCE_SCORER.to_owned(),
                         scorer_key: None,
@@ -388,7 +443,7 @@ impl Fold {
                         metric_key: None,
                         metric_type: "system_task".to_owned(),
                         field: None,
-                        values: evidence.values.clone(),
+                        values: evidence.values(),
                         n: 1,
                         excluded: 0,
                     });
@@ -396,13 +451,13 @@ impl Fold {
             }
         }
         for def in scorers.iter().filter(|d| d.purpose != "qa") {
-            let trial_scores: Vec<(u64, &str, &Scores)> = self
+            let trial_scores: Vec<(u64, &str, &Kept)> = self
                 .scored
                 .iter()
                 .filter_map(|(index, id, _, s)| {
                     s.iter()
-                        .find(|(name, _)| *name == def.name)
-                        .map(|(_, s)| (*index, id.as_str(), s))
+                        .find(|(name, _)| **name == *def.name)
+                        .map(|(_, s)| (*index, &**id, s))
                 })
                 .collect();
             let aggregated = if aggregators.is_empty() {
@@ -410,25 +465,21 @@ impl Fold {
             } else {
                 aggregate(&trial_scores, aggregators)
             };
-            let by_trial: Vec<&Scores> = trial_scores.iter().map(|(_, _, s)| *s).collect();
+            let by_trial: Vec<&Kept> = trial_scores.iter().map(|(_, _, s)| *s).collect();
             let aggregated_names: BTreeSet<String> = aggregators.iter().map(ScoreAggregator::output_name).collect();
             for (i, spec) in def.metrics.iter().enumerate() {
                 let over_samples = spec.field().is_some_and(|f| aggregated_names.contains(f));
-                let scores: Vec<&Scores> = if over_samples {
+                let scores: Vec<&Kept> = if over_samples {
                     aggregated.iter().collect()
                 } else {
                     by_trial.clone()
                 };
-                let values: Vec<&Map<String, Value>> = scores.iter().map(|s| &s.values).collect();
                 let computed = match spec {
                     MetricSpec::Python { .. } => {
-                        let full = scores
-                            .iter()
-                            .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
-                            .collect();
+                        let full = scores.iter().map(|s| s.to_json()).collect();
                         python_metric(&def.name, i, full)
                     }
-                    other => metric::compute(other, &values).map_err(|e| explain(&e, &values)),
+                    other => metric::compute(other, &scores).map_err(|e| explain(&e, &scores)),
                 };
                 match computed {
                     Ok(values) => metrics.push(MetricResult {
@@ -478,14 +529,14 @@ impl Fold {
 
 /// A metric error in the user's terms: a field no sample has is named with the fields that do
 /// exist (a typo in `field:` is the usual cause).
-fn explain(error: &MetricError, values: &[&Map<String, Value>]) -> String {
+fn explain(error: &MetricError, values: &[&Kept]) -> String {
     let MetricError::MissingField { field, .. } = error else {
         return error.to_string();
     };
-    if values.iter().any(|v| v.contains_key(field)) {
+    if values.iter().any(|v| v.get_field(field).is_some()) {
         return error.to_string();
     }
-    let known: BTreeSet<&str> = values.iter().flat_map(|v| v.keys().map(String::as_str)).collect();
+    let known: BTreeSet<&str> = values.iter().flat_map(|v| v.field_names()).collect();
     let mut message = format!("field `{field}` is in no sample's scores");
     match closest(field, known.iter().copied()) {
         Some(near) => message.push_str(&format!("; hint: did you mean `{near}`?")),
