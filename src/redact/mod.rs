@@ -97,8 +97,13 @@ pub fn register(value: &str, label: &str) {
     }
 }
 
+/// Whether any value is registered, i.e. whether masking can change anything.
+fn armed() -> bool {
+    ARMED.load(Ordering::Acquire)
+}
+
 fn matcher() -> Option<Arc<Matcher>> {
-    if !ARMED.load(Ordering::Acquire) {
+    if !armed() {
         return None;
     }
     REGISTRY.read().ok()?.matcher.clone()
