@@ -105,10 +105,7 @@ pub(super) fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Resu
         }
     }
 
-    let code = CString::new(SUPPORT_PY).map_err(|e| PythonError::Init {
-        message: format!("support module: {e}"),
-    })?;
-    let module = PyModule::from_code(py, &code, c"<lfeval-support>", c"_lfeval_support").map_err(init_err)?;
+    let module = support_module(py)?;
     let native_http = super::http::module(py).map_err(init_err)?;
     module
         .getattr("setup")
@@ -128,6 +125,46 @@ pub(super) fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Resu
         capture: get("Capture")?,
     };
     Ok(support)
+}
+
+/// `support.py` compiled by the build script for the interpreter it linked against.
+const SUPPORT_MARSHAL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/support.marshal"));
+
+/// `_lfeval_support`, from the build's compiled code when this interpreter can run it (same
+/// cache tag), else compiled from source here.
+fn support_module(py: Python<'_>) -> Result<Bound<'_, PyModule>, PythonError> {
+    if let Some(module) = precompiled_support(py) {
+        return Ok(module);
+    }
+    let code = CString::new(SUPPORT_PY).map_err(|e| PythonError::Init {
+        message: format!("support module: {e}"),
+    })?;
+    PyModule::from_code(py, &code, c"<lfeval-support>", c"_lfeval_support").map_err(init_err)
+}
+
+fn precompiled_support(py: Python<'_>) -> Option<Bound<'_, PyModule>> {
+    let newline = SUPPORT_MARSHAL.iter().position(|b| *b == b'\n')?;
+    let (tag, code) = (&SUPPORT_MARSHAL[..newline], &SUPPORT_MARSHAL[newline + 1..]);
+    let running: String = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("implementation")?.getattr("cache_tag")?.extract())
+        .ok()?;
+    if running.as_bytes() != tag {
+        return None;
+    }
+    let code = py
+        .import("marshal")
+        .and_then(|m| m.call_method1("loads", (pyo3::types::PyBytes::new(py, code),)))
+        .ok()?;
+    // SAFETY: attached; `code` is a live code object; the names are NUL-terminated. The call
+    // returns a new reference to the module (registered in `sys.modules`) or NULL with an
+    // exception set, which `from_owned_ptr_or_err` takes over.
+    let module = unsafe {
+        let ptr =
+            ffi::PyImport_ExecCodeModuleEx(c"_lfeval_support".as_ptr(), code.as_ptr(), c"<lfeval-support>".as_ptr());
+        Bound::from_owned_ptr_or_err(py, ptr)
+    };
+    module.ok()?.cast_into::<PyModule>().ok()
 }
 
 pub(super) fn venv_site_packages(venv: &Path, major: u8, minor: u8) -> Result<String, PythonError> {
