@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::diagnostic::{Diagnostic, Location};
 use crate::model::io::Task;
-use crate::template::{TemplateEngine, TemplateError, TemplateOrigin};
+use crate::template::{TemplateEngine, TemplateError, TemplateOrigin, tojson_string};
 use crate::yaml::{Located, Node, SourceFile, SourceText, from_node};
 
 /// The built-in adapters: (file name, YAML text).
@@ -146,45 +146,119 @@ pub struct CompiledAdapter {
     native: Option<Native>,
 }
 
-/// Adapters whose templates lfeval also computes in Rust, byte for byte, because every sample
-/// of a model without an adapter of its own goes through them: rendering the identity adapter
-/// costs more than the rest of a constant snippet's call.
+/// Adapters whose templates lfeval also computes in Rust, byte for byte, because most calls go
+/// through them: rendering the identity adapter cost more than the rest of a constant
+/// snippet's call. Anything out of the ordinary (a missing field, a body that is not JSON) is
+/// left to the templates, so errors read the same as ever.
 #[derive(Debug, Clone, Copy)]
 enum Native {
     /// `latticeflow$identity`: the input as `tojson`, the body back unchanged.
     Identity,
+    /// `latticeflow$openai_chat_completion`.
+    OpenAiChat,
 }
 
 impl Native {
-    /// Recognised by the templates' text, not by key: only the built-in's exact source counts.
+    /// Recognised by the templates' text, not by key: only a built-in's exact source counts.
     fn of(adapter: &Adapter) -> Option<Native> {
-        static IDENTITY: OnceLock<Option<(String, String)>> = OnceLock::new();
-        let (input, output) = IDENTITY
-            .get_or_init(|| {
-                let identity = builtins().ok()?.into_iter().find(|a| a.key == "latticeflow$identity")?;
-                Some((identity.process_input.text, identity.process_output.text))
+        static SOURCES: OnceLock<Vec<(Native, String, String)>> = OnceLock::new();
+        let sources = SOURCES.get_or_init(|| {
+            let builtins = builtins().unwrap_or_default();
+            [
+                (Native::Identity, "latticeflow$identity"),
+                (Native::OpenAiChat, "latticeflow$openai_chat_completion"),
+            ]
+            .into_iter()
+            .filter_map(|(native, key)| {
+                let a = builtins.iter().find(|a| a.key == key)?;
+                Some((native, a.process_input.text.clone(), a.process_output.text.clone()))
             })
-            .as_ref()?;
-        (adapter.process_input.text == *input && adapter.process_output.text == *output).then_some(Native::Identity)
+            .collect()
+        });
+        sources
+            .iter()
+            .find(|(_, input, output)| adapter.process_input.text == *input && adapter.process_output.text == *output)
+            .map(|(native, _, _)| *native)
     }
 
-    fn render_input(self, input: &Value) -> String {
-        match self {
-            Native::Identity => crate::template::tojson_string(input, None),
-        }
+    fn render_input(self, input: &Value, model_info: &ModelInfo, kwargs: &Map<String, Value>) -> Option<String> {
+        let request = match self {
+            Native::Identity => return Some(tojson_string(input, None)),
+            Native::OpenAiChat => {
+                let input = input.as_object()?;
+                let mut request = Map::new();
+                request.insert("messages".to_owned(), input.get("messages")?.clone());
+                if let Some(key) = model_info.model_key.as_deref().filter(|k| !k.is_empty()) {
+                    request.insert("model".to_owned(), Value::from(key));
+                }
+                if let Some(format) = input.get("response_format").filter(|v| truthy(v)) {
+                    request.insert("response_format".to_owned(), format.clone());
+                }
+                for (name, value) in kwargs {
+                    request.insert(name.clone(), value.clone());
+                }
+                request
+            }
+        };
+        // `tojson` sorts keys, so the order of the updates above does not show.
+        Some(tojson_string(&Value::Object(request), None))
     }
 
-    fn render_output(self, body: &str, status_code: u16) -> String {
+    fn render_output(self, body: &str, status_code: u16) -> Option<String> {
+        let ok = (200..300).contains(&status_code);
         match self {
-            Native::Identity if (200..300).contains(&status_code) => body.to_owned(),
-            Native::Identity => {
-                let message = format!("A non-2xx status code ({status_code}) was returned by the model.");
-                format!(
-                    "{{\"error\": {}}}",
-                    crate::template::tojson_string(&Value::String(message), None)
-                )
+            Native::Identity if ok => Some(body.to_owned()),
+            Native::Identity => Some(error_output(format!(
+                "A non-2xx status code ({status_code}) was returned by the model."
+            ))),
+            Native::OpenAiChat if !ok => {
+                let head: String = body.chars().take(500).collect();
+                Some(error_output(format!(
+                    "A non-2xx status code ({status_code}) was returned by the model: {head}"
+                )))
+            }
+            Native::OpenAiChat => {
+                let response: Value = serde_json::from_str(body).ok()?;
+                let response = response.as_object()?;
+                let message = response
+                    .get("choices")?
+                    .as_array()?
+                    .first()?
+                    .get("message")?
+                    .as_object()?;
+                let mut output = serde_json::json!({"choices": [{"message": {
+                    "role": "assistant",
+                    "content": message.get("content")?,
+                    "refusal": message.get("refusal").unwrap_or(&Value::Null),
+                }}]});
+                if let Some(usage) = response.get("usage").filter(|v| truthy(v)) {
+                    let usage = usage.as_object()?;
+                    let counts = serde_json::json!({
+                        "num_prompt_tokens": usage.get("prompt_tokens")?,
+                        "num_completion_tokens": usage.get("completion_tokens")?,
+                    });
+                    output.as_object_mut()?.insert("usage".to_owned(), counts);
+                }
+                Some(tojson_string(&output, None))
             }
         }
+    }
+}
+
+/// `{"error": "…"}` as the built-in adapters write it.
+fn error_output(message: String) -> String {
+    format!("{{\"error\": {}}}", tojson_string(&Value::String(message), None))
+}
+
+/// Jinja's truthiness of a JSON value.
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
     }
 }
 
@@ -221,8 +295,8 @@ impl CompiledAdapter {
         model_info: &ModelInfo,
         kwargs: &Map<String, Value>,
     ) -> Result<String, Diagnostic> {
-        if let Some(native) = self.native {
-            return Ok(native.render_input(input));
+        if let Some(rendered) = self.native.and_then(|n| n.render_input(input, model_info, kwargs)) {
+            return Ok(rendered);
         }
         let mut ctx = Map::new();
         ctx.insert("input".to_owned(), input.clone());
@@ -240,8 +314,8 @@ impl CompiledAdapter {
         headers: &Map<String, Value>,
         model_info: &ModelInfo,
     ) -> Result<String, Diagnostic> {
-        if let Some(native) = self.native {
-            return Ok(native.render_output(body, status_code));
+        if let Some(rendered) = self.native.and_then(|n| n.render_output(body, status_code)) {
+            return Ok(rendered);
         }
         let mut ctx = Map::new();
         ctx.insert("body".to_owned(), Value::String(body.to_owned()));
@@ -274,23 +348,21 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn identity() -> (CompiledAdapter, CompiledAdapter) {
-        let adapter = builtins()
-            .unwrap()
-            .into_iter()
-            .find(|a| a.key == "latticeflow$identity")
-            .unwrap();
+    /// A built-in adapter compiled twice: natively computed, and through its templates.
+    fn both(key: &str) -> (CompiledAdapter, CompiledAdapter) {
+        let adapter = builtins().unwrap().into_iter().find(|a| a.key == key).unwrap();
         let native = CompiledAdapter::compile(Arc::new(adapter)).unwrap();
-        assert!(
-            native.native.is_some(),
-            "the built-in identity adapter is computed natively"
-        );
+        assert!(native.native.is_some(), "`{key}` is computed natively");
         let templated = CompiledAdapter {
             adapter: Arc::clone(&native.adapter),
             engine: CompiledAdapter::compile(Arc::clone(&native.adapter)).unwrap().engine,
             native: None,
         };
         (native, templated)
+    }
+
+    fn identity() -> (CompiledAdapter, CompiledAdapter) {
+        both("latticeflow$identity")
     }
 
     fn json_value() -> impl Strategy<Value = Value> {
@@ -333,6 +405,75 @@ mod tests {
                 native.render_output(&body, status, &headers, &info).unwrap(),
                 templated.render_output(&body, status, &headers, &info).unwrap()
             );
+        }
+    }
+
+    fn openai_body() -> impl Strategy<Value = String> {
+        let message = (json_value(), prop::option::of(json_value()), any::<bool>()).prop_map(
+            |(content, refusal, has_content)| {
+                let mut m = Map::new();
+                if has_content {
+                    m.insert("content".into(), content);
+                }
+                if let Some(r) = refusal {
+                    m.insert("refusal".into(), r);
+                }
+                Value::Object(m)
+            },
+        );
+        let usage = prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            json_value().prop_map(Some),
+            (json_value(), json_value())
+                .prop_map(|(p, c)| Some(serde_json::json!({"prompt_tokens": p, "completion_tokens": c}))),
+        ];
+        prop_oneof![
+            (message, usage).prop_map(|(message, usage)| {
+                let mut r = serde_json::json!({"id": "x", "choices": [{"index": 0, "message": message}]});
+                if let Some(u) = usage {
+                    r["usage"] = u;
+                }
+                r.to_string()
+            }),
+            json_value().prop_map(|v| v.to_string()),
+            "[a-z{}\":,\u{e9}\u{1f600} ]{0,700}",
+        ]
+    }
+
+    proptest! {
+        /// The native OpenAI chat adapter renders what its templates render, or leaves the
+        /// case to them.
+        #[test]
+        fn native_openai_chat_renders_as_its_templates(
+            messages in prop::option::of(json_value()),
+            response_format in prop::option::of(json_value()),
+            model_key in prop_oneof![Just(None), Just(Some(String::new())), Just(Some("gpt-4.1-nano".to_owned()))],
+            kwargs in prop::collection::vec(("[a-z_]{1,8}", json_value()), 0..3),
+            body in openai_body(),
+            status in prop_oneof![Just(200u16), Just(201), Just(400), Just(429), Just(500), 100u16..600],
+        ) {
+            let (native, templated) = both("latticeflow$openai_chat_completion");
+            let mut input = Map::new();
+            if let Some(m) = messages {
+                input.insert("messages".into(), m);
+            }
+            if let Some(f) = response_format {
+                input.insert("response_format".into(), f);
+            }
+            let input = Value::Object(input);
+            let info = ModelInfo { model_key, task: Task::ChatCompletion };
+            let kwargs: Map<String, Value> = kwargs.into_iter().collect();
+            let (a, b) = (native.render_input(&input, &info, &kwargs), templated.render_input(&input, &info, &kwargs));
+            prop_assert_eq!(a.as_ref().ok(), b.as_ref().ok());
+            prop_assert_eq!(a.is_err(), b.is_err());
+            let headers = Map::new();
+            let (a, b) = (
+                native.render_output(&body, status, &headers, &info),
+                templated.render_output(&body, status, &headers, &info),
+            );
+            prop_assert_eq!(a.as_ref().ok(), b.as_ref().ok());
+            prop_assert_eq!(a.is_err(), b.is_err());
         }
     }
 }

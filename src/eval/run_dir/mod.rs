@@ -548,7 +548,8 @@ impl RunDir {
             .create(true)
             .append(true)
             .open(&path)
-            .and_then(|mut f| writeln!(f, "{line}").and_then(|()| f.sync_data()))
+            // One write: the line goes in whole (a `Display` of the value writes token by token).
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()).and_then(|()| f.sync_data()))
             .map_err(|e| ResultsError::io("append to", &path, e))
     }
 
