@@ -265,7 +265,7 @@ pub fn compute(spec: &MetricSpec, samples: &[impl ScoreFields]) -> Result<Metric
         }
         MetricSpec::Frequency { field, name, .. } => {
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-            for (index, sample) in maps(samples).enumerate() {
+            for (index, sample) in samples.iter().enumerate() {
                 *counts.entry(label(sample, field, index)?).or_default() += 1;
             }
             let counts: Map<String, Value> = counts
@@ -280,7 +280,7 @@ pub fn compute(spec: &MetricSpec, samples: &[impl ScoreFields]) -> Result<Metric
             field, weights, name, ..
         } => {
             let mut total = 0.0;
-            for (index, sample) in maps(samples).enumerate() {
+            for (index, sample) in samples.iter().enumerate() {
                 let label = label(sample, field, index)?;
                 let Some(weight) = weights.get(&label) else {
                     return Err(MetricError::UnknownLabel {
@@ -356,7 +356,7 @@ fn binary(
         });
     }
     let (mut tp, mut fp, mut tn, mut fn_, mut excluded) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    for (index, sample) in maps(samples).enumerate() {
+    for (index, sample) in samples.iter().enumerate() {
         let gt = label(sample, field_gt, index)?;
         let pred = label(sample, field_pred, index)?;
         let side = |text: &str| {
@@ -402,7 +402,7 @@ fn multiclass(samples: &[impl ScoreFields], field_gt: &str, field_pred: &str) ->
     let mut matrix: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut labels: BTreeMap<String, ()> = BTreeMap::new();
     let mut correct = 0u64;
-    for (index, sample) in maps(samples).enumerate() {
+    for (index, sample) in samples.iter().enumerate() {
         let gt = label(sample, field_gt, index)?;
         let pred = label(sample, field_pred, index)?;
         if gt == pred {
@@ -503,10 +503,6 @@ impl<T: ScoreFields + ?Sized> ScoreFields for &T {
     }
 }
 
-fn maps<S: ScoreFields>(samples: &[S]) -> impl Iterator<Item = &S> {
-    samples.iter()
-}
-
 fn sum(samples: &[impl ScoreFields], field: &str) -> Result<f64, MetricError> {
     Ok(numbers(samples, field)?.iter().sum())
 }
@@ -519,7 +515,8 @@ fn field<'a>(sample: &'a impl ScoreFields, field: &str, index: usize) -> Result<
 }
 
 fn numbers(samples: &[impl ScoreFields], name: &str) -> Result<Vec<f64>, MetricError> {
-    maps(samples)
+    samples
+        .iter()
         .enumerate()
         .map(|(index, sample)| match field(sample, name, index)? {
             Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),

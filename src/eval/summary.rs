@@ -353,7 +353,6 @@ impl ScoreFields for Kept {
 
 /// What [`summarize`] keeps of each record: a specification's summary as its records stream
 /// past (see [`crate::eval::run::write_outputs`], which feeds the task log in the same pass).
-#[derive(Default)]
 pub struct Fold {
     samples: u64,
     failed: u64,
@@ -375,10 +374,17 @@ impl Fold {
     /// A fold for a specification with these scorers.
     pub fn new(scorers: &[ScorerDef]) -> Fold {
         Fold {
+            samples: 0,
+            failed: 0,
+            usage: Usage::default(),
+            cost_usd: None,
+            scored: Vec::new(),
+            errors: Vec::new(),
+            excluded: 0,
+            timings: TimingTotals::default(),
             keep_metadata: scorers
                 .iter()
                 .any(|d| d.metrics.iter().any(|m| matches!(m, MetricSpec::Python { .. }))),
-            ..Fold::default()
         }
     }
 
