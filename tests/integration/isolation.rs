@@ -164,13 +164,24 @@ def run_inference(body, environment, sample):
     return reply(f"ok {{sample['word']}} from {{os.getpid()}}")
 "#
     );
-    let test = snippet_run(
-        "isolation: process\nmax_concurrent_requests: 1",
-        1,
-        &snippet,
-        &["hang", "next"],
-    );
-    let out = test.failure();
+    // Two samples are in flight for one permit, so `next` may take it first (then no call
+    // follows the timeout); records are appended as samples finish, which tells the order.
+    let (test, out) = (0..5)
+        .map(|_| {
+            let test = snippet_run(
+                "isolation: process\nmax_concurrent_requests: 1",
+                1,
+                &snippet,
+                &["hang", "next"],
+            );
+            let out = test.failure();
+            (test, out)
+        })
+        .find(|(test, _)| {
+            let text = std::fs::read_to_string(test.path().join("out/samples.jsonl")).unwrap_or_default();
+            text.find("\"sample_id\":\"hang\"") < text.find("\"sample_id\":\"next\"")
+        })
+        .expect("in five runs, `hang` took the permit first at least once");
     assert!(out.stdout.contains("2 sample(s), 1 failed"), "{}", out.stdout);
     let records = records(&test);
     let (class, message) = first_error(&records["hang"]);
