@@ -1,4 +1,4 @@
-//! What a run adds up to: [`summarize`] folds one task specification's [`SampleRecord`]s into a
+//! What a run adds up to: a [`Fold`] folds one task specification's [`SampleRecord`]s into a
 //! [`SpecSummary`] (counts, metrics with their `n`, failures grouped by cause), and
 //! [`RunSummary`] is `summary.json`. Records may arrive in any order (they are written as samples
 //! finish); metrics are computed in sample order, so two runs of the same evaluation give
@@ -219,37 +219,6 @@ pub struct FailureGroup {
 /// sample order)` → metric values.
 pub type PythonMetric<'a> = dyn FnMut(&str, usize, Vec<Value>) -> Result<Map<String, Value>, String> + 'a;
 
-/// Folds one specification's records. `records` may hold other specifications' records too;
-/// they are skipped.
-pub fn summarize(
-    identity: SpecIdentity,
-    scorers: &[ScorerDef],
-    records: impl IntoIterator<Item = SampleRecord>,
-    python_metric: &mut PythonMetric<'_>,
-) -> SpecSummary {
-    summarize_trials(identity, scorers, &[], records, python_metric)
-}
-
-/// [`summarize`] for a task with trials: each aggregator folds a sample's trial values of its
-/// score into one value per sample (`pass^3`, …); a metric over an aggregated score is computed
-/// over samples, any other metric over every trial. Records an action rule excludes count as
-/// samples but stay out of the metrics; a system task's evidence is its metrics.
-pub fn summarize_trials(
-    identity: SpecIdentity,
-    scorers: &[ScorerDef],
-    aggregators: &[ScoreAggregator],
-    records: impl IntoIterator<Item = SampleRecord>,
-    python_metric: &mut PythonMetric<'_>,
-) -> SpecSummary {
-    let mut fold = Fold::new(scorers);
-    for record in records {
-        if record.spec == identity.key {
-            fold.add(record);
-        }
-    }
-    fold.finish(identity, scorers, aggregators, python_metric)
-}
-
 /// A score as a number: booleans are 0/1, as lf's aggregators read pass/fail scores.
 fn numeric(value: &Value) -> Option<f64> {
     match value {
@@ -288,7 +257,7 @@ fn aggregate(scores: &[(u64, &str, &Kept)], aggregators: &[ScoreAggregator]) -> 
     rows
 }
 
-/// What [`summarize`] keeps of a scored sample: `(sample index, sample id, trial and part, scores
+/// What a [`Fold`] keeps of a scored sample: `(sample index, sample id, trial and part, scores
 /// by scorer)`.
 type Scored = (u64, Box<str>, (u32, u32), Box<[(Box<str>, Kept)]>);
 
@@ -351,8 +320,12 @@ impl ScoreFields for Kept {
     }
 }
 
-/// What [`summarize`] keeps of each record: a specification's summary as its records stream
-/// past (see [`crate::eval::run::write_outputs`], which feeds the task log in the same pass).
+/// A specification's summary as its records stream past (see
+/// [`crate::eval::run::write_outputs`], which feeds the task log in the same pass). With
+/// trials, each aggregator folds a sample's trial values of its score into one value per sample
+/// (`pass^3`, …); a metric over an aggregated score is computed over samples, any other metric
+/// over every trial. Records an action rule excludes count as samples but stay out of the
+/// metrics; a system task's evidence is its metrics.
 pub struct Fold {
     samples: u64,
     failed: u64,
@@ -654,6 +627,20 @@ mod tests {
         }
         r.usage.num_prompt_tokens = 10;
         r
+    }
+
+    /// The fold over `records` of the specification `identity` names (others are skipped).
+    fn summarize(
+        identity: SpecIdentity,
+        scorers: &[ScorerDef],
+        records: impl IntoIterator<Item = SampleRecord>,
+        python_metric: &mut PythonMetric<'_>,
+    ) -> SpecSummary {
+        let mut fold = Fold::new(scorers);
+        for record in records.into_iter().filter(|r| r.spec == identity.key) {
+            fold.add(record);
+        }
+        fold.finish(identity, scorers, &[], python_metric)
     }
 
     fn no_python(_: &str, _: usize, _: Vec<Value>) -> Result<Map<String, Value>, String> {

@@ -454,7 +454,7 @@ impl ResponseCache {
         Ok((entries.max(0) as u64, bytes.max(0) as u64))
     }
 
-    /// The keys known to exist (see [`ResponseCache::known`]), loaded on first use. A file that
+    /// The keys known to exist, loaded on first use. A file that
     /// cannot be read this way gets no filter: lookups then read, as they would without one.
     fn known(&self) -> Option<&Mutex<HashSet<u64>>> {
         self.known
