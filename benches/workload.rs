@@ -248,11 +248,29 @@ fn run(project: &Path, venv: &Path, args: &[&str], extra: &[&str]) -> (Usage, bo
     )
 }
 
-fn project_dir(name: &str) -> PathBuf {
+/// A scratch project under the temporary directory, removed when dropped (a 100,000-sample run
+/// directory is a quarter of a gigabyte).
+struct Project(PathBuf);
+
+impl std::ops::Deref for Project {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn project_dir(name: &str) -> Project {
     let dir = std::env::temp_dir().join(format!("lfeval-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("project dir");
-    dir
+    Project(dir)
 }
 
 fn write(dir: &Path, relative: &str, text: &str) {
@@ -312,7 +330,7 @@ def run_inference(body, environment):
 "#;
 
 /// A constant snippet model, for the harness's own cost.
-fn constant_project(n: usize) -> PathBuf {
+fn constant_project(n: usize) -> Project {
     let dir = project_dir(&format!("constant-{n}"));
     write(&dir, "snippets/constant.py", CONSTANT_SNIPPET);
     let model = "  - key: m\n    display_name: constant\n    max_concurrent_requests: 8\n    config:\n      connection_type: custom_inference\n      run_inference_snippet: !include snippets/constant.py\n";
@@ -365,14 +383,14 @@ fn snippet_model(source: &str, url: &str, _is_async: bool) -> String {
     )
 }
 
-fn http_project(n: usize, _in_flight: usize, model: &str) -> PathBuf {
+fn http_project(n: usize, _in_flight: usize, model: &str) -> Project {
     let dir = project_dir(&format!("http-{n}"));
     write(&dir, "run.yaml", &run_yaml(model, "echo: {{ sample.question }}"));
     rows(&dir, n);
     dir
 }
 
-fn rate_project(n: usize, url: &str) -> PathBuf {
+fn rate_project(n: usize, url: &str) -> Project {
     let dir = project_dir("rate");
     let model = custom_connection_model(url).replace(
         "max_concurrent_requests: 64",
