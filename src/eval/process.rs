@@ -212,13 +212,11 @@ async fn python_solve(
 /// `postprocess(sample, solver_output)` → the rows to score, each with its own solver output.
 async fn postprocess(
     p: &Prepared,
+    snippet: &crate::python::Snippet,
     env: &Env<'_>,
     record: &SampleRecord,
     solved: &Solved,
 ) -> Result<Vec<(Row, Solved)>, SampleError> {
-    let Some(snippet) = &p.postprocessor else {
-        return Ok(vec![(record.sample.clone(), solved.clone())]);
-    };
     let cx = ScoreContext {
         sample: &record.sample,
         solved,
@@ -304,54 +302,95 @@ pub async fn sample(
         },
     };
     let solver_ms = ms(start.elapsed());
-    let parts = match solved {
-        Ok(solved) => postprocess(p, env, &record, &solved).await.map(|parts| (parts, solved)),
-        Err(e) => Err(e),
-    };
-    let (parts, whole) = match parts {
-        Ok(found) => found,
+    let solved = match solved {
+        Ok(solved) => solved,
         Err(e) => {
             record.errors.push(e);
             finish(&mut record, Usage::default(), solver_ms, start);
             return vec![record];
         }
     };
-    let split = p.postprocessor.is_some();
-    let mut records = Vec::new();
-    let count = parts.len();
-    for (i, (row, solved)) in parts.into_iter().enumerate() {
-        let mut part = record.clone();
-        if split {
-            part.part = Some(i as u32);
-            part.sample = row;
-            // The model calls belong to the sample; its first row carries them.
-            if i > 0 {
-                part.calls.clear();
-            }
+    let scoring = Scoring {
+        p,
+        env,
+        salt,
+        precomputed,
+        solver_ms,
+        start,
+    };
+    let Some(snippet) = &p.postprocessor else {
+        // The common case: one record, scored from the solver's output, both moved into it.
+        let usage = solved.usage;
+        return vec![scoring.part(record, solved, usage).await];
+    };
+    let parts = match postprocess(p, snippet, env, &record, &solved).await {
+        Ok(parts) => parts,
+        Err(e) => {
+            record.errors.push(e);
+            finish(&mut record, Usage::default(), solver_ms, start);
+            return vec![record];
         }
-        let mut usage = if i == 0 { whole.usage } else { Usage::default() };
-        score(p, env, &mut part, &solved, &mut usage, salt, precomputed).await;
-        part.model_input = Some(solved.model_input.clone());
-        part.solver_output = p.solver.as_ref().map(|_| SolverOutput {
-            output: solved.output.as_ref().map(|o| o.value.clone()),
-            text: solved.output.as_ref().and_then(|o| o.text.clone()),
-            messages: solved.messages.clone(),
-            trace: Some(solved.trace.clone()),
-        });
-        apply_actions(p, &mut part);
-        finish(&mut part, usage, solver_ms, start);
-        records.push(part);
-    }
-    if count == 0 {
+    };
+    if parts.is_empty() {
         record.errors.push(SampleError::new(
             Stage::Solver,
             ErrorClass::InvalidOutput,
             "`postprocess` returned no rows to score",
         ));
-        finish(&mut record, whole.usage, solver_ms, start);
-        records.push(record);
+        finish(&mut record, solved.usage, solver_ms, start);
+        return vec![record];
+    }
+    let mut records = Vec::with_capacity(parts.len());
+    for (i, (row, part_solved)) in parts.into_iter().enumerate() {
+        let mut part = record.clone();
+        part.part = Some(i as u32);
+        part.sample = row;
+        // The model calls belong to the sample; its first row carries them.
+        if i > 0 {
+            part.calls.clear();
+        }
+        let usage = if i == 0 { solved.usage } else { Usage::default() };
+        records.push(scoring.part(part, part_solved, usage).await);
     }
     records
+}
+
+/// What scoring a sample's records shares.
+struct Scoring<'a> {
+    p: &'a Prepared,
+    env: &'a Env<'a>,
+    salt: Option<&'a str>,
+    precomputed: Option<&'a Result<Scores, SampleError>>,
+    solver_ms: f64,
+    start: Instant,
+}
+
+impl Scoring<'_> {
+    /// Scores one record and moves the solver's output into it.
+    async fn part(&self, mut part: SampleRecord, solved: Solved, mut usage: Usage) -> SampleRecord {
+        let p = self.p;
+        score(p, self.env, &mut part, &solved, &mut usage, self.salt, self.precomputed).await;
+        let Solved {
+            model_input,
+            output,
+            messages,
+            trace,
+            ..
+        } = solved;
+        part.model_input = Some(model_input);
+        part.solver_output = p.solver.as_ref().map(|_| {
+            let (output, text) = output.map_or((None, None), |o| (Some(o.value), o.text));
+            SolverOutput {
+                output,
+                text,
+                messages,
+                trace: Some(trace),
+            }
+        });
+        apply_actions(p, &mut part);
+        finish(&mut part, usage, self.solver_ms, self.start);
+        part
+    }
 }
 
 async fn score(

@@ -105,6 +105,81 @@ pub fn record_key(sample_id: &str, trial: Option<u32>, part: Option<u32>) -> Str
     key
 }
 
+/// Where a record belongs: its specification and its place in the sample order. What sorting a
+/// run's records needs, read without parsing the rest of the line.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RecordIdentity {
+    pub spec: String,
+    pub sample_id: String,
+    #[serde(default)]
+    pub sample_index: u64,
+    #[serde(default)]
+    pub trial: Option<u32>,
+    #[serde(default)]
+    pub part: Option<u32>,
+}
+
+impl RecordIdentity {
+    /// The record's key within its specification (see [`record_key`]).
+    pub fn key(&self) -> String {
+        record_key(&self.sample_id, self.trial, self.part)
+    }
+
+    /// The identity of one `samples.jsonl` line. A record writes these fields first, so they are
+    /// read from the start of the line and the rest (bodies, traces: nearly all of it) is not
+    /// looked at; a line in another order is parsed whole. Either way the line is parsed whole
+    /// again when its record is read, which is where a damaged line is reported.
+    pub fn of_line(line: &[u8]) -> Result<RecordIdentity, serde_json::Error> {
+        match leading_identity(line) {
+            Some(identity) => Ok(identity),
+            None => serde_json::from_slice(line),
+        }
+    }
+}
+
+/// [`RecordIdentity`] from the line's leading keys, if they hold `spec`, `sample_id` and
+/// `sample_index`.
+fn leading_identity(line: &[u8]) -> Option<RecordIdentity> {
+    use serde::de::{Error, MapAccess, Visitor};
+
+    struct Leading<'a>(&'a mut Option<RecordIdentity>);
+
+    impl<'de> Visitor<'de> for Leading<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a record")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut identity = RecordIdentity::default();
+            let (mut spec, mut id, mut index) = (false, false, false);
+            // Keys of these records never need unescaping, so a borrowed key that fails only
+            // sends the line to the full parse.
+            while let Some(key) = map.next_key::<&'de str>()? {
+                match key {
+                    "spec" => (identity.spec, spec) = (map.next_value()?, true),
+                    "sample_id" => (identity.sample_id, id) = (map.next_value()?, true),
+                    "sample_index" => (identity.sample_index, index) = (map.next_value()?, true),
+                    "trial" => identity.trial = map.next_value()?,
+                    "part" => identity.part = map.next_value()?,
+                    _ => break,
+                }
+            }
+            if spec && id && index {
+                *self.0 = Some(identity);
+            }
+            // Stops the parser here: the rest of the line is not needed.
+            Err(A::Error::custom("identity read"))
+        }
+    }
+
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let _ = serde::Deserializer::deserialize_map(&mut de, Leading(&mut found));
+    found
+}
+
 /// What the solver produced.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SolverOutput {
@@ -596,5 +671,40 @@ mod tests {
     fn chain_steps_map_onto_pipeline_stages() {
         assert_eq!(Stage::from(Step::RunInference), Stage::RunInference);
         assert_eq!(Stage::from(Step::TransformOutput).as_str(), "transform_output");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(500))]
+
+        /// Read from the line's start or parsed whole, the identity is the one written.
+        #[test]
+        fn a_line_gives_the_identity_it_was_written_with(
+            spec in "[a-z\\-\"\\\\é]{1,8}",
+            id in "[ -~é\u{7f}\n\t]{0,12}",
+            index in 0u64..u64::MAX,
+            trial in proptest::option::of(1u32..50),
+            part in proptest::option::of(0u32..5),
+        ) {
+            let mut record = SampleRecord::new(&spec, &id, index, json!({"q": id}).as_object().cloned().unwrap());
+            record.trial = trial;
+            record.part = part;
+            let line = serde_json::to_vec(&record).unwrap();
+            let want = RecordIdentity { spec, sample_id: id, sample_index: index, trial, part };
+            proptest::prop_assert!(leading_identity(&line).is_some(), "records lead with their identity");
+            proptest::prop_assert_eq!(RecordIdentity::of_line(&line).unwrap(), want.clone());
+            // Fields in another order: the whole line is parsed instead.
+            let mut value: Map<String, Value> = serde_json::from_slice(&line).unwrap();
+            let spec_value = value.shift_remove("spec").unwrap();
+            value.insert("spec".into(), spec_value);
+            let reordered = serde_json::to_vec(&value).unwrap();
+            proptest::prop_assert!(leading_identity(&reordered).is_none());
+            proptest::prop_assert_eq!(RecordIdentity::of_line(&reordered).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn a_line_without_an_identity_is_an_error() {
+        assert!(RecordIdentity::of_line(br#"{"sample":{"q":1},"spec":"a"}"#).is_err());
+        assert!(RecordIdentity::of_line(b"{\"spec\":\"a\",\"sample_id\":").is_err());
     }
 }

@@ -55,9 +55,21 @@ pub fn initialize(opts: &PythonOptions) -> Result<PythonRuntime, PythonError> {
         unsafe { std::env::set_var("PYTHONHOME", &home) };
         home_set = true;
     }
+    if !already_up {
+        // `site` runs later, from `setup`, once `sys.executable` names the virtualenv's python:
+        // then it reads that `pyvenv.cfg` as the venv's own interpreter would (its packages only,
+        // unless `include-system-site-packages`), instead of first running the base
+        // interpreter's `.pth` files. The flag is the legacy spelling of `PyConfig.site_import`;
+        // initialising from a `PyConfig` would change other defaults (signal handlers, locale).
+        // SAFETY: read only by the initialisation below, on this thread.
+        #[allow(deprecated)]
+        unsafe {
+            ffi::Py_NoSiteFlag = 1;
+        }
+    }
     Python::initialize();
 
-    let support = Python::attach(|py| setup(py, venv.as_deref(), home_set))?;
+    let support = Python::attach(|py| setup(py, venv.as_deref(), home_set, !already_up))?;
     Ok(PythonRuntime {
         inner: Arc::new(RuntimeInner {
             options: opts.clone(),
@@ -85,7 +97,12 @@ pub(super) fn init_err(e: PyErr) -> PythonError {
     PythonError::Init { message: e.to_string() }
 }
 
-pub(super) fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Result<Support, PythonError> {
+pub(super) fn setup(
+    py: Python<'_>,
+    venv: Option<&Path>,
+    home_set: bool,
+    run_site: bool,
+) -> Result<Support, PythonError> {
     let sys = py.import("sys").map_err(init_err)?;
     let (major, minor): (u8, u8) = sys
         .getattr("version_info")
@@ -109,7 +126,7 @@ pub(super) fn setup(py: Python<'_>, venv: Option<&Path>, home_set: bool) -> Resu
     let native_http = super::http::module(py).map_err(init_err)?;
     module
         .getattr("setup")
-        .and_then(|f| f.call1((executable, site_dirs, home_set, native_http)))
+        .and_then(|f| f.call1((executable, site_dirs, home_set, native_http, run_site)))
         .map_err(init_err)?;
     let get = |name: &str| module.getattr(name).map(Bound::unbind).map_err(init_err);
     let support = Support {

@@ -567,7 +567,7 @@ loop = None
 loop_ident = 0
 
 
-def setup(executable, site_dirs, unset_home, native_http):
+def setup(executable, site_dirs, unset_home, native_http, run_site):
     global _native_http
     _native_http = native_http
     if executable:
@@ -576,8 +576,11 @@ def setup(executable, site_dirs, unset_home, native_http):
         # PYTHONHOME was only set so this process finds its stdlib; child Pythons (other
         # versions, virtualenvs) must not inherit it.
         os.environ.pop("PYTHONHOME", None)
+    if run_site:
+        site.main()  # the interpreter started without it (see init.rs): `sys.executable` is set now
     for d in site_dirs:
-        _add_site_dir(d)
+        if d not in sys.path:
+            _add_site_dir(d)
     sys.stdout = _Router(_real(sys.__stdout__))
     sys.stderr = _Router(_real(sys.__stderr__))
     sys.modules["lfeval"] = lfeval

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::eval::fingerprint::FINGERPRINT_FILE;
 use crate::eval::policy::Policy;
+use crate::eval::record::RecordIdentity;
 use crate::eval::run_dir::{RUN_CONFIG_FILE, SAMPLES_FILE, SESSIONS_FILE, SUMMARY_FILE};
 use crate::eval::summary::RunSummary;
 use crate::report::record_view::RecordView;
@@ -152,13 +153,6 @@ pub struct OrderedRecords {
     pub per_spec: Vec<usize>,
 }
 
-#[derive(Deserialize)]
-struct Position {
-    spec: String,
-    sample_id: String,
-    sample_index: u64,
-}
-
 impl OrderedRecords {
     fn open(path: &Path, summary: &RunSummary) -> Result<OrderedRecords, RunReadError> {
         let file = File::open(path).map_err(io_error(path))?;
@@ -175,7 +169,7 @@ impl OrderedRecords {
                 break;
             }
             line += 1;
-            let at: Position = serde_json::from_slice(&buf).map_err(|e| RunReadError::Invalid {
+            let at = RecordIdentity::of_line(&buf).map_err(|e| RunReadError::Invalid {
                 path: path.to_path_buf(),
                 message: format!("line {line}: {e}"),
             })?;

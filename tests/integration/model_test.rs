@@ -448,3 +448,92 @@ fn offline_echo_without_a_virtualenv() {
         .args(["model", "test", "offline-echo"]);
     lfeval_snapshot!(test);
 }
+
+/// What `sys.path` and an import look like from a snippet running in `venv`.
+fn snippet_paths(test: &Test) -> (Vec<String>, String) {
+    let out = test.run();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let report: Value = serde_json::from_str(&out.stdout).expect("--json");
+    let content = report["transform_output"]["output"]["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    let probe: Value = serde_json::from_str(content).expect("the snippet's JSON");
+    let paths = probe["path"]
+        .as_array()
+        .expect("path")
+        .iter()
+        .map(|p| p.as_str().unwrap_or_default().to_owned());
+    (paths.collect(), probe["probe"].as_str().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn a_virtualenv_sees_what_its_own_python_would() {
+    let test = Test::new()
+        .write(
+            "models/probe.yaml",
+            "key: probe\ndisplay_name: probe\nconfig:\n  connection_type: custom_inference\n  run_inference_snippet: !include ../snippets/probe.py\n",
+        )
+        .write(
+            "snippets/probe.py",
+            "import json, sys\nimport lfeval_probe\n\ndef run_inference(body, environment):\n    content = json.dumps({\"path\": sys.path, \"probe\": lfeval_probe.VALUE})\n    return json.dumps({\"choices\": [{\"message\": {\"role\": \"assistant\", \"content\": content}}]})\n",
+        )
+        .args(["model", "test", "probe", "--json"]);
+    let venv = test.path().join("venv");
+    let test = test.env("VIRTUAL_ENV", &venv.display().to_string());
+    let base = std::env::var("VIRTUAL_ENV").expect("VIRTUAL_ENV");
+    let made = Command::new(format!("{base}/bin/python"))
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .expect("python -m venv");
+    assert!(made.success());
+    let site = std::fs::read_dir(venv.join("lib"))
+        .expect("venv lib")
+        .flatten()
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .expect("site-packages");
+    std::fs::write(site.join("lfeval_probe.py"), "VALUE = 'from the venv'\n").expect("write");
+    let venv_dir = venv.display().to_string();
+    let outside = |paths: &[String]| -> Vec<String> {
+        paths
+            .iter()
+            .filter(|p| p.ends_with("site-packages") && !p.starts_with(&venv_dir))
+            .cloned()
+            .collect()
+    };
+
+    // As `python -m venv` makes it: its own packages only, as its python would see them.
+    let (paths, probe) = snippet_paths(&test);
+    assert_eq!(probe, "from the venv");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with(&venv_dir) && p.ends_with("site-packages")),
+        "{paths:?}"
+    );
+    assert_eq!(
+        outside(&paths),
+        Vec::<String>::new(),
+        "no other site-packages: {paths:?}"
+    );
+
+    // `include-system-site-packages = true`: the base interpreter's packages too, after its own.
+    let cfg = venv.join("pyvenv.cfg");
+    let text = std::fs::read_to_string(&cfg).expect("pyvenv.cfg");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "include-system-site-packages = false",
+            "include-system-site-packages = true",
+        ),
+    )
+    .expect("write pyvenv.cfg");
+    let (paths, probe) = snippet_paths(&test);
+    assert_eq!(probe, "from the venv");
+    let own = paths
+        .iter()
+        .position(|p| p.starts_with(&venv_dir) && p.ends_with("site-packages"));
+    let base_site = paths.iter().position(|p| outside(std::slice::from_ref(p)).len() == 1);
+    assert!(own.is_some() && base_site.is_some() && own < base_site, "{paths:?}");
+}

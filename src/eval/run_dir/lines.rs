@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::eval::record::SampleRecord;
+use crate::eval::record::{RecordIdentity, SampleRecord};
 
 use super::ResultsError;
 
@@ -77,7 +77,7 @@ pub(super) fn scan_lines(
 pub(super) fn scan(
     file: &mut File,
     path: &Path,
-    mut each: impl FnMut(u64, RecordKey) -> Result<(), ResultsError>,
+    mut each: impl FnMut(u64, RecordIdentity) -> Result<(), ResultsError>,
 ) -> Result<u64, ResultsError> {
     let mut line = 0u64;
     scan_lines(file, path, |buf| {
@@ -89,24 +89,6 @@ pub(super) fn scan(
 
 pub(super) fn parse_line<T: serde::de::DeserializeOwned>(buf: &[u8]) -> Result<T, String> {
     serde_json::from_slice(buf).map_err(|e| e.to_string())
-}
-
-/// What resume needs of a record: which sample it is (the rest of the line is skipped).
-#[derive(serde::Deserialize)]
-pub(super) struct RecordKey {
-    pub(super) spec: String,
-    pub(super) sample_id: String,
-    #[serde(default)]
-    pub(super) trial: Option<u32>,
-    #[serde(default)]
-    pub(super) part: Option<u32>,
-}
-
-impl RecordKey {
-    /// The record's identity (see [`crate::eval::record::record_key`]).
-    pub(super) fn key(&self) -> String {
-        crate::eval::record::record_key(&self.sample_id, self.trial, self.part)
-    }
 }
 
 pub(super) fn invalid(path: &Path, line: u64, message: impl Into<String>) -> ResultsError {

@@ -30,7 +30,7 @@ use std::sync::{Mutex, PoisonError};
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 
-use crate::eval::record::SampleRecord;
+use crate::eval::record::{RecordIdentity, SampleRecord};
 use crate::redact::redact;
 
 mod lines;
@@ -39,7 +39,7 @@ mod session;
 mod tests;
 mod write;
 
-use lines::{RecordKey, Records, invalid, parse_line, scan, scan_lines};
+use lines::{Records, invalid, parse_line, scan, scan_lines};
 pub use session::{SessionLog, Sessions};
 use write::{file_len, lock, path_value, redact_value, render, render_file, write_atomic, write_text_atomic};
 /// File holding the run config and the run's metadata.
@@ -288,7 +288,7 @@ impl RunDir {
 
         let mut state = ResumeState::default();
         let mut per_sample = HashMap::new();
-        let good_len = scan(&mut file, &samples_path, |line, record: RecordKey| {
+        let good_len = scan(&mut file, &samples_path, |line, record: RecordIdentity| {
             let (spec, sample_id) = (record.spec.clone(), record.key());
             *per_sample
                 .entry((record.spec.clone(), record.sample_id.clone()))
@@ -346,7 +346,7 @@ impl RunDir {
         let mut file = File::open(&samples_path).map_err(|e| ResultsError::io("open", &samples_path, e))?;
         let mut written = HashSet::new();
         let mut per_sample = HashMap::new();
-        let len = scan(&mut file, &samples_path, |line, record: RecordKey| {
+        let len = scan(&mut file, &samples_path, |line, record: RecordIdentity| {
             let sample_id = record.key();
             *per_sample
                 .entry((record.spec.clone(), record.sample_id.clone()))
@@ -597,16 +597,6 @@ impl RunDir {
         &self,
         spec: &str,
     ) -> Result<impl Iterator<Item = Result<SampleRecord, ResultsError>> + use<>, ResultsError> {
-        #[derive(serde::Deserialize)]
-        struct Position {
-            spec: String,
-            sample_id: String,
-            sample_index: u64,
-            #[serde(default)]
-            trial: Option<u32>,
-            #[serde(default)]
-            part: Option<u32>,
-        }
         let path = self.samples_path.clone();
         let mut file = File::open(&path).map_err(|e| ResultsError::io("open", &path, e))?;
         let mut lines = Vec::new();
@@ -614,7 +604,7 @@ impl RunDir {
         let mut line = 0u64;
         scan_lines(&mut file, &path, |buf| {
             line += 1;
-            let at: Position = parse_line(buf).map_err(|message| invalid(&path, line, message))?;
+            let at = RecordIdentity::of_line(buf).map_err(|e| invalid(&path, line, e.to_string()))?;
             if at.spec == spec {
                 lines.push((at.sample_index, at.sample_id, at.trial, at.part, offset, line));
             }
