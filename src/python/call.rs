@@ -5,7 +5,7 @@
 
 use std::ffi::c_long;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use pyo3::ffi;
@@ -31,7 +31,10 @@ pub(super) struct JobCtl {
     in_python: AtomicBool,
     /// A timeout was injected into this call (it may still be pending when the call returns).
     injected: AtomicBool,
-    buf: OnceLock<Py<PyAny>>,
+    /// The call's `Capture`, for reading what a stuck call printed. Taken back by the worker
+    /// while it holds the GIL: a `Py` dropped on a tokio thread would go through pyo3's
+    /// deferred-release pool, a contended lock on every call.
+    buf: Mutex<Option<Py<PyAny>>>,
     /// When a worker picked the call up.
     started: OnceLock<Instant>,
 }
@@ -47,7 +50,7 @@ impl JobCtl {
             ident: AtomicU64::new(0),
             in_python: AtomicBool::new(false),
             injected: AtomicBool::new(false),
-            buf: OnceLock::new(),
+            buf: Mutex::new(None),
             started: OnceLock::new(),
         }
     }
@@ -258,7 +261,7 @@ impl PythonRuntime {
                 Python::attach(|py| -> PyResult<(Vec<RawFrame>, String)> {
                     let ident = ctl.ident.load(Ordering::SeqCst);
                     let frames = rt.support.thread_frames.bind(py).call1((ident, file))?.extract()?;
-                    let captured = match ctl.buf.get() {
+                    let captured = match &*ctl.buf.lock().unwrap_or_else(PoisonError::into_inner) {
                         Some(buf) => capture_text(buf.bind(py)),
                         None => String::new(),
                     };
@@ -383,7 +386,7 @@ pub(super) fn run_sync(
         if let Err(e) = Bound::new(py, http).and_then(|http| buf.setattr("http", http)) {
             return internal(&format!("cannot set up lfeval.http: {e}"));
         }
-        let _ = ctl.buf.set(buf.clone().unbind());
+        *ctl.buf.lock().unwrap_or_else(PoisonError::into_inner) = Some(buf.clone().unbind());
         let py_args = match build_args(py, args, snip.arity) {
             Ok(a) => a,
             Err(e) => {
@@ -407,6 +410,7 @@ pub(super) fn run_sync(
             unsafe { ffi::PyThreadState_SetAsyncExc(ident as c_long, std::ptr::null_mut()) };
         }
         let python_time = started.elapsed();
+        drop(ctl.buf.lock().unwrap_or_else(PoisonError::into_inner).take());
         let captured = capture_text(&buf);
         let result = match result {
             Ok(value) => convert_return(&value, snip.returns, snip.max_return_bytes).map(|v| (v, python_time)),
