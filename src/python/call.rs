@@ -174,10 +174,14 @@ impl PythonRuntime {
                 result: Err(Failure::TooManyStuck(stuck)),
             };
         }
+        let rt = match self.started() {
+            Ok(rt) => Arc::clone(rt),
+            Err(e) => return internal(&e.to_string()),
+        };
         let ctl = Arc::new(JobCtl::new());
         let (done_tx, mut done_rx) = oneshot::channel::<Outcome>();
         let job = {
-            let rt = Arc::clone(&self.inner);
+            let rt = Arc::clone(&rt);
             let snip = Arc::clone(&snippet.inner);
             let ctl = Arc::clone(&ctl);
             let log = Arc::clone(log);
@@ -221,7 +225,7 @@ impl PythonRuntime {
         // stops within milliseconds; what is still running after it is stuck in C code and
         // cannot be stopped from here, so it is reported at once and its thread given up.
         let inject = {
-            let rt = Arc::clone(&self.inner);
+            let rt = Arc::clone(&rt);
             let ctl = Arc::clone(&ctl);
             tokio::task::spawn_blocking(move || {
                 Python::attach(|py| {
@@ -254,7 +258,7 @@ impl PythonRuntime {
         // Stuck in C code (or swallowing the injected exception): give the thread up.
         let replaced = pool.spawn_worker();
         let probed = {
-            let rt = Arc::clone(&self.inner);
+            let rt = Arc::clone(&rt);
             let ctl = Arc::clone(&ctl);
             let file = snippet.inner.file.clone();
             let probe = tokio::task::spawn_blocking(move || {
@@ -288,9 +292,13 @@ impl PythonRuntime {
     }
 
     async fn call_async(&self, snippet: &Snippet, args: Vec<Value>, timeout: Duration, log: &HttpLog) -> Outcome {
+        let rt = match self.started() {
+            Ok(rt) => Arc::clone(rt),
+            Err(e) => return internal(&e.to_string()),
+        };
         let (tx, rx) = oneshot::channel::<Outcome>();
         let submitted = {
-            let rt = Arc::clone(&self.inner);
+            let rt = Arc::clone(&rt);
             let snip = Arc::clone(&snippet.inner);
             let log = Arc::clone(log);
             tokio::task::spawn_blocking(move || {
@@ -326,7 +334,6 @@ impl PythonRuntime {
             Ok(Err(_)) => return internal("the asyncio loop dropped the call"),
             Err(_) => {}
         }
-        let rt = Arc::clone(&self.inner);
         let file = snippet.inner.file.clone();
         let probe = tokio::task::spawn_blocking(move || {
             Python::attach(|py| -> PyResult<(Vec<RawFrame>, String)> {

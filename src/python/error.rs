@@ -13,7 +13,7 @@ use crate::diagnostic::{format_bytes, format_duration};
 use super::ReturnKind;
 
 /// The interpreter could not be brought up.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PythonError {
     #[error("the python runtime is already initialised; `initialize` may run only once per process")]
     AlreadyInitialized,

@@ -1,10 +1,11 @@
-//! Bringing the interpreter up: `PYTHONHOME` when unset, the active virtualenv's
-//! `site-packages`, and the support module every snippet call goes through.
+//! Bringing the interpreter up, on first use: `PYTHONHOME` when unset, the active virtualenv's
+//! `site-packages` (as its own python would see them), and the support module every snippet
+//! call goes through.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use pyo3::ffi;
@@ -13,32 +14,33 @@ use pyo3::types::PyModule;
 
 use super::error::PythonError;
 
-use super::{PythonOptions, PythonRuntime, RuntimeInner, Support};
+use super::{Lazy, PythonOptions, PythonRuntime, RuntimeInner, Support};
 
 pub(super) const SUPPORT_PY: &str = include_str!("support.py");
 
 pub(super) static STARTED: AtomicBool = AtomicBool::new(false);
 
-/// Brings up the interpreter. Call it once, on the main thread, before tokio or any other thread
-/// starts: it may set `PYTHONHOME`, and whichever thread initialises CPython becomes Python's main
-/// thread.
+/// Prepares the interpreter, which [`PythonRuntime`] starts on first use. Call it once, on the
+/// main thread, before tokio or any other thread starts: it may set `PYTHONHOME`. A virtualenv
+/// that cannot work (missing, made for another Python) is refused here, before any work.
 pub fn initialize(opts: &PythonOptions) -> Result<PythonRuntime, PythonError> {
     if STARTED.swap(true, Ordering::SeqCst) {
         return Err(PythonError::AlreadyInitialized);
     }
-    let started = Instant::now();
     let venv = opts.python_env.clone().or_else(|| {
         std::env::var_os("VIRTUAL_ENV")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     });
-    if let Some(dir) = &venv
-        && !dir.is_dir()
-    {
-        return Err(PythonError::Venv {
-            path: dir.clone(),
-            reason: "no such directory".to_owned(),
-        });
+    if let Some(dir) = &venv {
+        if !dir.is_dir() {
+            return Err(PythonError::Venv {
+                path: dir.clone(),
+                reason: "no such directory".to_owned(),
+            });
+        }
+        let (major, minor) = linked_version();
+        venv_site_packages(dir, major, minor)?;
     }
 
     // SAFETY: Py_IsInitialized may be called at any time.
@@ -55,28 +57,51 @@ pub fn initialize(opts: &PythonOptions) -> Result<PythonRuntime, PythonError> {
         unsafe { std::env::set_var("PYTHONHOME", &home) };
         home_set = true;
     }
+    Ok(PythonRuntime {
+        lazy: Arc::new(Lazy {
+            options: opts.clone(),
+            venv,
+            home_set,
+            started: OnceLock::new(),
+            next_module: AtomicUsize::new(1),
+        }),
+    })
+}
+
+/// `(major, minor)` of the libpython this process loaded (callable before the interpreter
+/// starts).
+fn linked_version() -> (u8, u8) {
+    // SAFETY: `Py_GetVersion` returns a static NUL-terminated string and is documented as safe
+    // to call before initialisation.
+    let version = unsafe { std::ffi::CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy();
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u8>().ok());
+    (parts.next().unwrap_or(3), parts.next().unwrap_or(0))
+}
+
+/// Starts the interpreter: what [`PythonRuntime::started`] runs once.
+pub(super) fn start(lazy: &Lazy) -> Result<RuntimeInner, PythonError> {
+    let started = Instant::now();
+    // SAFETY: Py_IsInitialized may be called at any time.
+    let already_up = unsafe { ffi::Py_IsInitialized() } != 0;
     if !already_up {
         // `site` runs later, from `setup`, once `sys.executable` names the virtualenv's python:
         // then it reads that `pyvenv.cfg` as the venv's own interpreter would (its packages only,
         // unless `include-system-site-packages`), instead of first running the base
         // interpreter's `.pth` files. The flag is the legacy spelling of `PyConfig.site_import`;
         // initialising from a `PyConfig` would change other defaults (signal handlers, locale).
-        // SAFETY: read only by the initialisation below, on this thread.
+        // SAFETY: read only by the initialisation below, which `OnceLock` runs once.
         #[allow(deprecated)]
         unsafe {
             ffi::Py_NoSiteFlag = 1;
         }
     }
     Python::initialize();
-
-    let support = Python::attach(|py| setup(py, venv.as_deref(), home_set, !already_up))?;
-    Ok(PythonRuntime {
-        inner: Arc::new(RuntimeInner {
-            options: opts.clone(),
-            support,
-            startup: started.elapsed(),
-            next_module: AtomicUsize::new(1),
-        }),
+    let support = Python::attach(|py| setup(py, lazy.venv.as_deref(), lazy.home_set, !already_up))?;
+    Ok(RuntimeInner {
+        support,
+        startup: started.elapsed(),
     })
 }
 

@@ -26,8 +26,8 @@ mod tests;
 pub mod worker;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -141,17 +141,28 @@ pub struct CallOutput {
     pub http: Vec<HttpExchange>,
 }
 
-/// The running interpreter. Cheap to clone.
+/// The embedded interpreter, started by its first use: a run whose models are all HTTP
+/// connections (or isolated in worker processes) never starts it. Cheap to clone.
 #[derive(Clone)]
 pub struct PythonRuntime {
-    pub(super) inner: Arc<RuntimeInner>,
+    pub(super) lazy: Arc<Lazy>,
 }
 
-pub(super) struct RuntimeInner {
+/// What starting the interpreter needs, and the interpreter once started.
+pub(super) struct Lazy {
     pub(super) options: PythonOptions,
+    /// The virtualenv whose packages snippets see.
+    pub(super) venv: Option<PathBuf>,
+    /// `PYTHONHOME` was set by [`initialize`], for this process only.
+    pub(super) home_set: bool,
+    pub(super) started: OnceLock<Result<Arc<RuntimeInner>, PythonError>>,
+    pub(super) next_module: AtomicUsize,
+}
+
+/// The started interpreter.
+pub(super) struct RuntimeInner {
     pub(super) support: Support,
     pub(super) startup: Duration,
-    pub(super) next_module: AtomicUsize,
 }
 
 /// Handles to `_lfeval_support`'s functions.
@@ -172,22 +183,49 @@ pub(super) struct Support {
 impl std::fmt::Debug for PythonRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PythonRuntime")
-            .field("startup", &self.inner.startup)
+            .field("started", &self.lazy.started.get().is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl PythonRuntime {
-    /// How long [`initialize`] took.
+    /// The interpreter, started now if this is its first use. Whichever thread starts it
+    /// becomes Python's main thread; lfeval's first use is on its own main thread (loading the
+    /// snippets, before the pipeline starts).
+    pub(super) fn started(&self) -> Result<&Arc<RuntimeInner>, PythonError> {
+        self.lazy
+            .started
+            .get_or_init(|| init::start(&self.lazy).map(Arc::new))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Starts the interpreter if nothing has yet.
+    pub fn start(&self) -> Result<(), PythonError> {
+        self.started().map(|_| ())
+    }
+
+    /// How long starting the interpreter took (starting it now if nothing has yet).
     pub fn startup_time(&self) -> Duration {
-        self.inner.startup
+        self.started().map(|rt| rt.startup).unwrap_or_default()
     }
 
     /// Describes the interpreter. Imports `httpx` on first use, so call it from a blocking context.
     pub fn info(&self) -> PythonInfo {
+        let rt = match self.started() {
+            Ok(rt) => rt,
+            Err(e) => {
+                return PythonInfo {
+                    version: String::new(),
+                    prefix: String::new(),
+                    executable: String::new(),
+                    sys_path: Vec::new(),
+                    httpx: Err(e.to_string()),
+                };
+            }
+        };
         Python::attach(|py| {
-            let out = self
-                .inner
+            let out = rt
                 .support
                 .info
                 .bind(py)
@@ -217,8 +255,12 @@ impl PythonRuntime {
     /// Gives up after [`FLUSH_WAIT`]: a snippet stuck in C while holding the GIL must not keep
     /// lfeval from exiting (after Ctrl-C, say).
     pub fn flush(&self) {
+        // Nothing ran in an interpreter that never started.
+        let Some(Ok(inner)) = self.lazy.started.get() else {
+            return;
+        };
         let (tx, rx) = std::sync::mpsc::channel();
-        let inner = Arc::clone(&self.inner);
+        let inner = Arc::clone(inner);
         let started = std::thread::Builder::new()
             .name("lfeval-py-flush".to_owned())
             .spawn(move || {

@@ -155,7 +155,7 @@ impl PythonRuntime {
     // The error is the public contract and loading is far from hot; boxing would only add noise.
     #[allow(clippy::result_large_err)]
     pub fn load_snippet(&self, spec: SnippetSpec) -> Result<Snippet, SnippetLoadError> {
-        let n = self.inner.next_module.fetch_add(1, Ordering::SeqCst);
+        let n = self.lazy.next_module.fetch_add(1, Ordering::SeqCst);
         let slug = slug(&spec.owner);
         let module_name = format!("lfeval_snippet_{slug}_{n}");
         let load_error = |kind, message: String| SnippetLoadError {
@@ -176,7 +176,7 @@ impl PythonRuntime {
             ));
         }
         if spec.isolation == Isolation::Process {
-            let (workers, loaded) = ProcessPool::start(&self.inner.options, &spec)?;
+            let (workers, loaded) = ProcessPool::start(&self.lazy.options, &spec)?;
             return Ok(Snippet {
                 inner: Arc::new(SnippetInner {
                     owner: spec.owner,
@@ -194,9 +194,12 @@ impl PythonRuntime {
             });
         }
 
+        let rt = self
+            .started()
+            .map_err(|e| load_error(LoadErrorKind::Other, e.to_string()))?;
         let loaded = Python::attach(|py| -> PyResult<Result<Loaded, SnippetLoadError>> {
             let display = spec.display_source.as_deref().unwrap_or(&spec.source);
-            let res = self.inner.support.load.bind(py).call1((
+            let res = rt.support.load.bind(py).call1((
                 &module_name,
                 &spec.file,
                 &spec.source,

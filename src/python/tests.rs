@@ -13,7 +13,12 @@ use super::*;
 
 fn runtime() -> &'static PythonRuntime {
     static RT: OnceLock<PythonRuntime> = OnceLock::new();
-    RT.get_or_init(|| initialize(&PythonOptions::default()).expect("python starts"))
+    RT.get_or_init(|| {
+        let runtime = initialize(&PythonOptions::default()).expect("python prepares");
+        // Tests attach to the interpreter directly: it must be up before they do.
+        runtime.start().expect("python starts");
+        runtime
+    })
 }
 
 /// Tests that block or time the shared asyncio loop must not overlap.

@@ -1471,3 +1471,45 @@ fn validate_checks_a_run_config_without_calling_models() {
     assert!(out.stderr.contains("did you mean `echo`?"), "{}", out.stderr);
     assert!(out.stderr.contains("--> run.yaml:"), "{}", out.stderr);
 }
+
+/// A run with nothing for Python to do never starts the interpreter: under a `PYTHONHOME` it
+/// could not start from, an HTTP-only run still succeeds, while the same run with a Python
+/// scorer cannot.
+#[test]
+fn a_run_without_python_never_starts_the_interpreter() {
+    let server = TestServer::start(openai_chat());
+    let broken_home = "/nonexistent/lfeval-python-home";
+    let t = echo_project(&server, "", &numbered_rows(3), "", EXACT_SCORER)
+        .env("PYTHONHOME", broken_home)
+        .args(["run", "-f", "run.yaml", "-o", "out", "--no-progress"]);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(server.count(), 3);
+    assert_eq!(samples(&out_dir(&t, "out")).len(), 3);
+
+    let python_scorer = r#"
+- type: python
+  key: length
+  compute_scores_snippet: |
+    def compute_scores(sample, solver_output):
+        return {"chars": len(solver_output["text"])}
+  metrics:
+    - {type: mean, field: chars}
+"#;
+    let t = t.write("run.yaml", &echo_yaml(&server, "", "", python_scorer)).args([
+        "run",
+        "-f",
+        "run.yaml",
+        "-o",
+        "with-python",
+        "--no-progress",
+    ]);
+    let out = t.run();
+    assert_ne!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("encodings"),
+        "the interpreter failed to start: {}",
+        out.stderr
+    );
+    assert_eq!(server.count(), 3, "nothing runs once Python cannot start");
+}
