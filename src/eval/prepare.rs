@@ -188,11 +188,7 @@ fn prepare_inner(
         let fingerprint = fingerprint(&model, &adapter, &project.secrets);
         let mut runtime = ModelRuntime::new(model, adapter, Some(python), &project.secrets)?;
         if let Some(cache) = cache {
-            runtime.cache = Some(CacheHandle {
-                cache: Arc::clone(cache),
-                policy,
-                fingerprint,
-            });
+            runtime.cache = Some(CacheHandle::new(Arc::clone(cache), policy, fingerprint));
         }
         runtimes.insert(key.clone(), Arc::new(runtime));
     }

@@ -60,8 +60,9 @@ impl TaskLog {
         self.line.clear();
         serde_json::to_writer(&mut self.line, &Masked(&Evidence::of(record)))?;
         let text = std::str::from_utf8(&self.line).context("a sample's evidence is not UTF-8")?;
-        let separator = if self.first { "" } else { "," };
-        write!(self.samples, "{separator}\n      {}", redact(text))?;
+        let separator: &[u8] = if self.first { b"\n      " } else { b",\n      " };
+        self.samples.write_all(separator)?;
+        self.samples.write_all(redact(text).as_bytes())?;
         self.first = false;
         Ok(())
     }

@@ -14,6 +14,9 @@
 //! bits of each, up to [`FILTER_MAX`] entries), so that a request the cache has never seen (every
 //! request of a first run) costs a hash probe instead of a read transaction; entries another
 //! process adds meanwhile are not seen by this one until it next starts.
+//!
+//! A request identical to one in flight waits for that one's answer ([`CacheHandle::lookup_or_claim`])
+//! rather than asking the model again; if that call fails, the next waiter asks.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -503,14 +506,75 @@ pub struct CacheHandle {
     pub policy: CachePolicy,
     /// Identifies the model's effective configuration (see [`fingerprint`]).
     pub fingerprint: String,
+    /// Keys being asked of the model right now, each with what its waiters wait on.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+/// What [`CacheHandle::lookup_or_claim`] found.
+pub enum Lookup<'a> {
+    Hit(CachedResponse),
+    /// Nobody else is asking the model this: the caller does, and others with the same key wait
+    /// until the claim is dropped (after the answer is stored, or the call failed).
+    Claimed(Claim<'a>),
+}
+
+/// A key this call is asking the model; dropping it lets the calls waiting for it look again.
+pub struct Claim<'a> {
+    handle: &'a CacheHandle,
+    key: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.handle.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(done) = in_flight.remove(&self.key) {
+            // A closed semaphore answers every waiter at once, late ones included.
+            done.close();
+        }
+    }
 }
 
 impl CacheHandle {
+    pub fn new(cache: Arc<ResponseCache>, policy: CachePolicy, fingerprint: String) -> CacheHandle {
+        CacheHandle {
+            cache,
+            policy,
+            fingerprint,
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// A lookup is one indexed read on a WAL database (microseconds, never waiting for a
     /// writer), so it runs where the call is. A cache that cannot be read is a miss: the call
     /// is made instead.
     pub fn lookup(&self, key: &str) -> Option<CachedResponse> {
         self.cache.get(key).ok().flatten()
+    }
+
+    /// The cached answer, or else the right to ask the model. A request identical to one in
+    /// flight (the same judge prompt for two samples, say) waits for that one's answer instead
+    /// of asking the model a second time; if that call fails, one of the waiters asks.
+    pub async fn lookup_or_claim(&self, key: &str) -> Lookup<'_> {
+        loop {
+            if let Some(hit) = self.lookup(key) {
+                return Lookup::Hit(hit);
+            }
+            let wait = {
+                let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+                match in_flight.get(key) {
+                    Some(done) => Arc::clone(done),
+                    None => {
+                        in_flight.insert(key.to_owned(), Arc::new(tokio::sync::Semaphore::new(0)));
+                        return Lookup::Claimed(Claim {
+                            handle: self,
+                            key: key.to_owned(),
+                        });
+                    }
+                }
+            };
+            // Never granted: it only closes, when the claim is dropped.
+            let _ = wait.acquire().await;
+        }
     }
 
     /// Hands the response to the writer thread; never waits for the disk.

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::diagnostic::Diagnostic;
 use crate::error_class::ErrorClass;
 use crate::model::adapter::{CompiledAdapter, ModelInfo};
-use crate::model::cache::{CacheHandle, CachedResponse, ResponseCache};
+use crate::model::cache::{CacheHandle, CachedResponse, Lookup, ResponseCache};
 use crate::model::connection::http::HttpEndpoint;
 use crate::model::connection::snippet::SnippetEndpoint;
 use crate::model::connection::{AttemptError, RawResponse};
@@ -145,21 +145,25 @@ impl ModelRuntime {
                 None => ResponseCache::key(&c.fingerprint, &keyed),
             }
         });
-        if let (Some(handle), Some(key)) = (&self.cache, &key)
-            && handle.policy.reads()
-            && let Some(hit) = handle.lookup(key)
-        {
-            let response = RawResponse {
-                status_code: hit.status_code,
-                headers: hit.headers,
-                body: hit.body,
-                captured: hit.captured,
-                elapsed: Duration::ZERO,
-            };
-            trace.cached = true;
-            trace.response = Some(response.clone());
-            return self.finish(&response, trace);
-        }
+        // Held until the answer is stored: identical requests in flight wait for it.
+        let claim = match (&self.cache, &key) {
+            (Some(handle), Some(key)) if handle.policy.reads() => match handle.lookup_or_claim(key).await {
+                Lookup::Hit(hit) => {
+                    let response = RawResponse {
+                        status_code: hit.status_code,
+                        headers: hit.headers,
+                        body: hit.body,
+                        captured: hit.captured,
+                        elapsed: Duration::ZERO,
+                    };
+                    trace.cached = true;
+                    trace.response = Some(response.clone());
+                    return self.finish(&response, trace);
+                }
+                Lookup::Claimed(claim) => Some(claim),
+            },
+            _ => None,
+        };
         let (response, tokens) = self.call_with_retries(body, sample, trace).await?;
         trace.response = Some(response.clone());
         let output = self.finish(&response, trace)?;
@@ -180,6 +184,7 @@ impl ModelRuntime {
             };
             handle.store(key, &self.model.key, &cached);
         }
+        drop(claim);
         Ok(output)
     }
 

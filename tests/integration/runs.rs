@@ -861,6 +861,59 @@ fn a_killed_run_resumes_without_losing_or_repeating_samples() {
 // Response cache
 // ---------------------------------------------------------------------------------------------
 
+/// Six samples asking the model the same thing at once.
+fn same_question_project(server: &TestServer) -> Test {
+    let rows: Vec<Value> = (0..6)
+        .map(|i| json!({"id": format!("s{i}"), "question": "the same question"}))
+        .collect();
+    echo_project(server, "max_concurrent_requests: 6", &rows, "", EXACT_SCORER).args([
+        "run",
+        "-f",
+        "run.yaml",
+        "-o",
+        "out",
+        "--no-progress",
+    ])
+}
+
+#[test]
+fn identical_requests_in_flight_ask_the_model_once() {
+    let server = TestServer::start(delayed(openai_chat(), Duration::from_millis(300)));
+    let t = same_question_project(&server);
+    let out = t.run();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(server.count(), 1, "the other five wait for the first answer");
+    let records = samples(&out_dir(&t, "out"));
+    assert_eq!(records.len(), 6);
+    assert_eq!(records.iter().filter(|r| r["cached"] == true).count(), 5);
+    assert!(records.iter().all(|r| r["errors"] == json!([])), "{records:?}");
+}
+
+#[test]
+fn when_the_first_of_identical_requests_fails_the_next_one_asks() {
+    let failed = Response::json(400, &json!({"error": {"message": "bad request"}}));
+    let answer = delayed(openai_chat(), Duration::from_millis(300));
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let server = TestServer::start(move |req: &Request| {
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            Response {
+                delay: Some(Duration::from_millis(300)),
+                ..failed.clone()
+            }
+        } else {
+            answer(req)
+        }
+    });
+    let t = same_question_project(&server);
+    let out = t.run();
+    assert_eq!(server.count(), 2, "one failed call, then one answer for the other five");
+    let records = samples(&out_dir(&t, "out"));
+    assert_eq!(records.len(), 6, "{}", out.stderr);
+    let errored = records.iter().filter(|r| r["errors"] != json!([])).count();
+    assert_eq!(errored, 1, "{records:?}");
+    assert_eq!(records.iter().filter(|r| r["cached"] == true).count(), 4);
+}
+
 #[test]
 fn a_cached_rerun_with_a_changed_scorer_makes_no_calls_and_no_cache_does() {
     let server = TestServer::start(openai_chat());
