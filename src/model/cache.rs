@@ -513,9 +513,10 @@ pub struct CacheHandle {
 /// What [`CacheHandle::lookup_or_claim`] found.
 pub enum Lookup<'a> {
     Hit(CachedResponse),
-    /// Nobody else is asking the model this: the caller does, and others with the same key wait
-    /// until the claim is dropped (after the answer is stored, or the call failed).
-    Claimed(Claim<'a>),
+    /// The caller asks the model. With a claim, calls with the same key wait until it is dropped
+    /// (after the answer is stored, or the call failed); without one, the caller already waited
+    /// for a call that failed and now asks alongside the others that waited.
+    Miss(Option<Claim<'a>>),
 }
 
 /// A key this call is asking the model; dropping it lets the calls waiting for it look again.
@@ -553,8 +554,11 @@ impl CacheHandle {
 
     /// The cached answer, or else the right to ask the model. A request identical to one in
     /// flight (the same judge prompt for two samples, say) waits for that one's answer instead
-    /// of asking the model a second time; if that call fails, one of the waiters asks.
+    /// of asking the model a second time. If that call fails (after its own retries), the
+    /// waiters ask at once rather than queueing behind each other, so a request that keeps
+    /// failing costs one wait, not one per duplicate.
     pub async fn lookup_or_claim(&self, key: &str) -> Lookup<'_> {
+        let mut waited = false;
         loop {
             if let Some(hit) = self.lookup(key) {
                 return Lookup::Hit(hit);
@@ -562,18 +566,20 @@ impl CacheHandle {
             let wait = {
                 let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
                 match in_flight.get(key) {
-                    Some(done) => Arc::clone(done),
                     None => {
                         in_flight.insert(key.to_owned(), Arc::new(tokio::sync::Semaphore::new(0)));
-                        return Lookup::Claimed(Claim {
+                        return Lookup::Miss(Some(Claim {
                             handle: self,
                             key: key.to_owned(),
-                        });
+                        }));
                     }
+                    Some(_) if waited => return Lookup::Miss(None),
+                    Some(done) => Arc::clone(done),
                 }
             };
             // Never granted: it only closes, when the claim is dropped.
             let _ = wait.acquire().await;
+            waited = true;
         }
     }
 

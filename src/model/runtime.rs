@@ -160,7 +160,7 @@ impl ModelRuntime {
                     trace.response = Some(response.clone());
                     return self.finish(&response, trace);
                 }
-                Lookup::Claimed(claim) => Some(claim),
+                Lookup::Miss(claim) => claim,
             },
             _ => None,
         };
