@@ -31,10 +31,20 @@ pub struct LogHead<'a> {
     pub started_at: &'a str,
 }
 
+/// The side file the samples stream into; removed when dropped, whether the log was finished or
+/// its writing failed midway.
+struct SideFile(PathBuf);
+
+impl Drop for SideFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// One specification's log while its records stream past.
 pub struct TaskLog {
     dir: PathBuf,
-    samples_path: PathBuf,
+    samples_path: SideFile,
     samples: BufWriter<File>,
     first: bool,
     line: Vec<u8>,
@@ -48,7 +58,7 @@ impl TaskLog {
         let file = File::create(&samples_path).with_context(|| format!("cannot write `{}`", samples_path.display()))?;
         Ok(TaskLog {
             dir,
-            samples_path,
+            samples_path: SideFile(samples_path),
             samples: BufWriter::new(file),
             first: true,
             line: Vec::new(),
@@ -86,13 +96,13 @@ impl TaskLog {
                 .context("task result log template lost its sample slot")?;
             let mut out = BufWriter::new(File::create(&tmp)?);
             write!(out, "{before}[")?;
-            std::io::copy(&mut File::open(&samples_path)?, &mut out)?;
+            std::io::copy(&mut File::open(&samples_path.0)?, &mut out)?;
             writeln!(out, "\n    ]{after}")?;
             out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
             std::fs::rename(&tmp, &path)?;
             Ok(())
         })();
-        let _ = std::fs::remove_file(&samples_path);
+        drop(samples_path);
         written.with_context(|| format!("cannot write `{}`", path.display()))
     }
 }
@@ -205,5 +215,30 @@ impl<'a> Evidence<'a> {
             part: record.part,
             excluded_by: record.excluded_by.as_deref(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::run_dir::RunInfo;
+
+    #[test]
+    fn a_log_that_is_never_finished_leaves_no_side_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let info = RunInfo {
+            project_dir: dir.path().to_path_buf(),
+            run_file: None,
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let run = RunDir::create(&dir.path().join("run"), &info, &json!({"evaluation": {"key": "demo"}})).expect("run");
+        let side = run.path().join("task_results/spec/task_result_log.samples.tmp");
+        let mut log = TaskLog::create(&run, "spec").expect("log");
+        log.add(&SampleRecord::new("spec", "1", 0, Map::new())).expect("add");
+        assert!(side.is_file(), "the samples stream into the side file");
+        // The summary pass failed before `finish`: the log is dropped.
+        drop(log);
+        assert!(!side.exists());
+        assert!(!run.path().join("task_results/spec/task_result_log.json").exists());
     }
 }
