@@ -22,6 +22,7 @@ pub mod project;
 pub mod python;
 pub mod redact;
 pub mod report;
+pub mod retry_after;
 pub mod scaffold;
 pub mod schema;
 pub mod secrets;

@@ -161,12 +161,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// `Retry-After` as seconds (the HTTP-date form is the model layer's business; snippets rarely
-/// see it and then get `None`).
+/// `Retry-After`, in either of its forms.
 fn retry_after_of(headers: &[(String, String)]) -> Option<Duration> {
     let (_, value) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))?;
-    let secs = value.trim().parse::<f64>().ok()?;
-    (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+    crate::retry_after::parse(value)
 }
 
 /// The exchanges of one call, shared by the call and the requests it makes.
@@ -968,10 +966,17 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_read_in_seconds() {
+    fn retry_after_is_read_in_either_form() {
         assert_eq!(
             retry_after_of(&[("Retry-After".into(), "2.5".into())]),
             Some(Duration::from_millis(2500))
+        );
+        let later =
+            (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(120)).strftime("%a, %d %b %Y %H:%M:%S GMT");
+        let asked = retry_after_of(&[("retry-after".into(), later.to_string())]).expect("an HTTP date");
+        assert!(
+            asked > Duration::from_secs(100) && asked <= Duration::from_secs(120),
+            "{asked:?}"
         );
         assert_eq!(retry_after_of(&[("retry-after".into(), "soon".into())]), None);
     }

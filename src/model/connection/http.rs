@@ -7,7 +7,7 @@ use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::connect_clock::{ConnectClockLayer, timed};
-use super::{AttemptError, Evidence, RawResponse, parse_retry_after};
+use super::{AttemptError, Evidence, RawResponse};
 use crate::diagnostic::Diagnostic;
 use crate::model::CustomConnection;
 use crate::secrets::Secrets;
@@ -183,7 +183,7 @@ impl HttpEndpoint {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+            .and_then(crate::retry_after::parse);
         let body = self.read_body(response).await?;
         let raw = RawResponse {
             status_code: status,

@@ -189,15 +189,3 @@ impl AttemptError {
         }
     }
 }
-
-/// `Retry-After` as seconds or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs.min(3600.0)));
-    }
-    let when = jiff::fmt::rfc2822::parse(value).ok()?;
-    let now = jiff::Timestamp::now();
-    let delta = when.timestamp().as_second() - now.as_second();
-    Some(Duration::from_secs(delta.clamp(0, 3600) as u64))
-}
