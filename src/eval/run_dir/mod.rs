@@ -21,7 +21,6 @@
 //! One process at a time: `samples.jsonl` carries an advisory lock for as long as the
 //! [`RunDir`] lives, so a second `--resume` of the same directory fails instead of interleaving.
 
-use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
@@ -33,12 +32,14 @@ use serde_json::{Map, Value};
 use crate::eval::record::{RecordIdentity, SampleRecord};
 use crate::redact::redact;
 
+mod index;
 mod lines;
 mod session;
 #[cfg(test)]
 mod tests;
 mod write;
 
+use index::Index;
 use lines::{Records, invalid, parse_line, scan, scan_lines};
 pub use session::{SessionLog, Sessions};
 use write::{file_len, lock, path_value, redact_value, render, render_file, write_atomic, write_text_atomic};
@@ -70,10 +71,7 @@ pub struct RunInfo {
 /// What [`RunDir::resume`] found in an existing run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResumeState {
-    /// `(spec, sample_id)` of every complete record, as written (that is, redacted); prefer
-    /// [`RunDir::is_recorded`], which masks the ids the same way before looking them up.
-    pub completed: HashSet<(String, String)>,
-    /// Number of complete records.
+    /// Number of complete records (which ones: [`RunDir::is_recorded`]).
     pub records: usize,
     /// Bytes of a partial last line that were cut from `samples.jsonl` (0 if it ended cleanly).
     pub truncated_bytes: u64,
@@ -152,10 +150,8 @@ struct SamplesFile {
     file: File,
     /// Length of the file after the last complete line: a failed write is cut back to it.
     len: u64,
-    /// `(spec, record key)` of every line in the file, as written (redacted).
-    written: HashSet<(String, String)>,
-    /// How many lines each `(spec, sample_id)` has (trials and parts share a sample id).
-    per_sample: HashMap<(String, String), u32>,
+    /// Every line in the file, as written (redacted).
+    index: Index,
     /// Set when a failed write could not be cut back, so the file's tail is unknown.
     broken: bool,
 }
@@ -252,8 +248,7 @@ impl RunDir {
             samples: Mutex::new(SamplesFile {
                 file,
                 len: 0,
-                written: HashSet::new(),
-                per_sample: HashMap::new(),
+                index: Index::default(),
                 broken: false,
             }),
         })
@@ -287,22 +282,8 @@ impl RunDir {
         lock(&file, path)?;
 
         let mut state = ResumeState::default();
-        let mut per_sample = HashMap::new();
-        let good_len = scan(&mut file, &samples_path, |line, record: RecordIdentity| {
-            let (spec, sample_id) = (record.spec.clone(), record.key());
-            *per_sample
-                .entry((record.spec.clone(), record.sample_id.clone()))
-                .or_insert(0) += 1;
-            if !state.completed.insert((spec.clone(), sample_id.clone())) {
-                return Err(invalid(
-                    &samples_path,
-                    line,
-                    format!("sample `{sample_id}` of `{spec}` appears twice"),
-                ));
-            }
-            state.records += 1;
-            Ok(())
-        })?;
+        let (index, good_len) = index_lines(&mut file, &samples_path)?;
+        state.records = index.total();
         let total = file_len(&file, &samples_path)?;
         if total > good_len {
             file.set_len(good_len)
@@ -320,8 +301,7 @@ impl RunDir {
             samples: Mutex::new(SamplesFile {
                 file,
                 len: good_len,
-                written: state.completed.clone(),
-                per_sample,
+                index,
                 broken: false,
             }),
         };
@@ -344,23 +324,7 @@ impl RunDir {
         let (info, lfeval_version, run_config) = parse_run_config(&config_path, &text)?;
         let samples_path = path.join(SAMPLES_FILE);
         let mut file = File::open(&samples_path).map_err(|e| ResultsError::io("open", &samples_path, e))?;
-        let mut written = HashSet::new();
-        let mut per_sample = HashMap::new();
-        let len = scan(&mut file, &samples_path, |line, record: RecordIdentity| {
-            let sample_id = record.key();
-            *per_sample
-                .entry((record.spec.clone(), record.sample_id.clone()))
-                .or_insert(0) += 1;
-            let spec = record.spec;
-            if !written.insert((spec.clone(), sample_id.clone())) {
-                return Err(invalid(
-                    &samples_path,
-                    line,
-                    format!("sample `{sample_id}` of `{spec}` appears twice"),
-                ));
-            }
-            Ok(())
-        })?;
+        let (index, len) = index_lines(&mut file, &samples_path)?;
         Ok(RunDir {
             path: path.to_path_buf(),
             samples_path,
@@ -370,8 +334,7 @@ impl RunDir {
             samples: Mutex::new(SamplesFile {
                 file,
                 len,
-                written,
-                per_sample,
+                index,
                 broken: false,
             }),
         })
@@ -403,9 +366,9 @@ impl RunDir {
     /// The ids are masked first, exactly as [`RunDir::append`] masks them, so raw ids can be
     /// passed.
     pub fn is_recorded(&self, spec: &str, sample_id: &str) -> bool {
-        let key = (redact(spec).into_owned(), redact(sample_id).into_owned());
+        let (spec, sample_id) = (redact(spec), redact(sample_id));
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        samples.written.contains(&key)
+        samples.index.contains(&spec, &sample_id)
     }
 
     /// Appends one record. A sample already recorded in this run is refused with
@@ -425,7 +388,7 @@ impl RunDir {
                 path: self.samples_path.clone(),
             });
         }
-        if samples.written.contains(&key) {
+        if samples.index.contains(&key.0, &key.1) {
             return Err(ResultsError::Duplicate {
                 spec: key.0,
                 sample_id: key.1,
@@ -444,11 +407,7 @@ impl RunDir {
             return Err(ResultsError::io("append to", &self.samples_path, error));
         }
         samples.len += line.len() as u64;
-        *samples
-            .per_sample
-            .entry((key.0.clone(), redact(&record.sample_id).into_owned()))
-            .or_insert(0) += 1;
-        samples.written.insert(key);
+        samples.index.insert(&key.0, &key.1, &redact(&record.sample_id));
         Ok(())
     }
 
@@ -456,23 +415,21 @@ impl RunDir {
     /// trials and parts of a sample count once.
     pub fn recorded_samples(&self) -> Vec<(String, String)> {
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut keys: Vec<(String, String)> = samples.per_sample.keys().cloned().collect();
-        keys.sort();
-        keys
+        samples.index.samples()
     }
 
     /// Whether any record (any trial or part) of this sample is in `samples.jsonl`.
     pub fn has_sample(&self, spec: &str, sample_id: &str) -> bool {
-        let key = (redact(spec).into_owned(), redact(sample_id).into_owned());
+        let (spec, sample_id) = (redact(spec), redact(sample_id));
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        samples.per_sample.contains_key(&key)
+        samples.index.has_sample(&spec, &sample_id)
     }
 
     /// How many samples of `spec` are recorded.
     pub fn recorded_count(&self, spec: &str) -> usize {
         let spec = redact(spec);
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        samples.written.iter().filter(|(s, _)| *s == spec).count()
+        samples.index.count(&spec)
     }
 
     /// Takes every failed record out of `samples.jsonl` (moving it to
@@ -522,15 +479,8 @@ impl RunDir {
             .and_then(|()| file.sync_data())
             .map_err(|e| ResultsError::io("rewrite", &path, e))?;
         samples.len = kept.len() as u64;
-        for (spec, key, sample_id) in dropped.iter().cloned() {
-            samples.written.remove(&(spec.clone(), key));
-            let sample = (spec, sample_id);
-            if let Some(n) = samples.per_sample.get_mut(&sample) {
-                *n -= 1;
-                if *n == 0 {
-                    samples.per_sample.remove(&sample);
-                }
-            }
+        for (spec, key, sample_id) in &dropped {
+            samples.index.remove(spec, key, sample_id);
         }
         Ok(dropped.len())
     }
@@ -662,6 +612,24 @@ impl RunDir {
             .and_then(|()| samples.file.sync_data())
             .map_err(|e| ResultsError::io("sync", &self.samples_path, e))
     }
+}
+
+/// The index of a `samples.jsonl` read from its start, and the length of its complete part; a
+/// record key that appears twice is an error naming its line.
+fn index_lines(file: &mut File, path: &Path) -> Result<(Index, u64), ResultsError> {
+    let mut index = Index::default();
+    let good_len = scan(file, path, |line, record: RecordIdentity| {
+        let key = record.key();
+        if !index.insert(&record.spec, &key, &record.sample_id) {
+            return Err(invalid(
+                path,
+                line,
+                format!("sample `{key}` of `{}` appears twice", record.spec),
+            ));
+        }
+        Ok(())
+    })?;
+    Ok((index, good_len))
 }
 
 fn parse_run_config(path: &Path, text: &str) -> Result<(RunInfo, String, Value), ResultsError> {

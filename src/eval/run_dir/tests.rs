@@ -1,5 +1,6 @@
 //! Tests for the run directory: crash safety, resume, duplicates, locking and secret masking.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,11 +98,11 @@ fn append_then_resume_round_trips() {
     let (run, state) = resume_when_free(&dir);
     assert_eq!(state.records, 3);
     assert_eq!(state.truncated_bytes, 0);
-    let expected: HashSet<(String, String)> = [("a", "1"), ("a", "2"), ("b", "1")]
+    let expected: Vec<(String, String)> = [("a", "1"), ("a", "2"), ("b", "1")]
         .iter()
         .map(|(s, i)| (s.to_string(), i.to_string()))
         .collect();
-    assert_eq!(state.completed, expected);
+    assert_eq!(run.recorded_samples(), expected);
     assert_eq!(run.run_config(), &json!({"evaluation": {"key": "demo"}}));
     assert_eq!(run.info(), &info());
     assert_eq!(run.lfeval_version(), env!("CARGO_PKG_VERSION"));
@@ -142,7 +143,7 @@ fn partial_last_line_is_cut_on_resume() {
     let (run, state) = resume_when_free(&dir);
     assert_eq!(state.records, 2);
     assert_eq!(state.truncated_bytes, partial.len() as u64);
-    assert!(!state.completed.contains(&("a".to_owned(), "3".to_owned())));
+    assert!(!run.is_recorded("a", "3"));
     assert_eq!(fs::metadata(&samples).unwrap().len(), clean_len);
 
     run.append(&record("a", "3")).unwrap();
