@@ -32,16 +32,19 @@ pub fn initialize(opts: &PythonOptions) -> Result<PythonRuntime, PythonError> {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     });
-    if let Some(dir) = &venv {
-        if !dir.is_dir() {
+    let site_packages = match &venv {
+        Some(dir) if !dir.is_dir() => {
             return Err(PythonError::Venv {
                 path: dir.clone(),
                 reason: "no such directory".to_owned(),
             });
         }
-        let (major, minor) = linked_version();
-        venv_site_packages(dir, major, minor)?;
-    }
+        Some(dir) => {
+            let (major, minor) = linked_version();
+            Some(venv_site_packages(dir, major, minor)?)
+        }
+        None => None,
+    };
 
     // SAFETY: Py_IsInitialized may be called at any time.
     let already_up = unsafe { ffi::Py_IsInitialized() } != 0;
@@ -61,6 +64,7 @@ pub fn initialize(opts: &PythonOptions) -> Result<PythonRuntime, PythonError> {
         lazy: Arc::new(Lazy {
             options: opts.clone(),
             venv,
+            site_packages,
             home_set,
             started: OnceLock::new(),
             next_module: AtomicUsize::new(1),
@@ -98,7 +102,7 @@ pub(super) fn start(lazy: &Lazy) -> Result<RuntimeInner, PythonError> {
         }
     }
     Python::initialize();
-    let support = Python::attach(|py| setup(py, lazy.venv.as_deref(), lazy.home_set, !already_up))?;
+    let support = Python::attach(|py| setup(py, lazy, !already_up))?;
     Ok(RuntimeInner {
         support,
         startup: started.elapsed(),
@@ -122,24 +126,12 @@ pub(super) fn init_err(e: PyErr) -> PythonError {
     PythonError::Init { message: e.to_string() }
 }
 
-pub(super) fn setup(
-    py: Python<'_>,
-    venv: Option<&Path>,
-    home_set: bool,
-    run_site: bool,
-) -> Result<Support, PythonError> {
-    let sys = py.import("sys").map_err(init_err)?;
-    let (major, minor): (u8, u8) = sys
-        .getattr("version_info")
-        .and_then(|v| Ok((v.get_item(0)?.extract()?, v.get_item(1)?.extract()?)))
-        .map_err(init_err)?;
-
-    let mut site_dirs = Vec::new();
+pub(super) fn setup(py: Python<'_>, lazy: &Lazy, run_site: bool) -> Result<Support, PythonError> {
+    let site_dirs: Vec<&str> = lazy.site_packages.iter().map(String::as_str).collect();
     let mut executable = option_env!("LFEVAL_PY_EXE")
         .filter(|exe| Path::new(exe).is_file())
         .map(str::to_owned);
-    if let Some(venv) = venv {
-        site_dirs.push(venv_site_packages(venv, major, minor)?);
+    if let Some(venv) = &lazy.venv {
         // Child processes started with `sys.executable` should see the same packages.
         let venv_python = venv.join("bin").join("python");
         if venv_python.exists() {
@@ -151,7 +143,7 @@ pub(super) fn setup(
     let native_http = super::http::module(py).map_err(init_err)?;
     module
         .getattr("setup")
-        .and_then(|f| f.call1((executable, site_dirs, home_set, native_http, run_site)))
+        .and_then(|f| f.call1((executable, site_dirs, lazy.home_set, native_http, run_site)))
         .map_err(init_err)?;
     let get = |name: &str| module.getattr(name).map(Bound::unbind).map_err(init_err);
     let support = Support {

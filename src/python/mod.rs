@@ -153,6 +153,8 @@ pub(super) struct Lazy {
     pub(super) options: PythonOptions,
     /// The virtualenv whose packages snippets see.
     pub(super) venv: Option<PathBuf>,
+    /// Its `site-packages`, checked against the linked Python's version.
+    pub(super) site_packages: Option<String>,
     /// `PYTHONHOME` was set by [`initialize`], for this process only.
     pub(super) home_set: bool,
     pub(super) started: OnceLock<Result<Arc<RuntimeInner>, PythonError>>,
