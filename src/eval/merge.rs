@@ -130,6 +130,7 @@ pub fn merge(request: &MergeRequest<'_>, python: &PythonRuntime) -> anyhow::Resu
         sessions,
         models: shard_models(&shards),
         datasets: base.datasets(&config, prepared.iter().map(|p| &**p)),
+        tally: None,
     };
     let summary = write_outputs(&prepared, &started, &outputs, &runtime, &|| false)?;
     runtime.shutdown_background();

@@ -27,5 +27,6 @@ pub mod shard;
 pub mod solver;
 pub mod solver_def;
 pub mod summary;
+pub mod tally;
 pub mod task;
 pub mod task_log;

@@ -22,11 +22,12 @@ use crate::eval::prepare::{Prepared, Samples, prepare};
 use crate::eval::process;
 use crate::eval::record::{SampleError, Scores, record_key};
 use crate::eval::run_config::RunConfig;
-use crate::eval::run_dir::{RunDir, SessionLog};
+use crate::eval::run_dir::{InOrder, RunDir, SessionLog};
 use crate::eval::sample_source;
 use crate::eval::scorer::ScorerKind;
 use crate::eval::shard::Shard;
 use crate::eval::summary::{self, DatasetSummary, ModelSummary, RunSummary, SpecIdentity, SpecSummary, Totals};
+use crate::eval::tally::Tally;
 use crate::eval::task_log::{LogHead, TaskLog};
 use crate::exit_status::ExitStatus;
 use crate::model::cache::{CachePolicy, ResponseCache};
@@ -120,6 +121,8 @@ struct Shared {
     /// The part of the samples this process runs.
     shard: Option<Shard>,
     budget: Option<CostBudget>,
+    /// What this session recorded, for the summary and the task logs.
+    tally: Tally,
 }
 
 impl Shared {
@@ -177,6 +180,11 @@ pub fn run(
         share_limits(&runtime, limits, &registry)?;
     }
     let interrupt = crate::signals::listen(&runtime);
+    let tally = Tally::new(
+        prepared
+            .iter()
+            .map(|p| (p.spec.key.clone(), summary::Fold::new(&p.scorer_defs()))),
+    );
     let shared = Arc::new(Shared {
         registry,
         python,
@@ -188,6 +196,7 @@ pub fn run(
         interrupt,
         shard: options.flags.shard,
         budget: options.max_cost.map(CostBudget::new),
+        tally,
     });
     let session = SessionLog::start();
     let prepared: Vec<Arc<Prepared>> = prepared.into_iter().map(Arc::new).collect();
@@ -465,10 +474,11 @@ async fn process(
         // Past the failure budget: the sample stays unrecorded and runs again on `--resume`.
         return Ok(());
     }
-    for record in &records {
-        shared.run_dir.append(record)?;
-    }
     let retries: u32 = records.iter().map(|r| r.retries).sum();
+    for record in records {
+        shared.run_dir.append(&record)?;
+        shared.tally.add(&shared.run_dir, record)?;
+    }
     shared.progress.finish_sample(!failed, u64::from(retries));
     Ok(())
 }
@@ -552,6 +562,7 @@ fn finish(
         sessions: shared.run_dir.sessions()?,
         models: ModelSummary::of_registry(&shared.registry),
         datasets: fingerprint.datasets(config, prepared.iter().map(|p| &**p)),
+        tally: Some(&shared.tally),
     };
     write_outputs(prepared, started_specs, &outputs, runtime, &|| shared.interrupted())
 }
@@ -565,6 +576,8 @@ pub struct Outputs<'a> {
     /// The models the run called, for `summary.json` (pricing feeds reports and `--max-cost`).
     pub models: Vec<ModelSummary>,
     pub datasets: Vec<DatasetSummary>,
+    /// What the session recorded, when the records were appended by this process.
+    pub tally: Option<&'a Tally>,
 }
 
 /// Summarises every specification from the run directory's `samples.jsonl`, writes the task
@@ -620,14 +633,30 @@ pub fn write_outputs(
             dataset: &dataset_label,
             started_at: &sessions.first_started_at,
         };
-        // One pass over the records, in sample order, feeds both the summary and the task log.
+        // One pass over the records in sample order feeds both the summary and the task log;
+        // the records this session tallied are not read again.
         let scorers = p.scorer_defs();
-        let mut fold = summary::Fold::new(&scorers);
+        let tallied = outputs.tally.and_then(|t| t.take(&p.spec.key));
+        let (mut fold, spool) = match tallied {
+            Some(t) => (t.fold, t.spool.map(|s| s.seal()).transpose()?),
+            None => (summary::Fold::new(&scorers), None),
+        };
+        let (index, mut spooled) = spool.unzip();
+        let index = index.unwrap_or_default();
         let mut log = TaskLog::create(run_dir, &p.spec.key)?;
-        for record in run_dir.records_in_order(&p.spec.key)? {
-            let record = record.context("cannot read the run's records")?;
-            log.add(&record)?;
-            fold.add(record);
+        for line in run_dir.lines_in_order(&p.spec.key, |identity| index.contains(identity))? {
+            match line.context("cannot read the run's records")? {
+                InOrder::Record(record) => {
+                    log.add(&record)?;
+                    fold.add(*record);
+                }
+                InOrder::Known(identity) => {
+                    let reader = spooled
+                        .as_mut()
+                        .context("internal error: a record known without a spool")?;
+                    reader.copy_to(&index, &identity, &mut log)?;
+                }
+            }
         }
         let aggregators = p.trials.as_ref().map_or(&[][..], |t| t.aggregators.as_slice());
         let summary = fold.finish(identity, &scorers, aggregators, &mut python_metric);

@@ -1,10 +1,13 @@
 //! The AI GO!-shaped task result log (aigo.md §8.9), one per task specification:
-//! `task_results/<spec>/task_result_log.json`. Its samples are written as they are read, in the
-//! same pass over the records that computes the summary, to a side file; the document is then
-//! written around them. A large run never has to sit in memory or be read twice.
+//! `task_results/<spec>/task_result_log.json`. Its samples are written in sample order to a side
+//! file, in the same pass over the records that computes the summary; the document is then
+//! written around them. A large run never has to sit in memory. The samples this session
+//! recorded are rendered as they are appended, into an [`EvidenceSpool`] in the order they
+//! finished, and copied from there: the end of a run reads back only what earlier sessions wrote.
 
+use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -12,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::eval::evaluation::TaskSpecification;
-use crate::eval::record::{SampleError, SampleRecord, Scores, SolverOutput};
+use crate::eval::record::{RecordIdentity, SampleError, SampleRecord, Scores, SolverOutput};
 use crate::eval::run_dir::RunDir;
 use crate::eval::summary::{SpecStatus, SpecSummary};
 use crate::eval::task::TaskDef;
@@ -68,11 +71,18 @@ impl TaskLog {
     /// Adds the next record, in sample order.
     pub fn add(&mut self, record: &SampleRecord) -> anyhow::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &Masked(&Evidence::of(record)))?;
-        let text = std::str::from_utf8(&self.line).context("a sample's evidence is not UTF-8")?;
+        render_evidence(record, &mut self.line)?;
+        let line = std::mem::take(&mut self.line);
+        let added = self.add_rendered(&line);
+        self.line = line;
+        added
+    }
+
+    /// Adds the next sample's evidence, in sample order, as [`render_evidence`] wrote it.
+    pub fn add_rendered(&mut self, evidence: &[u8]) -> anyhow::Result<()> {
         let separator: &[u8] = if self.first { b"\n      " } else { b",\n      " };
         self.samples.write_all(separator)?;
-        self.samples.write_all(redact(text).as_bytes())?;
+        self.samples.write_all(evidence)?;
         self.first = false;
         Ok(())
     }
@@ -105,6 +115,158 @@ impl TaskLog {
         drop(samples_path);
         written.with_context(|| format!("cannot write `{}`", path.display()))
     }
+}
+
+/// Where a record's evidence sits in sample order: `(sample index, sample id as written, trial,
+/// part)`, the order [`RunDir::lines_in_order`] reads a specification's lines in.
+type SampleOrder = (u64, Box<str>, Option<u32>, Option<u32>);
+
+fn order_of(identity: &RecordIdentity) -> (u64, &str, Option<u32>, Option<u32>) {
+    (
+        identity.sample_index,
+        &identity.sample_id,
+        identity.trial,
+        identity.part,
+    )
+}
+
+/// One specification's evidence rendered as its records were appended, in the order they
+/// finished; [`EvidenceSpool::seal`] makes it readable in sample order.
+pub struct EvidenceSpool {
+    path: SideFile,
+    writer: BufWriter<File>,
+    len: u64,
+    /// Where each record's evidence is in the file.
+    entries: Vec<(SampleOrder, u64, u32)>,
+    buf: Vec<u8>,
+}
+
+impl EvidenceSpool {
+    pub fn create(run_dir: &RunDir, spec: &str) -> anyhow::Result<EvidenceSpool> {
+        let dir = run_dir.path().join("task_results").join(spec);
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+        let path = dir.join("task_result_log.spool.tmp");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
+        Ok(EvidenceSpool {
+            path: SideFile(path),
+            writer: BufWriter::with_capacity(64 * 1024, file),
+            len: 0,
+            entries: Vec::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Renders the evidence of a record that was just appended to `samples.jsonl`.
+    pub fn add(&mut self, record: &SampleRecord) -> anyhow::Result<()> {
+        self.buf.clear();
+        render_evidence(record, &mut self.buf)?;
+        self.writer
+            .write_all(&self.buf)
+            .with_context(|| format!("cannot write `{}`", self.path.0.display()))?;
+        // The key as the line has it: the sample id masked, as `samples.jsonl` writes it.
+        let id = redact(&record.sample_id).into_owned().into_boxed_str();
+        let len = u32::try_from(self.buf.len()).context("a sample's evidence is over 4 GiB")?;
+        self.entries
+            .push(((record.sample_index, id, record.trial, record.part), self.len, len));
+        self.len += u64::from(len);
+        Ok(())
+    }
+
+    /// Flushes the file and sorts its entries into sample order.
+    pub fn seal(self) -> anyhow::Result<(SpoolIndex, SpoolReader)> {
+        let EvidenceSpool {
+            path,
+            writer,
+            mut entries,
+            ..
+        } = self;
+        let file = writer
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)
+            .with_context(|| format!("cannot write `{}`", path.0.display()))?;
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let reader = SpoolReader {
+            reader: BufReader::with_capacity(64 * 1024, file),
+            at: None,
+            path,
+        };
+        Ok((SpoolIndex { entries }, reader))
+    }
+}
+
+/// Which records a sealed spool holds, and where.
+#[derive(Default)]
+pub struct SpoolIndex {
+    entries: Vec<(SampleOrder, u64, u32)>,
+}
+
+impl SpoolIndex {
+    fn find(&self, identity: &RecordIdentity) -> Option<(u64, u32)> {
+        let wanted = order_of(identity);
+        self.entries
+            .binary_search_by(|(key, ..)| (key.0, &*key.1, key.2, key.3).cmp(&wanted))
+            .ok()
+            .map(|i| (self.entries[i].1, self.entries[i].2))
+    }
+
+    /// Whether the spool holds this record's evidence.
+    pub fn contains(&self, identity: &RecordIdentity) -> bool {
+        self.find(identity).is_some()
+    }
+}
+
+/// Reads a sealed spool's evidence; removes the file when dropped.
+pub struct SpoolReader {
+    reader: BufReader<File>,
+    /// Where the reader is: samples mostly finish in sample order, so most reads continue where
+    /// the last one ended.
+    at: Option<u64>,
+    path: SideFile,
+}
+
+impl SpoolReader {
+    /// Copies a record's evidence into `log`.
+    pub fn copy_to(&mut self, index: &SpoolIndex, identity: &RecordIdentity, log: &mut TaskLog) -> anyhow::Result<()> {
+        let (offset, len) = index
+            .find(identity)
+            .with_context(|| format!("internal error: no evidence spooled for `{}`", identity.key()))?;
+        let read = (|| -> std::io::Result<()> {
+            match self.at {
+                Some(at) if at == offset => {}
+                Some(at) => self.reader.seek_relative(offset as i64 - at as i64)?,
+                None => {
+                    self.reader.seek(SeekFrom::Start(offset))?;
+                }
+            }
+            log.line.resize(len as usize, 0);
+            self.reader.read_exact(&mut log.line)?;
+            self.at = Some(offset + u64::from(len));
+            Ok(())
+        })();
+        read.with_context(|| format!("cannot read `{}`", self.path.0.display()))?;
+        let line = std::mem::take(&mut log.line);
+        let added = log.add_rendered(&line);
+        log.line = line;
+        added
+    }
+}
+
+/// Appends one record's evidence, as the log holds it (one line of JSON, masked), to `out`.
+pub fn render_evidence(record: &SampleRecord, out: &mut Vec<u8>) -> anyhow::Result<()> {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, &Masked(&Evidence::of(record)))?;
+    let text = std::str::from_utf8(&out[start..]).context("a sample's evidence is not UTF-8")?;
+    if let Cow::Owned(masked) = redact(text) {
+        out.truncate(start);
+        out.extend_from_slice(masked.as_bytes());
+    }
+    Ok(())
 }
 
 /// The log with a slot where its samples go.
@@ -222,6 +384,76 @@ impl<'a> Evidence<'a> {
 mod tests {
     use super::*;
     use crate::eval::run_dir::RunInfo;
+
+    #[test]
+    fn spooled_evidence_is_read_back_in_sample_order_and_its_file_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let info = RunInfo {
+            project_dir: dir.path().to_path_buf(),
+            run_file: None,
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let run = RunDir::create(&dir.path().join("run"), &info, &json!({"evaluation": {"key": "demo"}})).expect("run");
+        let record = |id: &str, index: u64, trial: Option<u32>| {
+            let mut r = SampleRecord::new("spec", id, index, Map::new());
+            r.sample.insert("question".into(), json!(format!("{id} {trial:?}")));
+            r.trial = trial;
+            r
+        };
+        // Finished out of order, trials included; the longest evidence first, so that a read
+        // of the wrong length would show.
+        let finished = [
+            record("b", 1, Some(2)),
+            record("c-with-a-longer-id", 2, None),
+            record("a", 0, None),
+            record("b", 1, Some(1)),
+        ];
+        let mut spool = EvidenceSpool::create(&run, "spec").expect("spool");
+        for r in &finished {
+            spool.add(r).expect("add");
+        }
+        let spool_path = run.path().join("task_results/spec/task_result_log.spool.tmp");
+        assert!(spool_path.is_file());
+        let (index, mut reader) = spool.seal().expect("seal");
+        let mut log = TaskLog::create(&run, "spec").expect("log");
+        let identity = |id: &str, index: u64, trial: Option<u32>| RecordIdentity {
+            spec: "spec".into(),
+            sample_id: id.into(),
+            sample_index: index,
+            trial,
+            part: None,
+        };
+        let in_order = [
+            identity("a", 0, None),
+            identity("b", 1, Some(1)),
+            identity("b", 1, Some(2)),
+            identity("c-with-a-longer-id", 2, None),
+        ];
+        assert!(!index.contains(&identity("a", 0, Some(1))));
+        for id in &in_order {
+            assert!(index.contains(id));
+            reader.copy_to(&index, id, &mut log).expect("copy");
+        }
+        drop(reader);
+        assert!(!spool_path.exists(), "the spool is removed once read");
+        log.samples.flush().expect("flush");
+        let text = std::fs::read_to_string(&log.samples_path.0).expect("side file");
+        let samples: Vec<Value> = serde_json::from_str(&format!("[{text}]")).expect("evidence is JSON");
+        let read: Vec<(&str, Option<u64>)> = samples
+            .iter()
+            .map(|s| (s["sample_id"].as_str().expect("id"), s["trial"].as_u64()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("a", None),
+                ("b", Some(1)),
+                ("b", Some(2)),
+                ("c-with-a-longer-id", None)
+            ]
+        );
+        assert_eq!(samples[1]["sample"]["question"], "b Some(1)");
+    }
 
     #[test]
     fn a_log_that_is_never_finished_leaves_no_side_file() {

@@ -117,6 +117,15 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Masks every string and object key of `value` in place, as [`Masked`] writes them.
+pub fn redact_value_in_place(value: &mut serde_json::Value) {
+    if armed()
+        && let Ok(masked) = serde_json::to_value(Masked(&*value))
+    {
+        *value = masked;
+    }
+}
+
 /// `value` as pretty JSON, masked as it is serialised.
 pub fn to_json_pretty(value: &(impl serde::Serialize + ?Sized)) -> String {
     serde_json::to_string_pretty(&Masked(value)).unwrap_or_default()

@@ -850,6 +850,31 @@ fn a_killed_run_resumes_without_losing_or_repeating_samples() {
         1.0,
         "mean over all samples",
     );
+    // The task log holds both sessions' samples once each, in sample order: the killed
+    // session's read back from `samples.jsonl`, the resumed one's from what it tallied.
+    let log = read_json(&out.join("task_results/echo/task_result_log.json"));
+    let logged: Vec<&str> = log["evidence"]["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| s["sample_id"].as_str().expect("sample_id"))
+        .collect();
+    assert_eq!(logged, expected.iter().map(String::as_str).collect::<Vec<_>>());
+    for sample in log["evidence"]["samples"].as_array().expect("samples") {
+        let question = sample["sample"]["question"].as_str().expect("question");
+        assert!(
+            sample["direct_ios"][0]["request"]["body"]
+                .as_str()
+                .expect("request body")
+                .contains(question),
+            "{sample}"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(out.join("task_results/echo"))
+        .expect("task_results")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(leftovers, ["task_result_log.json"], "no side file is left behind");
     // The resumed run only asked for what was missing; the killed one at most for the samples
     // it had in flight (two slots per permit) on top of what it recorded.
     let (killed, resumed): (Vec<_>, Vec<_>) = server

@@ -133,6 +133,13 @@ impl ResultsError {
     }
 }
 
+/// A line of [`RunDir::lines_in_order`].
+pub enum InOrder {
+    Record(Box<SampleRecord>),
+    /// A line the caller already knows: only its identity was read.
+    Known(RecordIdentity),
+}
+
 /// An open run directory. Appends are thread-safe; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct RunDir {
@@ -547,6 +554,22 @@ impl RunDir {
         &self,
         spec: &str,
     ) -> Result<impl Iterator<Item = Result<SampleRecord, ResultsError>> + use<>, ResultsError> {
+        let lines = self.lines_in_order(spec, |_| false)?;
+        // No line is known, so every line is a record.
+        Ok(lines.filter_map(|line| match line {
+            Ok(InOrder::Record(record)) => Some(Ok(*record)),
+            Ok(InOrder::Known(_)) => None,
+            Err(e) => Some(Err(e)),
+        }))
+    }
+
+    /// Like [`RunDir::records_in_order`], but a line whose identity `known` accepts is not
+    /// read: its identity stands in for it (the caller has what it needs of that record).
+    pub fn lines_in_order<F: Fn(&RecordIdentity) -> bool>(
+        &self,
+        spec: &str,
+        known: F,
+    ) -> Result<impl Iterator<Item = Result<InOrder, ResultsError>> + use<F>, ResultsError> {
         let path = self.samples_path.clone();
         let mut file = File::open(&path).map_err(|e| ResultsError::io("open", &path, e))?;
         let mut lines = Vec::new();
@@ -556,7 +579,8 @@ impl RunDir {
             line += 1;
             let at = RecordIdentity::of_line(buf).map_err(|e| invalid(&path, line, e.to_string()))?;
             if at.spec == spec {
-                lines.push((at.sample_index, at.sample_id, at.trial, at.part, offset, line));
+                let key = (at.sample_index, at.sample_id, at.trial, at.part);
+                lines.push((key, offset, line));
             }
             offset += buf.len() as u64;
             Ok(())
@@ -567,20 +591,35 @@ impl RunDir {
         // where the last one ended and keep the buffer instead of seeking.
         let mut pos = None;
         let mut buf = Vec::new();
-        Ok(lines.into_iter().map(move |(_, _, _, _, offset, line)| {
-            let io = |e| ResultsError::io("read", &path, e);
-            match pos {
-                Some(at) if at == offset => {}
-                Some(at) => reader.seek_relative(offset as i64 - at as i64).map_err(io)?,
-                None => {
-                    reader.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let spec = spec.to_owned();
+        Ok(lines
+            .into_iter()
+            .map(move |((sample_index, sample_id, trial, part), offset, line)| {
+                let identity = RecordIdentity {
+                    spec: spec.clone(),
+                    sample_id,
+                    sample_index,
+                    trial,
+                    part,
+                };
+                if known(&identity) {
+                    return Ok(InOrder::Known(identity));
                 }
-            }
-            buf.clear();
-            let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
-            pos = Some(offset + n as u64);
-            parse_line(&buf).map_err(|message| invalid(&path, line, message))
-        }))
+                let io = |e| ResultsError::io("read", &path, e);
+                match pos {
+                    Some(at) if at == offset => {}
+                    Some(at) => reader.seek_relative(offset as i64 - at as i64).map_err(io)?,
+                    None => {
+                        reader.seek(SeekFrom::Start(offset)).map_err(io)?;
+                    }
+                }
+                buf.clear();
+                let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
+                pos = Some(offset + n as u64);
+                parse_line(&buf)
+                    .map(InOrder::Record)
+                    .map_err(|message| invalid(&path, line, message))
+            }))
     }
 
     /// Writes `value` as pretty JSON to `relative` (inside the run directory), creating parent
