@@ -1,8 +1,8 @@
 //! Writing `report.html` (report-data.md §1–2): the template with its CSS and JS inlined, then
 //! the data tags streamed in place of the data marker — meta, index and comparison as ASCII-only
 //! JSON (`<` and every non-ASCII character as `\uXXXX`), and the full records in chunks of
-//! [`CHUNK_SIZE`], each gzip-compressed and base64-encoded as its lines stream through. Nothing
-//! holds the whole page.
+//! [`CHUNK_SIZE`], each gzip-compressed and base64-encoded as its lines stream through (into a
+//! side file, on a thread of their own, while the index is built). Nothing holds the whole page.
 
 use std::io::{self, Write};
 
@@ -53,11 +53,12 @@ pub struct PageData<'a, M: Serialize, I: Serialize, C: Serialize> {
     pub comparison: Option<&'a C>,
 }
 
-/// Writes the whole page; `records` must be the records the index was built from, in order.
+/// Writes the whole page around `chunks`, the records' tags as [`write_chunks`] wrote them (of
+/// the records the index was built from, in the same order).
 pub fn write_page<M: Serialize, I: Serialize, C: Serialize>(
     out: &mut impl Write,
     data: &PageData<'_, M, I, C>,
-    records: &mut OrderedRecords,
+    chunks: &mut impl io::Read,
 ) -> Result<(), EncodeError> {
     let (head, tail) = page();
     out.write_all(head.as_bytes())?;
@@ -69,6 +70,15 @@ pub fn write_page<M: Serialize, I: Serialize, C: Serialize>(
     if let Some(comparison) = data.comparison {
         small_json_tag(out, "lfeval-comparison", comparison)?;
     }
+    io::copy(chunks, out)?;
+    out.write_all(tail.as_bytes())?;
+    Ok(())
+}
+
+/// Writes the records' tags: chunks of [`CHUNK_SIZE`] records, each a JSON array of their lines,
+/// gzip-compressed and base64-encoded. Independent of the rest of the page, so it can be
+/// written while the index is built.
+pub fn write_chunks(out: &mut impl Write, records: &mut OrderedRecords) -> Result<(), EncodeError> {
     let mut line = Vec::new();
     let count = records.len().div_ceil(CHUNK_SIZE);
     for chunk in 0..count {
@@ -94,7 +104,6 @@ pub fn write_page<M: Serialize, I: Serialize, C: Serialize>(
         gzip.finish()?.finish()?;
         out.write_all(b"</script>\n")?;
     }
-    out.write_all(tail.as_bytes())?;
     Ok(())
 }
 

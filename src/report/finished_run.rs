@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -148,7 +149,7 @@ pub struct OrderedRecords {
     /// Where the reader is, so reading records in file order keeps its buffer.
     pos: u64,
     /// `(offset, length)` of each line.
-    lines: Vec<(u64, usize)>,
+    lines: Arc<[(u64, usize)]>,
     /// How many records belong to each specification of the summary, in its order.
     pub per_spec: Vec<usize>,
 }
@@ -197,6 +198,18 @@ impl OrderedRecords {
 
     pub fn len(&self) -> usize {
         self.lines.len()
+    }
+
+    /// A second reader over the same records, for another thread.
+    pub fn reader(&self) -> Result<OrderedRecords, RunReadError> {
+        let file = File::open(&self.path).map_err(io_error(&self.path))?;
+        Ok(OrderedRecords {
+            path: self.path.clone(),
+            file: BufReader::new(file),
+            pos: 0,
+            lines: Arc::clone(&self.lines),
+            per_spec: self.per_spec.clone(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {

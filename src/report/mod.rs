@@ -23,7 +23,7 @@ pub mod stats;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -92,11 +92,29 @@ pub fn write(dir: &Path, baseline: Option<&Path>, alpha: f64) -> anyhow::Result<
     let mut table = SampleTable::new(&run.summary);
     let mut builder = IndexBuilder::new(python_models);
     let mut records = run.records()?;
-    scan(&mut records, |spec, record| {
-        let output = index::preview(&index::output_text(record));
-        table.add(spec, record, output.clone());
-        builder.add(spec, record, None, index::preview(&index::input_text(record)), output);
-    })?;
+    // The records' tags do not depend on the index: they are compressed on a second thread,
+    // into an unnamed file beside the report, while this one builds the index.
+    let mut chunk_reader = records.reader()?;
+    let (scanned, chunks) = std::thread::scope(|scope| {
+        let encoder = scope.spawn(move || -> anyhow::Result<File> {
+            let mut out = BufWriter::new(tempfile::tempfile_in(dir)?);
+            encode::write_chunks(&mut out, &mut chunk_reader)?;
+            let mut file = out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+            file.rewind()?;
+            Ok(file)
+        });
+        let scanned = scan(&mut records, |spec, record| {
+            let output = index::preview(&index::output_text(record));
+            table.add(spec, record, output.clone());
+            builder.add(spec, record, None, index::preview(&index::input_text(record)), output);
+        });
+        let chunks = encoder
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error: the report's encoder stopped")));
+        (scanned, chunks)
+    });
+    scanned?;
+    let mut chunks = std::io::BufReader::new(chunks.context("cannot encode the run's records")?);
     table.finish();
     let mut index = builder.finish();
     index.pass = table
@@ -122,7 +140,7 @@ pub fn write(dir: &Path, baseline: Option<&Path>, alpha: f64) -> anyhow::Result<
             index: &index,
             comparison: page_comparison.as_ref(),
         };
-        encode::write_page(&mut out, &data, &mut records)?;
+        encode::write_page(&mut out, &data, &mut chunks)?;
         out.flush()?;
         out.get_ref().sync_all()?;
         std::fs::rename(&temp, &path)?;
