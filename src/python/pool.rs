@@ -8,8 +8,8 @@
 //! snippet's calls fail fast instead of piling up more threads.
 
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
 
 use pyo3::ffi;
 
@@ -24,12 +24,14 @@ pub(super) enum AfterJob {
 pub(super) type Job = Box<dyn FnOnce() -> AfterJob + Send + 'static>;
 
 pub(super) struct Pool {
-    tx: mpsc::Sender<Job>,
+    tx: crossbeam_channel::Sender<Job>,
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    rx: Mutex<mpsc::Receiver<Job>>,
+    /// Every idle worker waits on the channel itself, so a job wakes exactly one thread (a
+    /// receiver behind a mutex woke a second one, to queue for the lock, on every job).
+    rx: crossbeam_channel::Receiver<Job>,
     label: String,
     spawned: AtomicUsize,
     live: AtomicUsize,
@@ -41,11 +43,11 @@ struct Shared {
 impl Pool {
     /// Starts `size` (at least one) workers. The interpreter must already be initialised.
     pub(super) fn new(label: &str, size: usize) -> io::Result<Self> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = crossbeam_channel::unbounded();
         let pool = Self {
             tx,
             shared: Arc::new(Shared {
-                rx: Mutex::new(rx),
+                rx,
                 label: label.to_owned(),
                 spawned: AtomicUsize::new(0),
                 live: AtomicUsize::new(0),
@@ -108,15 +110,7 @@ impl Pool {
 fn worker(shared: &Shared) {
     let _state = ThreadState::keep();
     loop {
-        // The lock is only held while idle (no GIL, no Python): it hands out one job at a time.
-        let job = {
-            let rx = match shared.rx.lock() {
-                Ok(rx) => rx,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            rx.recv()
-        };
-        let Ok(job) = job else { break };
+        let Ok(job) = shared.rx.recv() else { break };
         if job() == AfterJob::Exit {
             // The call that was given up on has returned at last: the thread is no longer stuck.
             shared.stuck.fetch_sub(1, Ordering::SeqCst);
