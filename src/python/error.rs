@@ -21,6 +21,16 @@ pub enum PythonError {
     Venv { path: PathBuf, reason: String },
     #[error("cannot start the embedded python: {message}")]
     Init { message: String },
+    #[error(
+        "cannot start the embedded python: `PYTHONHOME` is `{}`, which holds no python {version} standard library (no `{}`)\nhint: unset `PYTHONHOME`, or set it to the prefix of a python {version} installation",
+        home.display(),
+        stdlib.display()
+    )]
+    Home {
+        home: PathBuf,
+        stdlib: PathBuf,
+        version: String,
+    },
 }
 
 /// What went wrong while loading a snippet.

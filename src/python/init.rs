@@ -90,6 +90,7 @@ pub(super) fn start(lazy: &Lazy) -> Result<RuntimeInner, PythonError> {
     // SAFETY: Py_IsInitialized may be called at any time.
     let already_up = unsafe { ffi::Py_IsInitialized() } != 0;
     if !already_up {
+        check_home(linked_version())?;
         // `site` runs later, from `setup`, once `sys.executable` names the virtualenv's python:
         // then it reads that `pyvenv.cfg` as the venv's own interpreter would (its packages only,
         // unless `include-system-site-packages`), instead of first running the base
@@ -106,6 +107,34 @@ pub(super) fn start(lazy: &Lazy) -> Result<RuntimeInner, PythonError> {
     Ok(RuntimeInner {
         support,
         startup: started.elapsed(),
+    })
+}
+
+/// CPython aborts the whole process when it finds no standard library; a `PYTHONHOME` without
+/// one is refused here instead, with an error that says what is wrong.
+fn check_home((major, minor): (u8, u8)) -> Result<(), PythonError> {
+    let Some(home) = std::env::var_os("PYTHONHOME").filter(|h| !h.is_empty()) else {
+        return Ok(());
+    };
+    // `prefix:exec_prefix`: the pure-Python part of the stdlib lives under the prefix.
+    let home = home.to_string_lossy();
+    let prefix = PathBuf::from(home.split(':').next().unwrap_or_default());
+    // `lib64` where the build's `platlibdir` says so (Fedora); a zipped stdlib counts too.
+    let found = ["lib", "lib64"].iter().any(|lib| {
+        let lib = prefix.join(lib);
+        lib.join(format!("python{major}.{minor}")).join("encodings").is_dir()
+            || lib.join(format!("python{major}{minor}.zip")).is_file()
+    });
+    if found {
+        return Ok(());
+    }
+    Err(PythonError::Home {
+        stdlib: prefix
+            .join("lib")
+            .join(format!("python{major}.{minor}"))
+            .join("encodings"),
+        home: prefix,
+        version: format!("{major}.{minor}"),
     })
 }
 

@@ -1576,11 +1576,15 @@ fn a_run_without_python_never_starts_the_interpreter() {
         "--no-progress",
     ]);
     let out = t.run();
-    assert_ne!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    // A diagnostic and lfeval's own exit code, not CPython's fatal error and an abort.
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
     assert!(
-        out.stderr.contains("encodings"),
-        "the interpreter failed to start: {}",
+        out.stderr
+            .contains(&format!("`PYTHONHOME` is `{broken_home}`, which holds no python 3."))
+            && out.stderr.contains("hint: unset `PYTHONHOME`"),
+        "{}",
         out.stderr
     );
+    assert!(!out.stderr.contains("Fatal Python error"), "{}", out.stderr);
     assert_eq!(server.count(), 3, "nothing runs once Python cannot start");
 }
