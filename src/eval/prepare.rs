@@ -18,6 +18,7 @@ use crate::eval::scorer::{self, ScorerDef, ScorerKind};
 use crate::eval::solver_def::{self, SolverDef, SolverKind};
 use crate::eval::task::{ActionRule, TaskDataset, TaskDef, Trials};
 use crate::model::cache::{CacheHandle, CachePolicy, ResponseCache, fingerprint};
+use crate::model::connection::snippet_http::SnippetHttp;
 use crate::model::registry::Registry;
 use crate::model::runtime::ModelRuntime;
 use crate::project::Project;
@@ -164,6 +165,10 @@ fn prepare_inner(
     mut lenient: Option<&mut Vec<String>>,
 ) -> anyhow::Result<(Vec<Prepared>, Registry)> {
     let project = scope.project;
+    // Snippets that belong to no model (scorers, metrics, Python solvers, threads a snippet
+    // starts) get an `lfeval.http` of their own, held to no model's limits or gate.
+    let standalone = SnippetHttp::new(crate::model::DEFAULT_MAX_RESPONSE_BYTES).map_err(anyhow::Error::msg)?;
+    crate::python::set_default_backend(Arc::new(standalone));
     let (mut prepared, model_keys) = prepare_tasks(scope, python)?;
     let mut runtimes = HashMap::new();
     for key in &model_keys {

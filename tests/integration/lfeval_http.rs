@@ -443,3 +443,53 @@ fn the_example_snippet_answers_plain_and_streamed() {
         assert_no_canary(&test);
     }
 }
+
+#[test]
+fn a_scorer_snippet_has_an_lfeval_http_of_its_own_not_a_models() {
+    let server = TestServer::start(|req: &Request| match req.path.as_str() {
+        "/big" => Response::text(200, &"x".repeat(5000)),
+        _ => Response::text(404, "no such page"),
+    });
+    // The model allows 2,000-byte responses; the scorer's request is held to no model's limit.
+    let snippet = r#"import json
+
+def run_inference(body, environment, sample):
+    return json.dumps({"choices": [{"message": {"role": "assistant", "content": "ok " + sample["word"]}}]})
+"#;
+    let test = http_run(&server, "max_response_bytes: 2000", 5, snippet, &["a", "b"]).write(
+        "tasks/t.yaml",
+        &format!(
+            r#"key: t
+display_name: T
+definition:
+  type: benchmark_task
+  dataset: {{key: words}}
+  solver:
+    type: single_turn_solver
+    input_builder:
+      type: chat_completion
+      input_messages:
+        - role: user
+          content: "{{{{ sample.word }}}}"
+  scorers:
+    - type: python
+      key: fetched
+      compute_scores_snippet: |
+        from lfeval import http
+        def compute_scores(sample, solver_output):
+            return {{"bytes": len(http.get("{}/big").content)}}
+      metrics:
+        - {{type: mean, field: bytes}}
+"#,
+            server.url()
+        ),
+    );
+    let out = test.run();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let records = records(&test);
+    for word in ["a", "b"] {
+        assert_eq!(records[word]["errors"], json!([]), "{word}");
+        assert_eq!(records[word]["scores"]["fetched"]["values"]["bytes"], 5000, "{word}");
+    }
+    assert_eq!(server.count(), 2, "one request per sample, from the scorer");
+}

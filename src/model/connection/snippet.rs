@@ -12,7 +12,7 @@ use crate::diagnostic::{Diagnostic, Location};
 use crate::model::gate::Gate;
 use crate::model::{CustomInference, Model};
 use crate::python::{
-    CallError, CallErrorKind, HttpBackend, Isolation, PythonRuntime, ReturnKind, Snippet, SnippetLoadError, SnippetSpec,
+    CallError, CallErrorKind, Isolation, PythonRuntime, ReturnKind, Snippet, SnippetLoadError, SnippetSpec,
 };
 use crate::secrets::Secrets;
 use crate::yaml::SourceText;
@@ -45,9 +45,7 @@ impl SnippetEndpoint {
         let snippet = load(model, config, model.concurrency(), runtime)?;
         let http = SnippetHttp::for_model(model.max_response_bytes, Arc::clone(gate), model.retry.clone())
             .map_err(|e| Diagnostic::new(format!("model `{}`: {e}", model.key)))?;
-        let http: Arc<dyn HttpBackend> = Arc::new(http);
-        snippet.set_http_backend(Arc::clone(&http));
-        crate::python::set_default_backend(http);
+        snippet.set_http_backend(Arc::new(http));
         Ok(SnippetEndpoint {
             runtime: runtime.clone(),
             snippet,
