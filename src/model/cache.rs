@@ -49,6 +49,9 @@ const BATCH: usize = 512;
 /// How long the writer waits for more entries before committing what it has.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
+/// WAL pages after which the writer checkpoints (see [`ResponseCache::open`]).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+
 /// The most entries whose keys are held in memory (8 bytes each); past it every lookup reads.
 const FILTER_MAX: usize = 1 << 20;
 
@@ -279,7 +282,14 @@ impl ResponseCache {
         let pending = Arc::new(Mutex::new(HashMap::new()));
         let failed = Arc::new(Mutex::new(None));
         let queue = Arc::new(Queue::default());
-        let writer = start_writer(connect(path).map_err(sqlite)?, path, &queue, &pending, &failed);
+        let writer_connection = connect(path).map_err(sqlite)?;
+        // Checkpointing copies every page the WAL holds back into the file (and syncs it); at the
+        // default 1,000 pages a run of random keys copies the same index pages again and again.
+        // Every 16,384 pages (64 MiB at most) the writer does it a few times a run instead.
+        writer_connection
+            .pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            .map_err(sqlite)?;
+        let writer = start_writer(writer_connection, path, &queue, &pending, &failed);
         Ok(ResponseCache {
             path: path.to_path_buf(),
             connection: Mutex::new(connection),
