@@ -215,6 +215,15 @@ impl SpoolIndex {
             .map(|i| (self.entries[i].1, self.entries[i].2))
     }
 
+    /// How many records the spool holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Whether the spool holds this record's evidence.
     pub fn contains(&self, identity: &RecordIdentity) -> bool {
         self.find(identity).is_some()
