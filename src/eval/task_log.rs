@@ -394,8 +394,8 @@ mod tests {
     use super::*;
     use crate::eval::run_dir::RunInfo;
 
-    #[test]
-    fn spooled_evidence_is_read_back_in_sample_order_and_its_file_removed() {
+    /// An empty run directory, in a temporary directory that lives as long as the first half.
+    fn run_dir() -> (tempfile::TempDir, RunDir) {
         let dir = tempfile::tempdir().expect("tempdir");
         let info = RunInfo {
             project_dir: dir.path().to_path_buf(),
@@ -403,6 +403,12 @@ mod tests {
             started_at: jiff::Timestamp::UNIX_EPOCH,
         };
         let run = RunDir::create(&dir.path().join("run"), &info, &json!({"evaluation": {"key": "demo"}})).expect("run");
+        (dir, run)
+    }
+
+    #[test]
+    fn spooled_evidence_is_read_back_in_sample_order_and_its_file_removed() {
+        let (_dir, run) = run_dir();
         let record = |id: &str, index: u64, trial: Option<u32>| {
             let mut r = SampleRecord::new("spec", id, index, Map::new());
             r.sample.insert("question".into(), json!(format!("{id} {trial:?}")));
@@ -466,13 +472,7 @@ mod tests {
 
     #[test]
     fn a_log_that_is_never_finished_leaves_no_side_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let info = RunInfo {
-            project_dir: dir.path().to_path_buf(),
-            run_file: None,
-            started_at: jiff::Timestamp::UNIX_EPOCH,
-        };
-        let run = RunDir::create(&dir.path().join("run"), &info, &json!({"evaluation": {"key": "demo"}})).expect("run");
+        let (_dir, run) = run_dir();
         let side = run.path().join("task_results/spec/task_result_log.samples.tmp");
         let mut log = TaskLog::create(&run, "spec").expect("log");
         log.add(&SampleRecord::new("spec", "1", 0, Map::new())).expect("add");
