@@ -55,8 +55,8 @@ pub fn dispatch(cli: Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         Command::Runs(command) => runs::run(&global, &command, printer),
         Command::Worker => {
             crate::python::worker::serve(&python_options(&global), &|max_response_bytes| {
-                crate::model::connection::snippet_http::SnippetHttp::new(max_response_bytes)
-                    .map(|http| std::sync::Arc::new(http) as std::sync::Arc<dyn crate::python::HttpBackend>)
+                let http = crate::model::connection::snippet_http::SnippetHttp::new(max_response_bytes);
+                std::sync::Arc::new(http) as std::sync::Arc<dyn crate::python::HttpBackend>
             })?;
             Ok(ExitStatus::Success)
         }

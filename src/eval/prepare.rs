@@ -167,8 +167,7 @@ fn prepare_inner(
     let project = scope.project;
     // Snippets that belong to no model (scorers, metrics, Python solvers, threads a snippet
     // starts) get an `lfeval.http` of their own, held to no model's limits or gate.
-    let standalone = SnippetHttp::new(crate::model::DEFAULT_MAX_RESPONSE_BYTES).map_err(anyhow::Error::msg)?;
-    crate::python::set_default_backend(Arc::new(standalone));
+    crate::python::set_default_backend(Arc::new(SnippetHttp::new(crate::model::DEFAULT_MAX_RESPONSE_BYTES)));
     let (mut prepared, model_keys) = prepare_tasks(scope, python)?;
     let mut runtimes = HashMap::new();
     for key in &model_keys {

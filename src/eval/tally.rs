@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use crate::eval::record::SampleRecord;
 use crate::eval::run_dir::RunDir;
 use crate::eval::summary::Fold;
-use crate::eval::task_log::EvidenceSpool;
+use crate::eval::task_log::{EvidenceSpool, RenderedEvidence};
 use crate::redact::{redact, redact_value_in_place};
 
 /// One specification's part of the tally.
@@ -39,6 +39,10 @@ impl Tally {
         let Some(slot) = self.specs.get(&record.spec) else {
             anyhow::bail!("internal error: no tally for specification `{}`", record.spec);
         };
+        // Rendering and masking happen before the lock: samples of one specification finish on
+        // every worker at once.
+        let evidence = RenderedEvidence::of(&record)?;
+        mask_what_a_summary_keeps(&mut record);
         let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(tally) = slot.as_mut() else {
             anyhow::bail!("internal error: specification `{}` was tallied already", record.spec);
@@ -47,8 +51,7 @@ impl Tally {
             Some(spool) => spool,
             None => tally.spool.insert(EvidenceSpool::create(run_dir, &record.spec)?),
         };
-        spool.add(&record)?;
-        mask_what_a_summary_keeps(&mut record);
+        spool.add(evidence)?;
         tally.fold.add(record);
         Ok(())
     }

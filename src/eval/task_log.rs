@@ -72,19 +72,12 @@ impl TaskLog {
     pub fn add(&mut self, record: &SampleRecord) -> anyhow::Result<()> {
         self.line.clear();
         render_evidence(record, &mut self.line)?;
-        let line = std::mem::take(&mut self.line);
-        let added = self.add_rendered(&line);
-        self.line = line;
-        added
+        write_sample(&mut self.samples, &mut self.first, &self.line)
     }
 
     /// Adds the next sample's evidence, in sample order, as [`render_evidence`] wrote it.
     pub fn add_rendered(&mut self, evidence: &[u8]) -> anyhow::Result<()> {
-        let separator: &[u8] = if self.first { b"\n      " } else { b",\n      " };
-        self.samples.write_all(separator)?;
-        self.samples.write_all(evidence)?;
-        self.first = false;
-        Ok(())
+        write_sample(&mut self.samples, &mut self.first, evidence)
     }
 
     /// Writes the document around the samples and puts it in place.
@@ -138,7 +131,25 @@ pub struct EvidenceSpool {
     len: u64,
     /// Where each record's evidence is in the file.
     entries: Vec<(SampleOrder, u64, u32)>,
-    buf: Vec<u8>,
+}
+
+/// A record's evidence for an [`EvidenceSpool`], rendered before the spool is locked.
+pub struct RenderedEvidence {
+    order: SampleOrder,
+    evidence: Vec<u8>,
+}
+
+impl RenderedEvidence {
+    pub fn of(record: &SampleRecord) -> anyhow::Result<RenderedEvidence> {
+        let mut evidence = Vec::new();
+        render_evidence(record, &mut evidence)?;
+        // The key as the line has it: the sample id masked, as `samples.jsonl` writes it.
+        let id = redact(&record.sample_id).into_owned().into_boxed_str();
+        Ok(RenderedEvidence {
+            order: (record.sample_index, id, record.trial, record.part),
+            evidence,
+        })
+    }
 }
 
 impl EvidenceSpool {
@@ -158,22 +169,17 @@ impl EvidenceSpool {
             writer: BufWriter::with_capacity(64 * 1024, file),
             len: 0,
             entries: Vec::new(),
-            buf: Vec::new(),
         })
     }
 
-    /// Renders the evidence of a record that was just appended to `samples.jsonl`.
-    pub fn add(&mut self, record: &SampleRecord) -> anyhow::Result<()> {
-        self.buf.clear();
-        render_evidence(record, &mut self.buf)?;
+    /// Adds the evidence of a record that was just appended to `samples.jsonl`.
+    pub fn add(&mut self, rendered: RenderedEvidence) -> anyhow::Result<()> {
+        let RenderedEvidence { order, evidence } = rendered;
         self.writer
-            .write_all(&self.buf)
+            .write_all(&evidence)
             .with_context(|| format!("cannot write `{}`", self.path.0.display()))?;
-        // The key as the line has it: the sample id masked, as `samples.jsonl` writes it.
-        let id = redact(&record.sample_id).into_owned().into_boxed_str();
-        let len = u32::try_from(self.buf.len()).context("a sample's evidence is over 4 GiB")?;
-        self.entries
-            .push(((record.sample_index, id, record.trial, record.part), self.len, len));
+        let len = u32::try_from(evidence.len()).context("a sample's evidence is over 4 GiB")?;
+        self.entries.push((order, self.len, len));
         self.len += u64::from(len);
         Ok(())
     }
@@ -194,6 +200,7 @@ impl EvidenceSpool {
         let reader = SpoolReader {
             reader: BufReader::with_capacity(64 * 1024, file),
             at: None,
+            buf: Vec::new(),
             path,
         };
         Ok((SpoolIndex { entries }, reader))
@@ -236,6 +243,7 @@ pub struct SpoolReader {
     /// Where the reader is: samples mostly finish in sample order, so most reads continue where
     /// the last one ended.
     at: Option<u64>,
+    buf: Vec<u8>,
     path: SideFile,
 }
 
@@ -253,16 +261,13 @@ impl SpoolReader {
                     self.reader.seek(SeekFrom::Start(offset))?;
                 }
             }
-            log.line.resize(len as usize, 0);
-            self.reader.read_exact(&mut log.line)?;
+            self.buf.resize(len as usize, 0);
+            self.reader.read_exact(&mut self.buf)?;
             self.at = Some(offset + u64::from(len));
             Ok(())
         })();
         read.with_context(|| format!("cannot read `{}`", self.path.0.display()))?;
-        let line = std::mem::take(&mut log.line);
-        let added = log.add_rendered(&line);
-        log.line = line;
-        added
+        log.add_rendered(&self.buf)
     }
 }
 
@@ -275,6 +280,15 @@ pub fn render_evidence(record: &SampleRecord, out: &mut Vec<u8>) -> anyhow::Resu
         out.truncate(start);
         out.extend_from_slice(masked.as_bytes());
     }
+    Ok(())
+}
+
+/// One sample of the log's `samples` array, after the one before it.
+fn write_sample(samples: &mut BufWriter<File>, first: &mut bool, evidence: &[u8]) -> anyhow::Result<()> {
+    let separator: &[u8] = if *first { b"\n      " } else { b",\n      " };
+    samples.write_all(separator)?;
+    samples.write_all(evidence)?;
+    *first = false;
     Ok(())
 }
 
@@ -425,7 +439,7 @@ mod tests {
         ];
         let mut spool = EvidenceSpool::create(&run, "spec").expect("spool");
         for r in &finished {
-            spool.add(r).expect("add");
+            spool.add(RenderedEvidence::of(r).expect("render")).expect("add");
         }
         let spool_path = run.path().join("task_results/spec/task_result_log.spool.tmp");
         assert!(spool_path.is_file());

@@ -42,7 +42,7 @@ mod write;
 use index::Index;
 use lines::{Records, invalid, parse_line, scan, scan_lines};
 pub use session::{SessionLog, Sessions};
-use write::{file_len, lock, path_value, redact_value, render, render_file, write_atomic, write_text_atomic};
+use write::{file_len, lock, path_value, render, render_file, write_atomic, write_text_atomic};
 /// File holding the run config and the run's metadata.
 pub const RUN_CONFIG_FILE: &str = "run_config.json";
 /// Append-only file with one line per finished sample.
@@ -245,7 +245,8 @@ impl RunDir {
             let _ = fs::remove_file(&samples_path);
             return Err(error);
         }
-        let run_config = redact_value(run_config);
+        let mut run_config = run_config.clone();
+        crate::redact::redact_value_in_place(&mut run_config);
         Ok(RunDir {
             path: path.to_path_buf(),
             samples_path,

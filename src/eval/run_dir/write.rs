@@ -19,11 +19,6 @@ pub(super) fn path_value(path: &Path) -> Result<Value, ResultsError> {
     })
 }
 
-/// `value` as a JSON value with every string and object key masked.
-pub(super) fn redact_value(value: &Value) -> Value {
-    serde_json::to_value(Masked(value)).unwrap_or_else(|_| value.clone())
-}
-
 /// Serializes with every secret masked: strings as they are written ([`Masked`]), then the
 /// text once more, which catches what the value pass cannot (a secret spanning JSON syntax);
 /// if masking that breaks the JSON, nothing is written.

@@ -43,8 +43,7 @@ impl SnippetEndpoint {
             environment.insert(name.clone(), resolved);
         }
         let snippet = load(model, config, model.concurrency(), runtime)?;
-        let http = SnippetHttp::for_model(model.max_response_bytes, Arc::clone(gate), model.retry.clone())
-            .map_err(|e| Diagnostic::new(format!("model `{}`: {e}", model.key)))?;
+        let http = SnippetHttp::for_model(model.max_response_bytes, Arc::clone(gate), model.retry.clone());
         snippet.set_http_backend(Arc::new(http));
         Ok(SnippetEndpoint {
             runtime: runtime.clone(),

@@ -3,7 +3,7 @@
 //! `max_response_bytes`, and tied to the model's gate so that a 429 or 5xx with `Retry-After`
 //! pauses every call of the model, as it does for `custom_connection`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::connect_clock;
@@ -15,30 +15,40 @@ use crate::python::{
 };
 
 pub struct SnippetHttp {
-    client: reqwest::Client,
+    /// Built on the first request: building one loads the system's root certificates
+    /// (milliseconds), and most snippets never use `lfeval.http`.
+    client: OnceLock<Result<reqwest::Client, String>>,
     max_response_bytes: u64,
     gate: Option<(Arc<Gate>, RetryPolicy)>,
 }
 
 impl SnippetHttp {
     /// A backend on its own (in a worker process, or for snippets that belong to no model).
-    pub fn new(max_response_bytes: u64) -> Result<SnippetHttp, String> {
-        let client = client_builder()
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(SnippetHttp {
-            client,
+    pub fn new(max_response_bytes: u64) -> SnippetHttp {
+        SnippetHttp {
+            client: OnceLock::new(),
             max_response_bytes,
             gate: None,
-        })
+        }
     }
 
     /// A model's backend: `Retry-After` pauses `gate`, held to the policy's `max_retry_after`.
-    pub fn for_model(max_response_bytes: u64, gate: Arc<Gate>, policy: RetryPolicy) -> Result<SnippetHttp, String> {
-        Ok(SnippetHttp {
+    pub fn for_model(max_response_bytes: u64, gate: Arc<Gate>, policy: RetryPolicy) -> SnippetHttp {
+        SnippetHttp {
             gate: Some((gate, policy)),
-            ..SnippetHttp::new(max_response_bytes)?
-        })
+            ..SnippetHttp::new(max_response_bytes)
+        }
+    }
+
+    fn client(&self) -> Result<reqwest::Client, HttpError> {
+        self.client
+            .get_or_init(|| {
+                client_builder()
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP client: {e}"))
+            })
+            .clone()
+            .map_err(HttpError::Other)
     }
 }
 
@@ -54,8 +64,9 @@ fn classify(e: &reqwest::Error, timeout: Option<Duration>) -> HttpError {
 
 impl HttpBackend for SnippetHttp {
     fn send(&self, request: HttpRequest) -> BoxFuture<Sent> {
-        let client = self.client.clone();
+        let client = self.client();
         Box::pin(async move {
+            let client = client?;
             let method = reqwest::Method::from_bytes(request.method.as_bytes())
                 .map_err(|_| HttpError::Other(format!("invalid method `{}`", request.method)))?;
             let mut builder = client.request(method, &request.url);

@@ -13,7 +13,7 @@ use crate::python::{HttpBackend, Isolation, PythonOptions, initialize};
 const MAX_REQUEST: u64 = 1024 * 1024 * 1024;
 
 /// Makes the `lfeval.http` backend of a worker's snippet from its `max_response_bytes`.
-pub type HttpFactory<'a> = &'a dyn Fn(u64) -> Result<Arc<dyn HttpBackend>, String>;
+pub type HttpFactory<'a> = &'a dyn Fn(u64) -> Arc<dyn HttpBackend>;
 
 /// Serves lfeval until it closes the channel. Must run before any other thread starts (it
 /// initialises the interpreter).
@@ -33,8 +33,7 @@ pub fn serve(options: &PythonOptions, http: HttpFactory<'_>) -> anyhow::Result<(
     };
     spec.isolation = Isolation::InProcess;
     spec.workers = 1;
-    // Without a backend `lfeval.http` says it is unavailable; the snippet may not use it.
-    let backend = http(spec.max_return_bytes.unwrap_or(u64::MAX)).ok();
+    let backend = http(spec.max_return_bytes.unwrap_or(u64::MAX));
     let snippet = match runtime.load_snippet(spec) {
         Ok(snippet) => snippet,
         Err(e) => {
@@ -43,9 +42,7 @@ pub fn serve(options: &PythonOptions, http: HttpFactory<'_>) -> anyhow::Result<(
             return Ok(());
         }
     };
-    if let Some(backend) = backend {
-        snippet.set_http_backend(backend);
-    }
+    snippet.set_http_backend(backend);
     frame::write(
         &mut output,
         &Reply::Loaded(Loaded {
