@@ -200,17 +200,23 @@ pub fn run(
     });
     let session = SessionLog::start();
     let prepared: Vec<Arc<Prepared>> = prepared.into_iter().map(Arc::new).collect();
-    let mut started_specs = HashSet::new();
-    runtime.block_on(async {
-        for p in &prepared {
-            started_specs.insert(p.spec.key.clone());
-            match run_spec(Arc::clone(p), Arc::clone(&shared)).await? {
-                SpecEnd::Done => {}
-                SpecEnd::Interrupted | SpecEnd::Stopped => break,
+    // The dispatch loop runs on a worker thread, not on this one: tasks it spawns then go to
+    // that worker's own queue and often run there without waking another thread.
+    let dispatch = {
+        let (prepared, shared) = (prepared.clone(), Arc::clone(&shared));
+        runtime.spawn(async move {
+            let mut started_specs = HashSet::new();
+            for p in &prepared {
+                started_specs.insert(p.spec.key.clone());
+                match run_spec(Arc::clone(p), Arc::clone(&shared)).await? {
+                    SpecEnd::Done => {}
+                    SpecEnd::Interrupted | SpecEnd::Stopped => break,
+                }
             }
-        }
-        anyhow::Ok(())
-    })?;
+            anyhow::Ok(started_specs)
+        })
+    };
+    let started_specs = runtime.block_on(dispatch)??;
     shared.run_dir.finish()?;
     shared.run_dir.end_session(session)?;
     if let Some(Err(e)) = cache.as_ref().map(|c| c.finish()) {
@@ -383,7 +389,9 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
         }
         let (p2, shared2, pre) = (Arc::clone(&p), Arc::clone(&shared), Arc::clone(&precomputed));
         tasks.spawn(async move {
-            let result = process(&p2, &shared2, sample, trial, &pre).await;
+            // Boxed: the whole call chain's state is ~10 KB, which tokio would otherwise copy
+            // each time it moves the task between its stages.
+            let result = Box::pin(process(&p2, &shared2, sample, trial, &pre)).await;
             if let Err(e) = &result {
                 shared2.progress.set_limit(format!("cannot write results: {e}"));
                 shared2.stop.store(true, Ordering::Relaxed);

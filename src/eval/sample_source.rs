@@ -13,7 +13,7 @@ use crate::eval::run_config::DatasetEntry;
 use crate::eval::run_dir::RunDir;
 use crate::template::TemplateEngine;
 
-pub type SampleStream = Box<dyn Iterator<Item = anyhow::Result<Sample>>>;
+pub type SampleStream = Box<dyn Iterator<Item = anyhow::Result<Sample>> + Send>;
 
 /// The id of a system task's single record.
 pub const EVIDENCE_ID: &str = "evidence";

@@ -342,7 +342,7 @@ pub fn filter_matches(key: &str, index: usize, spec: &FilterSpec, value: &Value)
 }
 
 /// Evaluates a filter expression against a row; undefined results must come back as `null`.
-pub type FilterEvaluator<'f> = &'f dyn Fn(&str, &Row) -> Result<Value, String>;
+pub type FilterEvaluator<'f> = &'f (dyn Fn(&str, &Row) -> Result<Value, String> + Sync);
 
 /// Opens a dataset for streaming. `base_dir` is the directory of the YAML file that defined
 /// it; relative paths resolve there. Filters are validated here, before any row is read.
@@ -367,7 +367,7 @@ pub fn open<'f>(
         .enumerate()
         .map(|(index, filter)| compile_filter(&spec.key, index, filter))
         .collect::<Result<Vec<_>, _>>()?;
-    let rows: Box<dyn Iterator<Item = RowResult>> = match source {
+    let rows: Box<dyn Iterator<Item = RowResult> + Send> = match source {
         SourceSpec::Local { file_path, .. } => {
             let path = base_dir.join(&file_path);
             let lower = file_path.to_ascii_lowercase();
@@ -403,7 +403,7 @@ pub fn open<'f>(
 
 /// Samples of one dataset, in file order, filtered.
 pub struct SampleIter<'f> {
-    rows: Box<dyn Iterator<Item = RowResult>>,
+    rows: Box<dyn Iterator<Item = RowResult> + Send>,
     filters: Vec<CompiledFilter>,
     id_column: Option<String>,
     eval_filter: FilterEvaluator<'f>,
