@@ -111,6 +111,38 @@ impl Message {
     pub fn text(&self) -> String {
         content_text(&self.content)
     }
+
+    /// Whether this is [`Message::from_chat`] of `message`, checked without building it.
+    fn is_from_chat(&self, message: &Map<String, Value>) -> bool {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or("user");
+        let part_type = if role == "assistant" {
+            "output_text"
+        } else {
+            "input_text"
+        };
+        let content_fits = match message.get("content") {
+            Some(Value::String(text)) => matches!(&self.content[..], [part] if is_text_part(part, part_type, text)),
+            Some(Value::Array(parts)) => {
+                parts.len() == self.content.len()
+                    && parts.iter().zip(&self.content).all(|(given, part)| match given {
+                        Value::String(text) => is_text_part(part, part_type, text),
+                        other => part == other,
+                    })
+            }
+            _ => matches!(&self.content[..], [part] if is_text_part(part, part_type, "")),
+        };
+        let extra = || {
+            message
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "role" | "content" | "tool_calls" | "tool_call_id"))
+        };
+        self.id == SYNTHETIC_ID
+            && self.status == "completed"
+            && self.role == role
+            && content_fits
+            && extra().count() == self.extra.len()
+            && extra().all(|(k, v)| self.extra.get(k) == Some(v))
+    }
 }
 
 fn text_part(part_type: &str, text: &str) -> Value {
@@ -119,6 +151,20 @@ fn text_part(part_type: &str, text: &str) -> Value {
     } else {
         json!({"type": part_type, "text": text})
     }
+}
+
+/// Whether `part` is `text_part(part_type, text)`.
+fn is_text_part(part: &Value, part_type: &str, text: &str) -> bool {
+    let Some(part) = part.as_object() else { return false };
+    let output = part_type == "output_text";
+    part.len() == if output { 3 } else { 2 }
+        && part.get("type").and_then(Value::as_str) == Some(part_type)
+        && part.get("text").and_then(Value::as_str) == Some(text)
+        && (!output
+            || part
+                .get("annotations")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty))
 }
 
 /// lf's `Trace._get_text_content`: each part's `text` (or `refusal`), joined by newlines.
@@ -212,8 +258,11 @@ pub struct Trace {
     pub span_type: Option<String>,
 }
 
+/// The `FORMAT` of an Open Responses trace.
+const FORMAT: &str = "open_responses";
+
 fn open_responses() -> String {
-    "open_responses".to_owned()
+    FORMAT.to_owned()
 }
 
 impl Default for Trace {
@@ -304,6 +353,60 @@ impl Trace {
             span_name: None,
             span_type: None,
         }
+    }
+
+    /// The trace a chat conversation makes: each message's [`Item::from_chat`].
+    pub fn from_chat(messages: &[Value]) -> Trace {
+        Trace::from_items(
+            messages
+                .iter()
+                .filter_map(Value::as_object)
+                .flat_map(Item::from_chat)
+                .collect(),
+        )
+    }
+
+    /// Whether this is [`Trace::from_chat`] of `messages`. Every record asks (a line leaves out
+    /// a trace its messages make), so plain messages are compared in place, not built.
+    pub fn is_from_chat(&self, messages: &[Value]) -> bool {
+        // Exhaustive, so that a field added to traces is not forgotten here.
+        let Trace {
+            format,
+            items,
+            metadata,
+            events,
+            span_id,
+            span_name,
+            span_type,
+        } = self;
+        if format != FORMAT
+            || metadata.is_some()
+            || events.is_some()
+            || span_id.is_some()
+            || span_name.is_some()
+            || span_type.is_some()
+        {
+            return false;
+        }
+        let mut rest = &items[..];
+        for message in messages.iter().filter_map(Value::as_object) {
+            let role = message.get("role").and_then(Value::as_str);
+            let calls = message.get("tool_calls").and_then(Value::as_array);
+            if role != Some("tool") && calls.is_none() {
+                // A plain message makes exactly one message item.
+                match rest.split_first() {
+                    Some((Item::Message(m), tail)) if m.is_from_chat(message) => rest = tail,
+                    _ => return false,
+                }
+                continue;
+            }
+            let made = Item::from_chat(message);
+            match rest.split_at_checked(made.len()) {
+                Some((head, tail)) if head == made => rest = tail,
+                _ => return false,
+            }
+        }
+        rest.is_empty()
     }
 
     /// Items before the first user message.
@@ -462,6 +565,56 @@ mod tests {
         // Extra fields (adapter state) stay on the message.
         let last = trace.assistant_messages()[0].message().unwrap().clone();
         assert_eq!(last.extra["conversation_id"], "x");
+    }
+
+    #[test]
+    fn a_trace_is_recognised_as_the_one_its_messages_make() {
+        let conversations: Vec<Vec<Value>> = vec![
+            vec![
+                json!({"role": "user", "content": "q"}),
+                json!({"role": "assistant", "content": "a"}),
+            ],
+            vec![
+                json!({"role": "system", "content": "Be brief."}),
+                json!({"role": "user", "content": [{"type": "input_image", "url": "x"}, "and text"]}),
+                json!({"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": {"city": "Bern"}}}
+                ]}),
+                json!({"role": "tool", "tool_call_id": "c1", "content": "sunny"}),
+                json!({"role": "assistant", "content": "Sunny.", "conversation_id": "x"}),
+            ],
+            vec![
+                json!({"content": "no role"}),
+                json!({"role": 3}),
+                json!("not a message"),
+            ],
+            vec![json!({"role": "assistant", "content": "a", "tool_calls": "not a list"})],
+            vec![json!({"role": "user", "content": "q"})],
+            vec![],
+        ];
+        let mut traces: Vec<Trace> = conversations.iter().map(|m| Trace::from_chat(m)).collect();
+        let mut changed = traces[1].clone();
+        changed.span_id = Some("s".into());
+        traces.push(changed);
+        let mut changed = traces[0].clone();
+        if let Some(Item::Message(m)) = changed.items.last_mut() {
+            m.content[0]["annotations"] = json!([{"type": "text_citation"}]);
+        }
+        traces.push(changed);
+        let mut changed = traces[1].clone();
+        if let Some(Item::Message(m)) = changed.items.last_mut() {
+            m.extra.insert("conversation_id".into(), json!("y"));
+        }
+        traces.push(changed);
+        for trace in &traces {
+            for messages in &conversations {
+                assert_eq!(
+                    trace.is_from_chat(messages),
+                    *trace == Trace::from_chat(messages),
+                    "{trace:?} from {messages:?}"
+                );
+            }
+        }
     }
 
     #[test]

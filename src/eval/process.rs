@@ -16,6 +16,7 @@ use crate::eval::record::{EVIDENCE_SCORER, SampleError, SampleRecord, SampleTimi
 use crate::eval::scorer::{self, ScoreContext};
 use crate::eval::solver::{self, SolveContext, Solved};
 use crate::eval::solver_def::{MessageFormat, SolverKind};
+use crate::millis;
 use crate::model::io::{self, Task, Usage};
 use crate::model::registry::Registry;
 use crate::model::runtime::ModelRuntime;
@@ -31,10 +32,6 @@ const SNIPPET_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Env<'a> {
     pub registry: &'a Registry,
     pub python: &'a PythonRuntime,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// The cache salt of a trial or a repeated run, so repetitions are asked afresh.
@@ -278,7 +275,7 @@ pub async fn sample(
     record.trial = trial;
     if let Samples::Evidence(snippet) = &p.samples {
         evidence(snippet, env, &mut record).await;
-        record.timings.total_ms = ms(start.elapsed());
+        record.timings.total_ms = millis::of(start.elapsed());
         return vec![record];
     }
     let salt = cache_salt(p, trial);
@@ -301,7 +298,7 @@ pub async fn sample(
             }
         },
     };
-    let solver_ms = ms(start.elapsed());
+    let solver_ms = millis::of(start.elapsed());
     let solved = match solved {
         Ok(solved) => solved,
         Err(e) => {
@@ -456,10 +453,10 @@ fn finish(record: &mut SampleRecord, usage: Usage, solver_ms: f64, start: Instan
         .map(|c| c.trace.attempts.len().saturating_sub(1) as u32)
         .sum();
     record.cached = !record.calls.is_empty() && record.calls.iter().all(|c| c.trace.cached);
-    let total_ms = ms(start.elapsed());
+    let total_ms = millis::of(start.elapsed());
     record.timings = SampleTimings {
         solver_ms,
-        score_ms: total_ms - solver_ms,
+        score_ms: millis::round(total_ms - solver_ms),
         total_ms,
     };
 }

@@ -198,19 +198,12 @@ pub struct SolverOutput {
 /// stateful adapters): the first choice's message, or an Open Responses output's last assistant
 /// message with its text, else the output's text.
 pub fn reply_message(output: &Value, text: Option<&str>) -> Value {
-    if let Some(items) = output.get("items").and_then(Value::as_array)
-        && let Some(last) = items.iter().rev().find(|i| {
-            i.get("type").and_then(Value::as_str).unwrap_or("message") == "message"
-                && i.get("role").and_then(Value::as_str) == Some("assistant")
-        })
-    {
+    if let Some(last) = last_assistant_item(output) {
         let mut message = serde_json::Map::new();
         message.insert("role".into(), json!("assistant"));
         message.insert("content".into(), json!(text.unwrap_or_default()));
-        for (k, v) in last.as_object().into_iter().flatten() {
-            if !matches!(k.as_str(), "type" | "id" | "status" | "role" | "content") {
-                message.insert(k.clone(), v.clone());
-            }
+        for (k, v) in item_state(last) {
+            message.insert(k.clone(), v.clone());
         }
         return Value::Object(message);
     }
@@ -220,6 +213,49 @@ pub fn reply_message(output: &Value, text: Option<&str>) -> Value {
         return Value::Object(message);
     }
     json!({"role": "assistant", "content": text.unwrap_or_default()})
+}
+
+/// An Open Responses output's last assistant message.
+fn last_assistant_item(output: &Value) -> Option<&Value> {
+    output.get("items").and_then(Value::as_array)?.iter().rev().find(|i| {
+        i.get("type").and_then(Value::as_str).unwrap_or("message") == "message"
+            && i.get("role").and_then(Value::as_str) == Some("assistant")
+    })
+}
+
+/// The fields of an Open Responses message a reply keeps (adapter state).
+fn item_state(item: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    item.as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !matches!(k.as_str(), "type" | "id" | "status" | "role" | "content"))
+}
+
+/// Whether `message` is [`reply_message`]`(output, text)`, checked without building it: every
+/// record asks, to leave the reply out of its line.
+fn is_reply(message: &Value, output: &Value, text: Option<&str>) -> bool {
+    let Some(message) = message.as_object() else {
+        return false;
+    };
+    if message.get("role").and_then(Value::as_str) != Some("assistant") {
+        return false;
+    }
+    let content_is_text = || message.get("content").and_then(Value::as_str) == Some(text.unwrap_or_default());
+    if let Some(last) = last_assistant_item(output) {
+        let mut fields = 2;
+        for (k, v) in item_state(last) {
+            if message.get(k) != Some(v) {
+                return false;
+            }
+            fields += 1;
+        }
+        return message.len() == fields && content_is_text();
+    }
+    if let Some(reply) = output.pointer("/choices/0/message").and_then(Value::as_object) {
+        let fields = reply.len() + usize::from(!reply.contains_key("role"));
+        return message.len() == fields && reply.iter().all(|(k, v)| k == "role" || message.get(k) == Some(v));
+    }
+    message.len() == 2 && content_is_text()
 }
 
 /// The content of an output's first choice, when it is text.
@@ -280,14 +316,17 @@ impl<'a> SolverOutputLine<'a> {
                 .iter()
                 .rposition(|c| c.purpose == CallPurpose::Solver && c.trace.output.as_ref() == Some(output))
         });
-        let reply = so.output.as_ref().map(|o| reply_message(o, so.text.as_deref()));
-        let reply_from_output = reply.is_some() && so.messages.last() == reply.as_ref();
+        let reply_from_output = so
+            .output
+            .as_ref()
+            .zip(so.messages.last())
+            .is_some_and(|(output, last)| is_reply(last, output, so.text.as_deref()));
         let messages = if reply_from_output {
             &so.messages[..so.messages.len() - 1]
         } else {
             &so.messages[..]
         };
-        let trace_from_messages = so.trace.as_ref().is_some_and(|trace| *trace == trace_of(&so.messages));
+        let trace_from_messages = so.trace.as_ref().is_some_and(|trace| trace.is_from_chat(&so.messages));
         let text_is_reply = so
             .output
             .as_ref()
@@ -355,16 +394,6 @@ struct SolverOutputWire {
 }
 
 /// The Open Responses trace a chat conversation stands for.
-fn trace_of(messages: &[Value]) -> crate::open_responses::Trace {
-    crate::open_responses::Trace::from_items(
-        messages
-            .iter()
-            .filter_map(Value::as_object)
-            .flat_map(crate::open_responses::Item::from_chat)
-            .collect(),
-    )
-}
-
 /// A field that may be `null`: `Some(None)` then, `None` when it is absent.
 pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
@@ -426,7 +455,7 @@ impl<'de> Deserialize<'de> for SampleRecord {
                     messages.push(reply);
                 }
                 let trace = if so.trace_from_messages {
-                    Some(trace_of(&messages))
+                    Some(crate::open_responses::Trace::from_chat(&messages))
                 } else {
                     so.trace
                 };
@@ -638,7 +667,10 @@ mod tests {
             output: Some(output.clone()),
             text: Some(content.clone()),
             messages: vec![question.clone(), reply_message(&output, Some(&content))],
-            trace: Some(trace_of(&[question.clone(), reply_message(&output, Some(&content))])),
+            trace: Some(crate::open_responses::Trace::from_chat(&[
+                question.clone(),
+                reply_message(&output, Some(&content)),
+            ])),
         });
         let line = serde_json::to_string(&record).unwrap();
         assert_eq!(line.matches(&content).count(), 1, "{line}");
@@ -664,6 +696,43 @@ mod tests {
             });
             let back: SampleRecord = serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
             assert_eq!(back, record);
+        }
+    }
+
+    #[test]
+    fn the_reply_check_agrees_with_building_the_reply() {
+        let outputs = [
+            json!({"choices": [{"message": {"role": "assistant", "content": "4"}}]}),
+            json!({"choices": [{"message": {"content": "4", "state": {"turn": 2}}}]}),
+            json!({"items": [
+                {"type": "message", "role": "user", "content": []},
+                {"type": "message", "id": "m1", "status": "completed", "role": "assistant", "content": [], "conversation_id": "c"},
+            ]}),
+            json!({"items": [{"role": "assistant", "content": []}]}),
+            json!({"output": "4"}),
+        ];
+        for output in &outputs {
+            for text in [Some("4"), None] {
+                let reply = reply_message(output, text);
+                let mut candidates = vec![reply.clone(), json!({"role": "assistant", "content": "4"}), json!("4")];
+                for (key, value) in [("role", json!("user")), ("content", json!("5")), ("extra", json!(1))] {
+                    let mut changed = reply.clone();
+                    changed[key] = value;
+                    candidates.push(changed);
+                }
+                for key in ["role", "content", "state", "conversation_id"] {
+                    let mut fewer = reply.clone();
+                    fewer.as_object_mut().unwrap().shift_remove(key);
+                    candidates.push(fewer);
+                }
+                for candidate in &candidates {
+                    assert_eq!(
+                        is_reply(candidate, output, text),
+                        *candidate == reply,
+                        "{candidate} as the reply of {output} with {text:?}"
+                    );
+                }
+            }
         }
     }
 

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::diagnostic::Diagnostic;
 use crate::error_class::ErrorClass;
+use crate::millis;
 use crate::model::adapter::{CompiledAdapter, ModelInfo};
 use crate::model::cache::{CacheHandle, CachedResponse, Lookup, ResponseCache};
 use crate::model::connection::http::HttpEndpoint;
@@ -38,10 +39,6 @@ pub struct ModelRuntime {
     pub endpoint: Endpoint,
     pub gate: Arc<Gate>,
     pub info: ModelInfo,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 impl ModelRuntime {
@@ -108,7 +105,7 @@ impl ModelRuntime {
         let mut trace = Trace::default();
         let start = Instant::now();
         let result = self.infer_inner(input, kwargs, sample, salt, &mut trace).await;
-        trace.timings.total_ms = ms(start.elapsed());
+        trace.timings.total_ms = millis::of(start.elapsed());
         (trace, result)
     }
 
@@ -131,7 +128,7 @@ impl ModelRuntime {
         let body = self
             .render_input(input, kwargs)
             .map_err(|d| Failure::from_diagnostic(Step::TransformInput, d))?;
-        trace.timings.render_input_ms = ms(t.elapsed());
+        trace.timings.render_input_ms = millis::of(t.elapsed());
         trace.request_body = Some(body.clone());
 
         let key = self.cache.as_ref().map(|c| {
@@ -200,7 +197,7 @@ impl ModelRuntime {
                 &self.info,
             )
             .map_err(|d| Failure::from_diagnostic(Step::TransformOutput, d))?;
-        trace.timings.render_output_ms = ms(t.elapsed());
+        trace.timings.render_output_ms = millis::of(t.elapsed());
         match io::parse_output(self.info.task, &rendered) {
             Ok(output) => {
                 // The parsed output is the evidence; the text it was parsed from would be a
@@ -255,8 +252,8 @@ impl ModelRuntime {
                 .await
                 .map_err(|e| Failure::new(Step::RunInference, ErrorClass::Connection, e.to_string()))?;
             let started = admission.started;
-            trace.timings.permit_wait_ms += ms(admission.wait.permit);
-            trace.timings.limiter_wait_ms += ms(admission.wait.limiter);
+            millis::add(&mut trace.timings.permit_wait_ms, admission.wait.permit);
+            millis::add(&mut trace.timings.limiter_wait_ms, admission.wait.limiter);
             let t = Instant::now();
             let (result, evidence) = match &self.endpoint {
                 Endpoint::Http(http) => http.send(body.clone()).await,
@@ -264,7 +261,7 @@ impl ModelRuntime {
             };
             let tokens = admission.finish();
             let elapsed = t.elapsed();
-            trace.timings.inference_ms += ms(elapsed);
+            millis::add(&mut trace.timings.inference_ms, elapsed);
             trace.timings.add(&evidence);
             trace.http.extend(evidence.http);
             let error = match result {
@@ -273,7 +270,7 @@ impl ModelRuntime {
                     trace.attempts.push(Attempt {
                         error: None,
                         retryable: false,
-                        elapsed_ms: ms(elapsed),
+                        elapsed_ms: millis::of(elapsed),
                     });
                     return Ok((response, tokens));
                 }
@@ -309,7 +306,7 @@ impl ModelRuntime {
             trace.attempts.push(Attempt {
                 error: Some(error.to_string()),
                 retryable,
-                elapsed_ms: ms(elapsed),
+                elapsed_ms: millis::of(elapsed),
             });
             if !retryable || attempt >= max_attempts {
                 return match error {
@@ -319,7 +316,7 @@ impl ModelRuntime {
                 };
             }
             let delay = backoff(policy, attempt, retry_after);
-            trace.timings.backoff_ms += ms(delay);
+            millis::add(&mut trace.timings.backoff_ms, delay);
             tokio::time::sleep(delay).await;
         }
     }

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::diagnostic::Diagnostic;
 use crate::error_class::ErrorClass;
+use crate::millis;
 use crate::model::connection::{Evidence, RawResponse};
 use crate::python::HttpExchange;
 
@@ -69,15 +70,14 @@ fn is_zero(x: &f64) -> bool {
 impl Timings {
     /// Adds one attempt's figures.
     pub fn add(&mut self, evidence: &Evidence) {
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-        self.connect_ms += ms(evidence.connect);
-        self.first_byte_ms = evidence.first_byte.map(ms);
-        self.first_token_ms = evidence.first_token.map(ms);
+        millis::add(&mut self.connect_ms, evidence.connect);
+        self.first_byte_ms = evidence.first_byte.map(millis::of);
+        self.first_token_ms = evidence.first_token.map(millis::of);
         if let Some(network) = evidence.network {
-            *self.network_ms.get_or_insert(0.0) += ms(network);
+            millis::add(self.network_ms.get_or_insert(0.0), network);
         }
         if let Some(python) = evidence.python {
-            *self.python_ms.get_or_insert(0.0) += ms(python);
+            millis::add(self.python_ms.get_or_insert(0.0), python);
         }
     }
 }
@@ -130,18 +130,18 @@ impl TimingTotals {
     pub fn summary(&self) -> TimingSummary {
         let n = self.calls.max(1) as f64;
         let s = &self.sum;
-        let mean = |sum: Option<f64>, count: u64| sum.map(|sum| sum / count.max(1) as f64);
+        let mean = |sum: Option<f64>, count: u64| sum.map(|sum| millis::round(sum / count.max(1) as f64));
         TimingSummary {
             calls: self.calls,
             mean: Timings {
-                permit_wait_ms: s.permit_wait_ms / n,
-                limiter_wait_ms: s.limiter_wait_ms / n,
-                render_input_ms: s.render_input_ms / n,
-                inference_ms: s.inference_ms / n,
-                render_output_ms: s.render_output_ms / n,
-                backoff_ms: s.backoff_ms / n,
-                total_ms: s.total_ms / n,
-                connect_ms: s.connect_ms / n,
+                permit_wait_ms: millis::round(s.permit_wait_ms / n),
+                limiter_wait_ms: millis::round(s.limiter_wait_ms / n),
+                render_input_ms: millis::round(s.render_input_ms / n),
+                inference_ms: millis::round(s.inference_ms / n),
+                render_output_ms: millis::round(s.render_output_ms / n),
+                backoff_ms: millis::round(s.backoff_ms / n),
+                total_ms: millis::round(s.total_ms / n),
+                connect_ms: millis::round(s.connect_ms / n),
                 first_byte_ms: mean(s.first_byte_ms, self.counts[0]),
                 first_token_ms: mean(s.first_token_ms, self.counts[1]),
                 network_ms: mean(s.network_ms, self.counts[2]),

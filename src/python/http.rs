@@ -20,6 +20,7 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 use serde::{Deserialize, Serialize};
 
 use crate::charset;
+use crate::millis;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// What [`HttpBackend::send`] resolves to: the head, and the body still to read.
@@ -157,10 +158,6 @@ fn evidence_text(bytes: &[u8]) -> String {
     )
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// `Retry-After`, in either of its forms.
 fn retry_after_of(headers: &[(String, String)]) -> Option<Duration> {
     let (_, value) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))?;
@@ -247,10 +244,10 @@ impl Recording {
     fn head(&mut self, head: &HttpHead) {
         self.exchange.status = Some(head.status);
         self.exchange.response_headers = head.headers.clone();
-        self.exchange.connect_ms = ms(head.connect);
-        self.exchange.first_byte_ms = Some(ms(head.first_byte));
+        self.exchange.connect_ms = millis::of(head.connect);
+        self.exchange.first_byte_ms = Some(millis::of(head.first_byte));
         if head.status == 429 || (500..600).contains(&head.status) {
-            self.exchange.retry_after_ms = retry_after_of(&head.headers).map(ms);
+            self.exchange.retry_after_ms = retry_after_of(&head.headers).map(millis::of);
         }
     }
 
@@ -269,7 +266,7 @@ impl Recording {
             return;
         }
         self.done = true;
-        self.exchange.network_ms = ms(self.started.elapsed());
+        self.exchange.network_ms = millis::of(self.started.elapsed());
         if !self.body.is_empty() {
             self.exchange.response_body = Some(evidence_text(&self.body));
         }
@@ -721,7 +718,7 @@ impl StreamState {
             !line.trim().is_empty()
         };
         if token {
-            self.rec.exchange.first_token_ms = Some(ms(self.rec.started.elapsed()));
+            self.rec.exchange.first_token_ms = Some(millis::of(self.rec.started.elapsed()));
         }
     }
 }
