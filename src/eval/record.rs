@@ -207,7 +207,7 @@ pub fn reply_message(output: &Value, text: Option<&str>) -> Value {
         }
         return Value::Object(message);
     }
-    if let Some(message) = output.pointer("/choices/0/message").and_then(Value::as_object) {
+    if let Some(message) = first_message(output) {
         let mut message = message.clone();
         message.insert("role".into(), json!("assistant"));
         return Value::Object(message);
@@ -251,7 +251,7 @@ fn is_reply(message: &Value, output: &Value, text: Option<&str>) -> bool {
         }
         return message.len() == fields && content_is_text();
     }
-    if let Some(reply) = output.pointer("/choices/0/message").and_then(Value::as_object) {
+    if let Some(reply) = first_message(output) {
         let fields = reply.len() + usize::from(!reply.contains_key("role"));
         return message.len() == fields && reply.iter().all(|(k, v)| k == "role" || message.get(k) == Some(v));
     }
@@ -260,7 +260,17 @@ fn is_reply(message: &Value, output: &Value, text: Option<&str>) -> bool {
 
 /// The content of an output's first choice, when it is text.
 pub fn output_content(output: &Value) -> Option<&str> {
-    output.pointer("/choices/0/message/content").and_then(Value::as_str)
+    first_message(output)?.get("content").and_then(Value::as_str)
+}
+
+/// An output's first choice (`choices[0]`). Not `Value::pointer`, which allocates for each
+/// step of its path, on a path every record takes.
+pub fn first_choice(output: &Value) -> Option<&Value> {
+    output.get("choices")?.get(0)
+}
+
+fn first_message(output: &Value) -> Option<&serde_json::Map<String, Value>> {
+    first_choice(output)?.get("message")?.as_object()
 }
 
 /// A record as one line of `samples.jsonl`, borrowing from the record.

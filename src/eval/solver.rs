@@ -8,7 +8,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::error_class::ErrorClass;
-use crate::eval::record::{SampleError, Stage, reply_message};
+use crate::eval::record::{SampleError, Stage, first_choice, reply_message};
 use crate::eval::solver_def::{InputBuilder, MessageBuilder, SolverDef, SolverKind, TerminateIf};
 use crate::model::io::{ModelOutput, Usage};
 use crate::model::registry::Registry;
@@ -208,7 +208,7 @@ pub fn output_items(output: &ModelOutput) -> Vec<Item> {
             .filter_map(|i| serde_json::from_value::<Item>(i.clone()).ok())
             .collect();
     }
-    let Some(choice) = output.value.pointer("/choices/0") else {
+    let Some(choice) = first_choice(&output.value) else {
         let mut message = Map::new();
         message.insert("role".into(), json!("assistant"));
         message.insert("content".into(), json!(output.text.clone().unwrap_or_default()));
