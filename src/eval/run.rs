@@ -271,16 +271,12 @@ enum SpecEnd {
     Stopped,
 }
 
-fn open_samples(p: &Prepared, run_dir: &RunDir) -> anyhow::Result<sample_source::SampleStream> {
-    sample_source::open(p, run_dir)
-}
-
 /// The samples a specification runs, in dataset order: the first N, or N picked at random with a
 /// fixed seed (only their indices are kept while choosing, so memory stays small). Returns how
 /// many of them `shard` owns (all of them without one) and the random pick, if any.
 fn selection(p: &Prepared, run_dir: &RunDir, shard: Option<Shard>) -> anyhow::Result<(u64, Option<HashSet<usize>>)> {
     let mut indices = Vec::new();
-    for sample in open_samples(p, run_dir)? {
+    for sample in sample_source::open(p, run_dir)? {
         let sample = sample?;
         indices.push((sample.index, shard.is_none_or(|s| s.owns(&sample.id))));
     }
@@ -311,14 +307,15 @@ pub fn selected_samples(
     selected(p, run_dir, chosen)
 }
 
-/// The dataset's samples narrowed to the [`selection`]'s random pick, or to its first N.
+/// The dataset's samples narrowed to the [`selection`]'s random pick, or to its first N (the
+/// second pass over them: the selection made the first).
 fn selected(
     p: &Prepared,
     run_dir: &RunDir,
     chosen: Option<HashSet<usize>>,
 ) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Sample>> + use<>> {
     let limit = p.spec.num_samples.unwrap_or(usize::MAX);
-    Ok(open_samples(p, run_dir)?
+    Ok(sample_source::open_again(p, run_dir)?
         .filter(move |s| match (s, &chosen) {
             (Ok(sample), Some(chosen)) => chosen.contains(&sample.index),
             _ => true,

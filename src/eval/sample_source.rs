@@ -39,15 +39,36 @@ fn open_dataset(entry: &DatasetEntry) -> anyhow::Result<dataset::SampleIter<'sta
 }
 
 pub fn open(p: &Prepared, run_dir: &RunDir) -> anyhow::Result<SampleStream> {
+    open_pass(p, run_dir, Pass::First)
+}
+
+/// The samples again, after [`open`] went through them all: their ids are not checked twice.
+pub fn open_again(p: &Prepared, run_dir: &RunDir) -> anyhow::Result<SampleStream> {
+    open_pass(p, run_dir, Pass::Again)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    First,
+    Again,
+}
+
+fn open_pass(p: &Prepared, run_dir: &RunDir, pass: Pass) -> anyhow::Result<SampleStream> {
+    let dataset = |entry| {
+        open_dataset(entry).map(|samples| match pass {
+            Pass::First => samples,
+            Pass::Again => samples.ids_checked(),
+        })
+    };
     Ok(match &p.samples {
         Samples::Dataset(entry) => {
             let key = entry.spec.key.clone();
-            Box::new(open_dataset(entry)?.map(move |s| s.with_context(|| format!("cannot read dataset `{key}`"))))
+            Box::new(dataset(entry)?.map(move |s| s.with_context(|| format!("cannot read dataset `{key}`"))))
         }
         Samples::Aligned(list) => {
             let mut streams = Vec::new();
             for (name, entry) in list {
-                streams.push((name.clone(), entry.spec.key.clone(), open_dataset(entry)?));
+                streams.push((name.clone(), entry.spec.key.clone(), dataset(entry)?));
             }
             Box::new(Aligned { streams, position: 0 })
         }

@@ -133,7 +133,7 @@ pub struct ResponseCache {
     connection: Mutex<Connection>,
     /// Entries stored but not committed yet, by key (already masked), with the number of the
     /// store that put them there: a commit clears an entry only if no later store replaced it.
-    pending: Arc<Mutex<HashMap<String, (u64, Row)>>>,
+    pending: Arc<Mutex<Pending>>,
     stores: std::sync::atomic::AtomicU64,
     queue: Arc<Queue>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -145,15 +145,17 @@ pub struct ResponseCache {
     failed: Arc<Mutex<Option<CacheError>>>,
 }
 
-/// One masked entry, as stored.
-#[derive(Debug, Clone)]
+/// Rows sent to the writer and not committed yet, by key: `(store number, row)`.
+type Pending = HashMap<String, (u64, Arc<Row>)>;
+
+/// One masked entry, as stored (its `created_at` is the time of the batch that commits it).
+#[derive(Debug)]
 struct Row {
     model_key: String,
     status_code: u16,
     headers: String,
     body: String,
     captured: String,
-    created_at: String,
 }
 
 /// What the writer thread has still to do.
@@ -221,7 +223,7 @@ impl Queue {
 enum Message {
     Store {
         key: String,
-        row: Row,
+        row: Arc<Row>,
         number: u64,
     },
     /// Answered once everything sent before it is committed.
@@ -397,19 +399,18 @@ impl ResponseCache {
             Cow::Owned(masked) if serde_json::from_str::<Vec<(String, String)>>(&masked).is_ok() => masked,
             Cow::Owned(_) => "[]".to_owned(),
         };
-        let row = Row {
+        let row = Arc::new(Row {
             model_key: redact(model_key).into_owned(),
             status_code: response.status_code,
             headers,
             body: redact(&response.body).into_owned(),
             captured: redact(&response.captured).into_owned(),
-            created_at: jiff::Timestamp::now().to_string(),
-        };
+        });
         if let Some(known) = self.known() {
             lock(known).insert(key_bits(key));
         }
         let number = self.stores.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lock(&self.pending).insert(key.to_owned(), (number, row.clone()));
+        lock(&self.pending).insert(key.to_owned(), (number, Arc::clone(&row)));
         self.send(Message::Store {
             key: key.to_owned(),
             row,
@@ -610,7 +611,7 @@ fn start_writer(
     connection: Connection,
     path: &Path,
     queue: &Arc<Queue>,
-    pending: &Arc<Mutex<HashMap<String, (u64, Row)>>>,
+    pending: &Arc<Mutex<Pending>>,
     failed: &Arc<Mutex<Option<CacheError>>>,
 ) -> JoinHandle<()> {
     let (queue, pending, failed, path) = (
@@ -654,7 +655,8 @@ fn start_writer(
         .unwrap_or_else(|e| panic!("cannot start the cache writer thread: {e}"))
 }
 
-fn write_batch(connection: &mut Connection, batch: &[(String, Row, u64)]) -> rusqlite::Result<()> {
+fn write_batch(connection: &mut Connection, batch: &[(String, Arc<Row>, u64)]) -> rusqlite::Result<()> {
+    let created_at = jiff::Timestamp::now().to_string();
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut statement = tx.prepare_cached(UPSERT)?;
@@ -666,7 +668,7 @@ fn write_batch(connection: &mut Connection, batch: &[(String, Row, u64)]) -> rus
                 row.headers,
                 row.body,
                 row.captured,
-                row.created_at
+                created_at
             ])?;
         }
     }

@@ -396,7 +396,7 @@ pub fn open<'f>(
         filters,
         id_column: spec.id_column.clone(),
         eval_filter,
-        seen: HashMap::new(),
+        seen: Some(HashMap::new()),
         done: false,
     })
 }
@@ -407,8 +407,18 @@ pub struct SampleIter<'f> {
     filters: Vec<CompiledFilter>,
     id_column: Option<String>,
     eval_filter: FilterEvaluator<'f>,
-    seen: HashMap<String, Location>,
+    /// Every id so far and where it was; `None` once an earlier pass checked them.
+    seen: Option<HashMap<String, Location>>,
     done: bool,
+}
+
+impl SampleIter<'_> {
+    /// For another pass over a dataset whose ids an earlier pass found unique: keeps no map of
+    /// every id (at 100,000 samples, 9 MB held through a run).
+    pub fn ids_checked(mut self) -> Self {
+        self.seen = None;
+        self
+    }
 }
 
 impl Iterator for SampleIter<'_> {
@@ -437,14 +447,16 @@ impl SampleIter<'_> {
     /// Assigns the id, checks it is new, and applies the filters (`None` = filtered out).
     fn admit(&mut self, raw: RawRow) -> Result<Option<Sample>, DatasetError> {
         let id = sample_id(&raw, self.id_column.as_deref())?;
-        if let Some(first) = self.seen.get(&id) {
-            return Err(DatasetError::DuplicateId {
-                first: first.clone(),
-                id,
-                second: raw.location,
-            });
+        if let Some(seen) = &mut self.seen {
+            if let Some(first) = seen.get(&id) {
+                return Err(DatasetError::DuplicateId {
+                    first: first.clone(),
+                    id,
+                    second: raw.location,
+                });
+            }
+            seen.insert(id.clone(), raw.location.clone());
         }
-        self.seen.insert(id.clone(), raw.location.clone());
         for filter in &self.filters {
             let value =
                 (self.eval_filter)(&filter.expression, &raw.row).map_err(|message| DatasetError::FilterEval {
