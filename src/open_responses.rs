@@ -77,12 +77,7 @@ impl Message {
     /// A message lfeval builds from a chat message: user, system and developer text as
     /// `input_text`, assistant text as `output_text`; extra fields of the chat message are kept.
     pub fn from_chat(message: &Map<String, Value>) -> Message {
-        let role = message.get("role").and_then(Value::as_str).unwrap_or("user").to_owned();
-        let part_type = if role == "assistant" {
-            "output_text"
-        } else {
-            "input_text"
-        };
+        let (role, part_type) = chat_role(message);
         let content = match message.get("content") {
             Some(Value::String(text)) => vec![text_part(part_type, text)],
             Some(Value::Array(parts)) => parts
@@ -94,15 +89,11 @@ impl Message {
                 .collect(),
             _ => vec![text_part(part_type, "")],
         };
-        let extra = message
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "role" | "content" | "tool_calls" | "tool_call_id"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let extra = chat_extra(message).map(|(k, v)| (k.clone(), v.clone())).collect();
         Message {
             id: SYNTHETIC_ID.to_owned(),
             status: completed(),
-            role,
+            role: role.to_owned(),
             content,
             extra,
         }
@@ -114,12 +105,7 @@ impl Message {
 
     /// Whether this is [`Message::from_chat`] of `message`, checked without building it.
     fn is_from_chat(&self, message: &Map<String, Value>) -> bool {
-        let role = message.get("role").and_then(Value::as_str).unwrap_or("user");
-        let part_type = if role == "assistant" {
-            "output_text"
-        } else {
-            "input_text"
-        };
+        let (role, part_type) = chat_role(message);
         let content_fits = match message.get("content") {
             Some(Value::String(text)) => matches!(&self.content[..], [part] if is_text_part(part, part_type, text)),
             Some(Value::Array(parts)) => {
@@ -131,18 +117,31 @@ impl Message {
             }
             _ => matches!(&self.content[..], [part] if is_text_part(part, part_type, "")),
         };
-        let extra = || {
-            message
-                .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "role" | "content" | "tool_calls" | "tool_call_id"))
-        };
         self.id == SYNTHETIC_ID
             && self.status == "completed"
             && self.role == role
             && content_fits
-            && extra().count() == self.extra.len()
-            && extra().all(|(k, v)| self.extra.get(k) == Some(v))
+            && chat_extra(message).count() == self.extra.len()
+            && chat_extra(message).all(|(k, v)| self.extra.get(k) == Some(v))
     }
+}
+
+/// A chat message's role (`user` when it has none) and the type of its text parts.
+fn chat_role(message: &Map<String, Value>) -> (&str, &'static str) {
+    let role = message.get("role").and_then(Value::as_str).unwrap_or("user");
+    let part_type = if role == "assistant" {
+        "output_text"
+    } else {
+        "input_text"
+    };
+    (role, part_type)
+}
+
+/// The fields of a chat message its trace message keeps as they are (adapter state).
+fn chat_extra(message: &Map<String, Value>) -> impl Iterator<Item = (&String, &Value)> {
+    message
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "role" | "content" | "tool_calls" | "tool_call_id"))
 }
 
 fn text_part(part_type: &str, text: &str) -> Value {

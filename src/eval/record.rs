@@ -403,7 +403,6 @@ struct SolverOutputWire {
     trace_from_messages: bool,
 }
 
-/// The Open Responses trace a chat conversation stands for.
 /// A field that may be `null`: `Some(None)` then, `None` when it is absent.
 pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

@@ -200,23 +200,19 @@ pub fn run(
     });
     let session = SessionLog::start();
     let prepared: Vec<Arc<Prepared>> = prepared.into_iter().map(Arc::new).collect();
-    // The dispatch loop runs on a worker thread, not on this one: tasks it spawns then go to
-    // that worker's own queue and often run there without waking another thread.
-    let dispatch = {
-        let (prepared, shared) = (prepared.clone(), Arc::clone(&shared));
-        runtime.spawn(async move {
-            let mut started_specs = HashSet::new();
-            for p in &prepared {
-                started_specs.insert(p.spec.key.clone());
-                match run_spec(Arc::clone(p), Arc::clone(&shared)).await? {
-                    SpecEnd::Done => {}
-                    SpecEnd::Interrupted | SpecEnd::Stopped => break,
-                }
+    // The dispatch loop stays on this thread: on a worker, tokio would run the task it spawned
+    // last first, so samples would start out of dataset order.
+    let mut started_specs = HashSet::new();
+    runtime.block_on(async {
+        for p in &prepared {
+            started_specs.insert(p.spec.key.clone());
+            match run_spec(Arc::clone(p), Arc::clone(&shared)).await? {
+                SpecEnd::Done => {}
+                SpecEnd::Interrupted | SpecEnd::Stopped => break,
             }
-            anyhow::Ok(started_specs)
-        })
-    };
-    let started_specs = runtime.block_on(dispatch)??;
+        }
+        anyhow::Ok(())
+    })?;
     shared.run_dir.finish()?;
     shared.run_dir.end_session(session)?;
     if let Some(Err(e)) = cache.as_ref().map(|c| c.finish()) {
