@@ -213,8 +213,8 @@ pub fn run(
         }
         anyhow::Ok(())
     })?;
-    shared.run_dir.finish()?;
     shared.run_dir.end_session(session)?;
+    shared.run_dir.finish()?;
     if let Some(Err(e)) = cache.as_ref().map(|c| c.finish()) {
         printer.warn(&format!("some responses could not be cached: {e}"));
     }
@@ -224,6 +224,7 @@ pub fn run(
     } else {
         finish(&prepared, &started_specs, &shared, &config, &runtime, &fingerprint)?
     };
+    shared.run_dir.synced()?;
     for r in shared.registry.runtimes() {
         let lost = r.gate.lost_leases();
         if lost > 0 {

@@ -267,6 +267,12 @@ impl ModelRuntime {
             let error = match result {
                 Ok(response) => {
                     self.gate.succeeded();
+                    // The place just given back wakes a call waiting for it, whose request is
+                    // ready to go. Stepping aside lets it go out now, before this answer is
+                    // processed, scored and recorded: otherwise, when a burst of answers comes
+                    // back, each next request waits behind the whole burst's processing. (A
+                    // failed call does not step aside: a 429 must shrink the window first.)
+                    tokio::task::yield_now().await;
                     trace.attempts.push(Attempt {
                         error: None,
                         retryable: false,

@@ -161,6 +161,9 @@ struct SamplesFile {
     index: Index,
     /// Set when a failed write could not be cut back, so the file's tail is unknown.
     broken: bool,
+    /// The file being made durable on a thread of its own, from [`RunDir::finish`] until
+    /// [`RunDir::synced`].
+    syncing: Option<std::thread::JoinHandle<Result<(), ResultsError>>>,
 }
 
 impl RunDir {
@@ -258,6 +261,7 @@ impl RunDir {
                 len: 0,
                 index: Index::default(),
                 broken: false,
+                syncing: None,
             }),
         })
     }
@@ -311,6 +315,7 @@ impl RunDir {
                 len: good_len,
                 index,
                 broken: false,
+                syncing: None,
             }),
         };
         Ok((dir, state))
@@ -344,6 +349,7 @@ impl RunDir {
                 len,
                 index,
                 broken: false,
+                syncing: None,
             }),
         })
     }
@@ -493,7 +499,7 @@ impl RunDir {
         Ok(dropped.len())
     }
 
-    /// Appends this session's line to `sessions.jsonl`.
+    /// Appends this session's line to `sessions.jsonl`; [`RunDir::finish`] makes it durable.
     pub fn end_session(&self, session: SessionLog) -> Result<(), ResultsError> {
         let line = serde_json::json!({
             "started_at": session.started_at.to_string(),
@@ -507,7 +513,7 @@ impl RunDir {
             .append(true)
             .open(&path)
             // One write: the line goes in whole (a `Display` of the value writes token by token).
-            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()).and_then(|()| f.sync_data()))
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()))
             .map_err(|e| ResultsError::io("append to", &path, e))
     }
 
@@ -638,19 +644,50 @@ impl RunDir {
         Ok(target)
     }
 
-    /// Writes `summary.json`.
+    /// Writes `summary.json`, once every appended line is durable: a summary says the run is
+    /// complete.
     pub fn write_summary(&self, summary: &impl serde::Serialize) -> Result<PathBuf, ResultsError> {
+        self.synced()?;
         self.write_json(SUMMARY_FILE, summary)
     }
 
-    /// Makes every appended line durable. Safe to call more than once.
+    /// Starts making every appended line (of `samples.jsonl` and `sessions.jsonl`) durable, in
+    /// the background: syncing them takes tens of milliseconds, in which the summary and the
+    /// task logs are computed. [`RunDir::synced`] (and [`RunDir::write_summary`]) waits for it. Safe to
+    /// call more than once.
     pub fn finish(&self) -> Result<(), ResultsError> {
+        self.synced()?;
         let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        samples
-            .file
-            .flush()
-            .and_then(|()| samples.file.sync_data())
-            .map_err(|e| ResultsError::io("sync", &self.samples_path, e))
+        let io = |e| ResultsError::io("sync", &self.samples_path, e);
+        samples.file.flush().map_err(io)?;
+        let file = samples.file.try_clone().map_err(io)?;
+        let (samples_path, sessions_path) = (self.samples_path.clone(), self.path.join(SESSIONS_FILE));
+        samples.syncing = Some(std::thread::spawn(move || {
+            file.sync_data()
+                .map_err(|e| ResultsError::io("sync", &samples_path, e))?;
+            match File::open(&sessions_path).and_then(|f| f.sync_data()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(ResultsError::io("sync", &sessions_path, e)),
+                _ => Ok(()),
+            }
+        }));
+        Ok(())
+    }
+
+    /// Waits until what [`RunDir::finish`] started is on disk.
+    pub fn synced(&self) -> Result<(), ResultsError> {
+        let syncing = self
+            .samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .syncing
+            .take();
+        let Some(syncing) = syncing else {
+            return Ok(());
+        };
+        syncing.join().unwrap_or_else(|_| {
+            let panicked = io::Error::other("the thread syncing it panicked");
+            Err(ResultsError::io("sync", &self.samples_path, panicked))
+        })
     }
 }
 
