@@ -9,8 +9,6 @@ The Rust side (src/python/mod.rs) decides on threads, timeouts and conversions.
 
 import collections
 import contextvars
-import difflib
-import inspect
 import io
 import linecache
 import os
@@ -759,6 +757,8 @@ def load(module_name, filename, source, display_source, line_offset, function, a
     if fn is None:
         message = f"no function `{function}` defined"
         candidates = [k for k, v in module.__dict__.items() if callable(v) and not k.startswith("__")]
+        import difflib
+
         close = difflib.get_close_matches(function, candidates, n=1)
         if close:
             message += f"; hint: did you mean `{close[0]}`?"
@@ -770,41 +770,95 @@ def load(module_name, filename, source, display_source, line_offset, function, a
     code_obj = getattr(fn, "__code__", None)
     def_line = code_obj.co_firstlineno if code_obj is not None and code_obj.co_filename == filename else line_offset + 1
     expected = _alternatives(arities)
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        sig = None
-    if sig is None:
+    params = _plain_parameters(fn) or _signature_parameters(fn)
+    if params is None:
         arity = max(arities)
     else:
-        params = list(sig.parameters.values())
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        required = sum(1 for p in positional if p.default is p.empty)
-        varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
-        limit = float("inf") if varargs else len(positional)
-        kw_required = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+        positional, required, varargs, kw_required = params
+        limit = float("inf") if varargs else positional
         if kw_required:
             message = (
-                f"`{function}{sig}` has required keyword-only parameter `{kw_required[0]}`; "
-                f"expected {expected} positional parameters"
+                f"`{function}{_signature_text(fn)}` has required keyword-only parameter "
+                f"`{kw_required[0]}`; expected {expected} positional parameters"
             )
             return _load_error("bad_signature", message, filename, def_line, 1, "", buf)
         fitting = [n for n in sorted(set(arities), reverse=True) if required <= n <= limit]
         if not fitting:
             takes = f"at least {required}" if varargs else (
-                str(required) if required == len(positional) else f"{required} to {len(positional)}"
+                str(required) if required == positional else f"{required} to {positional}"
             )
             message = (
-                f"`{function}{sig}` takes {takes} positional "
+                f"`{function}{_signature_text(fn)}` takes {takes} positional "
                 f"{'parameter' if takes == '1' else 'parameters'}; expected {expected}"
             )
             return _load_error("bad_signature", message, filename, def_line, 1, "", buf)
         arity = fitting[0]
 
-    is_async = inspect.iscoroutinefunction(fn) or (
-        not inspect.isfunction(fn) and inspect.iscoroutinefunction(getattr(fn, "__call__", None))
-    )
+    if _is_plain_function(fn):
+        is_async = fn.__code__.co_flags & _CO_COROUTINE
+    else:
+        import inspect
+
+        is_async = inspect.iscoroutinefunction(fn) or (
+            not inspect.isfunction(fn) and inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+        )
     return ("ok", fn, bool(is_async), arity, buf.text())
+
+
+# Plain functions are read from their code objects, which says what `inspect.signature` would:
+# importing `inspect` (with `ast`, `dis`, `tokenize`, ...) costs every process that runs a snippet
+# about 10 ms of start-up, so it is imported only for other callables and for error messages.
+_CO_VARARGS = 0x04
+_CO_COROUTINE = 0x80
+
+
+def _is_plain_function(fn):
+    """A `def` whose signature is its code's: not decorated with `functools.wraps`, no
+    `__signature__` of its own."""
+    return type(fn) is types.FunctionType and not hasattr(fn, "__wrapped__") and not hasattr(fn, "__signature__")
+
+
+def _plain_parameters(fn):
+    """`(positional, required positional, takes *args, required keyword-only names)` of a plain
+    function, or None."""
+    if not _is_plain_function(fn):
+        return None
+    code = fn.__code__
+    positional = code.co_argcount
+    keyword_only = code.co_varnames[positional : positional + code.co_kwonlyargcount]
+    defaults = fn.__kwdefaults__ or {}
+    return (
+        positional,
+        positional - len(fn.__defaults__ or ()),
+        bool(code.co_flags & _CO_VARARGS),
+        [name for name in keyword_only if name not in defaults],
+    )
+
+
+def _signature_parameters(fn):
+    """What `_plain_parameters` says, for any callable, or None when it has no signature."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return (
+        len(positional),
+        sum(1 for p in positional if p.default is p.empty),
+        any(p.kind == p.VAR_POSITIONAL for p in params),
+        [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty],
+    )
+
+
+def _signature_text(fn):
+    import inspect
+
+    try:
+        return str(inspect.signature(fn))
+    except (TypeError, ValueError):
+        return "(...)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -815,7 +869,7 @@ def call_sync(fn, args, buf):
     token = _capture.set(buf)
     try:
         out = fn(*args)
-        if inspect.iscoroutine(out):
+        if isinstance(out, types.CoroutineType):
             out.close()  # reported as a bad return value; avoids a "never awaited" warning
         return out
     finally:

@@ -112,6 +112,34 @@ fn defaulted_third_parameter_receives_sample() {
 }
 
 #[test]
+fn decorated_and_callable_snippets_take_the_signature_they_show() {
+    // A `functools.wraps` decorator shows the wrapped function's parameters, not `*args`.
+    let s = load(spec(
+        "wrapped",
+        "wrapped.py",
+        "import functools\ndef logged(f):\n    @functools.wraps(f)\n    def inner(*args, **kwargs):\n        return f(*args, **kwargs)\n    return inner\n@logged\ndef run_inference(body, environment):\n    return body\n",
+    ));
+    assert_eq!(s.arity(), 2, "`*args` alone would take the sample too");
+    assert!(!s.is_async());
+    let s = load(spec(
+        "callable",
+        "callable.py",
+        "class Model:\n    async def __call__(self, body, environment):\n        return body\nrun_inference = Model()\n",
+    ));
+    assert_eq!(s.arity(), 2);
+    assert!(s.is_async());
+    let e = load_err(spec(
+        "wrapped_kw",
+        "wrapped_kw.py",
+        "import functools\ndef run(body, environment, *, key):\n    return body\n@functools.wraps(run)\ndef run_inference(*args, **kwargs):\n    return run(*args, **kwargs)\n",
+    ));
+    assert_eq!(
+        e.message,
+        "`run_inference(body, environment, *, key)` has required keyword-only parameter `key`; expected 2 or 3 positional parameters"
+    );
+}
+
+#[test]
 fn async_call_runs_on_the_loop_and_captures_output() {
     let _guard = loop_lock();
     let s = load(spec(
