@@ -947,10 +947,16 @@ def submit(fn, args, timeout, deliver, http_context):
     """Schedule an async snippet call on the loop; returns the call's holder [task, buffer]."""
     holder = [None, Capture()]
     holder[1].http = http_context
-    import asyncio
-
-    asyncio.run_coroutine_threadsafe(_run_async(fn, args, timeout, deliver, holder), _ensure_loop())
+    loop_ = _ensure_loop()
+    # Not `asyncio.run_coroutine_threadsafe`: its `concurrent.futures.Future` (a lock and a
+    # condition per call, chained by callbacks) would carry a result that `deliver` hands over
+    # already. The holder keeps the task alive once it runs.
+    loop_.call_soon_threadsafe(_start_task, loop_, _run_async(fn, args, timeout, deliver, holder))
     return holder
+
+
+def _start_task(loop_, coro):
+    loop_.create_task(coro)
 
 
 async def _run_async(fn, args, timeout, deliver, holder):
