@@ -224,6 +224,7 @@ pub fn run(
     } else {
         finish(&prepared, &started_specs, &shared, &config, &runtime, &fingerprint)?
     };
+    // An interrupted run writes no summary, which is what waits for the sync otherwise.
     shared.run_dir.synced()?;
     for r in shared.registry.runtimes() {
         let lost = r.gate.lost_leases();

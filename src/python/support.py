@@ -770,7 +770,8 @@ def load(module_name, filename, source, display_source, line_offset, function, a
     code_obj = getattr(fn, "__code__", None)
     def_line = code_obj.co_firstlineno if code_obj is not None and code_obj.co_filename == filename else line_offset + 1
     expected = _alternatives(arities)
-    params = _plain_parameters(fn) or _signature_parameters(fn)
+    plain = _is_plain_function(fn)
+    params = _plain_parameters(fn) if plain else _signature_parameters(fn)
     if params is None:
         arity = max(arities)
     else:
@@ -794,7 +795,7 @@ def load(module_name, filename, source, display_source, line_offset, function, a
             return _load_error("bad_signature", message, filename, def_line, 1, "", buf)
         arity = fitting[0]
 
-    if _is_plain_function(fn):
+    if plain:
         is_async = fn.__code__.co_flags & _CO_COROUTINE
     else:
         import inspect
@@ -820,9 +821,7 @@ def _is_plain_function(fn):
 
 def _plain_parameters(fn):
     """`(positional, required positional, takes *args, required keyword-only names)` of a plain
-    function, or None."""
-    if not _is_plain_function(fn):
-        return None
+    function."""
     code = fn.__code__
     positional = code.co_argcount
     keyword_only = code.co_varnames[positional : positional + code.co_kwonlyargcount]

@@ -653,8 +653,8 @@ impl RunDir {
 
     /// Starts making every appended line (of `samples.jsonl` and `sessions.jsonl`) durable, in
     /// the background: syncing them takes tens of milliseconds, in which the summary and the
-    /// task logs are computed. [`RunDir::synced`] (and [`RunDir::write_summary`]) waits for it. Safe to
-    /// call more than once.
+    /// task logs are computed. [`RunDir::synced`] (and [`RunDir::write_summary`]) waits for it.
+    /// Safe to call more than once.
     pub fn finish(&self) -> Result<(), ResultsError> {
         self.synced()?;
         let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
