@@ -32,6 +32,7 @@ pub mod source;
 pub mod stdio;
 pub mod table;
 pub mod template;
+pub mod texts;
 pub mod variables;
 pub mod yaml;
 

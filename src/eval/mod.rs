@@ -22,6 +22,7 @@ pub mod run;
 pub mod run_config;
 pub mod run_dir;
 pub mod sample_source;
+pub mod score_table;
 pub mod scorer;
 pub mod shard;
 pub mod solver;

@@ -647,30 +647,38 @@ pub fn write_outputs(
         let (index, mut spooled) = spool.unzip();
         let index = index.unwrap_or_default();
         let mut log = TaskLog::create(run_dir, &p.spec.key)?;
-        let mut known = 0;
-        for line in run_dir.lines_in_order(&p.spec.key, |identity| index.contains(identity))? {
-            match line.context("cannot read the run's records")? {
-                InOrder::Record(record) => {
-                    log.add(&record)?;
-                    fold.add(*record);
-                }
-                InOrder::Known(identity) => {
-                    let reader = spooled
-                        .as_mut()
-                        .context("internal error: a record known without a spool")?;
-                    reader.copy_to(&index, &identity, &mut log)?;
-                    known += 1;
+        if index.len() == run_dir.recorded_count(&p.spec.key) {
+            // Every line of the specification is this session's (a run that was not resumed):
+            // the spool holds them all, in sample order, and `samples.jsonl` is not read.
+            if let Some(reader) = spooled.as_mut() {
+                reader.copy_all(&index, &mut log)?;
+            }
+        } else {
+            let mut known = 0;
+            for line in run_dir.lines_in_order(&p.spec.key, |identity| index.contains(identity))? {
+                match line.context("cannot read the run's records")? {
+                    InOrder::Record(record) => {
+                        log.add(&record)?;
+                        fold.add(*record);
+                    }
+                    InOrder::Known(identity) => {
+                        let reader = spooled
+                            .as_mut()
+                            .context("internal error: a record known without a spool")?;
+                        reader.copy_to(&index, &identity, &mut log)?;
+                        known += 1;
+                    }
                 }
             }
+            // A tallied record whose line was not recognised would have been folded twice.
+            anyhow::ensure!(
+                known == index.len(),
+                "internal error: {} of the {} records this session wrote for `{}` were not found in `samples.jsonl`",
+                index.len() - known,
+                index.len(),
+                p.spec.key
+            );
         }
-        // A tallied record whose line was not recognised would have been folded twice.
-        anyhow::ensure!(
-            known == index.len(),
-            "internal error: {} of the {} records this session wrote for `{}` were not found in `samples.jsonl`",
-            index.len() - known,
-            index.len(),
-            p.spec.key
-        );
         let aggregators = p.trials.as_ref().map_or(&[][..], |t| t.aggregators.as_slice());
         let summary = fold.finish(identity, &scorers, aggregators, &mut python_metric);
         log.finish(&head, &summary)?;

@@ -14,11 +14,13 @@ use crate::diagnostic::closest;
 use crate::error_class::ErrorClass;
 use crate::eval::metric::{self, MetricError, MetricSpec, ScoreFields};
 use crate::eval::record::{EVIDENCE_SCORER, SampleError, SampleRecord, Scores, Stage};
+use crate::eval::score_table::{Entry, ScoreTable};
 use crate::eval::scorer::ScorerDef;
 use crate::eval::task::ScoreAggregator;
 use crate::model::io::Usage;
 use crate::model::pricing::Pricing;
 use crate::model::trace::{TimingSummary, TimingTotals};
+use crate::texts::Texts;
 
 /// `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,8 +230,8 @@ fn numeric(value: &Value) -> Option<f64> {
 }
 
 /// One row per sample of every aggregated score of a scorer, in sample order.
-fn aggregate(scores: &[(u64, &str, &Kept)], aggregators: &[ScoreAggregator]) -> Vec<Kept> {
-    let mut rows: Vec<Kept> = Vec::new();
+fn aggregate(scores: &[(u64, &str, Kept<'_>)], aggregators: &[ScoreAggregator]) -> Vec<Map<String, Value>> {
+    let mut rows = Vec::new();
     let mut start = 0;
     while start < scores.len() {
         let (index, id, _) = scores[start];
@@ -239,7 +241,7 @@ fn aggregate(scores: &[(u64, &str, &Kept)], aggregators: &[ScoreAggregator]) -> 
                 .take_while(|(i, s, _)| *i == index && *s == id)
                 .count();
         let group = &scores[start..end];
-        let mut row = Scores::default();
+        let mut row = Map::new();
         for a in aggregators {
             let values: Vec<f64> = group
                 .iter()
@@ -248,74 +250,49 @@ fn aggregate(scores: &[(u64, &str, &Kept)], aggregators: &[ScoreAggregator]) -> 
             if let Some(v) = a.aggregate(&values)
                 && let Some(n) = serde_json::Number::from_f64(v)
             {
-                row.values.insert(a.output_name(), Value::Number(n));
+                row.insert(a.output_name(), Value::Number(n));
             }
         }
-        rows.push(Kept::Whole(Box::new(row)));
+        rows.push(row);
         start = end;
     }
     rows
 }
 
-/// What a [`Fold`] keeps of a scored sample: `(sample index, sample id, trial and part, scores
-/// by scorer)`.
-type Scored = (u64, Box<str>, (u32, u32), Box<[(Box<str>, Kept)]>);
-
-/// A scorer's scores as a summary keeps them for its metrics: the values alone, as a short list
-/// (a tenth of the size of a map, which matters at 100,000 samples), or the whole scores when a
-/// Python metric reads their metadata.
-enum Kept {
-    Values(Box<[(Box<str>, Value)]>),
-    Whole(Box<Scores>),
+/// A scorer's scores for one metric: a trial's, as the fold kept them, or a sample's trials
+/// aggregated.
+#[derive(Clone, Copy)]
+enum Kept<'a> {
+    Trial(Entry<'a>),
+    Aggregated(&'a Map<String, Value>),
 }
 
-impl Kept {
-    fn of(scores: Scores, keep_metadata: bool) -> Kept {
-        if keep_metadata {
-            Kept::Whole(Box::new(scores))
-        } else {
-            Kept::Values(
-                scores
-                    .values
-                    .into_iter()
-                    .map(|(k, v)| (k.into_boxed_str(), v))
-                    .collect(),
-            )
-        }
-    }
-
+impl Kept<'_> {
     fn field_names(&self) -> Vec<&str> {
         match self {
-            Kept::Values(values) => values.iter().map(|(k, _)| &**k).collect(),
-            Kept::Whole(scores) => scores.values.keys().map(String::as_str).collect(),
-        }
-    }
-
-    fn values(&self) -> Map<String, Value> {
-        match self {
-            Kept::Values(values) => values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
-            Kept::Whole(scores) => scores.values.clone(),
+            Kept::Trial(entry) => entry.field_names().collect(),
+            Kept::Aggregated(values) => values.keys().map(String::as_str).collect(),
         }
     }
 
     /// The scores as a Python metric receives them.
-    fn to_json(&self) -> Value {
-        match self {
-            Kept::Values(_) => serde_json::to_value(Scores {
-                values: self.values(),
+    fn to_json(self) -> Value {
+        let scores = match self {
+            Kept::Trial(entry) => entry.scores(),
+            Kept::Aggregated(values) => Scores {
+                values: values.clone(),
                 metadata: Map::new(),
-            }),
-            Kept::Whole(scores) => serde_json::to_value(scores),
-        }
-        .unwrap_or(Value::Null)
+            },
+        };
+        serde_json::to_value(scores).unwrap_or(Value::Null)
     }
 }
 
-impl ScoreFields for Kept {
+impl ScoreFields for Kept<'_> {
     fn get_field(&self, name: &str) -> Option<&Value> {
         match self {
-            Kept::Values(values) => values.iter().find(|(k, _)| &**k == name).map(|(_, v)| v),
-            Kept::Whole(scores) => scores.values.get(name),
+            Kept::Trial(entry) => entry.get_field(name),
+            Kept::Aggregated(values) => values.get(name),
         }
     }
 }
@@ -331,8 +308,13 @@ pub struct Fold {
     failed: u64,
     usage: Usage,
     cost_usd: Option<f64>,
-    /// Sorted into sample order before metrics are computed.
-    scored: Vec<Scored>,
+    /// `(sample index, (trial, part))` of each scored record, in the order they were added; put
+    /// into sample order (with the ids) before metrics are computed.
+    rows: Vec<(u64, (u32, u32))>,
+    /// Each scored record's sample id, by row.
+    ids: Texts,
+    /// Each scored record's scores, by row.
+    scores: ScoreTable,
     /// `(sample index, sample id, error)`.
     errors: Vec<(u64, String, SampleError)>,
     /// Records an action rule left out of the metrics.
@@ -351,7 +333,9 @@ impl Fold {
             failed: 0,
             usage: Usage::default(),
             cost_usd: None,
-            scored: Vec::new(),
+            rows: Vec::new(),
+            ids: Texts::default(),
+            scores: ScoreTable::default(),
             errors: Vec::new(),
             excluded: 0,
             timings: TimingTotals::default(),
@@ -380,17 +364,23 @@ impl Fold {
             self.excluded += 1;
             return;
         }
-        let keep_metadata = self.keep_metadata;
-        self.scored.push((
+        self.rows.push((
             record.sample_index,
-            record.sample_id.into_boxed_str(),
             (record.trial.unwrap_or(0), record.part.unwrap_or(0)),
-            record
-                .scores
-                .into_iter()
-                .map(|(name, scores)| (name.into_boxed_str(), Kept::of(scores, keep_metadata)))
-                .collect(),
         ));
+        self.ids.push(&record.sample_id);
+        self.scores.push(record.scores, self.keep_metadata);
+    }
+
+    /// The scored rows in sample order: by index, id, trial and part.
+    fn rows_in_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ia, ta) = self.rows[a];
+            let (ib, tb) = self.rows[b];
+            (ia, self.ids.get(a), ta).cmp(&(ib, self.ids.get(b), tb))
+        });
+        order
     }
 
     pub fn finish(
@@ -400,7 +390,7 @@ impl Fold {
         aggregators: &[ScoreAggregator],
         python_metric: &mut PythonMetric<'_>,
     ) -> SpecSummary {
-        self.scored.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+        let order = self.rows_in_order();
         self.errors.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let mut errors_by_stage = BTreeMap::new();
         let mut errors_by_class = BTreeMap::new();
@@ -413,8 +403,8 @@ impl Fold {
         let mut metric_errors = Vec::new();
         if scorers.is_empty() {
             // A system task: its evidence values are its metrics.
-            for (_, _, _, s) in &self.scored {
-                if let Some((_, evidence)) = s.iter().find(|(name, _)| &**name == EVIDENCE_SCORER) {
+            for &row in &order {
+                if let Some(evidence) = self.scores.get(EVIDENCE_SCORER, row) {
                     metrics.push(MetricResult {
                         scorer_name: EVIDENCE_SCORER.to_owned(),
                         scorer_key: None,
@@ -430,13 +420,11 @@ impl Fold {
             }
         }
         for def in scorers.iter().filter(|d| d.purpose != "qa") {
-            let trial_scores: Vec<(u64, &str, &Kept)> = self
-                .scored
+            let trial_scores: Vec<(u64, &str, Kept<'_>)> = order
                 .iter()
-                .filter_map(|(index, id, _, s)| {
-                    s.iter()
-                        .find(|(name, _)| **name == *def.name)
-                        .map(|(_, s)| (*index, &**id, s))
+                .filter_map(|&row| {
+                    let entry = self.scores.get(&def.name, row)?;
+                    Some((self.rows[row].0, self.ids.get(row), Kept::Trial(entry)))
                 })
                 .collect();
             let aggregated = if aggregators.is_empty() {
@@ -444,12 +432,12 @@ impl Fold {
             } else {
                 aggregate(&trial_scores, aggregators)
             };
-            let by_trial: Vec<&Kept> = trial_scores.iter().map(|(_, _, s)| *s).collect();
+            let by_trial: Vec<Kept<'_>> = trial_scores.iter().map(|(_, _, s)| *s).collect();
             let aggregated_names: BTreeSet<String> = aggregators.iter().map(ScoreAggregator::output_name).collect();
             for (i, spec) in def.metrics.iter().enumerate() {
                 let over_samples = spec.field().is_some_and(|f| aggregated_names.contains(f));
-                let scores: Vec<&Kept> = if over_samples {
-                    aggregated.iter().collect()
+                let scores: Vec<Kept<'_>> = if over_samples {
+                    aggregated.iter().map(Kept::Aggregated).collect()
                 } else {
                     by_trial.clone()
                 };
@@ -508,7 +496,7 @@ impl Fold {
 
 /// A metric error in the user's terms: a field no sample has is named with the fields that do
 /// exist (a typo in `field:` is the usual cause).
-fn explain(error: &MetricError, values: &[&Kept]) -> String {
+fn explain(error: &MetricError, values: &[Kept<'_>]) -> String {
     let MetricError::MissingField { field, .. } = error else {
         return error.to_string();
     };

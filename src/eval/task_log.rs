@@ -253,6 +253,19 @@ impl SpoolReader {
         let (offset, len) = index
             .find(identity)
             .with_context(|| format!("internal error: no evidence spooled for `{}`", identity.key()))?;
+        self.copy(offset, len, log)
+    }
+
+    /// Copies every record's evidence into `log`, in sample order: the whole log, when this
+    /// session wrote every record of its specification.
+    pub fn copy_all(&mut self, index: &SpoolIndex, log: &mut TaskLog) -> anyhow::Result<()> {
+        for (_, offset, len) in &index.entries {
+            self.copy(*offset, *len, log)?;
+        }
+        Ok(())
+    }
+
+    fn copy(&mut self, offset: u64, len: u32, log: &mut TaskLog) -> anyhow::Result<()> {
         let read = (|| -> std::io::Result<()> {
             match self.at {
                 Some(at) if at == offset => {}

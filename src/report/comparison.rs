@@ -246,13 +246,10 @@ fn compare_spec(
     page_flips: &mut Vec<PageFlip>,
     page_metrics: &mut Vec<PageMetric>,
 ) -> SpecComparison {
-    let a_rows: HashMap<&str, usize> = at.rows.iter().enumerate().map(|(i, r)| (r.id.as_str(), i)).collect();
+    let a_rows: HashMap<&str, usize> = (0..at.rows.len()).map(|i| (at.rows.id(i), i)).collect();
     // (row in A, row in B) of every sample both runs have, in B's order.
-    let pairs: Vec<(usize, usize)> = bt
-        .rows
-        .iter()
-        .enumerate()
-        .filter_map(|(j, r)| a_rows.get(r.id.as_str()).map(|&i| (i, j)))
+    let pairs: Vec<(usize, usize)> = (0..bt.rows.len())
+        .filter_map(|j| a_rows.get(bt.rows.id(j)).map(|&i| (i, j)))
         .collect();
     let mut metrics = Vec::new();
     for bs in &bt.series {
@@ -296,38 +293,34 @@ fn compare_spec(
             scores.insert(key.clone(), at.series[ap].values[i]);
             page_flips.push(PageFlip {
                 spec: bt.key.clone(),
-                id: bt.rows[j].id.clone(),
+                id: bt.rows.id(j).to_owned(),
                 row: Some(offset + j),
                 direction: if was { "pass_to_fail" } else { "fail_to_pass" },
                 baseline: FlipBaseline {
-                    output: at.rows[i].output.clone(),
-                    error: at.rows[i].error.clone(),
+                    output: at.rows.output(i).to_owned(),
+                    error: at.rows.error(i).map(str::to_owned),
                     scores,
                 },
             });
         }
     }
     let mut errors: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for row in &at.rows {
-        if let Some(c) = &row.error {
-            errors.entry(c.clone()).or_default().0 += 1;
-        }
+    for c in (0..at.rows.len()).filter_map(|i| at.rows.error(i)) {
+        errors.entry(c.to_owned()).or_default().0 += 1;
     }
-    for row in &bt.rows {
-        if let Some(c) = &row.error {
-            errors.entry(c.clone()).or_default().1 += 1;
-        }
+    for c in (0..bt.rows.len()).filter_map(|j| bt.rows.error(j)) {
+        errors.entry(c.to_owned()).or_default().1 += 1;
     }
     let (mut appeared, mut vanished) = (Vec::new(), Vec::new());
     for &(i, j) in &pairs {
-        match (&at.rows[i].error, &bt.rows[j].error) {
+        match (at.rows.error(i), bt.rows.error(j)) {
             (None, Some(c)) => appeared.push(ErrorChange {
-                id: bt.rows[j].id.clone(),
-                class: c.clone(),
+                id: bt.rows.id(j).to_owned(),
+                class: c.to_owned(),
             }),
             (Some(c), None) => vanished.push(ErrorChange {
-                id: bt.rows[j].id.clone(),
-                class: c.clone(),
+                id: bt.rows.id(j).to_owned(),
+                class: c.to_owned(),
             }),
             _ => {}
         }
@@ -378,9 +371,9 @@ fn compare_metric(
         let good = if b.better == Better::Higher { 1.0 } else { 0.0 };
         for &(x, y, j) in &paired {
             if x == good && y != good {
-                flips.pass_to_fail.push(bt.rows[j].id.clone());
+                flips.pass_to_fail.push(bt.rows.id(j).to_owned());
             } else if x != good && y == good {
-                flips.fail_to_pass.push(bt.rows[j].id.clone());
+                flips.fail_to_pass.push(bt.rows.id(j).to_owned());
             }
         }
         let p = stats::mcnemar(flips.pass_to_fail.len() as u64, flips.fail_to_pass.len() as u64);

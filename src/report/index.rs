@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::redact::redact;
 use crate::report::record_view::RecordView;
+use crate::texts::Texts;
 
 /// Previews are cut to this many characters.
 pub const PREVIEW_CHARS: usize = 160;
@@ -89,8 +90,10 @@ pub const PARTS: [LatencyPart; 6] = [
 #[derive(Debug, Serialize)]
 pub struct Latency {
     pub parts: &'static [LatencyPart],
-    pub values: Vec<Vec<f64>>,
-    pub total: Vec<f64>,
+    /// Milliseconds to a tenth, which `f32` holds exactly enough (to within 0.1 ms up to 27
+    /// minutes) at half the size.
+    pub values: Vec<Vec<f32>>,
+    pub total: Vec<f32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,20 +105,29 @@ pub struct ScoreColumn {
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub categories: Option<Vec<String>>,
-    pub values: Vec<Value>,
+    pub values: ScoreValues,
+}
+
+/// A score column's cells: numbers, or positions in its categories; `null` where a sample has
+/// no value.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ScoreValues {
+    Numbers(Vec<Option<f64>>),
+    Categories(Vec<Option<u32>>),
 }
 
 /// `lfeval-index`.
 #[derive(Debug, Serialize)]
 pub struct Index {
     pub n: usize,
-    pub spec: Vec<usize>,
-    pub id: Vec<String>,
+    pub spec: Vec<u32>,
+    pub id: Texts,
     pub pass: Vec<Option<u8>>,
-    pub error: Vec<usize>,
+    pub error: Vec<u32>,
     pub error_classes: Vec<String>,
-    pub input: Vec<String>,
-    pub output: Vec<String>,
+    pub input: Texts,
+    pub output: Texts,
     pub scores: Vec<ScoreColumn>,
     pub latency: Latency,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,7 +138,16 @@ pub struct Index {
 enum Cell {
     Missing,
     Number(f64),
-    Text(String),
+    /// A position in its column's texts.
+    Text(u32),
+}
+
+/// One score field's cells as they come, and the distinct texts among them.
+struct CellColumn {
+    scorer: String,
+    field: String,
+    cells: Vec<Cell>,
+    texts: Vec<String>,
 }
 
 /// Builds the index row by row.
@@ -134,44 +155,45 @@ pub struct IndexBuilder {
     index: Index,
     /// Model key → whether its inference time is Python (`custom_inference`).
     python_models: HashMap<String, bool>,
-    columns: Vec<(String, String, Vec<Cell>)>,
+    columns: Vec<CellColumn>,
     column_of: HashMap<(String, String), usize>,
-    any_cost: bool,
+    rows: usize,
 }
 
 impl IndexBuilder {
-    pub fn new(python_models: HashMap<String, bool>) -> IndexBuilder {
+    /// A builder for an index of about `rows` samples.
+    pub fn new(python_models: HashMap<String, bool>, rows: usize) -> IndexBuilder {
         IndexBuilder {
             index: Index {
                 n: 0,
-                spec: Vec::new(),
-                id: Vec::new(),
+                spec: Vec::with_capacity(rows),
+                id: Texts::with_capacity(rows),
                 pass: Vec::new(),
-                error: Vec::new(),
+                error: Vec::with_capacity(rows),
                 error_classes: Vec::new(),
-                input: Vec::new(),
-                output: Vec::new(),
+                input: Texts::with_capacity(rows),
+                output: Texts::with_capacity(rows),
                 scores: Vec::new(),
                 latency: Latency {
                     parts: &PARTS,
-                    values: vec![Vec::new(); PARTS.len()],
-                    total: Vec::new(),
+                    values: vec![Vec::with_capacity(rows); PARTS.len()],
+                    total: Vec::with_capacity(rows),
                 },
-                cost: Some(Vec::new()),
+                cost: None,
             },
             python_models,
             columns: Vec::new(),
             column_of: HashMap::new(),
-            any_cost: false,
+            rows,
         }
     }
 
-    pub fn add(&mut self, spec: usize, record: &RecordView, pass: Option<bool>, input: String, output: String) {
+    pub fn add(&mut self, spec: usize, record: &RecordView, pass: Option<bool>, input: &str, output: &str) {
         let row = self.index.n;
         let ix = &mut self.index;
         ix.n += 1;
-        ix.spec.push(spec);
-        ix.id.push(redact(&record.key()).into_owned());
+        ix.spec.push(u32::try_from(spec).unwrap_or(u32::MAX));
+        ix.id.push(&redact(&record.key()));
         ix.pass.push(pass.map(u8::from));
         let error = match record.errors.first() {
             None => 0,
@@ -186,7 +208,7 @@ impl IndexBuilder {
                 }
             }
         };
-        ix.error.push(error);
+        ix.error.push(u32::try_from(error).unwrap_or(u32::MAX));
         ix.input.push(input);
         ix.output.push(output);
         let mut parts = [0.0f64; PARTS.len()];
@@ -203,77 +225,71 @@ impl IndexBuilder {
             column.push(round1(v));
         }
         ix.latency.total.push(round1(record.timings.total_ms));
+        // Most runs have no prices: the column exists from the first sample with a cost on.
+        if ix.cost.is_none() && record.cost_usd.is_some() {
+            let mut costs = Vec::with_capacity(self.rows.max(row + 1));
+            costs.resize(row, None);
+            ix.cost = Some(costs);
+        }
         if let Some(costs) = &mut ix.cost {
             costs.push(record.cost_usd);
         }
-        self.any_cost |= record.cost_usd.is_some();
         for (scorer, scores) in &record.scores {
             for (field, value) in &scores.values {
                 let key = (scorer.clone(), field.clone());
                 let column = match self.column_of.get(&key) {
                     Some(&c) => c,
                     None => {
-                        self.columns.push((scorer.clone(), field.clone(), Vec::new()));
+                        self.columns.push(CellColumn {
+                            scorer: scorer.clone(),
+                            field: field.clone(),
+                            cells: Vec::new(),
+                            texts: Vec::new(),
+                        });
                         self.column_of.insert(key, self.columns.len() - 1);
                         self.columns.len() - 1
                     }
                 };
-                let cells = &mut self.columns[column].2;
-                while cells.len() < row {
-                    cells.push(Cell::Missing);
-                }
-                cells.push(match value {
+                let column = &mut self.columns[column];
+                column.cells.resize_with(row, || Cell::Missing);
+                let cell = match value {
                     Value::Number(n) => n.as_f64().map_or(Cell::Missing, Cell::Number),
                     Value::Bool(b) => Cell::Number(f64::from(u8::from(*b))),
-                    Value::String(s) => Cell::Text(redact(s).into_owned()),
+                    Value::String(s) => {
+                        let text = redact(s);
+                        let k = match column.texts.iter().position(|t| *t == *text) {
+                            Some(k) => k,
+                            None => {
+                                column.texts.push(text.into_owned());
+                                column.texts.len() - 1
+                            }
+                        };
+                        Cell::Text(u32::try_from(k).unwrap_or(u32::MAX))
+                    }
                     _ => Cell::Missing,
-                });
+                };
+                column.cells.push(cell);
             }
         }
     }
 
     pub fn finish(mut self) -> Index {
         let n = self.index.n;
-        for (scorer, field, mut cells) in self.columns {
-            while cells.len() < n {
-                cells.push(Cell::Missing);
-            }
-            let texts = cells.iter().any(|c| matches!(c, Cell::Text(_)));
+        for CellColumn {
+            scorer,
+            field,
+            mut cells,
+            texts,
+        } in self.columns
+        {
+            cells.resize_with(n, || Cell::Missing);
             let key = format!("{scorer}.{field}");
-            if texts {
-                let mut categories: Vec<String> = Vec::new();
-                let values = cells
-                    .into_iter()
-                    .map(|c| {
-                        let text = match c {
-                            Cell::Missing => return Value::Null,
-                            Cell::Number(x) => crate::eval::metric::python_str(&Value::from(x)),
-                            Cell::Text(t) => t,
-                        };
-                        let k = match categories.iter().position(|c| *c == text) {
-                            Some(k) => k,
-                            None => {
-                                categories.push(text);
-                                categories.len() - 1
-                            }
-                        };
-                        Value::from(k)
-                    })
-                    .collect();
-                self.index.scores.push(ScoreColumn {
-                    key,
-                    scorer,
-                    field,
-                    kind: "category",
-                    categories: Some(categories),
-                    values,
-                });
-            } else {
+            if texts.is_empty() {
                 let values = cells
                     .into_iter()
                     .map(|c| match c {
-                        Cell::Number(x) => Value::from(x),
-                        _ => Value::Null,
+                        Cell::Number(x) => Some(x),
+                        _ => None,
                     })
                     .collect();
                 self.index.scores.push(ScoreColumn {
@@ -282,19 +298,45 @@ impl IndexBuilder {
                     field,
                     kind: "number",
                     categories: None,
-                    values,
+                    values: ScoreValues::Numbers(values),
                 });
+                continue;
             }
-        }
-        if !self.any_cost {
-            self.index.cost = None;
+            // Categories in the order samples show them first, numbers among them as text.
+            let mut categories: Vec<String> = Vec::new();
+            let mut category_of = |text: std::borrow::Cow<'_, str>| {
+                let k = match categories.iter().position(|c| *c == *text) {
+                    Some(k) => k,
+                    None => {
+                        categories.push(text.into_owned());
+                        categories.len() - 1
+                    }
+                };
+                u32::try_from(k).ok()
+            };
+            let values = cells
+                .into_iter()
+                .map(|c| match c {
+                    Cell::Missing => None,
+                    Cell::Number(x) => category_of(crate::eval::metric::python_str(&Value::from(x)).into()),
+                    Cell::Text(k) => category_of(texts[k as usize].as_str().into()),
+                })
+                .collect();
+            self.index.scores.push(ScoreColumn {
+                key,
+                scorer,
+                field,
+                kind: "category",
+                categories: Some(categories),
+                values: ScoreValues::Categories(values),
+            });
         }
         self.index
     }
 }
 
-fn round1(ms: f64) -> f64 {
-    (ms * 10.0).round() / 10.0
+fn round1(ms: f64) -> f32 {
+    ((ms * 10.0).round() / 10.0) as f32
 }
 
 #[cfg(test)]

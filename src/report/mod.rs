@@ -66,8 +66,9 @@ pub fn load(dir: &Path) -> Result<Loaded, RunReadError> {
     let run = FinishedRun::open(dir)?;
     let mut table = SampleTable::new(&run.summary);
     let mut records = run.records()?;
+    table.reserve(&records.per_spec);
     scan(&mut records, |spec, record| {
-        table.add(spec, record, index::preview(&index::output_text(record)));
+        table.add(spec, record, &index::preview(&index::output_text(record)));
     })?;
     table.finish();
     Ok(Loaded { run, table })
@@ -90,8 +91,9 @@ pub fn write(dir: &Path, baseline: Option<&Path>, alpha: f64) -> anyhow::Result<
         .map(|m| (m.key.clone(), m.connection_type == "custom_inference"))
         .collect();
     let mut table = SampleTable::new(&run.summary);
-    let mut builder = IndexBuilder::new(python_models);
     let mut records = run.records()?;
+    table.reserve(&records.per_spec);
+    let mut builder = IndexBuilder::new(python_models, records.len());
     // The records' tags do not depend on the index: they are compressed on a second thread,
     // into an unnamed file beside the report, while this one builds the index.
     let mut chunk_reader = records.reader()?;
@@ -105,8 +107,8 @@ pub fn write(dir: &Path, baseline: Option<&Path>, alpha: f64) -> anyhow::Result<
         });
         let scanned = scan(&mut records, |spec, record| {
             let output = index::preview(&index::output_text(record));
-            table.add(spec, record, output.clone());
-            builder.add(spec, record, None, index::preview(&index::input_text(record)), output);
+            table.add(spec, record, &output);
+            builder.add(spec, record, None, &index::preview(&index::input_text(record)), &output);
         });
         let chunks = encoder
             .join()

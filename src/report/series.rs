@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use crate::eval::metric::python_str;
 use crate::eval::summary::{MetricResult, RunSummary};
-use crate::model::io::Usage;
 use crate::report::record_view::RecordView;
 use crate::report::stats::{self, Statistic};
+use crate::texts::Texts;
 
 /// Whether bigger values of a metric are better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -190,24 +190,77 @@ impl MetricSeries {
     }
 }
 
-/// What the comparison and the report keep of each sample.
-#[derive(Debug, Clone)]
-pub struct SampleRow {
-    pub id: String,
-    /// The class of the sample's first error.
-    pub error: Option<String>,
-    pub total_ms: f64,
-    pub usage: Usage,
-    pub cost_usd: Option<f64>,
+/// What the comparison and the report keep of each sample, by column: a 100,000-sample run
+/// keeps its texts in two buffers instead of two allocations per sample.
+#[derive(Debug, Clone, Default)]
+pub struct SampleRows {
+    ids: Texts,
     /// The output text, shortened as the report's index shows it.
-    pub output: String,
+    outputs: Texts,
+    /// The class of each sample's first error, as a position in `classes` plus one (0: none).
+    errors: Vec<u32>,
+    classes: Vec<String>,
+    total_ms: Vec<f64>,
+}
+
+impl SampleRows {
+    fn reserve(&mut self, rows: usize) {
+        self.ids.reserve(rows);
+        self.outputs.reserve(rows);
+        self.errors.reserve_exact(rows);
+        self.total_ms.reserve_exact(rows);
+    }
+
+    fn push(&mut self, record: &RecordView, output_preview: &str) {
+        self.ids.push(&record.key());
+        self.outputs.push(output_preview);
+        let error = match record.errors.first() {
+            None => 0,
+            Some(e) => match self.classes.iter().position(|c| *c == e.class) {
+                Some(k) => k + 1,
+                None => {
+                    self.classes.push(e.class.clone());
+                    self.classes.len()
+                }
+            },
+        };
+        self.errors.push(u32::try_from(error).unwrap_or(u32::MAX));
+        self.total_ms.push(record.timings.total_ms);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The record's key (its sample id, with its trial and part).
+    pub fn id(&self, row: usize) -> &str {
+        self.ids.get(row)
+    }
+
+    pub fn output(&self, row: usize) -> &str {
+        self.outputs.get(row)
+    }
+
+    /// The class of the sample's first error.
+    pub fn error(&self, row: usize) -> Option<&str> {
+        let k = self.errors[row] as usize;
+        (k > 0).then(|| self.classes[k - 1].as_str())
+    }
+
+    pub fn total_ms(&self) -> &[f64] {
+        &self.total_ms
+    }
 }
 
 /// One specification's rows and metric series.
 #[derive(Debug, Clone)]
 pub struct SpecTable {
     pub key: String,
-    pub rows: Vec<SampleRow>,
+    pub rows: SampleRows,
     pub series: Vec<MetricSeries>,
     /// The series that decides pass/fail: the first proportion from a `mean`.
     pub pass: Option<usize>,
@@ -216,7 +269,7 @@ pub struct SpecTable {
 impl SpecTable {
     /// Pass (`Some(true)`), fail (`Some(false)`), or neither (errored, or no pass rule).
     pub fn pass_of(&self, row: usize) -> Option<bool> {
-        if self.rows[row].error.is_some() {
+        if self.rows.error(row).is_some() {
             return None;
         }
         let series = &self.series[self.pass?];
@@ -225,7 +278,7 @@ impl SpecTable {
 
     /// The nearest-rank quantile of the samples' total latency.
     pub fn latency(&self, q: f64) -> Option<f64> {
-        let mut totals: Vec<f64> = self.rows.iter().map(|r| r.total_ms).collect();
+        let mut totals = self.rows.total_ms().to_vec();
         totals.sort_by(f64::total_cmp);
         stats::quantile(&totals, q)
     }
@@ -273,7 +326,7 @@ impl SampleTable {
                 }
                 SpecTable {
                     key: spec.identity.key.clone(),
-                    rows: Vec::new(),
+                    rows: SampleRows::default(),
                     series,
                     pass: None,
                 }
@@ -282,21 +335,25 @@ impl SampleTable {
         SampleTable { specs }
     }
 
+    /// Makes room for this many records per specification (in summary order), which a large
+    /// run would otherwise pay for in slack as its columns double.
+    pub fn reserve(&mut self, per_spec: &[usize]) {
+        for (table, &rows) in self.specs.iter_mut().zip(per_spec) {
+            table.rows.reserve(rows);
+            for series in &mut table.series {
+                series.values.reserve_exact(rows);
+            }
+        }
+    }
+
     /// Adds one record to its specification (`spec` is its position in the summary).
-    pub fn add(&mut self, spec: usize, record: &RecordView, output_preview: String) {
+    pub fn add(&mut self, spec: usize, record: &RecordView, output_preview: &str) {
         let table = &mut self.specs[spec];
         for series in &mut table.series {
             let value = series.extract(record);
             series.values.push(value);
         }
-        table.rows.push(SampleRow {
-            id: record.key(),
-            error: record.errors.first().map(|e| e.class.clone()),
-            total_ms: record.timings.total_ms,
-            usage: record.usage,
-            cost_usd: record.cost_usd,
-            output: output_preview,
-        });
+        table.rows.push(record, output_preview);
     }
 
     /// Settles what needs every row: which means are proportions, and each pass rule.

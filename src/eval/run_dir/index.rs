@@ -1,7 +1,8 @@
 //! Which records `samples.jsonl` holds: per specification, the key of every line and how many
 //! lines each sample has (its trials and parts), all as written (masked). Keyed by
 //! specification first, so a large run keeps one copy of each id instead of one of the
-//! specification's name beside every id.
+//! specification's name beside every id; a line whose key is its sample id (no trials, no
+//! parts: most runs) is a flag beside the id rather than a second copy of it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -12,15 +13,28 @@ pub(super) struct Index {
 
 #[derive(Debug, Default)]
 struct SpecLines {
-    /// Record keys ([`crate::eval::record::record_key`]).
-    records: HashSet<Box<str>>,
-    /// Lines per sample id.
-    samples: HashMap<Box<str>, u32>,
+    samples: HashMap<Box<str>, SampleLines>,
+    /// Record keys ([`crate::eval::record::record_key`]) that are not their sample's id.
+    keyed: HashSet<Box<str>>,
+    lines: usize,
+}
+
+#[derive(Debug, Default)]
+struct SampleLines {
+    lines: u32,
+    /// Whether a line's key is the sample id itself.
+    plain: bool,
+}
+
+impl SpecLines {
+    fn contains(&self, key: &str) -> bool {
+        self.samples.get(key).is_some_and(|s| s.plain) || self.keyed.contains(key)
+    }
 }
 
 impl Index {
     pub(super) fn contains(&self, spec: &str, key: &str) -> bool {
-        self.specs.get(spec).is_some_and(|s| s.records.contains(key))
+        self.specs.get(spec).is_some_and(|s| s.contains(key))
     }
 
     /// Adds one line; `false` (and nothing changes) when its key is already there.
@@ -32,13 +46,17 @@ impl Index {
             Some(lines) => lines,
             None => self.specs.entry(spec.to_owned()).or_default(),
         };
-        lines.records.insert(key.into());
-        match lines.samples.get_mut(sample_id) {
-            Some(n) => *n += 1,
-            None => {
-                lines.samples.insert(sample_id.into(), 1);
-            }
+        lines.lines += 1;
+        let plain = key == sample_id;
+        if !plain {
+            lines.keyed.insert(key.into());
         }
+        let sample = match lines.samples.get_mut(sample_id) {
+            Some(sample) => sample,
+            None => lines.samples.entry(sample_id.into()).or_default(),
+        };
+        sample.lines += 1;
+        sample.plain |= plain;
         true
     }
 
@@ -46,12 +64,22 @@ impl Index {
         let Some(lines) = self.specs.get_mut(spec) else {
             return;
         };
-        if !lines.records.remove(key) {
+        let plain = key == sample_id;
+        let removed = if plain {
+            lines
+                .samples
+                .get_mut(sample_id)
+                .is_some_and(|s| std::mem::take(&mut s.plain))
+        } else {
+            lines.keyed.remove(key)
+        };
+        if !removed {
             return;
         }
-        if let Some(n) = lines.samples.get_mut(sample_id) {
-            *n -= 1;
-            if *n == 0 {
+        lines.lines -= 1;
+        if let Some(sample) = lines.samples.get_mut(sample_id) {
+            sample.lines -= 1;
+            if sample.lines == 0 {
                 lines.samples.remove(sample_id);
             }
         }
@@ -63,7 +91,7 @@ impl Index {
 
     /// How many lines `spec` has.
     pub(super) fn count(&self, spec: &str) -> usize {
-        self.specs.get(spec).map_or(0, |s| s.records.len())
+        self.specs.get(spec).map_or(0, |s| s.lines)
     }
 
     /// `(spec, sample_id)` of every sample with a line, sorted.
@@ -79,7 +107,7 @@ impl Index {
 
     /// How many lines there are in all.
     pub(super) fn total(&self) -> usize {
-        self.specs.values().map(|s| s.records.len()).sum()
+        self.specs.values().map(|s| s.lines).sum()
     }
 }
 
@@ -109,5 +137,22 @@ mod tests {
         assert_eq!(index.count("a"), 0);
         assert_eq!(index.total(), 1);
         assert!(index.contains("b", "1#t1"));
+    }
+
+    #[test]
+    fn a_plain_line_and_a_trial_of_the_same_sample_are_two_lines() {
+        let mut index = Index::default();
+        assert!(index.insert("a", "1", "1"));
+        assert!(index.insert("a", "1#t1", "1"));
+        assert!(!index.insert("a", "1", "1"));
+        assert_eq!(index.count("a"), 2);
+        index.remove("a", "1", "1");
+        assert!(!index.contains("a", "1") && index.contains("a", "1#t1"));
+        assert!(index.has_sample("a", "1"));
+        index.remove("a", "1", "1");
+        assert_eq!(index.count("a"), 1, "a line is removed once");
+        index.remove("a", "1#t1", "1");
+        assert!(!index.has_sample("a", "1"));
+        assert_eq!(index.total(), 0);
     }
 }
