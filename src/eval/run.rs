@@ -331,6 +331,8 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
     let precomputed = Arc::new(all_sample_scores(&p, &shared, chosen.clone()).await?);
     let limit = p.model.as_ref().map_or(8, |m| m.gate.concurrency * 2).clamp(2, 512);
     let slots = Arc::new(tokio::sync::Semaphore::new(limit));
+    let refill = u32::try_from(limit / 2).unwrap_or(1).max(1);
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut tasks = tokio::task::JoinSet::new();
     let mut samples = selected(&p, &shared.run_dir, chosen)?;
     // Each (sample, trial) is one unit of work; `pending` holds the trials of the current sample.
@@ -341,7 +343,7 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
     let mut interrupt = shared.interrupt.clone();
     let mut ticker = tokio::time::interval(REPORT_EVERY);
     let mut last_report = Instant::now();
-    let end = loop {
+    let end = 'dispatch: loop {
         if shared.stop.load(Ordering::Relaxed) {
             break SpecEnd::Stopped;
         }
@@ -370,9 +372,21 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
         {
             continue;
         }
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => permit?,
-            Ok(()) = interrupt.changed() => break SpecEnd::Interrupted,
+        // Slots are taken in batches: every free one at once or, when none is free, half the
+        // pipeline's worth. Waiting for one slot at a time woke this thread once per finished
+        // sample; half the pipeline still leaves the model's concurrency in flight meanwhile.
+        let permit = loop {
+            if let Some(permit) = held.as_mut().and_then(|h| h.split(1)) {
+                break permit;
+            }
+            let free = u32::try_from(slots.available_permits()).unwrap_or(u32::MAX);
+            held = Some(match Arc::clone(&slots).try_acquire_many_owned(free) {
+                Ok(batch) if free > 0 => batch,
+                _ => tokio::select! {
+                    batch = Arc::clone(&slots).acquire_many_owned(refill) => batch?,
+                    Ok(()) = interrupt.changed() => break 'dispatch SpecEnd::Interrupted,
+                },
+            });
         };
         // A sample may have failed while this one waited for its slot.
         if shared.stop.load(Ordering::Relaxed) {
