@@ -12,6 +12,7 @@
 //!   `None`, integers in decimal and floats in Python's shortest repr (`1.0`, `1e-05`);
 //! - every computed number is an `f64`; counts (confusion matrices, frequencies) are integers.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -488,17 +489,18 @@ fn f1(precision: f64, recall: f64) -> f64 {
 /// One sample's score values, however the caller holds them: a record's map, or the compact
 /// rows a summary keeps of a large run.
 pub trait ScoreFields {
-    fn get_field(&self, name: &str) -> Option<&Value>;
+    /// A field's value: borrowed, or made on the spot from a compact form (a number).
+    fn get_field(&self, name: &str) -> Option<Cow<'_, Value>>;
 }
 
 impl ScoreFields for Map<String, Value> {
-    fn get_field(&self, name: &str) -> Option<&Value> {
-        self.get(name)
+    fn get_field(&self, name: &str) -> Option<Cow<'_, Value>> {
+        self.get(name).map(Cow::Borrowed)
     }
 }
 
 impl<T: ScoreFields + ?Sized> ScoreFields for &T {
-    fn get_field(&self, name: &str) -> Option<&Value> {
+    fn get_field(&self, name: &str) -> Option<Cow<'_, Value>> {
         (**self).get_field(name)
     }
 }
@@ -507,7 +509,7 @@ fn sum(samples: &[impl ScoreFields], field: &str) -> Result<f64, MetricError> {
     Ok(numbers(samples, field)?.iter().sum())
 }
 
-fn field<'a>(sample: &'a impl ScoreFields, field: &str, index: usize) -> Result<&'a Value, MetricError> {
+fn field<'a>(sample: &'a impl ScoreFields, field: &str, index: usize) -> Result<Cow<'a, Value>, MetricError> {
     sample.get_field(field).ok_or_else(|| MetricError::MissingField {
         field: field.into(),
         index,
@@ -518,7 +520,7 @@ fn numbers(samples: &[impl ScoreFields], name: &str) -> Result<Vec<f64>, MetricE
     samples
         .iter()
         .enumerate()
-        .map(|(index, sample)| match field(sample, name, index)? {
+        .map(|(index, sample)| match &*field(sample, name, index)? {
             Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
             Value::Number(n) => n.as_f64().ok_or_else(|| MetricError::NotNumeric {
                 field: name.into(),
@@ -535,7 +537,7 @@ fn numbers(samples: &[impl ScoreFields], name: &str) -> Result<Vec<f64>, MetricE
 }
 
 fn label(sample: &impl ScoreFields, name: &str, index: usize) -> Result<String, MetricError> {
-    Ok(python_str(field(sample, name, index)?))
+    Ok(python_str(&*field(sample, name, index)?))
 }
 
 fn backticked<'a>(labels: impl Iterator<Item = &'a String>) -> String {

@@ -1,8 +1,11 @@
 //! [`ScoreTable`]: the scores a summary's [`Fold`](crate::eval::summary::Fold) keeps for its
 //! metrics, stored by column (one per scorer and field) with a row per scored record. A map per
-//! record cost ~170 bytes for one boolean score; a column costs the value alone.
+//! record cost ~170 bytes for one boolean score; a column costs 16 bytes a value (a
+//! `serde_json::Value` is over four times that: its map variant is inline).
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde_json::{Map, Number, Value};
 
 use crate::eval::metric::ScoreFields;
 use crate::eval::record::Scores;
@@ -19,7 +22,7 @@ struct ScorerColumns {
     /// Whether each row has this scorer's scores.
     present: Vec<bool>,
     /// In the order fields were first seen.
-    fields: Vec<(Box<str>, Vec<Option<Value>>)>,
+    fields: Vec<(Box<str>, Vec<Cell>)>,
     /// Each row's metadata, kept only for Python metrics, which read it.
     metadata: Option<Vec<Map<String, Value>>>,
 }
@@ -48,11 +51,11 @@ impl ScoreTable {
                 let column = match scorer.fields.iter().position(|(f, _)| **f == *field) {
                     Some(column) => column,
                     None => {
-                        scorer.fields.push((field.into_boxed_str(), vec![None; row]));
+                        scorer.fields.push((field.into_boxed_str(), vec![Cell::Missing; row]));
                         scorer.fields.len() - 1
                     }
                 };
-                scorer.fields[column].1.push(Some(value));
+                scorer.fields[column].1.push(Cell::of(value));
             }
             if let Some(metadata) = &mut scorer.metadata {
                 metadata.push(scores.metadata);
@@ -62,7 +65,7 @@ impl ScoreTable {
         for scorer in &mut self.scorers {
             scorer.present.resize(self.rows, false);
             for (_, values) in &mut scorer.fields {
-                values.resize(self.rows, None);
+                values.resize(self.rows, Cell::Missing);
             }
             if let Some(metadata) = &mut scorer.metadata {
                 metadata.resize(self.rows, Map::new());
@@ -74,6 +77,37 @@ impl ScoreTable {
     pub fn get(&self, scorer: &str, row: usize) -> Option<Entry<'_>> {
         let columns = self.scorers.iter().find(|s| *s.name == *scorer)?;
         columns.present[row].then_some(Entry { columns, row })
+    }
+}
+
+/// One value of a column. Scores are nearly always booleans and numbers, kept inline; anything
+/// else is boxed.
+#[derive(Clone, Default)]
+enum Cell {
+    /// The record has no such field.
+    #[default]
+    Missing,
+    Bool(bool),
+    Number(Number),
+    Other(Box<Value>),
+}
+
+impl Cell {
+    fn of(value: Value) -> Cell {
+        match value {
+            Value::Bool(b) => Cell::Bool(b),
+            Value::Number(n) => Cell::Number(n),
+            other => Cell::Other(Box::new(other)),
+        }
+    }
+
+    fn value(&self) -> Option<Cow<'_, Value>> {
+        match self {
+            Cell::Missing => None,
+            Cell::Bool(b) => Some(Cow::Owned(Value::Bool(*b))),
+            Cell::Number(n) => Some(Cow::Owned(Value::Number(n.clone()))),
+            Cell::Other(value) => Some(Cow::Borrowed(value)),
+        }
     }
 }
 
@@ -90,7 +124,7 @@ impl<'a> Entry<'a> {
         self.columns
             .fields
             .iter()
-            .filter(move |(_, values)| values[row].is_some())
+            .filter(move |(_, values)| !matches!(values[row], Cell::Missing))
             .map(|(name, _)| &**name)
     }
 
@@ -98,7 +132,7 @@ impl<'a> Entry<'a> {
         self.columns
             .fields
             .iter()
-            .filter_map(|(name, values)| Some((name.to_string(), values[self.row].clone()?)))
+            .filter_map(|(name, values)| Some((name.to_string(), values[self.row].value()?.into_owned())))
             .collect()
     }
 
@@ -117,14 +151,20 @@ impl<'a> Entry<'a> {
 }
 
 impl ScoreFields for Entry<'_> {
-    fn get_field(&self, name: &str) -> Option<&Value> {
+    fn get_field(&self, name: &str) -> Option<Cow<'_, Value>> {
         let (_, values) = self.columns.fields.iter().find(|(f, _)| **f == *name)?;
-        values[self.row].as_ref()
+        values[self.row].value()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cell_is_a_fraction_of_a_value() {
+        let (cell, value) = (size_of::<super::Cell>(), size_of::<serde_json::Value>());
+        assert!(cell <= 16 && value >= 4 * cell, "a cell is {cell} bytes, a value {value}");
+    }
+
     use serde_json::json;
 
     use super::*;
@@ -151,7 +191,7 @@ mod tests {
         table.push([], true);
 
         let a0 = table.get("a", 0).expect("row 0 has a");
-        assert_eq!(a0.get_field("x"), Some(&json!(1)));
+        assert_eq!(a0.get_field("x").as_deref(), Some(&json!(1)));
         assert_eq!(a0.get_field("z"), None);
         assert_eq!(a0.scores(), scores(json!({"x": 1}), json!({"why": "one"})));
         assert!(table.get("a", 1).is_none() && table.get("b", 0).is_none());
@@ -161,6 +201,7 @@ mod tests {
         );
         let a2 = table.get("a", 2).unwrap();
         assert_eq!(a2.field_names().collect::<Vec<_>>(), ["x", "z"]);
+        assert_eq!(a2.get_field("z").as_deref(), Some(&json!("s")));
         let b2 = table.get("b", 2).expect("present with no values");
         assert!(b2.values().is_empty());
         assert!(table.get("a", 3).is_none() && table.get("b", 3).is_none() && table.get("c", 0).is_none());

@@ -4,6 +4,7 @@
 //! finish); metrics are computed in sample order, so two runs of the same evaluation give
 //! bit-identical numbers. Only the score values are kept while folding, never whole records.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -245,7 +246,7 @@ fn aggregate(scores: &[(u64, &str, Kept<'_>)], aggregators: &[ScoreAggregator]) 
         for a in aggregators {
             let values: Vec<f64> = group
                 .iter()
-                .filter_map(|(_, _, s)| s.get_field(&a.score_name).and_then(numeric))
+                .filter_map(|(_, _, s)| s.get_field(&a.score_name).and_then(|v| numeric(&v)))
                 .collect();
             if let Some(v) = a.aggregate(&values)
                 && let Some(n) = serde_json::Number::from_f64(v)
@@ -289,10 +290,10 @@ impl Kept<'_> {
 }
 
 impl ScoreFields for Kept<'_> {
-    fn get_field(&self, name: &str) -> Option<&Value> {
+    fn get_field(&self, name: &str) -> Option<Cow<'_, Value>> {
         match self {
             Kept::Trial(entry) => entry.get_field(name),
-            Kept::Aggregated(values) => values.get(name),
+            Kept::Aggregated(values) => values.get(name).map(Cow::Borrowed),
         }
     }
 }
