@@ -14,6 +14,7 @@ pub mod error_class;
 pub mod eval;
 pub mod exit_status;
 pub mod fuzzing;
+pub mod memory;
 pub mod millis;
 pub mod model;
 pub mod open_responses;

@@ -607,6 +607,8 @@ pub fn write_outputs(
     runtime: &tokio::runtime::Runtime,
     interrupted: &dyn Fn() -> bool,
 ) -> anyhow::Result<Option<RunSummary>> {
+    // What the samples freed is not coming back: the rest is the main thread's.
+    crate::memory::release_freed();
     let mut specifications = Vec::new();
     let mut totals = Totals::default();
     let sessions = &outputs.sessions;

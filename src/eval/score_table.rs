@@ -162,7 +162,10 @@ mod tests {
     #[test]
     fn a_cell_is_a_fraction_of_a_value() {
         let (cell, value) = (size_of::<super::Cell>(), size_of::<serde_json::Value>());
-        assert!(cell <= 16 && value >= 4 * cell, "a cell is {cell} bytes, a value {value}");
+        assert!(
+            cell <= 16 && value >= 4 * cell,
+            "a cell is {cell} bytes, a value {value}"
+        );
     }
 
     use serde_json::json;
