@@ -328,6 +328,11 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
     let total = samples_total * u64::from(trials);
     let done_before = shared.run_dir.recorded_count(&p.spec.key) as u64;
     shared.progress.start(&p.spec.key, total, done_before.min(total));
+    // What this session will record, reserved now: grown by doubling instead, each structure
+    // kept up to half its size in slack and, for a while, its old copy too.
+    let expected = usize::try_from(total.saturating_sub(done_before)).unwrap_or(0);
+    shared.run_dir.reserve(&p.spec.key, expected);
+    shared.tally.reserve(&p.spec.key, expected);
     let precomputed = Arc::new(all_sample_scores(&p, &shared, chosen.clone()).await?);
     let limit = p.model.as_ref().map_or(8, |m| m.gate.concurrency * 2).clamp(2, 512);
     let slots = Arc::new(tokio::sync::Semaphore::new(limit));

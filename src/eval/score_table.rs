@@ -14,6 +14,8 @@ use crate::eval::record::Scores;
 #[derive(Default)]
 pub struct ScoreTable {
     rows: usize,
+    /// Rows expected in all, so that a column first seen later is made that long at once.
+    capacity: usize,
     scorers: Vec<ScorerColumns>,
 }
 
@@ -28,6 +30,14 @@ struct ScorerColumns {
 }
 
 impl ScoreTable {
+    /// Makes room for `rows` more rows in every column, present and to come.
+    pub fn reserve(&mut self, rows: usize) {
+        self.capacity = self.rows + rows;
+        for scorer in &mut self.scorers {
+            scorer.reserve(self.capacity);
+        }
+    }
+
     /// Adds a row with these scorers' scores; metadata is kept when `keep_metadata`.
     pub fn push(&mut self, scores: impl IntoIterator<Item = (String, Scores)>, keep_metadata: bool) {
         let row = self.rows;
@@ -36,12 +46,14 @@ impl ScoreTable {
             let at = match self.scorers.iter().position(|s| *s.name == *name) {
                 Some(at) => at,
                 None => {
-                    self.scorers.push(ScorerColumns {
+                    let mut columns = ScorerColumns {
                         name: name.into_boxed_str(),
                         present: vec![false; row],
                         fields: Vec::new(),
                         metadata: keep_metadata.then(|| vec![Map::new(); row]),
-                    });
+                    };
+                    columns.reserve(self.capacity);
+                    self.scorers.push(columns);
                     self.scorers.len() - 1
                 }
             };
@@ -51,7 +63,9 @@ impl ScoreTable {
                 let column = match scorer.fields.iter().position(|(f, _)| **f == *field) {
                     Some(column) => column,
                     None => {
-                        scorer.fields.push((field.into_boxed_str(), vec![Cell::Missing; row]));
+                        let mut cells = vec![Cell::Missing; row];
+                        cells.reserve_exact(self.capacity.saturating_sub(row));
+                        scorer.fields.push((field.into_boxed_str(), cells));
                         scorer.fields.len() - 1
                     }
                 };
@@ -77,6 +91,18 @@ impl ScoreTable {
     pub fn get(&self, scorer: &str, row: usize) -> Option<Entry<'_>> {
         let columns = self.scorers.iter().find(|s| *s.name == *scorer)?;
         columns.present[row].then_some(Entry { columns, row })
+    }
+}
+
+impl ScorerColumns {
+    fn reserve(&mut self, rows: usize) {
+        self.present.reserve_exact(rows.saturating_sub(self.present.len()));
+        for (_, cells) in &mut self.fields {
+            cells.reserve_exact(rows.saturating_sub(cells.len()));
+        }
+        if let Some(metadata) = &mut self.metadata {
+            metadata.reserve_exact(rows.saturating_sub(metadata.len()));
+        }
     }
 }
 

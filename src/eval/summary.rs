@@ -230,23 +230,26 @@ fn numeric(value: &Value) -> Option<f64> {
     }
 }
 
-/// One row per sample of every aggregated score of a scorer, in sample order.
-fn aggregate(scores: &[(u64, &str, Kept<'_>)], aggregators: &[ScoreAggregator]) -> Vec<Map<String, Value>> {
+/// One row per sample of every aggregated score of a scorer: `scores` are its trials' scores in
+/// sample order, each with its sample's `(index, id)`.
+fn aggregate<'a>(
+    scores: impl Iterator<Item = ((u64, &'a str), Entry<'a>)>,
+    aggregators: &[ScoreAggregator],
+) -> Vec<Map<String, Value>> {
     let mut rows = Vec::new();
-    let mut start = 0;
-    while start < scores.len() {
-        let (index, id, _) = scores[start];
-        let end = start
-            + scores[start..]
-                .iter()
-                .take_while(|(i, s, _)| *i == index && *s == id)
-                .count();
-        let group = &scores[start..end];
+    let mut scores = scores.peekable();
+    let mut group = Vec::new();
+    while let Some((sample, first)) = scores.next() {
+        group.clear();
+        group.push(first);
+        while let Some((_, entry)) = scores.next_if(|(next, _)| *next == sample) {
+            group.push(entry);
+        }
         let mut row = Map::new();
         for a in aggregators {
             let values: Vec<f64> = group
                 .iter()
-                .filter_map(|(_, _, s)| s.get_field(&a.score_name).and_then(|v| numeric(&v)))
+                .filter_map(|s| s.get_field(&a.score_name).and_then(|v| numeric(&v)))
                 .collect();
             if let Some(v) = a.aggregate(&values)
                 && let Some(n) = serde_json::Number::from_f64(v)
@@ -255,7 +258,6 @@ fn aggregate(scores: &[(u64, &str, Kept<'_>)], aggregators: &[ScoreAggregator]) 
             }
         }
         rows.push(row);
-        start = end;
     }
     rows
 }
@@ -346,6 +348,13 @@ impl Fold {
         }
     }
 
+    /// Makes room for `records` more records.
+    pub fn reserve(&mut self, records: usize) {
+        self.rows.reserve_exact(records);
+        self.ids.reserve(records);
+        self.scores.reserve(records);
+    }
+
     pub fn add(&mut self, record: SampleRecord) {
         self.samples += 1;
         if record.failed() {
@@ -374,9 +383,13 @@ impl Fold {
     }
 
     /// The scored rows in sample order: by index, id, trial and part.
-    fn rows_in_order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+    fn rows_in_order(&self) -> Vec<u32> {
+        // Rows past `u32::MAX` (four billion records of one specification) are not kept apart.
+        let mut order: Vec<u32> = (0..self.rows.len())
+            .map(|r| u32::try_from(r).unwrap_or(u32::MAX))
+            .collect();
         order.sort_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
             let (ia, ta) = self.rows[a];
             let (ib, tb) = self.rows[b];
             (ia, self.ids.get(a), ta).cmp(&(ib, self.ids.get(b), tb))
@@ -405,7 +418,7 @@ impl Fold {
         if scorers.is_empty() {
             // A system task: its evidence values are its metrics.
             for &row in &order {
-                if let Some(evidence) = self.scores.get(EVIDENCE_SCORER, row) {
+                if let Some(evidence) = self.scores.get(EVIDENCE_SCORER, row as usize) {
                     metrics.push(MetricResult {
                         scorer_name: EVIDENCE_SCORER.to_owned(),
                         scorer_key: None,
@@ -421,33 +434,30 @@ impl Fold {
             }
         }
         for def in scorers.iter().filter(|d| d.purpose != "qa") {
-            let trial_scores: Vec<(u64, &str, Kept<'_>)> = order
-                .iter()
-                .filter_map(|&row| {
-                    let entry = self.scores.get(&def.name, row)?;
-                    Some((self.rows[row].0, self.ids.get(row), Kept::Trial(entry)))
-                })
-                .collect();
+            // The scorer's scores in sample order: `(row, entry)`.
+            let in_order = || {
+                order
+                    .iter()
+                    .filter_map(|&row| Some((row as usize, self.scores.get(&def.name, row as usize)?)))
+            };
             let aggregated = if aggregators.is_empty() {
                 Vec::new()
             } else {
-                aggregate(&trial_scores, aggregators)
+                let keyed = in_order().map(|(row, entry)| ((self.rows[row].0, self.ids.get(row)), entry));
+                aggregate(keyed, aggregators)
             };
-            let by_trial: Vec<Kept<'_>> = trial_scores.iter().map(|(_, _, s)| *s).collect();
+            let aggregated: Vec<Kept<'_>> = aggregated.iter().map(Kept::Aggregated).collect();
+            let by_trial: Vec<Kept<'_>> = in_order().map(|(_, entry)| Kept::Trial(entry)).collect();
             let aggregated_names: BTreeSet<String> = aggregators.iter().map(ScoreAggregator::output_name).collect();
             for (i, spec) in def.metrics.iter().enumerate() {
                 let over_samples = spec.field().is_some_and(|f| aggregated_names.contains(f));
-                let scores: Vec<Kept<'_>> = if over_samples {
-                    aggregated.iter().map(Kept::Aggregated).collect()
-                } else {
-                    by_trial.clone()
-                };
+                let scores: &[Kept<'_>] = if over_samples { &aggregated } else { &by_trial };
                 let computed = match spec {
                     MetricSpec::Python { .. } => {
                         let full = scores.iter().map(|s| s.to_json()).collect();
                         python_metric(&def.name, i, full)
                     }
-                    other => metric::compute(other, &scores).map_err(|e| explain(&e, &scores)),
+                    other => metric::compute(other, scores).map_err(|e| explain(&e, scores)),
                 };
                 match computed {
                     Ok(values) => metrics.push(MetricResult {
@@ -720,6 +730,40 @@ mod tests {
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].2[0]["values"]["is_correct"], json!(1.0));
         assert_eq!(seen[0].2[1]["values"]["is_correct"], json!(0.0));
+    }
+
+    #[test]
+    fn trials_are_aggregated_per_sample_whatever_order_they_finish_in() {
+        let scorers = [scorer(json!([
+            {"type": "mean", "field": "is_correct_min"},
+            {"type": "mean", "field": "is_correct"}
+        ]))];
+        let min = ScoreAggregator {
+            score_name: "is_correct".into(),
+            aggregator: serde_json::from_value(json!({"function": "min"})).unwrap(),
+        };
+        // Sample 0 passes all three trials, sample 1 two of three; trials finish shuffled.
+        let values = [
+            (1, 2, 0.0),
+            (0, 1, 1.0),
+            (1, 1, 1.0),
+            (0, 3, 1.0),
+            (1, 3, 1.0),
+            (0, 2, 1.0),
+        ];
+        let mut fold = Fold::new(&scorers);
+        for (index, trial, value) in values {
+            let mut r = record(index, Some(value));
+            r.trial = Some(trial);
+            fold.add(r);
+        }
+        let summary = fold.finish(identity(), &scorers, &[min], &mut no_python);
+        let over_samples = &summary.metrics[0];
+        assert_eq!(over_samples.values["is_correct_min_mean"], json!(0.5));
+        assert_eq!(over_samples.n, 2, "one aggregated value per sample");
+        let over_trials = &summary.metrics[1];
+        assert_eq!((over_trials.n, over_trials.excluded), (6, 0));
+        assert_eq!(over_trials.values["is_correct_mean"], json!(5.0 / 6.0));
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct SpecTally {
     pub fold: Fold,
     /// Absent until its first record.
     pub spool: Option<EvidenceSpool>,
+    /// How many records the session expects, for the spool's index.
+    expected: usize,
 }
 
 /// Every specification's tally, fed from any thread.
@@ -29,8 +31,25 @@ impl Tally {
         Tally {
             specs: specs
                 .into_iter()
-                .map(|(key, fold)| (key, Mutex::new(Some(SpecTally { fold, spool: None }))))
+                .map(|(key, fold)| {
+                    let tally = SpecTally {
+                        fold,
+                        spool: None,
+                        expected: 0,
+                    };
+                    (key, Mutex::new(Some(tally)))
+                })
                 .collect(),
+        }
+    }
+
+    /// Makes room for `records` more records of `spec`.
+    pub fn reserve(&self, spec: &str, records: usize) {
+        if let Some(slot) = self.specs.get(spec)
+            && let Some(tally) = slot.lock().unwrap_or_else(PoisonError::into_inner).as_mut()
+        {
+            tally.fold.reserve(records);
+            tally.expected = records;
         }
     }
 
@@ -49,7 +68,9 @@ impl Tally {
         };
         let spool = match &mut tally.spool {
             Some(spool) => spool,
-            None => tally.spool.insert(EvidenceSpool::create(run_dir, &record.spec)?),
+            None => tally
+                .spool
+                .insert(EvidenceSpool::create(run_dir, &record.spec, tally.expected)?),
         };
         spool.add(evidence)?;
         tally.fold.add(record);

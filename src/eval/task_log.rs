@@ -21,6 +21,7 @@ use crate::eval::summary::{SpecStatus, SpecSummary};
 use crate::eval::task::TaskDef;
 use crate::model::trace::CallPurpose;
 use crate::redact::{Masked, redact};
+use crate::texts::Texts;
 
 /// Marks where [`TaskLog::finish`] puts the samples in the document.
 const SAMPLES_SLOT: &str = "@@lfeval-samples@@";
@@ -130,7 +131,26 @@ pub struct EvidenceSpool {
     writer: BufWriter<File>,
     len: u64,
     /// Where each record's evidence is in the file.
-    entries: Vec<(SampleOrder, u64, u32)>,
+    entries: Vec<SpoolEntry>,
+    /// Each entry's sample id, as written.
+    ids: Texts,
+}
+
+/// One record's place in sample order and its evidence's in the spool file; the sample id is
+/// the entry's position in the spool's `ids`.
+struct SpoolEntry {
+    sample_index: u64,
+    offset: u64,
+    len: u32,
+    id: u32,
+    trial: Option<u32>,
+    part: Option<u32>,
+}
+
+impl SpoolEntry {
+    fn order<'a>(&self, ids: &'a Texts) -> (u64, &'a str, Option<u32>, Option<u32>) {
+        (self.sample_index, ids.get(self.id as usize), self.trial, self.part)
+    }
 }
 
 /// A record's evidence for an [`EvidenceSpool`], rendered before the spool is locked.
@@ -153,7 +173,8 @@ impl RenderedEvidence {
 }
 
 impl EvidenceSpool {
-    pub fn create(run_dir: &RunDir, spec: &str) -> anyhow::Result<EvidenceSpool> {
+    /// A spool for about `records` records.
+    pub fn create(run_dir: &RunDir, spec: &str, records: usize) -> anyhow::Result<EvidenceSpool> {
         let dir = run_dir.path().join("task_results").join(spec);
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
         let path = dir.join("task_result_log.spool.tmp");
@@ -168,7 +189,8 @@ impl EvidenceSpool {
             path: SideFile(path),
             writer: BufWriter::with_capacity(64 * 1024, file),
             len: 0,
-            entries: Vec::new(),
+            entries: Vec::with_capacity(records),
+            ids: Texts::with_capacity(records),
         })
     }
 
@@ -179,7 +201,17 @@ impl EvidenceSpool {
             .write_all(&evidence)
             .with_context(|| format!("cannot write `{}`", self.path.0.display()))?;
         let len = u32::try_from(evidence.len()).context("a sample's evidence is over 4 GiB")?;
-        self.entries.push((order, self.len, len));
+        let (sample_index, id, trial, part) = order;
+        let row = u32::try_from(self.ids.len()).context("a specification's spool is over 4 billion records")?;
+        self.ids.push(&id);
+        self.entries.push(SpoolEntry {
+            sample_index,
+            offset: self.len,
+            len,
+            id: row,
+            trial,
+            part,
+        });
         self.len += u64::from(len);
         Ok(())
     }
@@ -190,36 +222,38 @@ impl EvidenceSpool {
             path,
             writer,
             mut entries,
+            ids,
             ..
         } = self;
         let file = writer
             .into_inner()
             .map_err(std::io::IntoInnerError::into_error)
             .with_context(|| format!("cannot write `{}`", path.0.display()))?;
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_unstable_by(|a, b| a.order(&ids).cmp(&b.order(&ids)));
         let reader = SpoolReader {
             reader: BufReader::with_capacity(64 * 1024, file),
             at: None,
             buf: Vec::new(),
             path,
         };
-        Ok((SpoolIndex { entries }, reader))
+        Ok((SpoolIndex { entries, ids }, reader))
     }
 }
 
 /// Which records a sealed spool holds, and where.
 #[derive(Default)]
 pub struct SpoolIndex {
-    entries: Vec<(SampleOrder, u64, u32)>,
+    entries: Vec<SpoolEntry>,
+    ids: Texts,
 }
 
 impl SpoolIndex {
     fn find(&self, identity: &RecordIdentity) -> Option<(u64, u32)> {
         let wanted = order_of(identity);
         self.entries
-            .binary_search_by(|(key, ..)| (key.0, &*key.1, key.2, key.3).cmp(&wanted))
+            .binary_search_by(|entry| entry.order(&self.ids).cmp(&wanted))
             .ok()
-            .map(|i| (self.entries[i].1, self.entries[i].2))
+            .map(|i| (self.entries[i].offset, self.entries[i].len))
     }
 
     /// How many records the spool holds.
@@ -259,8 +293,8 @@ impl SpoolReader {
     /// Copies every record's evidence into `log`, in sample order: the whole log, when this
     /// session wrote every record of its specification.
     pub fn copy_all(&mut self, index: &SpoolIndex, log: &mut TaskLog) -> anyhow::Result<()> {
-        for (_, offset, len) in &index.entries {
-            self.copy(*offset, *len, log)?;
+        for entry in &index.entries {
+            self.copy(entry.offset, entry.len, log)?;
         }
         Ok(())
     }
@@ -450,7 +484,7 @@ mod tests {
             record("a", 0, None),
             record("b", 1, Some(1)),
         ];
-        let mut spool = EvidenceSpool::create(&run, "spec").expect("spool");
+        let mut spool = EvidenceSpool::create(&run, "spec", 0).expect("spool");
         for r in &finished {
             spool.add(RenderedEvidence::of(r).expect("render")).expect("add");
         }

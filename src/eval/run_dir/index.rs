@@ -85,6 +85,16 @@ impl Index {
         }
     }
 
+    /// Makes room for `lines` more lines of `spec`, each of a sample of its own (trials and
+    /// parts grow the index as they come).
+    pub(super) fn reserve(&mut self, spec: &str, lines: usize) {
+        let spec_lines = match self.specs.get_mut(spec) {
+            Some(spec_lines) => spec_lines,
+            None => self.specs.entry(spec.to_owned()).or_default(),
+        };
+        spec_lines.samples.reserve(lines);
+    }
+
     pub(super) fn has_sample(&self, spec: &str, sample_id: &str) -> bool {
         self.specs.get(spec).is_some_and(|s| s.samples.contains_key(sample_id))
     }

@@ -439,6 +439,13 @@ impl RunDir {
         samples.index.has_sample(&spec, &sample_id)
     }
 
+    /// Makes room in the index for `lines` more lines of `spec`.
+    pub fn reserve(&self, spec: &str, lines: usize) {
+        let spec = redact(spec);
+        let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        samples.index.reserve(&spec, lines);
+    }
+
     /// How many samples of `spec` are recorded.
     pub fn recorded_count(&self, spec: &str) -> usize {
         let spec = redact(spec);
