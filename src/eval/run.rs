@@ -346,6 +346,8 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
         return Ok(SpecEnd::Interrupted);
     }
     let mut interrupt = shared.interrupt.clone();
+    // The passes over the dataset are done; this thread allocates little from here on.
+    crate::memory::collect();
     let mut ticker = tokio::time::interval(REPORT_EVERY);
     let mut last_report = Instant::now();
     let end = 'dispatch: loop {
