@@ -383,13 +383,9 @@ impl Fold {
     }
 
     /// The scored rows in sample order: by index, id, trial and part.
-    fn rows_in_order(&self) -> Vec<u32> {
-        // Rows past `u32::MAX` (four billion records of one specification) are not kept apart.
-        let mut order: Vec<u32> = (0..self.rows.len())
-            .map(|r| u32::try_from(r).unwrap_or(u32::MAX))
-            .collect();
+    fn rows_in_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.rows.len()).collect();
         order.sort_by(|&a, &b| {
-            let (a, b) = (a as usize, b as usize);
             let (ia, ta) = self.rows[a];
             let (ib, tb) = self.rows[b];
             (ia, self.ids.get(a), ta).cmp(&(ib, self.ids.get(b), tb))
@@ -418,7 +414,7 @@ impl Fold {
         if scorers.is_empty() {
             // A system task: its evidence values are its metrics.
             for &row in &order {
-                if let Some(evidence) = self.scores.get(EVIDENCE_SCORER, row as usize) {
+                if let Some(evidence) = self.scores.get(EVIDENCE_SCORER, row) {
                     metrics.push(MetricResult {
                         scorer_name: EVIDENCE_SCORER.to_owned(),
                         scorer_key: None,
@@ -438,7 +434,7 @@ impl Fold {
             let in_order = || {
                 order
                     .iter()
-                    .filter_map(|&row| Some((row as usize, self.scores.get(&def.name, row as usize)?)))
+                    .filter_map(|&row| Some((row, self.scores.get(&def.name, row)?)))
             };
             let aggregated = if aggregators.is_empty() {
                 Vec::new()
