@@ -2,6 +2,7 @@
 //! one record at a time in report order. Texts are shortened previews; the full records travel
 //! in the detail chunks.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -138,8 +139,8 @@ pub struct Index {
 enum Cell {
     Missing,
     Number(f64),
-    /// A position in its column's texts.
-    Text(u32),
+    /// The number of its text in its column's texts.
+    Text(usize),
 }
 
 /// One score field's cells as they come, and the distinct texts among them.
@@ -147,7 +148,36 @@ struct CellColumn {
     scorer: String,
     field: String,
     cells: Vec<Cell>,
-    texts: Vec<String>,
+    texts: Distinct,
+}
+
+/// Distinct texts, numbered in the order they first come: a free-text field may have as many as
+/// there are samples, so they are found by hash, not by a search of the list.
+#[derive(Default)]
+struct Distinct {
+    numbers: HashMap<String, usize>,
+}
+
+impl Distinct {
+    fn number(&mut self, text: Cow<'_, str>) -> usize {
+        if let Some(&k) = self.numbers.get(text.as_ref()) {
+            return k;
+        }
+        let k = self.numbers.len();
+        self.numbers.insert(text.into_owned(), k);
+        k
+    }
+
+    fn is_empty(&self) -> bool {
+        self.numbers.is_empty()
+    }
+
+    /// The texts in the order they were numbered.
+    fn into_texts(self) -> Vec<String> {
+        let mut numbered: Vec<(String, usize)> = self.numbers.into_iter().collect();
+        numbered.sort_unstable_by_key(|(_, k)| *k);
+        numbered.into_iter().map(|(text, _)| text).collect()
+    }
 }
 
 /// Builds the index row by row.
@@ -244,7 +274,7 @@ impl IndexBuilder {
                             scorer: scorer.clone(),
                             field: field.clone(),
                             cells: Vec::new(),
-                            texts: Vec::new(),
+                            texts: Distinct::default(),
                         });
                         self.column_of.insert(key, self.columns.len() - 1);
                         self.columns.len() - 1
@@ -255,17 +285,7 @@ impl IndexBuilder {
                 let cell = match value {
                     Value::Number(n) => n.as_f64().map_or(Cell::Missing, Cell::Number),
                     Value::Bool(b) => Cell::Number(f64::from(u8::from(*b))),
-                    Value::String(s) => {
-                        let text = redact(s);
-                        let k = match column.texts.iter().position(|t| *t == *text) {
-                            Some(k) => k,
-                            None => {
-                                column.texts.push(text.into_owned());
-                                column.texts.len() - 1
-                            }
-                        };
-                        Cell::Text(u32::try_from(k).unwrap_or(u32::MAX))
-                    }
+                    Value::String(s) => Cell::Text(column.texts.number(redact(s))),
                     _ => Cell::Missing,
                 };
                 column.cells.push(cell);
@@ -303,25 +323,21 @@ impl IndexBuilder {
                 continue;
             }
             // Categories in the order samples show them first, numbers among them as text.
-            let mut categories: Vec<String> = Vec::new();
-            let mut category_of = |text: std::borrow::Cow<'_, str>| {
-                let k = match categories.iter().position(|c| *c == *text) {
-                    Some(k) => k,
-                    None => {
-                        categories.push(text.into_owned());
-                        categories.len() - 1
-                    }
-                };
-                u32::try_from(k).ok()
-            };
+            let texts = texts.into_texts();
+            let mut categories = Distinct::default();
             let values = cells
                 .into_iter()
-                .map(|c| match c {
-                    Cell::Missing => None,
-                    Cell::Number(x) => category_of(crate::eval::metric::python_str(&Value::from(x)).into()),
-                    Cell::Text(k) => category_of(texts[k as usize].as_str().into()),
+                .map(|c| {
+                    let k = match c {
+                        Cell::Missing => return None,
+                        Cell::Number(x) => categories.number(crate::eval::metric::python_str(&Value::from(x)).into()),
+                        Cell::Text(k) => categories.number(texts[k].as_str().into()),
+                    };
+                    // A column cannot hold four billion distinct texts in memory.
+                    u32::try_from(k).ok()
                 })
                 .collect();
+            let categories = categories.into_texts();
             self.index.scores.push(ScoreColumn {
                 key,
                 scorer,
@@ -341,7 +357,30 @@ fn round1(ms: f64) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    #[test]
+    fn text_scores_become_categories_in_the_order_samples_show_them() {
+        let labels = [json!("B"), json!("A"), json!(1), Value::Null, json!("B")];
+        let mut builder = IndexBuilder::new(HashMap::new(), labels.len());
+        for (i, label) in labels.iter().enumerate() {
+            let scores = if label.is_null() {
+                json!({})
+            } else {
+                json!({"judge": {"values": {"label": label}}})
+            };
+            let record: RecordView =
+                serde_json::from_value(json!({"sample_id": i.to_string(), "scores": scores})).unwrap();
+            builder.add(0, &record, None, "", "");
+        }
+        let index = builder.finish();
+        let column = serde_json::to_value(&index.scores[0]).unwrap();
+        assert_eq!(column["type"], "category");
+        assert_eq!(column["categories"], json!(["B", "A", "1.0"]));
+        assert_eq!(column["values"], json!([0, 1, 2, null, 0]));
+    }
 
     #[test]
     fn previews_collapse_whitespace_and_stop_at_the_limit() {
