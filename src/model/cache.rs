@@ -8,8 +8,11 @@
 //!
 //! Speed: a run looks up and stores once per call, so neither may cost a transaction or a
 //! thread hand-off each. Lookups use a cached prepared statement on their own connection (WAL
-//! readers never wait for the writer); stores go to one writer thread that commits them in
-//! batches, and until a batch is committed its entries answer lookups from memory. The writer
+//! readers never wait for the writer), inside one read transaction kept open from lookup to
+//! lookup until the writer next commits (or a second has passed): beginning a transaction takes
+//! file locks, which cost more than the lookup itself. Stores go to one writer thread that
+//! commits them in batches, and until a batch is committed its entries answer lookups from
+//! memory. The writer
 //! is woken once per batch, not per store. The first lookup loads the keys of every entry (64
 //! bits of each, up to [`FILTER_MAX`] entries), so that a request the cache has never seen (every
 //! request of a first run) costs a hash probe instead of a read transaction; entries another
@@ -21,10 +24,11 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
@@ -51,6 +55,9 @@ const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 /// WAL pages after which the writer checkpoints (see [`ResponseCache::open`]).
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
+
+/// The longest a lookup snapshot is kept, so that a long run sees what other processes added.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// The most entries whose keys are held in memory (8 bytes each); past it every lookup reads.
 const FILTER_MAX: usize = 1 << 20;
@@ -130,11 +137,14 @@ pub enum CacheError {
 pub struct ResponseCache {
     path: PathBuf,
     /// For lookups and statistics.
-    connection: Mutex<Connection>,
+    reader: Mutex<Reader>,
+    /// How many batches the writer has committed: a read snapshot older than the last commit
+    /// would miss what that commit took out of `pending`.
+    commits: Arc<AtomicU64>,
     /// Entries stored but not committed yet, by key (already masked), with the number of the
     /// store that put them there: a commit clears an entry only if no later store replaced it.
     pending: Arc<Mutex<Pending>>,
-    stores: std::sync::atomic::AtomicU64,
+    stores: AtomicU64,
     queue: Arc<Queue>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The first 64 bits of every key known to exist, loaded by the first lookup or store;
@@ -143,6 +153,42 @@ pub struct ResponseCache {
     /// The first error the writer met (the cache is best effort; [`ResponseCache::finish`]
     /// reports it).
     failed: Arc<Mutex<Option<CacheError>>>,
+}
+
+/// The lookup connection and the read transaction it keeps open between lookups.
+#[derive(Debug)]
+struct Reader {
+    connection: Connection,
+    /// When the open snapshot began and how many commits it has seen; `None` when none is open.
+    snapshot: Option<(Instant, u64)>,
+}
+
+impl Reader {
+    /// The connection inside a read transaction that sees every commit up to `commits`.
+    fn current(&mut self, commits: u64) -> rusqlite::Result<&Connection> {
+        let stale = self
+            .snapshot
+            .is_some_and(|(began, seen)| seen != commits || began.elapsed() > SNAPSHOT_MAX_AGE);
+        if stale {
+            self.end();
+        }
+        if self.snapshot.is_none() {
+            // Deferred: the snapshot is taken by the first read and lasts until `end`.
+            self.connection.execute_batch("BEGIN")?;
+            self.snapshot = Some((Instant::now(), commits));
+        }
+        Ok(&self.connection)
+    }
+
+    /// Ends the open snapshot, if any; the next read sees the file as it is now.
+    fn end(&mut self) -> &Connection {
+        if self.snapshot.take().is_some() && !self.connection.is_autocommit() {
+            // A read transaction has nothing to lose: should the rollback fail, the next
+            // `BEGIN` fails and reports it.
+            let _ = self.connection.execute_batch("ROLLBACK");
+        }
+        &self.connection
+    }
 }
 
 /// Rows sent to the writer and not committed yet, by key: `(store number, row)`.
@@ -291,12 +337,17 @@ impl ResponseCache {
         writer_connection
             .pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
             .map_err(sqlite)?;
-        let writer = start_writer(writer_connection, path, &queue, &pending, &failed);
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = start_writer(writer_connection, path, &queue, &pending, &commits, &failed);
         Ok(ResponseCache {
             path: path.to_path_buf(),
-            connection: Mutex::new(connection),
+            reader: Mutex::new(Reader {
+                connection,
+                snapshot: None,
+            }),
+            commits,
             pending,
-            stores: std::sync::atomic::AtomicU64::new(0),
+            stores: AtomicU64::new(0),
             queue,
             writer: Mutex::new(Some(writer)),
             known: OnceLock::new(),
@@ -334,9 +385,12 @@ impl ResponseCache {
         {
             return Ok(None);
         }
-        let connection = self.lock();
-        let row = connection
-            .prepare_cached(SELECT)
+        // Read after `pending`: a commit counts itself before it clears its entries there.
+        let commits = self.commits.load(Ordering::Acquire);
+        let mut reader = self.lock();
+        let row = reader
+            .current(commits)
+            .and_then(|connection| connection.prepare_cached(SELECT))
             .and_then(|mut statement| {
                 statement
                     .query_row([key], |row| {
@@ -350,7 +404,7 @@ impl ResponseCache {
                     .optional()
             })
             .map_err(|error| self.sqlite(error))?;
-        drop(connection);
+        drop(reader);
         let Some((status_code, headers, body, captured)) = row else {
             return Ok(None);
         };
@@ -409,7 +463,7 @@ impl ResponseCache {
         if let Some(known) = self.known() {
             lock(known).insert(key_bits(key));
         }
-        let number = self.stores.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let number = self.stores.fetch_add(1, Ordering::Relaxed);
         lock(&self.pending).insert(key.to_owned(), (number, Arc::clone(&row)));
         self.send(Message::Store {
             key: key.to_owned(),
@@ -439,6 +493,8 @@ impl ResponseCache {
     /// Commits every stored entry and stops the writer; reports the first write that failed.
     /// Later stores fail with [`CacheError::Closed`].
     pub fn finish(&self) -> Result<(), CacheError> {
+        // An open snapshot would keep the writer's last checkpoint from emptying the WAL.
+        self.lock().end();
         if let Some(writer) = lock(&self.writer).take() {
             self.queue.close();
             let _ = writer.join();
@@ -453,8 +509,9 @@ impl ResponseCache {
     /// stored headers, bodies and captured output (not the size of the file, which includes
     /// indexes and free pages).
     pub fn stats(&self) -> Result<(u64, u64), CacheError> {
-        let connection = self.lock();
-        let (entries, bytes): (i64, i64) = connection
+        let mut reader = self.lock();
+        let (entries, bytes): (i64, i64) = reader
+            .end()
             .query_row(
                 "SELECT COUNT(*), COALESCE(SUM(
                      LENGTH(CAST(headers AS BLOB)) + LENGTH(CAST(body AS BLOB))
@@ -473,8 +530,9 @@ impl ResponseCache {
     fn known(&self) -> Option<&Mutex<HashSet<u64>>> {
         self.known
             .get_or_init(|| {
-                let connection = self.lock();
-                let mut statement = connection
+                let mut reader = self.lock();
+                let mut statement = reader
+                    .end()
                     .prepare("SELECT substr(key, 1, 16) FROM responses LIMIT ?1")
                     .ok()?;
                 let rows = statement
@@ -491,8 +549,8 @@ impl ResponseCache {
 
     /// A panic elsewhere while the lock was held cannot leave the connection half-way through
     /// a statement (rusqlite resets statements on drop), so a poisoned lock is still usable.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        lock(&self.connection)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reader> {
+        lock(&self.reader)
     }
 
     fn sqlite(&self, error: rusqlite::Error) -> CacheError {
@@ -612,11 +670,13 @@ fn start_writer(
     path: &Path,
     queue: &Arc<Queue>,
     pending: &Arc<Mutex<Pending>>,
+    commits: &Arc<AtomicU64>,
     failed: &Arc<Mutex<Option<CacheError>>>,
 ) -> JoinHandle<()> {
-    let (queue, pending, failed, path) = (
+    let (queue, pending, commits, failed, path) = (
         Arc::clone(queue),
         Arc::clone(pending),
+        Arc::clone(commits),
         Arc::clone(failed),
         path.to_path_buf(),
     );
@@ -640,6 +700,9 @@ fn start_writer(
                             error,
                         });
                     }
+                    // Before the entries leave `pending`: a lookup that no longer finds one
+                    // there must take a snapshot that has it.
+                    commits.fetch_add(1, Ordering::Release);
                     let mut pending = lock(&pending);
                     for (key, _, number) in chunk {
                         if pending.get(key).is_some_and(|(n, _)| n == number) {
@@ -763,6 +826,33 @@ mod tests {
         cache.flush().unwrap();
         assert_eq!(cache.get(&key).unwrap(), Some(second));
         assert_eq!(cache.stats().unwrap(), (1, 2 + 9));
+    }
+
+    #[test]
+    fn a_lookup_snapshot_sees_every_commit_of_the_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = ResponseCache::open(&tmp.path().join("cache.sqlite")).unwrap();
+        let (a, b) = (ResponseCache::key("fp", "a"), ResponseCache::key("fp", "b"));
+        cache.put(&a, "m", &response("A")).unwrap();
+        cache.flush().unwrap();
+        // Read from the file: this opens the snapshot later lookups reuse.
+        assert_eq!(cache.get(&a).unwrap(), Some(response("A")));
+        assert!(lock(&cache.reader).snapshot.is_some());
+
+        // Committed after the snapshot began, and gone from `pending`: only a newer snapshot
+        // has it.
+        cache.put(&b, "m", &response("B")).unwrap();
+        cache.flush().unwrap();
+        assert!(lock(&cache.pending).is_empty());
+        assert_eq!(cache.get(&b).unwrap(), Some(response("B")));
+        assert_eq!(cache.get(&a).unwrap(), Some(response("A")));
+
+        // Another process's entry is not in this one's filter, but the file has it.
+        let other = ResponseCache::open(&tmp.path().join("cache.sqlite")).unwrap();
+        let c = ResponseCache::key("fp", "c");
+        other.put(&c, "m", &response("C")).unwrap();
+        other.finish().unwrap();
+        assert_eq!(cache.stats().unwrap().0, 3, "statistics read the file as it is now");
     }
 
     #[test]
