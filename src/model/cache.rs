@@ -12,8 +12,7 @@
 //! lookup until the writer next commits (or a second has passed): beginning a transaction takes
 //! file locks, which cost more than the lookup itself. Stores go to one writer thread that
 //! commits them in batches, and until a batch is committed its entries answer lookups from
-//! memory. The writer
-//! is woken once per batch, not per store. The first lookup loads the keys of every entry (64
+//! memory. The writer is woken once per batch, not per store. The first lookup loads the keys of every entry (64
 //! bits of each, up to [`FILTER_MAX`] entries), so that a request the cache has never seen (every
 //! request of a first run) costs a hash probe instead of a read transaction; entries another
 //! process adds meanwhile are not seen by this one until it next starts.
