@@ -8,8 +8,12 @@ use serde::ser::{Serialize, SerializeSeq, Serializer};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Texts {
     bytes: String,
-    /// Where each string ends in `bytes`.
-    ends: Vec<usize>,
+    /// Where each string ends in `bytes`, modulo 2³²: half the size of a `usize` per string,
+    /// which is most of what a column of short ids costs.
+    ends: Vec<u32>,
+    /// The rows whose end passed another multiple of 2³² (a row once per multiple), in order:
+    /// empty unless the buffer outgrew 4 GiB.
+    wraps: Vec<usize>,
 }
 
 impl Texts {
@@ -17,6 +21,7 @@ impl Texts {
         Texts {
             bytes: String::new(),
             ends: Vec::with_capacity(n),
+            wraps: Vec::new(),
         }
     }
 
@@ -26,8 +31,18 @@ impl Texts {
     }
 
     pub fn push(&mut self, text: &str) {
+        let start = self.bytes.len() as u64;
         self.bytes.push_str(text);
-        self.ends.push(self.bytes.len());
+        self.push_end(start, self.bytes.len() as u64);
+    }
+
+    /// Records where the next string ends, given where it starts.
+    fn push_end(&mut self, start: u64, end: u64) {
+        let row = self.ends.len();
+        self.wraps
+            .extend(std::iter::repeat_n(row, ((end >> 32) - (start >> 32)) as usize));
+        // Truncation is the point: the lost high bits are counted in `wraps`.
+        self.ends.push(end as u32);
     }
 
     pub fn len(&self) -> usize {
@@ -38,10 +53,20 @@ impl Texts {
         self.ends.is_empty()
     }
 
+    /// Where the `i`th string ends in `bytes`.
+    fn end(&self, i: usize) -> usize {
+        let high = if self.wraps.is_empty() {
+            0
+        } else {
+            self.wraps.partition_point(|&row| row <= i) as u64
+        };
+        ((high << 32) | u64::from(self.ends[i])) as usize
+    }
+
     /// The `i`th string; panics past the end, like a slice.
     pub fn get(&self, i: usize) -> &str {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
+        let start = if i == 0 { 0 } else { self.end(i - 1) };
+        &self.bytes[start..self.end(i)]
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
@@ -74,5 +99,21 @@ mod tests {
         assert_eq!(texts.get(1), "");
         assert_eq!(serde_json::to_string(&texts).unwrap(), r#"["a","","ünï","last"]"#);
         assert_eq!(serde_json::to_string(&Texts::default()).unwrap(), "[]");
+    }
+
+    #[test]
+    fn ends_past_four_gibibytes_are_kept_whole() {
+        // Positions only: a buffer that big is not needed to check the arithmetic.
+        const G4: u64 = 1 << 32;
+        let ends = [10, G4 - 1, G4 + 5, G4 + 5, 3 * G4 + 1, 3 * G4 + 2];
+        let mut texts = Texts::default();
+        let mut start = 0;
+        for end in ends {
+            texts.push_end(start, end);
+            start = end;
+        }
+        assert_eq!(texts.wraps, [2, 4, 4]);
+        let back: Vec<u64> = (0..ends.len()).map(|i| texts.end(i) as u64).collect();
+        assert_eq!(back, ends);
     }
 }
