@@ -4,13 +4,14 @@
 //! [`sample_source`], and [`process`] takes each through the [`solver`] (defined in
 //! [`solver_def`]) and [`scorer`]s, each finished sample becoming one [`record`] in the
 //! [`run_dir`]; [`summary`] folds the records into [`metric`] values, and [`task_log`] writes the
-//! AI GO!-shaped result logs. [`cost`] prices samples and bounds spending; [`policy`] checks a
+//! AI GO!-shaped result logs (this session's part from an [`evidence_spool`]). [`cost`] prices samples and bounds spending; [`policy`] checks a
 //! finished run against its quality gates.
 
 pub mod cost;
 pub mod dataset;
 pub mod entities;
 pub mod evaluation;
+pub mod evidence_spool;
 pub mod fingerprint;
 pub mod merge;
 pub mod metric;

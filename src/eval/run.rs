@@ -17,10 +17,11 @@ use serde_json::Value;
 use crate::eval::cost::{self, CostBudget};
 use crate::eval::dataset::Sample;
 use crate::eval::evaluation::Subsampling;
+use crate::eval::evidence_spool::{EvidenceSpool, SealedSpool};
 use crate::eval::fingerprint::{Change, FINGERPRINT_FILE, Fingerprint, RunFlags};
 use crate::eval::prepare::{Prepared, Samples, prepare};
 use crate::eval::process;
-use crate::eval::record::{SampleError, Scores, record_key};
+use crate::eval::record::{RecordIdentity, SampleError, Scores, record_key};
 use crate::eval::run_config::RunConfig;
 use crate::eval::run_dir::{InOrder, RunDir, SessionLog};
 use crate::eval::sample_source;
@@ -664,41 +665,41 @@ pub fn write_outputs(
         let scorers = p.scorer_defs();
         let tallied = outputs.tally.and_then(|t| t.take(&p.spec.key));
         let (mut fold, spool) = match tallied {
-            Some(t) => (t.fold, t.spool.map(|s| s.seal()).transpose()?),
+            Some(t) => (t.fold, t.spool.map(EvidenceSpool::seal).transpose()?),
             None => (summary::Fold::new(&scorers), None),
         };
-        let (index, mut spooled) = spool.unzip();
-        let index = index.unwrap_or_default();
+        let spooled = spool.as_ref().map_or(0, SealedSpool::len);
         let mut log = TaskLog::create(run_dir, &p.spec.key)?;
-        if index.len() == run_dir.recorded_count(&p.spec.key) {
+        if spooled == run_dir.recorded_count(&p.spec.key) {
             // Every line of the specification is this session's (a run that was not resumed):
             // the spool holds them all, in sample order, and `samples.jsonl` is not read.
-            if let Some(reader) = spooled.as_mut() {
-                reader.copy_all(&index, &mut log)?;
+            if let Some(spool) = &spool {
+                spool.copy_all(|evidence| log.add_rendered(evidence))?;
             }
         } else {
             let mut known = 0;
-            for line in run_dir.lines_in_order(&p.spec.key, |identity| index.contains(identity))? {
+            let is_known = |identity: &RecordIdentity| spool.as_ref().is_some_and(|s| s.contains(identity));
+            for line in run_dir.lines_in_order(&p.spec.key, is_known)? {
                 match line.context("cannot read the run's records")? {
                     InOrder::Record(record) => {
                         log.add(&record)?;
                         fold.add(*record);
                     }
                     InOrder::Known(identity) => {
-                        let reader = spooled
-                            .as_mut()
+                        let spool = spool
+                            .as_ref()
                             .context("internal error: a record known without a spool")?;
-                        reader.copy_to(&index, &identity, &mut log)?;
+                        spool.copy_next(&identity, |evidence| log.add_rendered(evidence))?;
                         known += 1;
                     }
                 }
             }
             // A tallied record whose line was not recognised would have been folded twice.
             anyhow::ensure!(
-                known == index.len(),
+                known == spooled,
                 "internal error: {} of the {} records this session wrote for `{}` were not found in `samples.jsonl`",
-                index.len() - known,
-                index.len(),
+                spooled - known,
+                spooled,
                 p.spec.key
             );
         }

@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+use crate::eval::evidence_spool::{EvidenceSpool, RenderedEvidence};
 use crate::eval::record::SampleRecord;
 use crate::eval::run_dir::RunDir;
 use crate::eval::summary::Fold;
-use crate::eval::task_log::{EvidenceSpool, RenderedEvidence};
 use crate::redact::{redact, redact_value_in_place};
 
 /// One specification's part of the tally.
@@ -16,8 +16,6 @@ pub struct SpecTally {
     pub fold: Fold,
     /// Absent until its first record.
     pub spool: Option<EvidenceSpool>,
-    /// How many records the session expects, for the spool's index.
-    expected: usize,
 }
 
 /// Every specification's tally, fed from any thread.
@@ -32,11 +30,7 @@ impl Tally {
             specs: specs
                 .into_iter()
                 .map(|(key, fold)| {
-                    let tally = SpecTally {
-                        fold,
-                        spool: None,
-                        expected: 0,
-                    };
+                    let tally = SpecTally { fold, spool: None };
                     (key, Mutex::new(Some(tally)))
                 })
                 .collect(),
@@ -49,7 +43,6 @@ impl Tally {
             && let Some(tally) = slot.lock().unwrap_or_else(PoisonError::into_inner).as_mut()
         {
             tally.fold.reserve(records);
-            tally.expected = records;
         }
     }
 
@@ -68,9 +61,7 @@ impl Tally {
         };
         let spool = match &mut tally.spool {
             Some(spool) => spool,
-            None => tally
-                .spool
-                .insert(EvidenceSpool::create(run_dir, &record.spec, tally.expected)?),
+            None => tally.spool.insert(EvidenceSpool::create(run_dir.path())?),
         };
         spool.add(evidence)?;
         tally.fold.add(record);

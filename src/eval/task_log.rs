@@ -2,12 +2,13 @@
 //! `task_results/<spec>/task_result_log.json`. Its samples are written in sample order to a side
 //! file, in the same pass over the records that computes the summary; the document is then
 //! written around them. A large run never has to sit in memory. The samples this session
-//! recorded are rendered as they are appended, into an [`EvidenceSpool`] in the order they
-//! finished, and copied from there: the end of a run reads back only what earlier sessions wrote.
+//! recorded are rendered as they are appended, into an
+//! [`EvidenceSpool`](crate::eval::evidence_spool::EvidenceSpool), and copied from there: the end
+//! of a run reads back only what earlier sessions wrote.
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -15,13 +16,12 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::eval::evaluation::TaskSpecification;
-use crate::eval::record::{RecordIdentity, SampleError, SampleRecord, Scores, SolverOutput};
+use crate::eval::record::{SampleError, SampleRecord, Scores, SolverOutput};
 use crate::eval::run_dir::RunDir;
 use crate::eval::summary::{SpecStatus, SpecSummary};
 use crate::eval::task::TaskDef;
 use crate::model::trace::CallPurpose;
 use crate::redact::{Masked, redact};
-use crate::texts::Texts;
 
 /// Marks where [`TaskLog::finish`] puts the samples in the document.
 const SAMPLES_SLOT: &str = "@@lfeval-samples@@";
@@ -108,213 +108,6 @@ impl TaskLog {
         })();
         drop(samples_path);
         written.with_context(|| format!("cannot write `{}`", path.display()))
-    }
-}
-
-/// Where a record's evidence sits in sample order: `(sample index, sample id as written, trial,
-/// part)`, the order [`RunDir::lines_in_order`] reads a specification's lines in.
-type SampleOrder = (u64, Box<str>, Option<u32>, Option<u32>);
-
-fn order_of(identity: &RecordIdentity) -> (u64, &str, Option<u32>, Option<u32>) {
-    (
-        identity.sample_index,
-        &identity.sample_id,
-        identity.trial,
-        identity.part,
-    )
-}
-
-/// One specification's evidence rendered as its records were appended, in the order they
-/// finished; [`EvidenceSpool::seal`] makes it readable in sample order.
-pub struct EvidenceSpool {
-    path: SideFile,
-    writer: BufWriter<File>,
-    len: u64,
-    /// Where each record's evidence is in the file.
-    entries: Vec<SpoolEntry>,
-    /// Each entry's sample id, as written.
-    ids: Texts,
-}
-
-/// One record's place in sample order and its evidence's in the spool file; the sample id is
-/// the entry's position in the spool's `ids`.
-struct SpoolEntry {
-    sample_index: u64,
-    offset: u64,
-    len: u32,
-    id: u32,
-    trial: Option<u32>,
-    part: Option<u32>,
-}
-
-impl SpoolEntry {
-    fn order<'a>(&self, ids: &'a Texts) -> (u64, &'a str, Option<u32>, Option<u32>) {
-        (self.sample_index, ids.get(self.id as usize), self.trial, self.part)
-    }
-}
-
-/// A record's evidence for an [`EvidenceSpool`], rendered before the spool is locked.
-pub struct RenderedEvidence {
-    order: SampleOrder,
-    evidence: Vec<u8>,
-}
-
-impl RenderedEvidence {
-    pub fn of(record: &SampleRecord) -> anyhow::Result<RenderedEvidence> {
-        let mut evidence = Vec::new();
-        render_evidence(record, &mut evidence)?;
-        // The key as the line has it: the sample id masked, as `samples.jsonl` writes it.
-        let id = redact(&record.sample_id).into_owned().into_boxed_str();
-        Ok(RenderedEvidence {
-            order: (record.sample_index, id, record.trial, record.part),
-            evidence,
-        })
-    }
-}
-
-impl EvidenceSpool {
-    /// A spool for about `records` records.
-    pub fn create(run_dir: &RunDir, spec: &str, records: usize) -> anyhow::Result<EvidenceSpool> {
-        let dir = run_dir.path().join("task_results").join(spec);
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-        let path = dir.join("task_result_log.spool.tmp");
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .with_context(|| format!("cannot write `{}`", path.display()))?;
-        Ok(EvidenceSpool {
-            path: SideFile(path),
-            writer: BufWriter::with_capacity(64 * 1024, file),
-            len: 0,
-            entries: Vec::with_capacity(records),
-            ids: Texts::with_capacity(records),
-        })
-    }
-
-    /// Adds the evidence of a record that was just appended to `samples.jsonl`.
-    pub fn add(&mut self, rendered: RenderedEvidence) -> anyhow::Result<()> {
-        let RenderedEvidence { order, evidence } = rendered;
-        self.writer
-            .write_all(&evidence)
-            .with_context(|| format!("cannot write `{}`", self.path.0.display()))?;
-        let len = u32::try_from(evidence.len()).context("a sample's evidence is over 4 GiB")?;
-        let (sample_index, id, trial, part) = order;
-        let row = u32::try_from(self.ids.len()).context("a specification's spool is over 4 billion records")?;
-        self.ids.push(&id);
-        self.entries.push(SpoolEntry {
-            sample_index,
-            offset: self.len,
-            len,
-            id: row,
-            trial,
-            part,
-        });
-        self.len += u64::from(len);
-        Ok(())
-    }
-
-    /// Flushes the file and sorts its entries into sample order.
-    pub fn seal(self) -> anyhow::Result<(SpoolIndex, SpoolReader)> {
-        let EvidenceSpool {
-            path,
-            writer,
-            mut entries,
-            ids,
-            ..
-        } = self;
-        let file = writer
-            .into_inner()
-            .map_err(std::io::IntoInnerError::into_error)
-            .with_context(|| format!("cannot write `{}`", path.0.display()))?;
-        entries.sort_unstable_by(|a, b| a.order(&ids).cmp(&b.order(&ids)));
-        let reader = SpoolReader {
-            reader: BufReader::with_capacity(64 * 1024, file),
-            at: None,
-            buf: Vec::new(),
-            path,
-        };
-        Ok((SpoolIndex { entries, ids }, reader))
-    }
-}
-
-/// Which records a sealed spool holds, and where.
-#[derive(Default)]
-pub struct SpoolIndex {
-    entries: Vec<SpoolEntry>,
-    ids: Texts,
-}
-
-impl SpoolIndex {
-    fn find(&self, identity: &RecordIdentity) -> Option<(u64, u32)> {
-        let wanted = order_of(identity);
-        self.entries
-            .binary_search_by(|entry| entry.order(&self.ids).cmp(&wanted))
-            .ok()
-            .map(|i| (self.entries[i].offset, self.entries[i].len))
-    }
-
-    /// How many records the spool holds.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Whether the spool holds this record's evidence.
-    pub fn contains(&self, identity: &RecordIdentity) -> bool {
-        self.find(identity).is_some()
-    }
-}
-
-/// Reads a sealed spool's evidence; removes the file when dropped.
-pub struct SpoolReader {
-    reader: BufReader<File>,
-    /// Where the reader is: samples mostly finish in sample order, so most reads continue where
-    /// the last one ended.
-    at: Option<u64>,
-    buf: Vec<u8>,
-    path: SideFile,
-}
-
-impl SpoolReader {
-    /// Copies a record's evidence into `log`.
-    pub fn copy_to(&mut self, index: &SpoolIndex, identity: &RecordIdentity, log: &mut TaskLog) -> anyhow::Result<()> {
-        let (offset, len) = index
-            .find(identity)
-            .with_context(|| format!("internal error: no evidence spooled for `{}`", identity.key()))?;
-        self.copy(offset, len, log)
-    }
-
-    /// Copies every record's evidence into `log`, in sample order: the whole log, when this
-    /// session wrote every record of its specification.
-    pub fn copy_all(&mut self, index: &SpoolIndex, log: &mut TaskLog) -> anyhow::Result<()> {
-        for entry in &index.entries {
-            self.copy(entry.offset, entry.len, log)?;
-        }
-        Ok(())
-    }
-
-    fn copy(&mut self, offset: u64, len: u32, log: &mut TaskLog) -> anyhow::Result<()> {
-        let read = (|| -> std::io::Result<()> {
-            match self.at {
-                Some(at) if at == offset => {}
-                Some(at) => self.reader.seek_relative(offset as i64 - at as i64)?,
-                None => {
-                    self.reader.seek(SeekFrom::Start(offset))?;
-                }
-            }
-            self.buf.resize(len as usize, 0);
-            self.reader.read_exact(&mut self.buf)?;
-            self.at = Some(offset + u64::from(len));
-            Ok(())
-        })();
-        read.with_context(|| format!("cannot read `{}`", self.path.0.display()))?;
-        log.add_rendered(&self.buf)
     }
 }
 
@@ -465,70 +258,6 @@ mod tests {
         };
         let run = RunDir::create(&dir.path().join("run"), &info, &json!({"evaluation": {"key": "demo"}})).expect("run");
         (dir, run)
-    }
-
-    #[test]
-    fn spooled_evidence_is_read_back_in_sample_order_and_its_file_removed() {
-        let (_dir, run) = run_dir();
-        let record = |id: &str, index: u64, trial: Option<u32>| {
-            let mut r = SampleRecord::new("spec", id, index, Map::new());
-            r.sample.insert("question".into(), json!(format!("{id} {trial:?}")));
-            r.trial = trial;
-            r
-        };
-        // Finished out of order, trials included; the longest evidence first, so that a read
-        // of the wrong length would show.
-        let finished = [
-            record("b", 1, Some(2)),
-            record("c-with-a-longer-id", 2, None),
-            record("a", 0, None),
-            record("b", 1, Some(1)),
-        ];
-        let mut spool = EvidenceSpool::create(&run, "spec", 0).expect("spool");
-        for r in &finished {
-            spool.add(RenderedEvidence::of(r).expect("render")).expect("add");
-        }
-        let spool_path = run.path().join("task_results/spec/task_result_log.spool.tmp");
-        assert!(spool_path.is_file());
-        let (index, mut reader) = spool.seal().expect("seal");
-        let mut log = TaskLog::create(&run, "spec").expect("log");
-        let identity = |id: &str, index: u64, trial: Option<u32>| RecordIdentity {
-            spec: "spec".into(),
-            sample_id: id.into(),
-            sample_index: index,
-            trial,
-            part: None,
-        };
-        let in_order = [
-            identity("a", 0, None),
-            identity("b", 1, Some(1)),
-            identity("b", 1, Some(2)),
-            identity("c-with-a-longer-id", 2, None),
-        ];
-        assert!(!index.contains(&identity("a", 0, Some(1))));
-        for id in &in_order {
-            assert!(index.contains(id));
-            reader.copy_to(&index, id, &mut log).expect("copy");
-        }
-        drop(reader);
-        assert!(!spool_path.exists(), "the spool is removed once read");
-        log.samples.flush().expect("flush");
-        let text = std::fs::read_to_string(&log.samples_path.0).expect("side file");
-        let samples: Vec<Value> = serde_json::from_str(&format!("[{text}]")).expect("evidence is JSON");
-        let read: Vec<(&str, Option<u64>)> = samples
-            .iter()
-            .map(|s| (s["sample_id"].as_str().expect("id"), s["trial"].as_u64()))
-            .collect();
-        assert_eq!(
-            read,
-            [
-                ("a", None),
-                ("b", Some(1)),
-                ("b", Some(2)),
-                ("c-with-a-longer-id", None)
-            ]
-        );
-        assert_eq!(samples[1]["sample"]["question"], "b Some(1)");
     }
 
     #[test]
