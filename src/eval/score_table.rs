@@ -1,7 +1,8 @@
 //! [`ScoreTable`]: the scores a summary's [`Fold`](crate::eval::summary::Fold) keeps for its
 //! metrics, stored by column (one per scorer and field) with a row per scored record. A map per
-//! record cost ~170 bytes for one boolean score; a column costs 16 bytes a value (a
-//! `serde_json::Value` is over four times that: its map variant is inline).
+//! record cost ~170 bytes for one boolean score; a column costs a byte a value while its values
+//! are booleans and 16 bytes once they are not (a `serde_json::Value` is over four times that:
+//! its map variant is inline).
 
 use std::borrow::Cow;
 
@@ -24,7 +25,7 @@ struct ScorerColumns {
     /// Whether each row has this scorer's scores.
     present: Vec<bool>,
     /// In the order fields were first seen.
-    fields: Vec<(Box<str>, Vec<Cell>)>,
+    fields: Vec<(Box<str>, Cells)>,
     /// Each row's metadata, kept only for Python metrics, which read it.
     metadata: Option<Vec<Map<String, Value>>>,
 }
@@ -63,13 +64,12 @@ impl ScoreTable {
                 let column = match scorer.fields.iter().position(|(f, _)| **f == *field) {
                     Some(column) => column,
                     None => {
-                        let mut cells = vec![Cell::Missing; row];
-                        cells.reserve_exact(self.capacity.saturating_sub(row));
+                        let cells = Cells::missing(row, self.capacity.saturating_sub(row));
                         scorer.fields.push((field.into_boxed_str(), cells));
                         scorer.fields.len() - 1
                     }
                 };
-                scorer.fields[column].1.push(Cell::of(value));
+                scorer.fields[column].1.push(value);
             }
             if let Some(metadata) = &mut scorer.metadata {
                 metadata.push(scores.metadata);
@@ -79,7 +79,7 @@ impl ScoreTable {
         for scorer in &mut self.scorers {
             scorer.present.resize(self.rows, false);
             for (_, values) in &mut scorer.fields {
-                values.resize(self.rows, Cell::Missing);
+                values.resize(self.rows);
             }
             if let Some(metadata) = &mut scorer.metadata {
                 metadata.resize(self.rows, Map::new());
@@ -137,6 +137,77 @@ impl Cell {
     }
 }
 
+/// A field's cells: a byte each while every value is a boolean (most scores are: a check
+/// passed or not), a [`Cell`] each from the first that is not.
+enum Cells {
+    /// 0: missing, 1: `false`, 2: `true`.
+    Flags(Vec<u8>),
+    Cells(Vec<Cell>),
+}
+
+impl Cells {
+    /// `rows` missing cells, with room for `more`.
+    fn missing(rows: usize, more: usize) -> Cells {
+        let mut flags = vec![0; rows];
+        flags.reserve_exact(more);
+        Cells::Flags(flags)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Cells::Flags(flags) => flags.len(),
+            Cells::Cells(cells) => cells.len(),
+        }
+    }
+
+    fn reserve_exact(&mut self, more: usize) {
+        match self {
+            Cells::Flags(flags) => flags.reserve_exact(more),
+            Cells::Cells(cells) => cells.reserve_exact(more),
+        }
+    }
+
+    fn push(&mut self, value: Value) {
+        if let Cells::Flags(flags) = self {
+            if let Value::Bool(b) = value {
+                flags.push(1 + u8::from(b));
+                return;
+            }
+            let mut cells = Vec::with_capacity(flags.capacity());
+            cells.extend(flags.iter().map(|&f| match f {
+                0 => Cell::Missing,
+                f => Cell::Bool(f == 2),
+            }));
+            *self = Cells::Cells(cells);
+        }
+        if let Cells::Cells(cells) = self {
+            cells.push(Cell::of(value));
+        }
+    }
+
+    /// Pads the column with missing cells to `rows`.
+    fn resize(&mut self, rows: usize) {
+        match self {
+            Cells::Flags(flags) => flags.resize(rows, 0),
+            Cells::Cells(cells) => cells.resize(rows, Cell::Missing),
+        }
+    }
+
+    fn is_missing(&self, row: usize) -> bool {
+        match self {
+            Cells::Flags(flags) => flags[row] == 0,
+            Cells::Cells(cells) => matches!(cells[row], Cell::Missing),
+        }
+    }
+
+    fn value(&self, row: usize) -> Option<Cow<'_, Value>> {
+        match self {
+            Cells::Flags(flags) => (flags[row] != 0).then(|| Cow::Owned(Value::Bool(flags[row] == 2))),
+            Cells::Cells(cells) => cells[row].value(),
+        }
+    }
+}
+
 /// One scorer's scores of one row.
 #[derive(Clone, Copy)]
 pub struct Entry<'a> {
@@ -150,7 +221,7 @@ impl<'a> Entry<'a> {
         self.columns
             .fields
             .iter()
-            .filter(move |(_, values)| !matches!(values[row], Cell::Missing))
+            .filter(move |(_, values)| !values.is_missing(row))
             .map(|(name, _)| &**name)
     }
 
@@ -158,7 +229,7 @@ impl<'a> Entry<'a> {
         self.columns
             .fields
             .iter()
-            .filter_map(|(name, values)| Some((name.to_string(), values[self.row].value()?.into_owned())))
+            .filter_map(|(name, values)| Some((name.to_string(), values.value(self.row)?.into_owned())))
             .collect()
     }
 
@@ -179,7 +250,7 @@ impl<'a> Entry<'a> {
 impl ScoreFields for Entry<'_> {
     fn get_field(&self, name: &str) -> Option<Cow<'_, Value>> {
         let (_, values) = self.columns.fields.iter().find(|(f, _)| **f == *name)?;
-        values[self.row].value()
+        values.value(self.row)
     }
 }
 
@@ -234,6 +305,26 @@ mod tests {
         let b2 = table.get("b", 2).expect("present with no values");
         assert!(b2.values().is_empty());
         assert!(table.get("a", 3).is_none() && table.get("b", 3).is_none() && table.get("c", 0).is_none());
+    }
+
+    #[test]
+    fn a_boolean_column_keeps_its_values_when_a_number_comes() {
+        let mut table = ScoreTable::default();
+        table.reserve(4);
+        table.push([("a".to_owned(), scores(json!({"ok": true}), json!({})))], false);
+        table.push([("a".to_owned(), scores(json!({}), json!({})))], false);
+        table.push([("a".to_owned(), scores(json!({"ok": false}), json!({})))], false);
+        assert!(
+            matches!(table.scorers[0].fields[0].1, Cells::Flags(_)),
+            "booleans take a byte"
+        );
+        table.push([("a".to_owned(), scores(json!({"ok": 0.5}), json!({})))], false);
+        assert!(matches!(table.scorers[0].fields[0].1, Cells::Cells(_)));
+        let ok = |row| table.get("a", row).unwrap().get_field("ok").map(Cow::into_owned);
+        assert_eq!(
+            [ok(0), ok(1), ok(2), ok(3)],
+            [Some(json!(true)), None, Some(json!(false)), Some(json!(0.5))]
+        );
     }
 
     #[test]

@@ -311,9 +311,12 @@ pub struct Fold {
     failed: u64,
     usage: Usage,
     cost_usd: Option<f64>,
-    /// `(sample index, (trial, part))` of each scored record, in the order they were added; put
-    /// into sample order (with the ids) before metrics are computed.
-    rows: Vec<(u64, (u32, u32))>,
+    /// The sample index of each scored record, in the order they were added; put into sample
+    /// order (with the ids and trials) before metrics are computed.
+    rows: Vec<u64>,
+    /// Each scored record's `(trial, part)`, `(0, 0)` for none: empty until a record has one,
+    /// which most runs never do.
+    trials: Vec<(u32, u32)>,
     /// Each scored record's sample id, by row.
     ids: Texts,
     /// Each scored record's scores, by row.
@@ -337,6 +340,7 @@ impl Fold {
             usage: Usage::default(),
             cost_usd: None,
             rows: Vec::new(),
+            trials: Vec::new(),
             ids: Texts::default(),
             scores: ScoreTable::default(),
             errors: Vec::new(),
@@ -374,10 +378,15 @@ impl Fold {
             self.excluded += 1;
             return;
         }
-        self.rows.push((
-            record.sample_index,
-            (record.trial.unwrap_or(0), record.part.unwrap_or(0)),
-        ));
+        let trial = (record.trial.unwrap_or(0), record.part.unwrap_or(0));
+        if trial != (0, 0) && self.trials.is_empty() {
+            self.trials.reserve_exact(self.rows.capacity());
+            self.trials.resize(self.rows.len(), (0, 0));
+        }
+        if !self.trials.is_empty() {
+            self.trials.push(trial);
+        }
+        self.rows.push(record.sample_index);
         self.ids.push(&record.sample_id);
         self.scores.push(record.scores, self.keep_metadata);
     }
@@ -386,9 +395,8 @@ impl Fold {
     fn rows_in_order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.rows.len()).collect();
         order.sort_by(|&a, &b| {
-            let (ia, ta) = self.rows[a];
-            let (ib, tb) = self.rows[b];
-            (ia, self.ids.get(a), ta).cmp(&(ib, self.ids.get(b), tb))
+            let trial = |row: usize| self.trials.get(row).copied().unwrap_or_default();
+            (self.rows[a], self.ids.get(a), trial(a)).cmp(&(self.rows[b], self.ids.get(b), trial(b)))
         });
         order
     }
@@ -439,7 +447,7 @@ impl Fold {
             let aggregated = if aggregators.is_empty() {
                 Vec::new()
             } else {
-                let keyed = in_order().map(|(row, entry)| ((self.rows[row].0, self.ids.get(row)), entry));
+                let keyed = in_order().map(|(row, entry)| ((self.rows[row], self.ids.get(row)), entry));
                 aggregate(keyed, aggregators)
             };
             let aggregated: Vec<Kept<'_>> = aggregated.iter().map(Kept::Aggregated).collect();
