@@ -90,7 +90,11 @@ impl ScoreTable {
     /// One scorer's scores of row `row`, if that record has them.
     pub fn get(&self, scorer: &str, row: usize) -> Option<Entry<'_>> {
         let columns = self.scorers.iter().find(|s| *s.name == *scorer)?;
-        columns.present[row].then_some(Entry { columns, row })
+        // A table of four billion rows would not fit in memory first.
+        columns.present[row].then_some(Entry {
+            columns,
+            row: row as u32,
+        })
     }
 }
 
@@ -212,12 +216,13 @@ impl Cells {
 #[derive(Clone, Copy)]
 pub struct Entry<'a> {
     columns: &'a ScorerColumns,
-    row: usize,
+    /// A `u32`: a summary holds an entry per scored record while it computes its metrics.
+    row: u32,
 }
 
 impl<'a> Entry<'a> {
     pub fn field_names(&self) -> impl Iterator<Item = &'a str> + use<'a> {
-        let row = self.row;
+        let row = self.row as usize;
         self.columns
             .fields
             .iter()
@@ -229,7 +234,7 @@ impl<'a> Entry<'a> {
         self.columns
             .fields
             .iter()
-            .filter_map(|(name, values)| Some((name.to_string(), values.value(self.row)?.into_owned())))
+            .filter_map(|(name, values)| Some((name.to_string(), values.value(self.row as usize)?.into_owned())))
             .collect()
     }
 
@@ -241,7 +246,7 @@ impl<'a> Entry<'a> {
                 .columns
                 .metadata
                 .as_ref()
-                .map(|m| m[self.row].clone())
+                .map(|m| m[self.row as usize].clone())
                 .unwrap_or_default(),
         }
     }
@@ -250,7 +255,7 @@ impl<'a> Entry<'a> {
 impl ScoreFields for Entry<'_> {
     fn get_field(&self, name: &str) -> Option<Cow<'_, Value>> {
         let (_, values) = self.columns.fields.iter().find(|(f, _)| **f == *name)?;
-        values.value(self.row)
+        values.value(self.row as usize)
     }
 }
 

@@ -392,10 +392,12 @@ impl Fold {
     }
 
     /// The scored rows in sample order: by index, id, trial and part.
-    fn rows_in_order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.rows.len()).collect();
+    fn rows_in_order(&self) -> Vec<u32> {
+        // A `u32` each: this list and an entry per row are held while the metrics are computed.
+        let mut order: Vec<u32> = (0..self.rows.len() as u32).collect();
+        let trial = |row: usize| self.trials.get(row).copied().unwrap_or_default();
         order.sort_by(|&a, &b| {
-            let trial = |row: usize| self.trials.get(row).copied().unwrap_or_default();
+            let (a, b) = (a as usize, b as usize);
             (self.rows[a], self.ids.get(a), trial(a)).cmp(&(self.rows[b], self.ids.get(b), trial(b)))
         });
         order
@@ -422,7 +424,7 @@ impl Fold {
         if scorers.is_empty() {
             // A system task: its evidence values are its metrics.
             for &row in &order {
-                if let Some(evidence) = self.scores.get(EVIDENCE_SCORER, row) {
+                if let Some(evidence) = self.scores.get(EVIDENCE_SCORER, row as usize) {
                     metrics.push(MetricResult {
                         scorer_name: EVIDENCE_SCORER.to_owned(),
                         scorer_key: None,
@@ -442,7 +444,7 @@ impl Fold {
             let in_order = || {
                 order
                     .iter()
-                    .filter_map(|&row| Some((row, self.scores.get(&def.name, row)?)))
+                    .filter_map(|&row| Some((row as usize, self.scores.get(&def.name, row as usize)?)))
             };
             let aggregated = if aggregators.is_empty() {
                 Vec::new()
@@ -580,6 +582,12 @@ fn group_failures(errors: &[(u64, String, SampleError)]) -> Vec<FailureGroup> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_kept_score_is_two_words() {
+        // One per scored record while the metrics are computed.
+        assert_eq!(size_of::<Kept<'_>>(), 16);
+    }
 
     fn scorer(yaml_metrics: Value) -> ScorerDef {
         ScorerDef {
