@@ -274,27 +274,40 @@ enum SpecEnd {
 /// fixed seed (only their indices are kept while choosing, so memory stays small). Returns how
 /// many of them `shard` owns (all of them without one) and the random pick, if any.
 fn selection(p: &Prepared, run_dir: &RunDir, shard: Option<Shard>) -> anyhow::Result<(u64, Option<HashSet<usize>>)> {
-    let mut indices = Vec::new();
-    for sample in sample_source::open(p, run_dir)? {
-        let sample = sample?;
-        indices.push((sample.index, shard.is_none_or(|s| s.owns(&sample.id))));
-    }
-    let owned = |picked: &mut dyn Iterator<Item = &(usize, bool)>| picked.filter(|(_, own)| *own).count() as u64;
-    match (p.spec.num_samples, p.spec.subsampling) {
-        (Some(n), Subsampling::Random) if n < indices.len() => {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(SUBSAMPLING_SEED);
-            let chosen: HashSet<usize> = indices
-                .iter()
-                .map(|(index, _)| *index)
-                .choose_multiple(&mut rng, n)
-                .into_iter()
-                .collect();
-            let total = owned(&mut indices.iter().filter(|(index, _)| chosen.contains(index)));
-            Ok((total, Some(chosen)))
+    let owns = |sample: &Sample| shard.is_none_or(|s| s.owns(&sample.id));
+    let samples = sample_source::open(p, run_dir)?;
+    let random = p.spec.num_samples.filter(|_| p.spec.subsampling == Subsampling::Random);
+    let Some(n) = random else {
+        // The first N, or all: counted as they pass. Every sample is read either way, for the
+        // dataset's ids to be checked.
+        let n = p.spec.num_samples.unwrap_or(usize::MAX);
+        let mut owned = 0;
+        for (i, sample) in samples.enumerate() {
+            let sample = sample?;
+            owned += u64::from(i < n && owns(&sample));
         }
-        (Some(n), _) => Ok((owned(&mut indices.iter().take(n)), None)),
-        (None, _) => Ok((owned(&mut indices.iter()), None)),
+        return Ok((owned, None));
+    };
+    let mut indices = Vec::new();
+    for sample in samples {
+        let sample = sample?;
+        indices.push((sample.index, owns(&sample)));
     }
+    if n >= indices.len() {
+        return Ok((indices.iter().filter(|(_, own)| *own).count() as u64, None));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(SUBSAMPLING_SEED);
+    let chosen: HashSet<usize> = indices
+        .iter()
+        .map(|(index, _)| *index)
+        .choose_multiple(&mut rng, n)
+        .into_iter()
+        .collect();
+    let total = indices
+        .iter()
+        .filter(|(index, own)| *own && chosen.contains(index))
+        .count() as u64;
+    Ok((total, Some(chosen)))
 }
 
 /// The samples a specification runs (whatever shard runs them), in dataset order.

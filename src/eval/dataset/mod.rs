@@ -36,7 +36,6 @@ mod jsonl_rows;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -46,6 +45,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::diagnostic::describe_value;
+use crate::texts::TextSet;
 
 use csv_rows::CsvRows;
 use filter::{CompiledFilter, compile_filter};
@@ -396,7 +396,7 @@ pub fn open<'f>(
         filters,
         id_column: spec.id_column.clone(),
         eval_filter,
-        seen: Some(HashMap::new()),
+        seen: Some(SeenIds::default()),
         done: false,
     })
 }
@@ -408,8 +408,46 @@ pub struct SampleIter<'f> {
     id_column: Option<String>,
     eval_filter: FilterEvaluator<'f>,
     /// Every id so far and where it was; `None` once an earlier pass checked them.
-    seen: Option<HashMap<String, Location>>,
+    seen: Option<SeenIds>,
     done: bool,
+}
+
+/// The ids of a pass over a dataset, and where each was: ~25 bytes an id, where a map of
+/// `String` to [`Location`] took over 100 at the start of every large run.
+#[derive(Default)]
+struct SeenIds {
+    ids: TextSet,
+    /// Each id's line, by its position in `ids` (`u64::MAX`: none).
+    lines: Vec<u64>,
+    /// `(position of the first id, file)` for each run of ids from one file.
+    paths: Vec<(usize, Arc<Path>)>,
+}
+
+impl SeenIds {
+    /// Adds `id`, seen at `location`; where it was first seen if it was already there.
+    fn add(&mut self, id: &str, location: &Location) -> Result<(), Location> {
+        let (row, added) = self.ids.insert(id);
+        if !added {
+            return Err(self.location(row));
+        }
+        self.lines.push(location.line.unwrap_or(u64::MAX));
+        if self
+            .paths
+            .last()
+            .is_none_or(|(_, path)| !Arc::ptr_eq(path, &location.path) && *path != location.path)
+        {
+            self.paths.push((row, Arc::clone(&location.path)));
+        }
+        Ok(())
+    }
+
+    fn location(&self, row: usize) -> Location {
+        let run = self.paths.partition_point(|(first, _)| *first <= row);
+        Location {
+            path: Arc::clone(&self.paths[run - 1].1),
+            line: Some(self.lines[row]).filter(|&line| line != u64::MAX),
+        }
+    }
 }
 
 impl SampleIter<'_> {
@@ -447,15 +485,14 @@ impl SampleIter<'_> {
     /// Assigns the id, checks it is new, and applies the filters (`None` = filtered out).
     fn admit(&mut self, raw: RawRow) -> Result<Option<Sample>, DatasetError> {
         let id = sample_id(&raw, self.id_column.as_deref())?;
-        if let Some(seen) = &mut self.seen {
-            if let Some(first) = seen.get(&id) {
-                return Err(DatasetError::DuplicateId {
-                    first: first.clone(),
-                    id,
-                    second: raw.location,
-                });
-            }
-            seen.insert(id.clone(), raw.location.clone());
+        if let Some(seen) = &mut self.seen
+            && let Err(first) = seen.add(&id, &raw.location)
+        {
+            return Err(DatasetError::DuplicateId {
+                first,
+                id,
+                second: raw.location,
+            });
         }
         for filter in &self.filters {
             let value =

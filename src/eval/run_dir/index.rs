@@ -7,11 +7,8 @@
 //! map of boxed ids cost ~50.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
 
-use hashbrown::HashTable;
-
-use crate::texts::Texts;
+use crate::texts::TextSet;
 
 #[derive(Debug, Default)]
 pub(super) struct Index {
@@ -20,15 +17,12 @@ pub(super) struct Index {
 
 #[derive(Debug, Default)]
 struct SpecLines {
-    /// Every sample id that has had a line, once, in the order first seen. A sample whose lines
-    /// are all removed keeps its place (with no lines), for when it is written again.
-    ids: Texts,
+    /// Every sample id that has had a line. A sample whose lines are all removed keeps its
+    /// place (with no lines), for when it is written again.
+    ids: TextSet,
     /// By position in `ids`: the sample's lines, shifted left once, with whether one of them is
     /// keyed by the sample id itself in the low bit.
     samples: Vec<u32>,
-    /// Positions in `ids`, found by the id's hash.
-    table: HashTable<u32>,
-    hasher: RandomState,
     /// Record keys ([`crate::eval::record::record_key`]) that are not their sample's id.
     keyed: HashSet<Box<str>>,
     lines: usize,
@@ -39,25 +33,15 @@ const PLAIN: u32 = 1;
 impl SpecLines {
     /// The position of `sample_id` in `ids`.
     fn row(&self, sample_id: &str) -> Option<usize> {
-        let hash = self.hasher.hash_one(sample_id);
-        self.table
-            .find(hash, |&row| self.ids.get(row as usize) == sample_id)
-            .map(|&row| row as usize)
+        self.ids.find(sample_id)
     }
 
     /// The position of `sample_id` in `ids`, added (with no lines) if it has none.
     fn row_or_insert(&mut self, sample_id: &str) -> usize {
-        if let Some(row) = self.row(sample_id) {
-            return row;
+        let (row, added) = self.ids.insert(sample_id);
+        if added {
+            self.samples.push(0);
         }
-        let row = self.ids.len();
-        self.ids.push(sample_id);
-        self.samples.push(0);
-        let SpecLines { ids, table, hasher, .. } = self;
-        // A run of four billion samples would not fit in memory before this wrapped.
-        table.insert_unique(hasher.hash_one(sample_id), row as u32, |&r| {
-            hasher.hash_one(ids.get(r as usize))
-        });
         row
     }
 
@@ -72,8 +56,6 @@ impl SpecLines {
     fn reserve(&mut self, lines: usize) {
         self.ids.reserve(lines);
         self.samples.reserve(lines);
-        let SpecLines { ids, table, hasher, .. } = self;
-        table.reserve(lines, |&r| hasher.hash_one(ids.get(r as usize)));
     }
 }
 
