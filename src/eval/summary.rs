@@ -411,6 +411,13 @@ impl Fold {
         python_metric: &mut PythonMetric<'_>,
     ) -> SpecSummary {
         let order = self.rows_in_order();
+        if aggregators.is_empty() {
+            // Only trials are grouped by sample: without them, the rows' identities are done
+            // with, and their memory goes to the entries the metrics need next.
+            self.rows = Vec::new();
+            self.trials = Vec::new();
+            self.ids = Texts::default();
+        }
         self.errors.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let mut errors_by_stage = BTreeMap::new();
         let mut errors_by_class = BTreeMap::new();
