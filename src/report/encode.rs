@@ -1,4 +1,4 @@
-//! Writing `report.html` (report-data.md §1–2): the template with its CSS and JS inlined, then
+//! Writing `report.html`: the template with its CSS and JS inlined, then
 //! the data tags streamed in place of the data marker — meta, index and comparison as ASCII-only
 //! JSON (`<` and every non-ASCII character as `\uXXXX`), and the full records in chunks of
 //! [`CHUNK_SIZE`], each gzip-compressed and base64-encoded as its lines stream through (into a
@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::redact::redact;
 use crate::report::finished_run::{OrderedRecords, RunReadError};
+use crate::report::index::Index;
 
 const TEMPLATE: &str = include_str!("assets/report.html");
 const CSS: &str = include_str!("assets/report.css");
@@ -47,17 +48,17 @@ fn page() -> (String, String) {
 }
 
 /// Everything that goes into the page.
-pub struct PageData<'a, M: Serialize, I: Serialize, C: Serialize> {
+pub struct PageData<'a, M: Serialize, C: Serialize> {
     pub meta: &'a M,
-    pub index: &'a I,
+    pub index: Index,
     pub comparison: Option<&'a C>,
 }
 
 /// Writes the whole page around `chunks`, the records' tags as [`write_chunks`] wrote them (of
 /// the records the index was built from, in the same order).
-pub fn write_page<M: Serialize, I: Serialize, C: Serialize>(
+pub fn write_page<M: Serialize, C: Serialize>(
     out: &mut impl Write,
-    data: &PageData<'_, M, I, C>,
+    data: PageData<'_, M, C>,
     chunks: &mut impl io::Read,
 ) -> Result<(), EncodeError> {
     let (head, tail) = page();
@@ -65,7 +66,7 @@ pub fn write_page<M: Serialize, I: Serialize, C: Serialize>(
     small_json_tag(out, "lfeval-meta", data.meta)?;
     // The index is big: its strings were masked as they went in, so it streams straight out.
     out.write_all(br#"<script type="application/json" id="lfeval-index">"#)?;
-    serde_json::to_writer(AsciiJson::new(&mut *out), data.index)?;
+    data.index.write_json(&mut AsciiJson::new(&mut *out))?;
     out.write_all(b"</script>\n")?;
     if let Some(comparison) = data.comparison {
         small_json_tag(out, "lfeval-comparison", comparison)?;

@@ -148,18 +148,32 @@ pub struct OrderedRecords {
     file: BufReader<File>,
     /// Where the reader is, so reading records in file order keeps its buffer.
     pos: u64,
-    /// `(offset, length)` of each line.
-    lines: Arc<[(u64, usize)]>,
+    /// Each line's offset and length, in two arrays (12 bytes a record, not 16 with padding).
+    offsets: Arc<[u64]>,
+    lengths: Arc<[u32]>,
     /// How many records belong to each specification of the summary, in its order.
     pub per_spec: Vec<usize>,
 }
 
+/// A line while the records are put in order: 24 bytes, with no copy of its sample id.
+#[derive(Clone, Copy)]
+struct Placed {
+    rank: u32,
+    length: u32,
+    sample_index: u64,
+    offset: u64,
+}
+
 impl OrderedRecords {
     fn open(path: &Path, summary: &RunSummary) -> Result<OrderedRecords, RunReadError> {
+        let invalid = |message: String| RunReadError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
         let file = File::open(path).map_err(io_error(path))?;
         let mut reader = BufReader::new(file);
         let specs: Vec<&str> = summary.specifications.iter().map(|s| s.identity.key.as_str()).collect();
-        let mut found: Vec<(usize, u64, String, u64, usize)> = Vec::new();
+        let mut found: Vec<Placed> = Vec::new();
         let mut offset = 0u64;
         let mut buf = Vec::new();
         let mut line = 0u64;
@@ -170,34 +184,65 @@ impl OrderedRecords {
                 break;
             }
             line += 1;
-            let at = RecordIdentity::of_line(&buf).map_err(|e| RunReadError::Invalid {
-                path: path.to_path_buf(),
-                message: format!("line {line}: {e}"),
-            })?;
+            let at = RecordIdentity::of_line(&buf).map_err(|e| invalid(format!("line {line}: {e}")))?;
             // Records of a specification the summary does not list (a changed config resumed
             // with `--force-resume`) have no place in the report.
             if let Some(rank) = specs.iter().position(|s| *s == at.spec) {
-                found.push((rank, at.sample_index, at.sample_id, offset, n));
+                found.push(Placed {
+                    rank: u32::try_from(rank).unwrap_or(u32::MAX),
+                    length: u32::try_from(n).map_err(|_| invalid(format!("line {line} is longer than 4 GiB")))?,
+                    sample_index: at.sample_index,
+                    offset,
+                });
             }
             offset += n as u64;
         }
         let pos = reader.stream_position().map_err(io_error(path))?;
-        found.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
-        let mut per_spec = vec![0; specs.len()];
-        for f in &found {
-            per_spec[f.0] += 1;
+        // Stable, so records of one sample (its trials and parts) keep their file order.
+        found.sort_by_key(|p| (p.rank, p.sample_index));
+        // Records that share a position (a dataset with duplicate positions after a merge) are
+        // ordered by sample id, read back for just those lines.
+        let mut start = 0;
+        while start < found.len() {
+            let key = (found[start].rank, found[start].sample_index);
+            let end = start + found[start..].partition_point(|p| (p.rank, p.sample_index) == key);
+            if end - start > 1 {
+                let file = reader.get_ref();
+                let mut ids = Vec::with_capacity(end - start);
+                for placed in &found[start..end] {
+                    buf.resize(placed.length as usize, 0);
+                    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, placed.offset).map_err(io_error(path))?;
+                    let at =
+                        RecordIdentity::of_line(&buf).map_err(|e| invalid(format!("byte {}: {e}", placed.offset)))?;
+                    ids.push(at.sample_id);
+                }
+                let mut order: Vec<usize> = (0..ids.len()).collect();
+                order.sort_by(|&a, &b| ids[a].cmp(&ids[b]));
+                let group = found[start..end].to_vec();
+                for (slot, &k) in found[start..end].iter_mut().zip(&order) {
+                    *slot = group[k];
+                }
+            }
+            start = end;
         }
+        let mut per_spec = vec![0; specs.len()];
+        for p in &found {
+            per_spec[p.rank as usize] += 1;
+        }
+        let offsets = found.iter().map(|p| p.offset).collect();
+        let lengths = found.iter().map(|p| p.length).collect();
         Ok(OrderedRecords {
             path: path.to_path_buf(),
             file: reader,
             pos,
-            lines: found.into_iter().map(|f| (f.3, f.4)).collect(),
+            offsets,
+            lengths,
             per_spec,
         })
     }
 
     pub fn len(&self) -> usize {
-        self.lines.len()
+        self.offsets.len()
     }
 
     /// A second reader over the same records, for another thread.
@@ -207,18 +252,19 @@ impl OrderedRecords {
             path: self.path.clone(),
             file: BufReader::new(file),
             pos: 0,
-            lines: Arc::clone(&self.lines),
+            offsets: Arc::clone(&self.offsets),
+            lengths: Arc::clone(&self.lengths),
             per_spec: self.per_spec.clone(),
         })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.offsets.is_empty()
     }
 
     /// The raw line of record `i` (in report order), without its `\n`.
     pub fn line(&mut self, i: usize, buf: &mut Vec<u8>) -> Result<(), RunReadError> {
-        let (offset, len) = self.lines[i];
+        let (offset, len) = (self.offsets[i], self.lengths[i] as usize);
         buf.clear();
         buf.resize(len, 0);
         self.file
@@ -237,7 +283,7 @@ impl OrderedRecords {
         self.line(i, buf)?;
         serde_json::from_slice(buf).map_err(|e| RunReadError::Invalid {
             path: self.path.clone(),
-            message: format!("record at byte {}: {e}", self.lines[i].0),
+            message: format!("record at byte {}: {e}", self.offsets[i]),
         })
     }
 }

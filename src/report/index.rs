@@ -1,16 +1,18 @@
-//! The report's `lfeval-index`: one entry per sample, stored by column (report-data.md §4), built
+//! The report's `lfeval-index`: one entry per sample, stored by column, built
 //! one record at a time in report order. Texts are shortened previews; the full records travel
 //! in the detail chunks.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::redact::redact;
 use crate::report::record_view::RecordView;
-use crate::texts::Texts;
 
 /// Previews are cut to this many characters.
 pub const PREVIEW_CHARS: usize = 160;
@@ -88,54 +90,46 @@ pub const PARTS: [LatencyPart; 6] = [
     },
 ];
 
-#[derive(Debug, Serialize)]
-pub struct Latency {
-    pub parts: &'static [LatencyPart],
-    /// Milliseconds to a tenth, which `f32` holds exactly enough (to within 0.1 ms up to 27
-    /// minutes) at half the size.
-    pub values: Vec<Vec<f32>>,
-    pub total: Vec<f32>,
+/// A JSON array written to an unnamed file as its elements come: a column of a large run costs
+/// a buffer, not a value per sample.
+struct Spilled {
+    out: BufWriter<File>,
+    len: usize,
 }
 
-#[derive(Debug, Serialize)]
-pub struct ScoreColumn {
-    pub key: String,
-    pub scorer: String,
-    pub field: String,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub categories: Option<Vec<String>>,
-    pub values: ScoreValues,
+impl Spilled {
+    fn new(dir: &Path) -> io::Result<Spilled> {
+        Ok(Spilled {
+            out: BufWriter::new(tempfile::tempfile_in(dir)?),
+            len: 0,
+        })
+    }
+
+    fn push(&mut self, value: &(impl Serialize + ?Sized)) -> io::Result<()> {
+        if self.len > 0 {
+            self.out.write_all(b",")?;
+        }
+        self.len += 1;
+        serde_json::to_writer(&mut self.out, value).map_err(io::Error::from)
+    }
+
+    /// The array, `[` to `]`.
+    fn write_to(self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(b"[")?;
+        io::copy(&mut reopen(self.out)?, out)?;
+        out.write_all(b"]")
+    }
 }
 
-/// A score column's cells: numbers, or positions in its categories; `null` where a sample has
-/// no value.
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum ScoreValues {
-    Numbers(Vec<Option<f64>>),
-    Categories(Vec<Option<u32>>),
-}
-
-/// `lfeval-index`.
-#[derive(Debug, Serialize)]
-pub struct Index {
-    pub n: usize,
-    pub spec: Vec<u32>,
-    pub id: Texts,
-    pub pass: Vec<Option<u8>>,
-    pub error: Vec<u32>,
-    pub error_classes: Vec<String>,
-    pub input: Texts,
-    pub output: Texts,
-    pub scores: Vec<ScoreColumn>,
-    pub latency: Latency,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cost: Option<Vec<Option<f64>>>,
+/// The file behind `out`, flushed and read from its start.
+fn reopen(out: BufWriter<File>) -> io::Result<BufReader<File>> {
+    let mut file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.rewind()?;
+    Ok(BufReader::new(file))
 }
 
 /// A score cell before the column's type is known.
+#[derive(Clone, Copy)]
 enum Cell {
     Missing,
     Number(f64),
@@ -143,12 +137,126 @@ enum Cell {
     Text(usize),
 }
 
-/// One score field's cells as they come, and the distinct texts among them.
+impl Cell {
+    const SIZE: usize = 9;
+
+    fn encode(self) -> [u8; Cell::SIZE] {
+        let (tag, bits) = match self {
+            Cell::Missing => (0, 0),
+            Cell::Number(x) => (1, x.to_bits()),
+            Cell::Text(k) => (2, k as u64),
+        };
+        let mut bytes = [tag; Cell::SIZE];
+        bytes[1..].copy_from_slice(&bits.to_le_bytes());
+        bytes
+    }
+
+    fn decode(bytes: [u8; Cell::SIZE]) -> Cell {
+        let mut bits = [0; 8];
+        bits.copy_from_slice(&bytes[1..]);
+        let bits = u64::from_le_bytes(bits);
+        match bytes[0] {
+            1 => Cell::Number(f64::from_bits(bits)),
+            2 => Cell::Text(usize::try_from(bits).unwrap_or(usize::MAX)),
+            _ => Cell::Missing,
+        }
+    }
+}
+
+/// One score field's cells as they come (in an unnamed file, nine bytes each), and the
+/// distinct texts among them.
 struct CellColumn {
     scorer: String,
     field: String,
-    cells: Vec<Cell>,
+    cells: BufWriter<File>,
+    len: usize,
     texts: Distinct,
+}
+
+impl CellColumn {
+    fn push(&mut self, cell: Cell) -> io::Result<()> {
+        self.len += 1;
+        self.cells.write_all(&cell.encode())
+    }
+
+    /// Every cell, in row order, `n` in all (missing ones at the end for rows it never saw).
+    fn for_each(cells: &mut BufReader<File>, n: usize, mut each: impl FnMut(Cell) -> io::Result<()>) -> io::Result<()> {
+        cells.rewind()?;
+        let mut bytes = [0; Cell::SIZE];
+        for _ in 0..n {
+            let cell = match cells.read_exact(&mut bytes) {
+                Ok(()) => Cell::decode(bytes),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Cell::Missing,
+                Err(e) => return Err(e),
+            };
+            each(cell)?;
+        }
+        Ok(())
+    }
+
+    /// `{"key":…,"scorer":…,"field":…,"type":…,["categories":…,]"values":[…]}` for `n` rows:
+    /// numbers, or (once the column holds a text) positions in its categories, in the order
+    /// samples show them, numbers among them as text.
+    fn write_json(self, n: usize, out: &mut impl Write) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Head<'a> {
+            key: String,
+            scorer: &'a str,
+            field: &'a str,
+            #[serde(rename = "type")]
+            kind: &'static str,
+        }
+        let numbers = self.texts.is_empty();
+        let head = Head {
+            key: format!("{}.{}", self.scorer, self.field),
+            scorer: &self.scorer,
+            field: &self.field,
+            kind: if numbers { "number" } else { "category" },
+        };
+        let head = serde_json::to_vec(&head)?;
+        out.write_all(&head[..head.len() - 1])?;
+        let mut cells = reopen(self.cells)?;
+        let mut first = true;
+        let mut comma = |out: &mut dyn Write| -> io::Result<()> {
+            if !std::mem::take(&mut first) {
+                out.write_all(b",")?;
+            }
+            Ok(())
+        };
+        if numbers {
+            out.write_all(br#","values":["#)?;
+            CellColumn::for_each(&mut cells, n, |cell| {
+                comma(out)?;
+                match cell {
+                    Cell::Number(x) => serde_json::to_writer(&mut *out, &x).map_err(io::Error::from),
+                    _ => out.write_all(b"null"),
+                }
+            })?;
+            return out.write_all(b"]}");
+        }
+        let texts = self.texts.into_texts();
+        let mut categories = Distinct::default();
+        let category_of = |categories: &mut Distinct, cell: Cell| match cell {
+            Cell::Missing => None,
+            Cell::Number(x) => Some(categories.number(crate::eval::metric::python_str(&Value::from(x)).into())),
+            Cell::Text(k) => Some(categories.number(texts[k].as_str().into())),
+        };
+        // Numbered in a first pass, since the categories come before the values.
+        CellColumn::for_each(&mut cells, n, |cell| {
+            category_of(&mut categories, cell);
+            Ok(())
+        })?;
+        out.write_all(br#","categories":"#)?;
+        serde_json::to_writer(&mut *out, &categories.texts())?;
+        out.write_all(br#","values":["#)?;
+        CellColumn::for_each(&mut cells, n, |cell| {
+            comma(out)?;
+            // A column cannot hold four billion distinct texts in memory.
+            let k = category_of(&mut categories, cell).and_then(|k| u32::try_from(k).ok());
+            serde_json::to_writer(&mut *out, &k).map_err(io::Error::from)
+        })?;
+        out.write_all(b"]}")
+    }
 }
 
 /// Distinct texts, numbered in the order they first come: a free-text field may have as many as
@@ -173,6 +281,12 @@ impl Distinct {
     }
 
     /// The texts in the order they were numbered.
+    fn texts(&self) -> Vec<&str> {
+        let mut numbered: Vec<(&str, usize)> = self.numbers.iter().map(|(t, k)| (t.as_str(), *k)).collect();
+        numbered.sort_unstable_by_key(|(_, k)| *k);
+        numbered.into_iter().map(|(text, _)| text).collect()
+    }
+
     fn into_texts(self) -> Vec<String> {
         let mut numbered: Vec<(String, usize)> = self.numbers.into_iter().collect();
         numbered.sort_unstable_by_key(|(_, k)| *k);
@@ -180,67 +294,73 @@ impl Distinct {
     }
 }
 
-/// Builds the index row by row.
-pub struct IndexBuilder {
-    index: Index,
+/// `lfeval-index`, built one sample at a time with its columns in unnamed files, written out
+/// by [`Index::write_json`].
+pub struct Index {
+    dir: PathBuf,
+    pub n: usize,
+    spec: Spilled,
+    id: Spilled,
+    /// Filled in once the sample table knows each sample's outcome.
+    pub pass: Vec<Option<u8>>,
+    error: Spilled,
+    error_classes: Vec<String>,
+    input: Spilled,
+    output: Spilled,
+    /// Milliseconds to a tenth, which `f32` holds exactly enough (to within 0.1 ms up to 27
+    /// minutes) at half the size; one column per part of [`PARTS`].
+    latency: Vec<Spilled>,
+    total: Spilled,
+    cost: Option<Spilled>,
+    scores: Vec<CellColumn>,
     /// Model key → whether its inference time is Python (`custom_inference`).
     python_models: HashMap<String, bool>,
-    columns: Vec<CellColumn>,
     column_of: HashMap<(String, String), usize>,
-    rows: usize,
 }
 
-impl IndexBuilder {
-    /// A builder for an index of about `rows` samples.
-    pub fn new(python_models: HashMap<String, bool>, rows: usize) -> IndexBuilder {
-        IndexBuilder {
-            index: Index {
-                n: 0,
-                spec: Vec::with_capacity(rows),
-                id: Texts::with_capacity(rows),
-                pass: Vec::new(),
-                error: Vec::with_capacity(rows),
-                error_classes: Vec::new(),
-                input: Texts::with_capacity(rows),
-                output: Texts::with_capacity(rows),
-                scores: Vec::new(),
-                latency: Latency {
-                    parts: &PARTS,
-                    values: vec![Vec::with_capacity(rows); PARTS.len()],
-                    total: Vec::with_capacity(rows),
-                },
-                cost: None,
-            },
+impl Index {
+    /// An empty index whose columns go to unnamed files in `dir`.
+    pub fn new(dir: &Path, python_models: HashMap<String, bool>) -> io::Result<Index> {
+        Ok(Index {
+            dir: dir.to_path_buf(),
+            n: 0,
+            spec: Spilled::new(dir)?,
+            id: Spilled::new(dir)?,
+            pass: Vec::new(),
+            error: Spilled::new(dir)?,
+            error_classes: Vec::new(),
+            input: Spilled::new(dir)?,
+            output: Spilled::new(dir)?,
+            latency: PARTS.iter().map(|_| Spilled::new(dir)).collect::<io::Result<_>>()?,
+            total: Spilled::new(dir)?,
+            cost: None,
+            scores: Vec::new(),
             python_models,
-            columns: Vec::new(),
             column_of: HashMap::new(),
-            rows,
-        }
+        })
     }
 
-    pub fn add(&mut self, spec: usize, record: &RecordView, pass: Option<bool>, input: &str, output: &str) {
-        let row = self.index.n;
-        let ix = &mut self.index;
-        ix.n += 1;
-        ix.spec.push(u32::try_from(spec).unwrap_or(u32::MAX));
-        ix.id.push(&redact(&record.key()));
-        ix.pass.push(pass.map(u8::from));
+    pub fn add(&mut self, spec: usize, record: &RecordView, input: &str, output: &str) -> io::Result<()> {
+        let row = self.n;
+        self.n += 1;
+        self.spec.push(&u32::try_from(spec).unwrap_or(u32::MAX))?;
+        self.id.push(redact(&record.key()).as_ref())?;
         let error = match record.errors.first() {
             None => 0,
             Some(e) => {
                 let class = e.class.as_str();
-                match ix.error_classes.iter().position(|c| c == class) {
+                match self.error_classes.iter().position(|c| c == class) {
                     Some(k) => k + 1,
                     None => {
-                        ix.error_classes.push(class.to_owned());
-                        ix.error_classes.len()
+                        self.error_classes.push(class.to_owned());
+                        self.error_classes.len()
                     }
                 }
             }
         };
-        ix.error.push(u32::try_from(error).unwrap_or(u32::MAX));
-        ix.input.push(input);
-        ix.output.push(output);
+        self.error.push(&u32::try_from(error).unwrap_or(u32::MAX))?;
+        self.input.push(input)?;
+        self.output.push(output)?;
         let mut parts = [0.0f64; PARTS.len()];
         for call in &record.calls {
             let t = &call.timings;
@@ -251,18 +371,20 @@ impl IndexBuilder {
             parts[if python { 3 } else { 4 }] += t.inference_ms;
             parts[5] += t.backoff_ms;
         }
-        for (column, v) in ix.latency.values.iter_mut().zip(parts) {
-            column.push(round1(v));
+        for (column, v) in self.latency.iter_mut().zip(parts) {
+            column.push(&round1(v))?;
         }
-        ix.latency.total.push(round1(record.timings.total_ms));
+        self.total.push(&round1(record.timings.total_ms))?;
         // Most runs have no prices: the column exists from the first sample with a cost on.
-        if ix.cost.is_none() && record.cost_usd.is_some() {
-            let mut costs = Vec::with_capacity(self.rows.max(row + 1));
-            costs.resize(row, None);
-            ix.cost = Some(costs);
+        if self.cost.is_none() && record.cost_usd.is_some() {
+            let mut costs = Spilled::new(&self.dir)?;
+            for _ in 0..row {
+                costs.push(&None::<f64>)?;
+            }
+            self.cost = Some(costs);
         }
-        if let Some(costs) = &mut ix.cost {
-            costs.push(record.cost_usd);
+        if let Some(costs) = &mut self.cost {
+            costs.push(&record.cost_usd)?;
         }
         for (scorer, scores) in &record.scores {
             for (field, value) in &scores.values {
@@ -270,84 +392,74 @@ impl IndexBuilder {
                 let column = match self.column_of.get(&key) {
                     Some(&c) => c,
                     None => {
-                        self.columns.push(CellColumn {
+                        self.scores.push(CellColumn {
                             scorer: scorer.clone(),
                             field: field.clone(),
-                            cells: Vec::new(),
+                            cells: BufWriter::new(tempfile::tempfile_in(&self.dir)?),
+                            len: 0,
                             texts: Distinct::default(),
                         });
-                        self.column_of.insert(key, self.columns.len() - 1);
-                        self.columns.len() - 1
+                        self.column_of.insert(key, self.scores.len() - 1);
+                        self.scores.len() - 1
                     }
                 };
-                let column = &mut self.columns[column];
-                column.cells.resize_with(row, || Cell::Missing);
+                let column = &mut self.scores[column];
+                while column.len < row {
+                    column.push(Cell::Missing)?;
+                }
                 let cell = match value {
                     Value::Number(n) => n.as_f64().map_or(Cell::Missing, Cell::Number),
                     Value::Bool(b) => Cell::Number(f64::from(u8::from(*b))),
                     Value::String(s) => Cell::Text(column.texts.number(redact(s))),
                     _ => Cell::Missing,
                 };
-                column.cells.push(cell);
+                column.push(cell)?;
             }
         }
+        Ok(())
     }
 
-    pub fn finish(mut self) -> Index {
-        let n = self.index.n;
-        for CellColumn {
-            scorer,
-            field,
-            mut cells,
-            texts,
-        } in self.columns
-        {
-            cells.resize_with(n, || Cell::Missing);
-            let key = format!("{scorer}.{field}");
-            if texts.is_empty() {
-                let values = cells
-                    .into_iter()
-                    .map(|c| match c {
-                        Cell::Number(x) => Some(x),
-                        _ => None,
-                    })
-                    .collect();
-                self.index.scores.push(ScoreColumn {
-                    key,
-                    scorer,
-                    field,
-                    kind: "number",
-                    categories: None,
-                    values: ScoreValues::Numbers(values),
-                });
-                continue;
+    /// The whole index as one JSON object, its columns streamed from their files.
+    pub fn write_json(self, out: &mut impl Write) -> io::Result<()> {
+        let n = self.n;
+        write!(out, r#"{{"n":{n},"spec":"#)?;
+        self.spec.write_to(out)?;
+        out.write_all(br#","id":"#)?;
+        self.id.write_to(out)?;
+        out.write_all(br#","pass":"#)?;
+        serde_json::to_writer(&mut *out, &self.pass)?;
+        out.write_all(br#","error":"#)?;
+        self.error.write_to(out)?;
+        out.write_all(br#","error_classes":"#)?;
+        serde_json::to_writer(&mut *out, &self.error_classes)?;
+        out.write_all(br#","input":"#)?;
+        self.input.write_to(out)?;
+        out.write_all(br#","output":"#)?;
+        self.output.write_to(out)?;
+        out.write_all(br#","scores":["#)?;
+        for (i, column) in self.scores.into_iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
             }
-            // Categories in the order samples show them first, numbers among them as text.
-            let texts = texts.into_texts();
-            let mut categories = Distinct::default();
-            let values = cells
-                .into_iter()
-                .map(|c| {
-                    let k = match c {
-                        Cell::Missing => return None,
-                        Cell::Number(x) => categories.number(crate::eval::metric::python_str(&Value::from(x)).into()),
-                        Cell::Text(k) => categories.number(texts[k].as_str().into()),
-                    };
-                    // A column cannot hold four billion distinct texts in memory.
-                    u32::try_from(k).ok()
-                })
-                .collect();
-            let categories = categories.into_texts();
-            self.index.scores.push(ScoreColumn {
-                key,
-                scorer,
-                field,
-                kind: "category",
-                categories: Some(categories),
-                values: ScoreValues::Categories(values),
-            });
+            column.write_json(n, out)?;
         }
-        self.index
+        out.write_all(br#"],"latency":{"parts":"#)?;
+        serde_json::to_writer(&mut *out, &PARTS)?;
+        out.write_all(br#","values":["#)?;
+        for (i, column) in self.latency.into_iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            column.write_to(out)?;
+        }
+        out.write_all(br#"],"total":"#)?;
+        self.total.write_to(out)?;
+        out.write_all(b"}")?;
+        if let Some(cost) = self.cost {
+            out.write_all(br#","cost":"#)?;
+            cost.write_to(out)?;
+        }
+        out.write_all(b"}")
     }
 }
 
@@ -364,7 +476,8 @@ mod tests {
     #[test]
     fn text_scores_become_categories_in_the_order_samples_show_them() {
         let labels = [json!("B"), json!("A"), json!(1), Value::Null, json!("B")];
-        let mut builder = IndexBuilder::new(HashMap::new(), labels.len());
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::new(dir.path(), HashMap::new()).unwrap();
         for (i, label) in labels.iter().enumerate() {
             let scores = if label.is_null() {
                 json!({})
@@ -373,10 +486,17 @@ mod tests {
             };
             let record: RecordView =
                 serde_json::from_value(json!({"sample_id": i.to_string(), "scores": scores})).unwrap();
-            builder.add(0, &record, None, "", "");
+            index.add(0, &record, "", "").unwrap();
         }
-        let index = builder.finish();
-        let column = serde_json::to_value(&index.scores[0]).unwrap();
+        index.pass = vec![None; labels.len()];
+        let mut json = Vec::new();
+        index.write_json(&mut json).unwrap();
+        let json: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["n"], 5);
+        assert_eq!(json["id"], json!(["0", "1", "2", "3", "4"]));
+        assert_eq!(json["latency"]["values"].as_array().unwrap().len(), PARTS.len());
+        let column = &json["scores"][0];
+        assert_eq!(column["key"], "judge.label");
         assert_eq!(column["type"], "category");
         assert_eq!(column["categories"], json!(["B", "A", "1.0"]));
         assert_eq!(column["values"], json!([0, 1, 2, null, 0]));

@@ -31,7 +31,7 @@ use anyhow::Context;
 use crate::report::comparison::Comparison;
 use crate::report::encode::{CHUNK_SIZE, PageData};
 use crate::report::finished_run::{FinishedRun, OrderedRecords, RunReadError};
-use crate::report::index::IndexBuilder;
+use crate::report::index::Index;
 use crate::report::record_view::RecordView;
 use crate::report::series::SampleTable;
 
@@ -93,7 +93,8 @@ pub fn write(dir: &Path, baseline: Option<&Path>, alpha: f64) -> anyhow::Result<
     let mut table = SampleTable::new(&run.summary);
     let mut records = run.records()?;
     table.reserve(&records.per_spec);
-    let mut builder = IndexBuilder::new(python_models, records.len());
+    let mut index = Index::new(dir, python_models).context("cannot start the report's index")?;
+    let mut index_error = None;
     // The records' tags do not depend on the index: they are compressed on a second thread,
     // into an unnamed file beside the report, while this one builds the index.
     let mut chunk_reader = records.reader()?;
@@ -108,7 +109,11 @@ pub fn write(dir: &Path, baseline: Option<&Path>, alpha: f64) -> anyhow::Result<
         let scanned = scan(&mut records, |spec, record| {
             let output = index::preview(&index::output_text(record));
             table.add(spec, record, &output);
-            builder.add(spec, record, None, &index::preview(&index::input_text(record)), &output);
+            if index_error.is_none()
+                && let Err(e) = index.add(spec, record, &index::preview(&index::input_text(record)), &output)
+            {
+                index_error = Some(e);
+            }
         });
         let chunks = encoder
             .join()
@@ -116,9 +121,11 @@ pub fn write(dir: &Path, baseline: Option<&Path>, alpha: f64) -> anyhow::Result<
         (scanned, chunks)
     });
     scanned?;
+    if let Some(e) = index_error {
+        return Err(anyhow::Error::new(e).context("cannot write the report's index"));
+    }
     let mut chunks = std::io::BufReader::new(chunks.context("cannot encode the run's records")?);
     table.finish();
-    let mut index = builder.finish();
     index.pass = table
         .specs
         .iter()
@@ -139,10 +146,10 @@ pub fn write(dir: &Path, baseline: Option<&Path>, alpha: f64) -> anyhow::Result<
         let mut out = BufWriter::new(File::create(&temp)?);
         let data = PageData {
             meta: &meta,
-            index: &index,
+            index,
             comparison: page_comparison.as_ref(),
         };
-        encode::write_page(&mut out, &data, &mut chunks)?;
+        encode::write_page(&mut out, data, &mut chunks)?;
         out.flush()?;
         out.get_ref().sync_all()?;
         std::fs::rename(&temp, &path)?;
