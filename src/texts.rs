@@ -34,6 +34,12 @@ impl Texts {
         self.ends.reserve_exact(n);
     }
 
+    /// Makes room for `bytes` more bytes of text: a buffer grown by doubling is up to half
+    /// empty.
+    pub fn reserve_bytes(&mut self, bytes: usize) {
+        self.bytes.reserve_exact(bytes);
+    }
+
     pub fn push(&mut self, text: &str) {
         let start = self.bytes.len() as u64;
         self.bytes.push_str(text);
@@ -103,6 +109,11 @@ impl TextSet {
         self.texts.reserve(n);
         let TextSet { texts, table, hasher } = self;
         table.reserve(n, |&row| hasher.hash_one(texts.get(row as usize)));
+    }
+
+    /// Makes room for `bytes` more bytes of text (see [`Texts::reserve_bytes`]).
+    pub fn reserve_bytes(&mut self, bytes: usize) {
+        self.texts.reserve_bytes(bytes);
     }
 
     /// The position of `text`, if it is in the set.

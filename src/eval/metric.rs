@@ -235,39 +235,47 @@ impl MetricSpec {
 ///   and `confusion_matrix: {gt_label: {pred_label: count}}`.
 ///
 /// Ratios with a zero denominator are 0.0 (scikit-learn's `zero_division=0`).
-pub fn compute(spec: &MetricSpec, samples: &[impl ScoreFields]) -> Result<MetricValues, MetricError> {
+///
+/// `samples` is walked more than once (a count, a mean before a deviation) instead of being
+/// collected: a large run's summary holds no list of values.
+pub fn compute<I>(spec: &MetricSpec, samples: I) -> Result<MetricValues, MetricError>
+where
+    I: IntoIterator,
+    I::Item: ScoreFields,
+    I::IntoIter: Clone,
+{
+    let samples = samples.into_iter();
     if let MetricSpec::Python { .. } = spec {
         return Err(MetricError::PythonRuntime);
     }
-    if samples.is_empty() {
+    let count = samples.clone().count();
+    if count == 0 {
         return Err(MetricError::NoSamples);
     }
     match spec {
         MetricSpec::Mean { field, name, .. } => {
-            let values = numbers(samples, field)?;
-            let mean = mean(&values);
+            let mean = sum(samples, field)? / count as f64;
             single(name_or(name, field, "mean"), mean)
         }
         MetricSpec::Max { field, name, .. } => {
-            let values = numbers(samples, field)?;
-            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let max = numbers(samples, field).try_fold(f64::NEG_INFINITY, |max, v| v.map(|v| max.max(v)))?;
             single(name_or(name, field, "max"), max)
         }
         MetricSpec::Min { field, name, .. } => {
-            let values = numbers(samples, field)?;
-            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let min = numbers(samples, field).try_fold(f64::INFINITY, |min, v| v.map(|v| min.min(v)))?;
             single(name_or(name, field, "min"), min)
         }
         MetricSpec::StdDev { field, name, .. } => {
-            let values = numbers(samples, field)?;
-            let mean = mean(&values);
-            let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
-            single(name_or(name, field, "std_dev"), variance.sqrt())
+            let mean = sum(samples.clone(), field)? / count as f64;
+            let squares: f64 = numbers(samples, field)
+                .map(|v| v.map(|v| (v - mean).powi(2)))
+                .sum::<Result<f64, _>>()?;
+            single(name_or(name, field, "std_dev"), (squares / count as f64).sqrt())
         }
         MetricSpec::Frequency { field, name, .. } => {
             let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-            for (index, sample) in samples.iter().enumerate() {
-                *counts.entry(label(sample, field, index)?).or_default() += 1;
+            for (index, sample) in samples.enumerate() {
+                *counts.entry(label(&sample, field, index)?).or_default() += 1;
             }
             let counts: Map<String, Value> = counts
                 .into_iter()
@@ -281,8 +289,8 @@ pub fn compute(spec: &MetricSpec, samples: &[impl ScoreFields]) -> Result<Metric
             field, weights, name, ..
         } => {
             let mut total = 0.0;
-            for (index, sample) in samples.iter().enumerate() {
-                let label = label(sample, field, index)?;
+            for (index, sample) in samples.enumerate() {
+                let label = label(&sample, field, index)?;
                 let Some(weight) = weights.get(&label) else {
                     return Err(MetricError::UnknownLabel {
                         field: field.clone(),
@@ -293,7 +301,7 @@ pub fn compute(spec: &MetricSpec, samples: &[impl ScoreFields]) -> Result<Metric
                 };
                 total += weight;
             }
-            single(name_or(name, field, "weighted_average"), total / samples.len() as f64)
+            single(name_or(name, field, "weighted_average"), total / count as f64)
         }
         MetricSpec::BinaryClassification {
             field_gt,
@@ -304,14 +312,14 @@ pub fn compute(spec: &MetricSpec, samples: &[impl ScoreFields]) -> Result<Metric
         } => binary(samples, field_gt, field_pred, positive_answer, negative_answer),
         MetricSpec::MulticlassClassification {
             field_gt, field_pred, ..
-        } => multiclass(samples, field_gt, field_pred),
+        } => multiclass(samples, count, field_gt, field_pred),
         MetricSpec::Precision {
             num_true_positives_field,
             num_false_positives_field,
             name,
             ..
         } => {
-            let tp = sum(samples, num_true_positives_field)?;
+            let tp = sum(samples.clone(), num_true_positives_field)?;
             let fp = sum(samples, num_false_positives_field)?;
             single(name.clone().unwrap_or_else(|| "precision".into()), ratio(tp, tp + fp))
         }
@@ -321,7 +329,7 @@ pub fn compute(spec: &MetricSpec, samples: &[impl ScoreFields]) -> Result<Metric
             name,
             ..
         } => {
-            let tp = sum(samples, num_true_positives_field)?;
+            let tp = sum(samples.clone(), num_true_positives_field)?;
             let fn_ = sum(samples, num_false_negatives_field)?;
             single(name.clone().unwrap_or_else(|| "recall".into()), ratio(tp, tp + fn_))
         }
@@ -332,8 +340,8 @@ pub fn compute(spec: &MetricSpec, samples: &[impl ScoreFields]) -> Result<Metric
             name,
             ..
         } => {
-            let tp = sum(samples, num_true_positives_field)?;
-            let fp = sum(samples, num_false_positives_field)?;
+            let tp = sum(samples.clone(), num_true_positives_field)?;
+            let fp = sum(samples.clone(), num_false_positives_field)?;
             let fn_ = sum(samples, num_false_negatives_field)?;
             single(
                 name.clone().unwrap_or_else(|| "f1_score".into()),
@@ -345,7 +353,7 @@ pub fn compute(spec: &MetricSpec, samples: &[impl ScoreFields]) -> Result<Metric
 }
 
 fn binary(
-    samples: &[impl ScoreFields],
+    samples: impl Iterator<Item = impl ScoreFields>,
     field_gt: &str,
     field_pred: &str,
     positive: &str,
@@ -357,9 +365,9 @@ fn binary(
         });
     }
     let (mut tp, mut fp, mut tn, mut fn_, mut excluded) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    for (index, sample) in samples.iter().enumerate() {
-        let gt = label(sample, field_gt, index)?;
-        let pred = label(sample, field_pred, index)?;
+    for (index, sample) in samples.enumerate() {
+        let gt = label(&sample, field_gt, index)?;
+        let pred = label(&sample, field_pred, index)?;
         let side = |text: &str| {
             if text == positive {
                 Some(true)
@@ -398,14 +406,19 @@ fn binary(
     Ok(out)
 }
 
-fn multiclass(samples: &[impl ScoreFields], field_gt: &str, field_pred: &str) -> Result<MetricValues, MetricError> {
+fn multiclass(
+    samples: impl Iterator<Item = impl ScoreFields>,
+    count: usize,
+    field_gt: &str,
+    field_pred: &str,
+) -> Result<MetricValues, MetricError> {
     // gt label -> pred label -> count; BTreeMaps keep every output ordered by label text.
     let mut matrix: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut labels: BTreeMap<String, ()> = BTreeMap::new();
     let mut correct = 0u64;
-    for (index, sample) in samples.iter().enumerate() {
-        let gt = label(sample, field_gt, index)?;
-        let pred = label(sample, field_pred, index)?;
+    for (index, sample) in samples.enumerate() {
+        let gt = label(&sample, field_gt, index)?;
+        let pred = label(&sample, field_pred, index)?;
         if gt == pred {
             correct += 1;
         }
@@ -417,10 +430,7 @@ fn multiclass(samples: &[impl ScoreFields], field_gt: &str, field_pred: &str) ->
         |gt: &str, pred: &str| -> f64 { matrix.get(gt).and_then(|row| row.get(pred)).copied().unwrap_or(0) as f64 };
 
     let mut out = Map::new();
-    out.insert(
-        "accuracy".into(),
-        number("accuracy", correct as f64 / samples.len() as f64)?,
-    );
+    out.insert("accuracy".into(), number("accuracy", correct as f64 / count as f64)?);
     let (mut sum_p, mut sum_r, mut sum_f) = (0.0, 0.0, 0.0);
     for label in labels.keys() {
         let tp = cell(label, label);
@@ -470,10 +480,6 @@ fn number(name: &str, value: f64) -> Result<Value, MetricError> {
         .ok_or_else(|| MetricError::NotFinite { name: name.into() })
 }
 
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len() as f64
-}
-
 fn ratio(numerator: f64, denominator: f64) -> f64 {
     if denominator == 0.0 {
         0.0
@@ -505,8 +511,8 @@ impl<T: ScoreFields + ?Sized> ScoreFields for &T {
     }
 }
 
-fn sum(samples: &[impl ScoreFields], field: &str) -> Result<f64, MetricError> {
-    Ok(numbers(samples, field)?.iter().sum())
+fn sum(samples: impl Iterator<Item = impl ScoreFields>, field: &str) -> Result<f64, MetricError> {
+    numbers(samples, field).sum()
 }
 
 fn field<'a>(sample: &'a impl ScoreFields, field: &str, index: usize) -> Result<Cow<'a, Value>, MetricError> {
@@ -516,11 +522,14 @@ fn field<'a>(sample: &'a impl ScoreFields, field: &str, index: usize) -> Result<
     })
 }
 
-fn numbers(samples: &[impl ScoreFields], name: &str) -> Result<Vec<f64>, MetricError> {
+/// Each sample's value of a numeric field, in order.
+fn numbers(
+    samples: impl Iterator<Item = impl ScoreFields>,
+    name: &str,
+) -> impl Iterator<Item = Result<f64, MetricError>> {
     samples
-        .iter()
         .enumerate()
-        .map(|(index, sample)| match &*field(sample, name, index)? {
+        .map(move |(index, sample)| match &*field(&sample, name, index)? {
             Value::Bool(b) => Ok(if *b { 1.0 } else { 0.0 }),
             Value::Number(n) => n.as_f64().ok_or_else(|| MetricError::NotNumeric {
                 field: name.into(),
@@ -533,7 +542,6 @@ fn numbers(samples: &[impl ScoreFields], name: &str) -> Result<Vec<f64>, MetricE
                 found: describe_value(other),
             }),
         })
-        .collect()
 }
 
 fn label(sample: &impl ScoreFields, name: &str, index: usize) -> Result<String, MetricError> {
@@ -667,14 +675,14 @@ mod tests {
     #[test]
     fn missing_and_non_numeric_fields_name_field_and_index() {
         let mean = spec(json!({"type": "mean", "field": "score"}));
-        let err = compute(&mean, &rows(json!([{"score": 1}, {"other": 1}]))).unwrap_err();
+        let err = compute(&mean, rows(json!([{"score": 1}, {"other": 1}]))).unwrap_err();
         assert_eq!(err.to_string(), "sample 1 has no field `score`");
-        let err = compute(&mean, &rows(json!([{"score": "1"}]))).unwrap_err();
+        let err = compute(&mean, rows(json!([{"score": "1"}]))).unwrap_err();
         assert_eq!(
             err.to_string(),
             "field `score` of sample 0 is not numeric (found string `\"1\"`)"
         );
-        let err = compute(&mean, &rows(json!([{"score": null}]))).unwrap_err();
+        let err = compute(&mean, rows(json!([{"score": null}]))).unwrap_err();
         assert_eq!(
             err.to_string(),
             "field `score` of sample 0 is not numeric (found `null`)"
@@ -690,7 +698,7 @@ mod tests {
         );
         assert_eq!(MetricError::NoSamples.to_string(), "no scored samples");
         let py = spec(json!({"type": "python", "compute_metrics_snippet": "def f(): pass"}));
-        let err = compute(&py, &rows(json!([{"x": 1}]))).unwrap_err();
+        let err = compute(&py, rows(json!([{"x": 1}]))).unwrap_err();
         assert!(err.to_string().contains("computed by the python runtime"));
         assert_eq!(
             compute(&py, &[] as &[Map<String, Value>]),
@@ -725,7 +733,7 @@ mod tests {
         // (1.0 + 0.5 + 0 + 1.0) / 4 = 0.625
         close(num(&w, "grade_weighted_average"), 0.625);
 
-        let err = compute(&metric, &rows(json!([{"grade": "good"}, {"grade": "meh"}]))).unwrap_err();
+        let err = compute(&metric, rows(json!([{"grade": "good"}, {"grade": "meh"}]))).unwrap_err();
         assert_eq!(
             err.to_string(),
             "label `meh` in field `grade` of sample 1 has no weight; known labels: `bad`, `good`, `ok`"
@@ -737,7 +745,7 @@ mod tests {
         let metric = spec(json!({
             "type": "weighted_average", "field": "ok", "weights": {"True": 2, "False": -1}
         }));
-        let w = compute(&metric, &rows(json!([{"ok": true}, {"ok": false}, {"ok": true}]))).unwrap();
+        let w = compute(&metric, rows(json!([{"ok": true}, {"ok": false}, {"ok": true}]))).unwrap();
         // (2 - 1 + 2) / 3 = 1.0
         close(num(&w, "ok_weighted_average"), 1.0);
     }
@@ -781,7 +789,7 @@ mod tests {
         // every prediction is negative: tp=0 fp=0 tn=1 fn=1
         let m = compute(
             &metric,
-            &rows(json!([
+            rows(json!([
                 {"gt": true, "pred": false}, {"gt": false, "pred": false}
             ])),
         )
@@ -798,7 +806,7 @@ mod tests {
             "positive_answer": "x", "negative_answer": "x"
         }));
         assert!(matches!(
-            compute(&same, &rows(json!([{"gt": "x", "pred": "x"}]))),
+            compute(&same, rows(json!([{"gt": "x", "pred": "x"}]))),
             Err(MetricError::SameAnswers { .. })
         ));
     }
@@ -845,7 +853,7 @@ mod tests {
         let metric = spec(json!({
             "type": "multiclass-classification", "field_gt": "gt", "field_pred": "pred"
         }));
-        let m = compute(&metric, &rows(json!([{"gt": "a", "pred": "z"}]))).unwrap();
+        let m = compute(&metric, rows(json!([{"gt": "a", "pred": "z"}]))).unwrap();
         // z: tp=0, predicted 1, actual 0 → P=0/1=0, R=0/0→0; a: P=0/0→0, R=0/1=0
         close(num(&m, "precision_z"), 0.0);
         close(num(&m, "recall_z"), 0.0);
@@ -949,14 +957,14 @@ mod tests {
         assert_eq!((positive_answer.as_str(), negative_answer.as_str()), ("1", "False"));
         let m = compute(
             &specs[0],
-            &rows(json!([
+            rows(json!([
                 {"gt": 1, "pred": 1}, {"gt": false, "pred": 1}, {"gt": "1", "pred": "False"}
             ])),
         )
         .unwrap();
         // tp (1,1), fp (False,1), fn ("1","False") — numbers, bools and strings meet as text
         assert_eq!(m["confusion_matrix"], json!({"tp": 1, "fp": 1, "tn": 0, "fn": 1}));
-        let w = compute(&specs[1], &rows(json!([{"rating": 1}, {"rating": 3}, {"rating": "2"}]))).unwrap();
+        let w = compute(&specs[1], rows(json!([{"rating": 1}, {"rating": 3}, {"rating": "2"}]))).unwrap();
         // (0 + 1 + 0.5) / 3 = 0.5
         close(num(&w, "rating_weighted_average"), 0.5);
         let err = serde_saphyr::from_str::<Vec<MetricSpec>>(

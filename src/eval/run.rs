@@ -270,10 +270,18 @@ enum SpecEnd {
     Stopped,
 }
 
+/// The samples a specification runs: how many `shard` owns (all of them without one), how
+/// long their ids are, and the random pick, if any.
+struct Selection {
+    samples: u64,
+    /// The owned samples' ids, in bytes: exact for the first N, estimated for a random pick.
+    id_bytes: usize,
+    chosen: Option<HashSet<usize>>,
+}
+
 /// The samples a specification runs, in dataset order: the first N, or N picked at random with a
-/// fixed seed (only their indices are kept while choosing, so memory stays small). Returns how
-/// many of them `shard` owns (all of them without one) and the random pick, if any.
-fn selection(p: &Prepared, run_dir: &RunDir, shard: Option<Shard>) -> anyhow::Result<(u64, Option<HashSet<usize>>)> {
+/// fixed seed (only their indices are kept while choosing, so memory stays small).
+fn selection(p: &Prepared, run_dir: &RunDir, shard: Option<Shard>) -> anyhow::Result<Selection> {
     let owns = |sample: &Sample| shard.is_none_or(|s| s.owns(&sample.id));
     let samples = sample_source::open(p, run_dir)?;
     let random = p.spec.num_samples.filter(|_| p.spec.subsampling == Subsampling::Random);
@@ -281,33 +289,49 @@ fn selection(p: &Prepared, run_dir: &RunDir, shard: Option<Shard>) -> anyhow::Re
         // The first N, or all: counted as they pass. Every sample is read either way, for the
         // dataset's ids to be checked.
         let n = p.spec.num_samples.unwrap_or(usize::MAX);
-        let mut owned = 0;
+        let (mut owned, mut id_bytes) = (0, 0);
         for (i, sample) in samples.enumerate() {
             let sample = sample?;
-            owned += u64::from(i < n && owns(&sample));
+            if i < n && owns(&sample) {
+                owned += 1;
+                id_bytes += sample.id.len();
+            }
         }
-        return Ok((owned, None));
+        return Ok(Selection {
+            samples: owned,
+            id_bytes,
+            chosen: None,
+        });
     };
-    let mut indices = Vec::new();
+    let (mut indices, mut id_bytes) = (Vec::new(), 0);
     for sample in samples {
         let sample = sample?;
-        indices.push((sample.index, owns(&sample)));
+        let own = owns(&sample);
+        id_bytes += if own { sample.id.len() } else { 0 };
+        indices.push((sample.index, own));
     }
-    if n >= indices.len() {
-        return Ok((indices.iter().filter(|(_, own)| *own).count() as u64, None));
-    }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(SUBSAMPLING_SEED);
-    let chosen: HashSet<usize> = indices
-        .iter()
-        .map(|(index, _)| *index)
-        .choose_multiple(&mut rng, n)
-        .into_iter()
-        .collect();
-    let total = indices
-        .iter()
-        .filter(|(index, own)| *own && chosen.contains(index))
-        .count() as u64;
-    Ok((total, Some(chosen)))
+    let owned_all = indices.iter().filter(|(_, own)| *own).count();
+    let chosen = (n < indices.len()).then(|| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(SUBSAMPLING_SEED);
+        indices
+            .iter()
+            .map(|(index, _)| *index)
+            .choose_multiple(&mut rng, n)
+            .into_iter()
+            .collect::<HashSet<usize>>()
+    });
+    let owned = match &chosen {
+        Some(chosen) => indices
+            .iter()
+            .filter(|(index, own)| *own && chosen.contains(index))
+            .count(),
+        None => owned_all,
+    };
+    Ok(Selection {
+        samples: owned as u64,
+        id_bytes: id_bytes / owned_all.max(1) * owned,
+        chosen,
+    })
 }
 
 /// The samples a specification runs (whatever shard runs them), in dataset order.
@@ -315,8 +339,7 @@ pub fn selected_samples(
     p: &Prepared,
     run_dir: &RunDir,
 ) -> anyhow::Result<impl Iterator<Item = anyhow::Result<Sample>> + use<>> {
-    let (_, chosen) = selection(p, run_dir, None)?;
-    selected(p, run_dir, chosen)
+    selected(p, run_dir, selection(p, run_dir, None)?.chosen)
 }
 
 /// The dataset's samples narrowed to the [`selection`]'s random pick, or to its first N (the
@@ -337,7 +360,14 @@ fn selected(
 
 async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecEnd> {
     let shard = shared.shard;
-    let (samples_total, chosen) = selection(&p, &shared.run_dir, shard)?;
+    let Selection {
+        samples: samples_total,
+        id_bytes,
+        chosen,
+    } = selection(&p, &shared.run_dir, shard)?;
+    // Given back here, on the thread that freed it: after the next `.await` this task may go
+    // on on another worker, whose collection would not reach it (~2 MB at 100,000 samples).
+    crate::memory::collect();
     let trials = p.num_trials();
     let total = samples_total * u64::from(trials);
     let done_before = shared.run_dir.recorded_count(&p.spec.key) as u64;
@@ -345,7 +375,8 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
     // What this session will record, reserved now: grown by doubling instead, each structure
     // kept up to half its size in slack and, for a while, its old copy too.
     let expected = usize::try_from(total.saturating_sub(done_before)).unwrap_or(0);
-    shared.run_dir.reserve(&p.spec.key, expected);
+    let id_bytes = if done_before == 0 { id_bytes } else { 0 };
+    shared.run_dir.reserve(&p.spec.key, expected, id_bytes);
     shared.tally.reserve(&p.spec.key, expected);
     let precomputed = Arc::new(all_sample_scores(&p, &shared, chosen.clone()).await?);
     let limit = p.model.as_ref().map_or(8, |m| m.gate.concurrency * 2).clamp(2, 512);

@@ -1,8 +1,8 @@
 //! [`ScoreTable`]: the scores a summary's [`Fold`](crate::eval::summary::Fold) keeps for its
 //! metrics, stored by column (one per scorer and field) with a row per scored record. A map per
 //! record cost ~170 bytes for one boolean score; a column costs a byte a value while its values
-//! are booleans and 16 bytes once they are not (a `serde_json::Value` is over four times that:
-//! its map variant is inline).
+//! are pass/fail (booleans, or the `0.0` and `1.0` that lf's scorers give) and 16 bytes once
+//! they are not (a `serde_json::Value` is over four times that: its map variant is inline).
 
 use std::borrow::Cow;
 
@@ -141,18 +141,50 @@ impl Cell {
     }
 }
 
-/// A field's cells: a byte each while every value is a boolean (most scores are: a check
-/// passed or not), a [`Cell`] each from the first that is not.
+/// A field's cells: a byte each while every value is a pass or a fail (most scores are: a
+/// boolean, or `0.0`/`1.0`), a [`Cell`] each from the first that is not.
 enum Cells {
-    /// 0: missing, 1: `false`, 2: `true`.
+    /// One of the `FLAG_` values.
     Flags(Vec<u8>),
     Cells(Vec<Cell>),
+}
+
+const FLAG_MISSING: u8 = 0;
+const FLAG_FALSE: u8 = 1;
+const FLAG_TRUE: u8 = 2;
+/// The float `0.0` (not `-0.0`, nor the integer `0`, which a metric's output would tell apart).
+const FLAG_ZERO: u8 = 3;
+/// The float `1.0`.
+const FLAG_ONE: u8 = 4;
+
+/// A value's flag, if it has one.
+fn flag_of(value: &Value) -> Option<u8> {
+    match value {
+        Value::Bool(b) => Some(if *b { FLAG_TRUE } else { FLAG_FALSE }),
+        Value::Number(n) if n.is_f64() => match n.as_f64()?.to_bits() {
+            bits if bits == 0f64.to_bits() => Some(FLAG_ZERO),
+            bits if bits == 1f64.to_bits() => Some(FLAG_ONE),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The value a flag stands for; `None` for a missing one.
+fn flag_value(flag: u8) -> Option<Value> {
+    match flag {
+        FLAG_FALSE => Some(Value::Bool(false)),
+        FLAG_TRUE => Some(Value::Bool(true)),
+        FLAG_ZERO => Number::from_f64(0.0).map(Value::Number),
+        FLAG_ONE => Number::from_f64(1.0).map(Value::Number),
+        _ => None,
+    }
 }
 
 impl Cells {
     /// `rows` missing cells, with room for `more`.
     fn missing(rows: usize, more: usize) -> Cells {
-        let mut flags = vec![0; rows];
+        let mut flags = vec![FLAG_MISSING; rows];
         flags.reserve_exact(more);
         Cells::Flags(flags)
     }
@@ -173,15 +205,12 @@ impl Cells {
 
     fn push(&mut self, value: Value) {
         if let Cells::Flags(flags) = self {
-            if let Value::Bool(b) = value {
-                flags.push(1 + u8::from(b));
+            if let Some(flag) = flag_of(&value) {
+                flags.push(flag);
                 return;
             }
             let mut cells = Vec::with_capacity(flags.capacity());
-            cells.extend(flags.iter().map(|&f| match f {
-                0 => Cell::Missing,
-                f => Cell::Bool(f == 2),
-            }));
+            cells.extend(flags.iter().map(|&f| flag_value(f).map_or(Cell::Missing, Cell::of)));
             *self = Cells::Cells(cells);
         }
         if let Cells::Cells(cells) = self {
@@ -192,21 +221,21 @@ impl Cells {
     /// Pads the column with missing cells to `rows`.
     fn resize(&mut self, rows: usize) {
         match self {
-            Cells::Flags(flags) => flags.resize(rows, 0),
+            Cells::Flags(flags) => flags.resize(rows, FLAG_MISSING),
             Cells::Cells(cells) => cells.resize(rows, Cell::Missing),
         }
     }
 
     fn is_missing(&self, row: usize) -> bool {
         match self {
-            Cells::Flags(flags) => flags[row] == 0,
+            Cells::Flags(flags) => flags[row] == FLAG_MISSING,
             Cells::Cells(cells) => matches!(cells[row], Cell::Missing),
         }
     }
 
     fn value(&self, row: usize) -> Option<Cow<'_, Value>> {
         match self {
-            Cells::Flags(flags) => (flags[row] != 0).then(|| Cow::Owned(Value::Bool(flags[row] == 2))),
+            Cells::Flags(flags) => flag_value(flags[row]).map(Cow::Owned),
             Cells::Cells(cells) => cells[row].value(),
         }
     }
@@ -330,6 +359,23 @@ mod tests {
             [ok(0), ok(1), ok(2), ok(3)],
             [Some(json!(true)), None, Some(json!(false)), Some(json!(0.5))]
         );
+    }
+
+    #[test]
+    fn pass_fail_floats_take_a_byte_and_come_back_as_they_were() {
+        let mut table = ScoreTable::default();
+        for value in [json!(1.0), json!(0.0), json!(true)] {
+            table.push([("a".to_owned(), scores(json!({ "ok": value }), json!({})))], false);
+        }
+        assert!(matches!(table.scorers[0].fields[0].1, Cells::Flags(_)));
+        // An integer and a negative zero print differently from `1.0` and `0.0`: not flags.
+        for value in [json!(1), json!(-0.0)] {
+            table.push([("a".to_owned(), scores(json!({ "ok": value }), json!({})))], false);
+        }
+        assert!(matches!(table.scorers[0].fields[0].1, Cells::Cells(_)));
+        let ok = |row| table.get("a", row).unwrap().get_field("ok").unwrap().into_owned();
+        let printed: Vec<String> = (0..5).map(|row| ok(row).to_string()).collect();
+        assert_eq!(printed, ["1.0", "0.0", "true", "1", "-0.0"]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::diagnostic::closest;
 use crate::error_class::ErrorClass;
-use crate::eval::metric::{self, MetricError, MetricSpec, ScoreFields};
+use crate::eval::metric::{self, MetricError, MetricSpec, MetricValues, ScoreFields};
 use crate::eval::record::{EVIDENCE_SCORER, SampleError, SampleRecord, Scores, Stage};
 use crate::eval::score_table::{Entry, ScoreTable};
 use crate::eval::scorer::ScorerDef;
@@ -21,7 +21,6 @@ use crate::eval::task::ScoreAggregator;
 use crate::model::io::Usage;
 use crate::model::pricing::Pricing;
 use crate::model::trace::{TimingSummary, TimingTotals};
-use crate::texts::Texts;
 
 /// `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,9 +230,9 @@ fn numeric(value: &Value) -> Option<f64> {
 }
 
 /// One row per sample of every aggregated score of a scorer: `scores` are its trials' scores in
-/// sample order, each with its sample's `(index, id)`.
+/// sample order, each with its sample's index.
 fn aggregate<'a>(
-    scores: impl Iterator<Item = ((u64, &'a str), Entry<'a>)>,
+    scores: impl Iterator<Item = (u64, Entry<'a>)>,
     aggregators: &[ScoreAggregator],
 ) -> Vec<Map<String, Value>> {
     let mut rows = Vec::new();
@@ -270,8 +269,8 @@ enum Kept<'a> {
     Aggregated(&'a Map<String, Value>),
 }
 
-impl Kept<'_> {
-    fn field_names(&self) -> Vec<&str> {
+impl<'a> Kept<'a> {
+    fn field_names(self) -> Vec<&'a str> {
         match self {
             Kept::Trial(entry) => entry.field_names().collect(),
             Kept::Aggregated(values) => values.keys().map(String::as_str).collect(),
@@ -300,6 +299,58 @@ impl ScoreFields for Kept<'_> {
     }
 }
 
+/// The sample index of each of a fold's rows: four bytes each while they fit, as they do for
+/// any dataset that fits on a disk.
+enum SampleIndexes {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
+}
+
+impl SampleIndexes {
+    fn push(&mut self, index: u64) {
+        match self {
+            SampleIndexes::Narrow(narrow) => match u32::try_from(index) {
+                Ok(index) => narrow.push(index),
+                Err(_) => {
+                    let mut wide = Vec::with_capacity(narrow.capacity().max(narrow.len() + 1));
+                    wide.extend(narrow.iter().map(|&i| u64::from(i)));
+                    wide.push(index);
+                    *self = SampleIndexes::Wide(wide);
+                }
+            },
+            SampleIndexes::Wide(wide) => wide.push(index),
+        }
+    }
+
+    fn get(&self, row: usize) -> u64 {
+        match self {
+            SampleIndexes::Narrow(narrow) => u64::from(narrow[row]),
+            SampleIndexes::Wide(wide) => wide[row],
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            SampleIndexes::Narrow(narrow) => narrow.len(),
+            SampleIndexes::Wide(wide) => wide.len(),
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        match self {
+            SampleIndexes::Narrow(narrow) => narrow.capacity(),
+            SampleIndexes::Wide(wide) => wide.capacity(),
+        }
+    }
+
+    fn reserve_exact(&mut self, more: usize) {
+        match self {
+            SampleIndexes::Narrow(narrow) => narrow.reserve_exact(more),
+            SampleIndexes::Wide(wide) => wide.reserve_exact(more),
+        }
+    }
+}
+
 /// A specification's summary as its records stream past (see
 /// [`crate::eval::run::write_outputs`], which feeds the task log in the same pass). With
 /// trials, each aggregator folds a sample's trial values of its score into one value per sample
@@ -312,13 +363,13 @@ pub struct Fold {
     usage: Usage,
     cost_usd: Option<f64>,
     /// The sample index of each scored record, in the order they were added; put into sample
-    /// order (with the ids and trials) before metrics are computed.
-    rows: Vec<u64>,
+    /// order (with the trials) before metrics are computed. An index names its sample within
+    /// a specification (a dataset's row, an earlier specification's record), so the ids are not
+    /// kept: they would be ~10 bytes a record.
+    rows: SampleIndexes,
     /// Each scored record's `(trial, part)`, `(0, 0)` for none: empty until a record has one,
     /// which most runs never do.
     trials: Vec<(u32, u32)>,
-    /// Each scored record's sample id, by row.
-    ids: Texts,
     /// Each scored record's scores, by row.
     scores: ScoreTable,
     /// `(sample index, sample id, error)`.
@@ -339,9 +390,8 @@ impl Fold {
             failed: 0,
             usage: Usage::default(),
             cost_usd: None,
-            rows: Vec::new(),
+            rows: SampleIndexes::Narrow(Vec::new()),
             trials: Vec::new(),
-            ids: Texts::default(),
             scores: ScoreTable::default(),
             errors: Vec::new(),
             excluded: 0,
@@ -355,7 +405,6 @@ impl Fold {
     /// Makes room for `records` more records.
     pub fn reserve(&mut self, records: usize) {
         self.rows.reserve_exact(records);
-        self.ids.reserve(records);
         self.scores.reserve(records);
     }
 
@@ -387,19 +436,15 @@ impl Fold {
             self.trials.push(trial);
         }
         self.rows.push(record.sample_index);
-        self.ids.push(&record.sample_id);
         self.scores.push(record.scores, self.keep_metadata);
     }
 
-    /// The scored rows in sample order: by index, id, trial and part.
+    /// The scored rows in sample order: by index, trial and part.
     fn rows_in_order(&self) -> Vec<u32> {
         // A `u32` each: this list and an entry per row are held while the metrics are computed.
         let mut order: Vec<u32> = (0..self.rows.len() as u32).collect();
         let trial = |row: usize| self.trials.get(row).copied().unwrap_or_default();
-        order.sort_by(|&a, &b| {
-            let (a, b) = (a as usize, b as usize);
-            (self.rows[a], self.ids.get(a), trial(a)).cmp(&(self.rows[b], self.ids.get(b), trial(b)))
-        });
+        order.sort_by_key(|&row| (self.rows.get(row as usize), trial(row as usize)));
         order
     }
 
@@ -414,9 +459,8 @@ impl Fold {
         if aggregators.is_empty() {
             // Only trials are grouped by sample: without them, the rows' identities are done
             // with, and their memory goes to the entries the metrics need next.
-            self.rows = Vec::new();
+            self.rows = SampleIndexes::Narrow(Vec::new());
             self.trials = Vec::new();
-            self.ids = Texts::default();
         }
         self.errors.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let mut errors_by_stage = BTreeMap::new();
@@ -456,21 +500,23 @@ impl Fold {
             let aggregated = if aggregators.is_empty() {
                 Vec::new()
             } else {
-                let keyed = in_order().map(|(row, entry)| ((self.rows[row], self.ids.get(row)), entry));
+                let keyed = in_order().map(|(row, entry)| (self.rows.get(row), entry));
                 aggregate(keyed, aggregators)
             };
-            let aggregated: Vec<Kept<'_>> = aggregated.iter().map(Kept::Aggregated).collect();
-            let by_trial: Vec<Kept<'_>> = in_order().map(|(_, entry)| Kept::Trial(entry)).collect();
             let aggregated_names: BTreeSet<String> = aggregators.iter().map(ScoreAggregator::output_name).collect();
             for (i, spec) in def.metrics.iter().enumerate() {
                 let over_samples = spec.field().is_some_and(|f| aggregated_names.contains(f));
-                let scores: &[Kept<'_>] = if over_samples { &aggregated } else { &by_trial };
-                let computed = match spec {
-                    MetricSpec::Python { .. } => {
-                        let full = scores.iter().map(|s| s.to_json()).collect();
-                        python_metric(&def.name, i, full)
-                    }
-                    other => metric::compute(other, scores).map_err(|e| explain(&e, scores)),
+                let (computed, count) = if over_samples {
+                    evaluate(
+                        spec,
+                        &def.name,
+                        i,
+                        aggregated.iter().map(Kept::Aggregated),
+                        python_metric,
+                    )
+                } else {
+                    let by_trial = in_order().map(|(_, entry)| Kept::Trial(entry));
+                    evaluate(spec, &def.name, i, by_trial, python_metric)
                 };
                 match computed {
                     Ok(values) => metrics.push(MetricResult {
@@ -481,11 +527,11 @@ impl Fold {
                         metric_type: spec.display_type().to_owned(),
                         field: spec.field().map(str::to_owned),
                         values,
-                        n: scores.len() as u64,
+                        n: count as u64,
                         excluded: if over_samples {
                             0
                         } else {
-                            self.samples.saturating_sub(scores.len() as u64)
+                            self.samples.saturating_sub(count as u64)
                         },
                     }),
                     Err(message) => metric_errors.push(MetricFailure {
@@ -520,14 +566,31 @@ impl Fold {
 
 /// A metric error in the user's terms: a field no sample has is named with the fields that do
 /// exist (a typo in `field:` is the usual cause).
-fn explain(error: &MetricError, values: &[Kept<'_>]) -> String {
+/// One metric over a scorer's scores, with how many there were. The scores are walked where they
+/// are, never listed: a list would be a word or two a sample.
+fn evaluate<'a>(
+    spec: &MetricSpec,
+    scorer: &str,
+    index: usize,
+    scores: impl Iterator<Item = Kept<'a>> + Clone,
+    python_metric: &mut PythonMetric<'_>,
+) -> (Result<MetricValues, String>, usize) {
+    let count = scores.clone().count();
+    let computed = match spec {
+        MetricSpec::Python { .. } => python_metric(scorer, index, scores.map(Kept::to_json).collect()),
+        other => metric::compute(other, scores.clone()).map_err(|e| explain(&e, scores)),
+    };
+    (computed, count)
+}
+
+fn explain<'a>(error: &MetricError, values: impl Iterator<Item = Kept<'a>> + Clone) -> String {
     let MetricError::MissingField { field, .. } = error else {
         return error.to_string();
     };
-    if values.iter().any(|v| v.get_field(field).is_some()) {
+    if values.clone().any(|v| v.get_field(field).is_some()) {
         return error.to_string();
     }
-    let known: BTreeSet<&str> = values.iter().flat_map(|v| v.field_names()).collect();
+    let known: BTreeSet<&str> = values.flat_map(|v| v.field_names()).collect();
     let mut message = format!("field `{field}` is in no sample's scores");
     match closest(field, known.iter().copied()) {
         Some(near) => message.push_str(&format!("; hint: did you mean `{near}`?")),
@@ -749,6 +812,27 @@ mod tests {
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].2[0]["values"]["is_correct"], json!(1.0));
         assert_eq!(seen[0].2[1]["values"]["is_correct"], json!(0.0));
+    }
+
+    #[test]
+    fn sample_indexes_past_four_bytes_keep_their_order() {
+        let scorers = [scorer(
+            json!([{"type": "python", "compute_metrics_snippet": "def compute_metrics(s): ..."}]),
+        )];
+        let mut seen = Vec::new();
+        let mut metric = |_: &str, _: usize, scores: Vec<Value>| {
+            seen = scores;
+            Ok(Map::new())
+        };
+        let big = u64::from(u32::MAX);
+        let records = vec![
+            record(big + 2, Some(0.0)),
+            record(7, Some(1.0)),
+            record(big + 1, Some(0.5)),
+        ];
+        summarize(identity(), &scorers, records, &mut metric);
+        let values: Vec<&Value> = seen.iter().map(|s| &s["values"]["is_correct"]).collect();
+        assert_eq!(values, [&json!(1.0), &json!(0.5), &json!(0.0)]);
     }
 
     #[test]

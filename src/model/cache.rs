@@ -13,15 +13,16 @@
 //! file locks, which cost more than the lookup itself. Stores go to one writer thread that
 //! commits them in batches, and until a batch is committed its entries answer lookups from
 //! memory. The writer is woken once per batch, not per store. The first lookup loads the keys of every entry (64
-//! bits of each, up to [`FILTER_MAX`] entries), so that a request the cache has never seen (every
-//! request of a first run) costs a hash probe instead of a read transaction; entries another
-//! process adds meanwhile are not seen by this one until it next starts.
+//! bits of each, up to [`FILTER_MAX`] entries) into a Bloom filter, so that a request the cache
+//! has never seen (every request of a first run) costs a few bit probes instead of a read
+//! transaction; a false positive (about 1 in 100) only reads. Entries another process adds
+//! meanwhile are not seen by this one until it next starts.
 //!
 //! A request identical to one in flight waits for that one's answer ([`CacheHandle::lookup_or_claim`])
 //! rather than asking the model again; if that call fails, the next waiter asks.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -29,6 +30,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use growable_bloom_filter::GrowableBloom;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -58,8 +60,12 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 /// The longest a lookup snapshot is kept, so that a long run sees what other processes added.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(1);
 
-/// The most entries whose keys are held in memory (8 bytes each); past it every lookup reads.
+/// The most entries whose keys are loaded into the filter; past it every lookup reads.
 const FILTER_MAX: usize = 1 << 20;
+
+/// How often the filter says a key is there when it is not (then the lookup reads). A set of
+/// the keys' 64 bits took ~12 bytes a key; the filter takes under 2.
+const FILTER_FALSE_POSITIVES: f64 = 0.01;
 
 const SELECT: &str = "SELECT status_code, headers, body, captured FROM responses WHERE key = ?1";
 
@@ -148,7 +154,7 @@ pub struct ResponseCache {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The first 64 bits of every key known to exist, loaded by the first lookup or store;
     /// `None` inside when the file holds more than [`FILTER_MAX`] entries.
-    known: OnceLock<Option<Mutex<HashSet<u64>>>>,
+    known: OnceLock<Option<Mutex<GrowableBloom>>>,
     /// The first error the writer met (the cache is best effort; [`ResponseCache::finish`]
     /// reports it).
     failed: Arc<Mutex<Option<CacheError>>>,
@@ -380,7 +386,7 @@ impl ResponseCache {
             );
         }
         if let Some(known) = self.known()
-            && !lock(known).contains(&key_bits(key))
+            && !lock(known).contains(key_bits(key))
         {
             return Ok(None);
         }
@@ -526,7 +532,7 @@ impl ResponseCache {
 
     /// The keys known to exist, loaded on first use. A file that
     /// cannot be read this way gets no filter: lookups then read, as they would without one.
-    fn known(&self) -> Option<&Mutex<HashSet<u64>>> {
+    fn known(&self) -> Option<&Mutex<GrowableBloom>> {
         self.known
             .get_or_init(|| {
                 let mut reader = self.lock();
@@ -537,11 +543,15 @@ impl ResponseCache {
                 let rows = statement
                     .query_map([FILTER_MAX as i64 + 1], |row| row.get::<_, String>(0))
                     .ok()?;
-                let mut known = HashSet::new();
+                // Sized for a run's worth; it grows (in layers twice as large) with what the
+                // file holds and what this run stores.
+                let mut known = GrowableBloom::new(FILTER_FALSE_POSITIVES, 4096);
+                let mut loaded = 0;
                 for prefix in rows {
                     known.insert(key_bits(&prefix.ok()?));
+                    loaded += 1;
                 }
-                (known.len() <= FILTER_MAX).then(|| Mutex::new(known))
+                (loaded <= FILTER_MAX).then(|| Mutex::new(known))
             })
             .as_ref()
     }

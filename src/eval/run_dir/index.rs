@@ -53,8 +53,9 @@ impl SpecLines {
         self.row(key).is_some_and(|row| self.samples[row] & PLAIN != 0) || self.keyed.contains(key)
     }
 
-    fn reserve(&mut self, lines: usize) {
+    fn reserve(&mut self, lines: usize, id_bytes: usize) {
         self.ids.reserve(lines);
+        self.ids.reserve_bytes(id_bytes);
         self.samples.reserve(lines);
     }
 }
@@ -107,13 +108,13 @@ impl Index {
     }
 
     /// Makes room for `lines` more lines of `spec`, each of a sample of its own (trials and
-    /// parts grow the index as they come).
-    pub(super) fn reserve(&mut self, spec: &str, lines: usize) {
+    /// parts grow the index as they come), whose ids take `id_bytes` in all.
+    pub(super) fn reserve(&mut self, spec: &str, lines: usize, id_bytes: usize) {
         let spec_lines = match self.specs.get_mut(spec) {
             Some(spec_lines) => spec_lines,
             None => self.specs.entry(spec.to_owned()).or_default(),
         };
-        spec_lines.reserve(lines);
+        spec_lines.reserve(lines, id_bytes);
     }
 
     pub(super) fn has_sample(&self, spec: &str, sample_id: &str) -> bool {
@@ -197,7 +198,7 @@ mod tests {
     #[test]
     fn a_sample_written_again_after_its_lines_were_removed_is_listed_once() {
         let mut index = Index::default();
-        index.reserve("a", 2);
+        index.reserve("a", 2, 2);
         assert!(index.insert("a", "1", "1") && index.insert("a", "2", "2"));
         index.remove("a", "1", "1");
         assert!(!index.has_sample("a", "1") && !index.contains("a", "1"));

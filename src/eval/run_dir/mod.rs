@@ -439,11 +439,12 @@ impl RunDir {
         samples.index.has_sample(&spec, &sample_id)
     }
 
-    /// Makes room in the index for `lines` more lines of `spec`.
-    pub fn reserve(&self, spec: &str, lines: usize) {
+    /// Makes room in the index for `lines` more lines of `spec`, of samples whose ids take
+    /// `id_bytes` in all.
+    pub fn reserve(&self, spec: &str, lines: usize, id_bytes: usize) {
         let spec = redact(spec);
         let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        samples.index.reserve(&spec, lines);
+        samples.index.reserve(&spec, lines, id_bytes);
     }
 
     /// How many samples of `spec` are recorded.
