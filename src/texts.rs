@@ -34,12 +34,6 @@ impl Texts {
         self.ends.reserve_exact(n);
     }
 
-    /// Makes room for `bytes` more bytes of text: a buffer grown by doubling is up to half
-    /// empty.
-    pub fn reserve_bytes(&mut self, bytes: usize) {
-        self.bytes.reserve_exact(bytes);
-    }
-
     pub fn push(&mut self, text: &str) {
         let start = self.bytes.len() as u64;
         self.bytes.push_str(text);
@@ -104,18 +98,6 @@ pub struct TextSet {
 }
 
 impl TextSet {
-    /// Makes room for `n` more strings.
-    pub fn reserve(&mut self, n: usize) {
-        self.texts.reserve(n);
-        let TextSet { texts, table, hasher } = self;
-        table.reserve(n, |&row| hasher.hash_one(texts.get(row as usize)));
-    }
-
-    /// Makes room for `bytes` more bytes of text (see [`Texts::reserve_bytes`]).
-    pub fn reserve_bytes(&mut self, bytes: usize) {
-        self.texts.reserve_bytes(bytes);
-    }
-
     /// The position of `text`, if it is in the set.
     pub fn find(&self, text: &str) -> Option<usize> {
         let hash = self.hasher.hash_one(text);
@@ -164,7 +146,6 @@ mod tests {
     #[test]
     fn a_set_finds_each_string_at_the_place_it_was_first_inserted() {
         let mut set = TextSet::default();
-        set.reserve(2);
         assert_eq!(set.insert("b"), (0, true));
         assert_eq!(set.insert("a"), (1, true));
         assert_eq!(set.insert("b"), (0, false));

@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::eval::fingerprint::{FINGERPRINT_FILE, Fingerprint};
-use crate::eval::prepare::{Prepared, prepare_tasks};
+use crate::eval::prepare::{Prepared, Samples, prepare_tasks};
 use crate::eval::record::SampleRecord;
 use crate::eval::run::{Outputs, selected_samples, write_outputs};
 use crate::eval::run_dir::{ResultsError, RunDir, RunInfo, SESSIONS_FILE, SUMMARY_FILE, Sessions};
@@ -209,7 +209,7 @@ fn open_shards(dirs: &[PathBuf]) -> anyhow::Result<Vec<ShardRun>> {
 fn check_records(shards: &[ShardRun], prepared: &[Prepared]) -> anyhow::Result<()> {
     let specs: HashSet<&str> = prepared.iter().map(|p| p.spec.key.as_str()).collect();
     for s in shards {
-        for (spec, sample_id) in s.run.recorded_samples() {
+        for (spec, sample_id) in s.run.recorded_samples()? {
             if !specs.contains(spec.as_str()) {
                 bail!(
                     "cannot merge: `{}` holds sample `{sample_id}` of `{spec}`, which is not a task specification of this run",
@@ -232,7 +232,8 @@ fn check_records(shards: &[ShardRun], prepared: &[Prepared]) -> anyhow::Result<(
 
 /// The samples the run selects that the shard owning them did not record, grouped by shard and
 /// specification.
-/// `sources` answers for specifications whose samples are an earlier specification's records.
+/// `sources` answers for a dataset; a specification whose samples are an earlier one's records
+/// asks every shard.
 fn missing_samples(
     prepared: &[Prepared],
     count: u32,
@@ -241,9 +242,18 @@ fn missing_samples(
 ) -> anyhow::Result<Vec<MissingSamples>> {
     let mut missing: Vec<MissingSamples> = Vec::new();
     let mut selected: HashSet<(String, String)> = HashSet::new();
+    // Each shard numbered the earlier specification's records it had, so a specification that
+    // reads them selects, across shards, what every shard's records select.
+    let mut shards: Vec<&ShardRun> = by_index.values().copied().collect();
+    shards.sort_by_key(|s| s.shard.index);
     for p in prepared {
         let mut groups: Vec<MissingSamples> = Vec::new();
-        for sample in selected_samples(p, sources)? {
+        let sources: Vec<&RunDir> = match p.samples {
+            Samples::TaskResult(_) => shards.iter().map(|s| &s.run).collect(),
+            _ => vec![sources],
+        };
+        let samples = sources.into_iter().map(|source| selected_samples(p, source));
+        for sample in samples.collect::<Result<Vec<_>, _>>()?.into_iter().flatten() {
             let sample = sample?;
             selected.insert((p.spec.key.clone(), redact(&sample.id).into_owned()));
             let shard = Shard {
@@ -251,7 +261,7 @@ fn missing_samples(
                 count,
             };
             let run = by_index.get(&shard.index);
-            if run.is_some_and(|s| s.run.has_sample(&p.spec.key, &sample.id)) {
+            if run.is_some_and(|s| s.run.has_sample(&p.spec.key, &sample.id, sample.index as u64)) {
                 continue;
             }
             match groups.iter_mut().find(|g| g.shard == shard) {
@@ -269,7 +279,7 @@ fn missing_samples(
     }
     // A record of a sample the run no longer selects means the dataset or selection changed.
     for s in by_index.values() {
-        if let Some((spec, id)) = s.run.recorded_samples().into_iter().find(|k| !selected.contains(k)) {
+        if let Some((spec, id)) = s.run.recorded_samples()?.into_iter().find(|k| !selected.contains(k)) {
             bail!(
                 "cannot merge: `{}` holds sample `{id}` of `{spec}`, which this run does not select",
                 s.run.path().display()
@@ -310,7 +320,7 @@ fn append_in_order(out: &RunDir, shards: &[ShardRun], spec: &str) -> anyhow::Res
         }
         let Some((i, _)) = next else { return Ok(()) };
         if let Some(Ok(record)) = streams[i].next() {
-            out.append(&record)?;
+            out.append_copy(&record)?;
         }
     }
 }

@@ -21,9 +21,9 @@ use crate::eval::evidence_spool::{EvidenceSpool, SealedSpool};
 use crate::eval::fingerprint::{Change, FINGERPRINT_FILE, Fingerprint, RunFlags};
 use crate::eval::prepare::{Prepared, Samples, prepare};
 use crate::eval::process;
-use crate::eval::record::{RecordIdentity, SampleError, Scores, record_key};
+use crate::eval::record::{RecordIdentity, SampleError, Scores};
 use crate::eval::run_config::RunConfig;
-use crate::eval::run_dir::{InOrder, RunDir, SessionLog};
+use crate::eval::run_dir::{InOrder, Place, RunDir, SessionLog};
 use crate::eval::sample_source;
 use crate::eval::scorer::ScorerKind;
 use crate::eval::shard::Shard;
@@ -270,12 +270,10 @@ enum SpecEnd {
     Stopped,
 }
 
-/// The samples a specification runs: how many `shard` owns (all of them without one), how
-/// long their ids are, and the random pick, if any.
+/// The samples a specification runs: how many `shard` owns (all of them without one), and the
+/// random pick, if any.
 struct Selection {
     samples: u64,
-    /// The owned samples' ids, in bytes: exact for the first N, estimated for a random pick.
-    id_bytes: usize,
     chosen: Option<HashSet<usize>>,
 }
 
@@ -289,28 +287,21 @@ fn selection(p: &Prepared, run_dir: &RunDir, shard: Option<Shard>) -> anyhow::Re
         // The first N, or all: counted as they pass. Every sample is read either way, for the
         // dataset's ids to be checked.
         let n = p.spec.num_samples.unwrap_or(usize::MAX);
-        let (mut owned, mut id_bytes) = (0, 0);
+        let mut owned = 0;
         for (i, sample) in samples.enumerate() {
             let sample = sample?;
-            if i < n && owns(&sample) {
-                owned += 1;
-                id_bytes += sample.id.len();
-            }
+            owned += u64::from(i < n && owns(&sample));
         }
         return Ok(Selection {
             samples: owned,
-            id_bytes,
             chosen: None,
         });
     };
-    let (mut indices, mut id_bytes) = (Vec::new(), 0);
+    let mut indices = Vec::new();
     for sample in samples {
         let sample = sample?;
-        let own = owns(&sample);
-        id_bytes += if own { sample.id.len() } else { 0 };
-        indices.push((sample.index, own));
+        indices.push((sample.index, owns(&sample)));
     }
-    let owned_all = indices.iter().filter(|(_, own)| *own).count();
     let chosen = (n < indices.len()).then(|| {
         let mut rng = rand::rngs::StdRng::seed_from_u64(SUBSAMPLING_SEED);
         indices
@@ -325,11 +316,10 @@ fn selection(p: &Prepared, run_dir: &RunDir, shard: Option<Shard>) -> anyhow::Re
             .iter()
             .filter(|(index, own)| *own && chosen.contains(index))
             .count(),
-        None => owned_all,
+        None => indices.iter().filter(|(_, own)| *own).count(),
     };
     Ok(Selection {
         samples: owned as u64,
-        id_bytes: id_bytes / owned_all.max(1) * owned,
         chosen,
     })
 }
@@ -362,7 +352,6 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
     let shard = shared.shard;
     let Selection {
         samples: samples_total,
-        id_bytes,
         chosen,
     } = selection(&p, &shared.run_dir, shard)?;
     // Given back here, on the thread that freed it: after the next `.await` this task may go
@@ -375,8 +364,6 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
     // What this session will record, reserved now: grown by doubling instead, each structure
     // kept up to half its size in slack and, for a while, its old copy too.
     let expected = usize::try_from(total.saturating_sub(done_before)).unwrap_or(0);
-    let id_bytes = if done_before == 0 { id_bytes } else { 0 };
-    shared.run_dir.reserve(&p.spec.key, expected, id_bytes);
     shared.tally.reserve(&p.spec.key, expected);
     let precomputed = Arc::new(all_sample_scores(&p, &shared, chosen.clone()).await?);
     let limit = p.model.as_ref().map_or(8, |m| m.gate.concurrency * 2).clamp(2, 512);
@@ -418,10 +405,8 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
         };
         // A postprocessed sample is done once its first row is recorded.
         let first_part = p.postprocessor.as_ref().map(|_| 0);
-        if shared
-            .run_dir
-            .is_recorded(&p.spec.key, &record_key(&sample.id, trial, first_part))
-        {
+        let place = Place::new(sample.index as u64, trial, first_part);
+        if shared.run_dir.is_recorded(&p.spec.key, &sample.id, place) {
             continue;
         }
         // Slots are taken in batches: every free one at once or, when none is free, half the

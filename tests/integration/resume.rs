@@ -111,6 +111,36 @@ fn a_resume_is_refused_after_a_task_file_changed_and_accepted_once_it_is_restore
 }
 
 #[test]
+fn a_forced_resume_after_rows_moved_finds_each_recorded_sample_by_its_id() {
+    let server = TestServer::start(openai_chat());
+    let t = project(&server, "", 3, EXACT).args(["run", "-f", "run.yaml", "-o", "out", "--no-progress"]);
+    t.success();
+    assert_eq!(server.count(), 3);
+    // Two new rows at the head: every recorded sample now sits two places further on.
+    let rows = std::fs::read_to_string(t.path().join("rows.jsonl")).unwrap();
+    let head: String = ["new-a", "new-b"]
+        .iter()
+        .map(|id| format!("{}\n", json!({"id": id, "n": 9, "question": format!("question {id}")})))
+        .collect();
+    let t = t.write("rows.jsonl", &format!("{head}{rows}")).args([
+        "run",
+        "--resume",
+        "out",
+        "--no-progress",
+        "--force-resume",
+    ]);
+    let out = t.success();
+    assert!(out.stderr.contains("3 sample(s) already done"), "{}", out.stderr);
+    assert_eq!(server.count(), 5, "only the two new rows are called");
+    let mut ids: Vec<String> = samples(&out_dir(&t, "out"))
+        .iter()
+        .map(|r| r["sample_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["new-a", "new-b", "s00", "s01", "s02"], "each sample once");
+}
+
+#[test]
 fn a_resume_reuses_the_flags_the_run_started_with() {
     let server = TestServer::start(openai_chat());
     let t = project(&server, "", 2, EXACT).args([

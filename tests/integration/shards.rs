@@ -313,3 +313,57 @@ fn a_merge_refuses_runs_that_are_not_shards_of_one_run() {
         .env("SLURM_ARRAY_TASK_ID", "2");
     crate::lfeval_snapshot!("bad_index", t);
 }
+
+#[test]
+fn a_specification_that_reads_an_earlier_ones_results_merges_every_shards_records() {
+    let server = TestServer::start(openai_chat());
+    let yaml = super::runs::echo_yaml(&server, "", "cache_policy: no-cache", super::runs::EXACT_SCORER);
+    // `again` asks the model about `echo`'s answers: each shard numbers the records it has.
+    let again = r#"  - key: again
+    display_name: "Again"
+    definition:
+      dataset: {source: task_result, key: echo}
+      solver:
+        type: single_turn_solver
+        input_builder:
+          type: chat_completion
+          input_messages:
+            - {role: user, content: "{{ sample.solver_output.text }}"}
+      scorers:
+        - type: string_equals
+          key: twice
+          ground_truth: "echo: echo: {{ sample.sample.question }}"
+          metrics: [{type: mean, field: is_correct}]
+evaluation:
+"#;
+    let yaml = yaml.replacen("evaluation:\n", again, 1).replace(
+        "    - {key: echo, task_key: echo, model_key: target}\n",
+        "    - {key: echo, task_key: echo, model_key: target}\n    - {key: again, task_key: again, model_key: target}\n",
+    );
+    let mut t = Test::new()
+        .write("run.yaml", &yaml)
+        .write("rows.jsonl", &super::runs::jsonl(&rows(12)));
+    for (shard, dir) in [("0/2", "s0"), ("1/2", "s1")] {
+        t = t.args(["run", "-f", "run.yaml", "--shard", shard, "-o", dir, "--no-progress"]);
+        t.success();
+    }
+    let t = t.args(["merge", "s0", "s1", "--output", "merged"]);
+    let out = t.success();
+    assert!(out.stdout.contains("merged 2 shard(s) into merged"), "{}", out.stdout);
+    let records = samples(&t.path().join("merged"));
+    let again: BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r["spec"] == "again")
+        .map(|r| r["sample_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(again.len(), 12, "every shard's records, each once: {again:?}");
+    assert_eq!(records.len(), 24);
+    let summary = read_json(&t.path().join("merged/summary.json"));
+    let spec = &summary["specifications"][1];
+    assert_eq!(
+        (spec["key"].as_str(), spec["samples"].as_u64()),
+        (Some("again"), Some(12)),
+        "{spec:#}"
+    );
+    assert_eq!(spec["metrics"][0]["values"]["is_correct_mean"], 1.0, "{spec:#}");
+}

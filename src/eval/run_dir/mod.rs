@@ -40,6 +40,7 @@ mod tests;
 mod write;
 
 use index::Index;
+pub use index::Place;
 use lines::{Records, invalid, parse_line, scan, scan_lines};
 pub use session::{SessionLog, Sessions};
 use write::{file_len, lock, path_value, render, render_file, write_atomic, write_text_atomic};
@@ -376,19 +377,32 @@ impl RunDir {
         &self.samples_path
     }
 
-    /// Whether a record with this key ([`SampleRecord::key`]) is already in `samples.jsonl`.
-    /// The ids are masked first, exactly as [`RunDir::append`] masks them, so raw ids can be
-    /// passed.
-    pub fn is_recorded(&self, spec: &str, sample_id: &str) -> bool {
-        let (spec, sample_id) = (redact(spec), redact(sample_id));
+    /// Whether the record of this sample's trial and part is already in `samples.jsonl`. The
+    /// ids are masked first, exactly as [`RunDir::append`] masks them, so raw ids can be passed.
+    pub fn is_recorded(&self, spec: &str, sample_id: &str, place: Place) -> bool {
+        let key = crate::eval::record::record_key(sample_id, place.trial(), place.part());
+        let (spec, key) = (redact(spec), redact(&key));
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        samples.index.contains(&spec, &sample_id)
+        samples.index.contains(&spec, &key, place)
     }
 
-    /// Appends one record. A sample already recorded in this run is refused with
-    /// [`ResultsError::Duplicate`].
+    /// Appends one record this process made. A sample already recorded in this run is refused
+    /// with [`ResultsError::Duplicate`].
     pub fn append(&self, record: &SampleRecord) -> Result<(), ResultsError> {
+        self.append_line(record, true)
+    }
+
+    /// Appends a record copied from another run (what `merge` does with shards). It is known
+    /// by its key from then on, as the lines read from a file are: the places of two shards'
+    /// records can coincide (a specification that reads an earlier one's records numbers them
+    /// in each shard).
+    pub fn append_copy(&self, record: &SampleRecord) -> Result<(), ResultsError> {
+        self.append_line(record, false)
+    }
+
+    fn append_line(&self, record: &SampleRecord, by_place: bool) -> Result<(), ResultsError> {
         let key = (redact(&record.spec).into_owned(), redact(&record.key()).into_owned());
+        let place = Place::new(record.sample_index, record.trial, record.part);
         let what = format!("sample `{}` of `{}`", key.1, key.0);
         // Straight from the record: no intermediate JSON tree holding a second copy of it.
         let mut line = render(record, false, &what)?;
@@ -402,7 +416,7 @@ impl RunDir {
                 path: self.samples_path.clone(),
             });
         }
-        if samples.index.contains(&key.0, &key.1) {
+        if samples.index.contains(&key.0, &key.1, place) {
             return Err(ResultsError::Duplicate {
                 spec: key.0,
                 sample_id: key.1,
@@ -421,30 +435,33 @@ impl RunDir {
             return Err(ResultsError::io("append to", &self.samples_path, error));
         }
         samples.len += line.len() as u64;
-        samples.index.insert(&key.0, &key.1, &redact(&record.sample_id));
+        if by_place {
+            samples.index.insert_by_place(&key.0, &key.1, place);
+        } else {
+            samples.index.insert_by_key(&key.0, &key.1, &redact(&record.sample_id));
+        }
         Ok(())
     }
 
     /// `(spec, sample_id)` of every sample with a record (masked as written), sorted; the
-    /// trials and parts of a sample count once.
-    pub fn recorded_samples(&self) -> Vec<(String, String)> {
-        let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        samples.index.samples()
+    /// trials and parts of a sample count once. Read from the file: the index does not keep
+    /// the ids of the lines it wrote.
+    pub fn recorded_samples(&self) -> Result<Vec<(String, String)>, ResultsError> {
+        let mut file = File::open(&self.samples_path).map_err(|e| ResultsError::io("open", &self.samples_path, e))?;
+        let mut samples = std::collections::BTreeSet::new();
+        scan(&mut file, &self.samples_path, |_, record: RecordIdentity| {
+            samples.insert((record.spec, record.sample_id));
+            Ok(())
+        })?;
+        Ok(samples.into_iter().collect())
     }
 
-    /// Whether any record (any trial or part) of this sample is in `samples.jsonl`.
-    pub fn has_sample(&self, spec: &str, sample_id: &str) -> bool {
+    /// Whether any record (any trial or part) of this sample is in `samples.jsonl`; the id is
+    /// masked first.
+    pub fn has_sample(&self, spec: &str, sample_id: &str, sample_index: u64) -> bool {
         let (spec, sample_id) = (redact(spec), redact(sample_id));
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        samples.index.has_sample(&spec, &sample_id)
-    }
-
-    /// Makes room in the index for `lines` more lines of `spec`, of samples whose ids take
-    /// `id_bytes` in all.
-    pub fn reserve(&self, spec: &str, lines: usize, id_bytes: usize) {
-        let spec = redact(spec);
-        let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        samples.index.reserve(&spec, lines, id_bytes);
+        samples.index.has_sample(&spec, &sample_id, sample_index)
     }
 
     /// How many samples of `spec` are recorded.
@@ -466,6 +483,8 @@ impl RunDir {
             #[serde(default)]
             part: Option<u32>,
             #[serde(default)]
+            sample_index: u64,
+            #[serde(default)]
             errors: Vec<serde::de::IgnoredAny>,
         }
         let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
@@ -480,7 +499,8 @@ impl RunDir {
             } else {
                 retried.extend_from_slice(buf);
                 let key = crate::eval::record::record_key(&outcome.sample_id, outcome.trial, outcome.part);
-                dropped.push((outcome.spec, key, outcome.sample_id));
+                let place = Place::new(outcome.sample_index, outcome.trial, outcome.part);
+                dropped.push((outcome.spec, key, outcome.sample_id, place));
             }
             Ok(())
         })?;
@@ -501,8 +521,8 @@ impl RunDir {
             .and_then(|()| file.sync_data())
             .map_err(|e| ResultsError::io("rewrite", &path, e))?;
         samples.len = kept.len() as u64;
-        for (spec, key, sample_id) in &dropped {
-            samples.index.remove(spec, key, sample_id);
+        for (spec, key, sample_id, place) in &dropped {
+            samples.index.remove(spec, key, sample_id, *place);
         }
         Ok(dropped.len())
     }
@@ -705,7 +725,7 @@ fn index_lines(file: &mut File, path: &Path) -> Result<(Index, u64), ResultsErro
     let mut index = Index::default();
     let good_len = scan(file, path, |line, record: RecordIdentity| {
         let key = record.key();
-        if !index.insert(&record.spec, &key, &record.sample_id) {
+        if !index.insert_by_key(&record.spec, &key, &record.sample_id) {
             return Err(invalid(
                 path,
                 line,

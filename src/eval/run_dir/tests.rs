@@ -34,7 +34,7 @@ fn record(spec: &str, id: &str) -> SampleRecord {
 }
 
 fn padded(spec: &str, id: &str, pad: &str) -> SampleRecord {
-    SampleRecord::new(spec, id, 0, row(json!({ "pad": pad })))
+    SampleRecord::new(spec, id, id.parse().unwrap_or(0), row(json!({ "pad": pad })))
 }
 
 fn lines(dir: &Path) -> Vec<SampleRecord> {
@@ -102,12 +102,12 @@ fn append_then_resume_round_trips() {
         .iter()
         .map(|(s, i)| (s.to_string(), i.to_string()))
         .collect();
-    assert_eq!(run.recorded_samples(), expected);
+    assert_eq!(run.recorded_samples().unwrap(), expected);
     assert_eq!(run.run_config(), &json!({"evaluation": {"key": "demo"}}));
     assert_eq!(run.info(), &info());
     assert_eq!(run.lfeval_version(), env!("CARGO_PKG_VERSION"));
-    assert!(run.is_recorded("a", "2"));
-    assert!(!run.is_recorded("b", "2"));
+    assert!(run.is_recorded("a", "2", Place::new(2, None, None)));
+    assert!(!run.is_recorded("b", "2", Place::new(2, None, None)));
 
     let records: Vec<SampleRecord> = run.records().unwrap().map(Result::unwrap).collect();
     assert_eq!(records, vec![record("a", "1"), record("a", "2"), record("b", "1")]);
@@ -143,7 +143,7 @@ fn partial_last_line_is_cut_on_resume() {
     let (run, state) = resume_when_free(&dir);
     assert_eq!(state.records, 2);
     assert_eq!(state.truncated_bytes, partial.len() as u64);
-    assert!(!run.is_recorded("a", "3"));
+    assert!(!run.is_recorded("a", "3", Place::new(3, None, None)));
     assert_eq!(fs::metadata(&samples).unwrap().len(), clean_len);
 
     run.append(&record("a", "3")).unwrap();
@@ -219,10 +219,11 @@ fn concurrent_appends_write_whole_lines_once() {
                 let padding = "x".repeat(1000 * (t + 1));
                 let mut shared_won = 0;
                 for i in 0..PER_THREAD {
-                    let id = format!("{t}-{i}");
-                    run.append(&padded("s", &id, &padding)).unwrap();
+                    let place = (t * PER_THREAD + i) as u64;
+                    run.append(&padded("s", &place.to_string(), &padding)).unwrap();
                     // Every thread races for the same sample; only one may win.
-                    if run.append(&padded("s", "shared", "")).is_ok() {
+                    let shared = SampleRecord::new("s", "shared", (THREADS * PER_THREAD) as u64, row(json!({})));
+                    if run.append(&shared).is_ok() {
                         shared_won += 1;
                     }
                 }
@@ -375,7 +376,7 @@ fn a_registered_secret_never_reaches_the_run_directory() {
 
     // A secret in an id is masked in the key too, and lookups by the raw id still work.
     run.append(&padded("a", "sk-canary-XYZ123", "")).unwrap();
-    assert!(run.is_recorded("a", "sk-canary-XYZ123"));
+    assert!(run.is_recorded("a", "sk-canary-XYZ123", Place::new(0, None, None)));
     assert!(matches!(
         run.append(&padded("a", "sk-canary-XYZ123", "")),
         Err(ResultsError::Duplicate { .. })
@@ -447,11 +448,44 @@ fn a_killed_writer_leaves_a_resumable_run() {
     let (run, state) = resume_when_free(&dir);
     assert!(state.records >= 5, "{} records", state.records);
     let next = state.records.to_string();
-    assert!(!run.is_recorded("s", &next));
+    assert!(!run.is_recorded("s", &next, Place::new(state.records as u64, None, None)));
     run.append(&padded("s", &next, "")).unwrap();
     let records = lines(&dir);
     assert_eq!(records.len(), state.records + 1);
     for (i, record) in records.iter().enumerate() {
         assert_eq!(record.sample_id, i.to_string());
     }
+}
+
+#[test]
+fn copied_records_are_known_by_key_and_made_ones_by_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = new_run(&tmp.path().join("run"));
+    let at = |spec: &str, id: &str, index: u64| SampleRecord::new(spec, id, index, row(json!({})));
+    // Two shards each numbered the samples of `b` from 0: a merge copies both.
+    run.append_copy(&at("b", "x#p0", 0)).unwrap();
+    run.append_copy(&at("b", "y#p0", 0)).unwrap();
+    assert!(matches!(
+        run.append_copy(&at("b", "x#p0", 4)),
+        Err(ResultsError::Duplicate { .. })
+    ));
+    assert!(run.is_recorded("b", "y#p0", Place::new(7, None, None)), "found by key");
+    assert!(run.has_sample("b", "x#p0", 9));
+
+    // What this process makes is known by place as well as by key.
+    run.append(&at("a", "p", 3)).unwrap();
+    assert!(run.is_recorded("a", "p", Place::new(3, None, None)));
+    assert!(!run.is_recorded("a", "p", Place::new(4, None, None)));
+    assert!(matches!(
+        run.append(&at("a", "q", 3)),
+        Err(ResultsError::Duplicate { .. })
+    ));
+    assert!(matches!(
+        run.append(&at("b", "x#p0", 1)),
+        Err(ResultsError::Duplicate { .. })
+    ));
+    assert_eq!((run.recorded_count("a"), run.recorded_count("b")), (1, 2));
+    let samples = run.recorded_samples().unwrap();
+    assert_eq!(samples.len(), 3);
+    assert_eq!(samples[0], ("a".to_owned(), "p".to_owned()));
 }
