@@ -19,7 +19,7 @@ use crate::eval::fingerprint::{FINGERPRINT_FILE, Fingerprint};
 use crate::eval::prepare::{Prepared, Samples, prepare_tasks};
 use crate::eval::record::SampleRecord;
 use crate::eval::run::{Outputs, selected_samples, write_outputs};
-use crate::eval::run_dir::{ResultsError, RunDir, RunInfo, SESSIONS_FILE, SUMMARY_FILE, Sessions};
+use crate::eval::run_dir::{InOrder, RunDir, RunInfo, SESSIONS_FILE, SUMMARY_FILE, Sessions};
 use crate::eval::shard::Shard;
 use crate::eval::summary::{ModelSummary, RunSummary};
 use crate::python::PythonRuntime;
@@ -115,7 +115,7 @@ pub fn merge(request: &MergeRequest<'_>, python: &PythonRuntime) -> anyhow::Resu
     let out = RunDir::create(request.output, &info, first.run_config())?;
     out.write_json(FINGERPRINT_FILE, &base)?;
     for p in &prepared {
-        append_in_order(&out, &shards, &p.spec.key)?;
+        append_in_order(&out, &shards, p)?;
     }
     out.finish()?;
     let sessions = merge_sessions(&shards, &out, started_at)?;
@@ -291,11 +291,34 @@ fn missing_samples(
 
 /// Appends one specification's records from every shard, in sample order (dataset position,
 /// then id), one record per shard in memory.
-fn append_in_order(out: &RunDir, shards: &[ShardRun], spec: &str) -> anyhow::Result<()> {
-    type Stream = Box<dyn Iterator<Item = Result<SampleRecord, ResultsError>>>;
+fn append_in_order(out: &RunDir, shards: &[ShardRun], p: &Prepared) -> anyhow::Result<()> {
+    type Stream = Box<dyn Iterator<Item = anyhow::Result<SampleRecord>>>;
+    let spec = &p.spec.key;
+    // Each shard numbered the earlier specification's records it had; the merged run numbers
+    // them as one run does, across every shard, so that an index names one sample again.
+    let positions = match &p.samples {
+        Samples::TaskResult(source) => Some(std::rc::Rc::new(positions(out, source)?)),
+        _ => None,
+    };
     let mut streams: Vec<std::iter::Peekable<Stream>> = Vec::new();
     for s in shards {
-        let stream: Stream = Box::new(s.run.records_in_order(spec)?);
+        let records = s.run.records_in_order(spec)?.map(|r| r.map_err(anyhow::Error::from));
+        let stream: Stream = match &positions {
+            None => Box::new(records),
+            Some(positions) => {
+                let positions = std::rc::Rc::clone(positions);
+                Box::new(records.map(move |record| {
+                    let mut record = record?;
+                    record.sample_index = *positions.get(&record.sample_id).with_context(|| {
+                        format!(
+                            "internal error: sample `{}` of `{}` has no earlier record",
+                            record.sample_id, record.spec
+                        )
+                    })?;
+                    Ok(record)
+                }))
+            }
+        };
         streams.push(stream.peekable());
     }
     loop {
@@ -307,7 +330,7 @@ fn append_in_order(out: &RunDir, shards: &[ShardRun], spec: &str) -> anyhow::Res
                 None => {}
                 Some(Err(_)) => {
                     if let Some(Err(e)) = stream.next() {
-                        return Err(e.into());
+                        return Err(e);
                     }
                 }
                 Some(Ok(record)) => {
@@ -320,9 +343,21 @@ fn append_in_order(out: &RunDir, shards: &[ShardRun], spec: &str) -> anyhow::Res
         }
         let Some((i, _)) = next else { return Ok(()) };
         if let Some(Ok(record)) = streams[i].next() {
-            out.append_copy(&record)?;
+            out.append(&record)?;
         }
     }
+}
+
+/// The position of each of `source`'s merged records in its sample order, by key: what a
+/// specification reading them numbers its samples by.
+fn positions(out: &RunDir, source: &str) -> anyhow::Result<HashMap<String, u64>> {
+    let mut positions = HashMap::new();
+    for (position, line) in out.lines_in_order(source, |_| true)?.enumerate() {
+        if let InOrder::Known(identity) = line? {
+            positions.insert(identity.key(), position as u64);
+        }
+    }
+    Ok(positions)
 }
 
 /// Every shard's sessions, for the record, and what the summary says of them: the first start,

@@ -318,7 +318,7 @@ fn a_merge_refuses_runs_that_are_not_shards_of_one_run() {
 fn a_specification_that_reads_an_earlier_ones_results_merges_every_shards_records() {
     let server = TestServer::start(openai_chat());
     let yaml = super::runs::echo_yaml(&server, "", "cache_policy: no-cache", super::runs::EXACT_SCORER);
-    // `again` asks the model about `echo`'s answers: each shard numbers the records it has.
+    // `again` asks the model about `echo`'s answers; each shard numbers the records it has.
     let again = r#"  - key: again
     display_name: "Again"
     definition:
@@ -366,4 +366,18 @@ evaluation:
         "{spec:#}"
     );
     assert_eq!(spec["metrics"][0]["values"]["is_correct_mean"], 1.0, "{spec:#}");
+
+    // Numbered as one run numbers them, not as each shard did.
+    let t = t.args(["run", "-f", "run.yaml", "-o", "single", "--no-progress"]);
+    t.success();
+    let places = |dir: &str| -> Vec<Value> {
+        samples(&t.path().join(dir))
+            .iter()
+            .filter(|r| r["spec"] == "again")
+            .map(|r| json!([r["sample_index"], r["sample_id"]]))
+            .collect()
+    };
+    let mut single = places("single");
+    single.sort_by_key(|p| p[0].as_u64());
+    assert_eq!(places("merged"), single);
 }

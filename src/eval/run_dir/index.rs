@@ -1,14 +1,14 @@
 //! Which records `samples.jsonl` holds, per specification, in two halves.
 //!
-//! Lines that were in the file when it was opened (and lines copied from another run) are known
-//! by their key (the masked sample id, with its trial and part): a resume matches them to the
-//! dataset by id, wherever the sample sits in it now. Their ids sit end to end in one buffer,
+//! Lines that were in the file when it was opened are known by their key (the masked sample id,
+//! with its trial and part): a resume matches them to the dataset by id, wherever the sample
+//! sits in it now. Their ids sit end to end in one buffer,
 //! found through a table of positions (~20 bytes a sample); a line whose key is its sample id
 //! (no trials, no parts: most runs) is a flag beside the id rather than a second copy of it.
 //!
-//! Lines this process made are known by their place (sample index, trial, part): within one
-//! process a specification's samples come from one pass over an unchanging dataset, so a place
-//! stands for one sample. A plain line is one bit of a compressed bitmap: a fresh run of
+//! Lines this process wrote are known by their place (sample index, trial, part): within one
+//! process a specification's samples come from one pass over an unchanging dataset (a merge
+//! numbers them as one run would), so a place stands for one sample. A plain line is one bit of a compressed bitmap: a fresh run of
 //! 100,000 samples keeps ~16 KB here instead of a copy of every id.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -74,7 +74,7 @@ struct SpecLines {
     lines: usize,
 }
 
-/// Lines found in the file when it was opened, or copied from another run: by key.
+/// Lines found in the file when it was opened: by key.
 #[derive(Debug, Default)]
 struct KeyedLines {
     /// Every sample id that has had a line. A sample whose lines are all removed keeps its
@@ -130,7 +130,7 @@ impl KeyedLines {
     }
 }
 
-/// Lines this process made: by place.
+/// Lines this process wrote: by place.
 #[derive(Debug, Default)]
 struct PlacedLines {
     /// Sample indexes with a plain line.
@@ -172,15 +172,15 @@ impl PlacedLines {
 
 impl Index {
     /// Whether a line with this key (masked, as written) or, among the lines this process
-    /// made, this place is there.
+    /// wrote, this place is there.
     pub(super) fn contains(&self, spec: &str, key: &str, place: Place) -> bool {
         self.specs
             .get(spec)
             .is_some_and(|s| s.by_key.contains(key) || s.by_place.contains(place))
     }
 
-    /// Adds a line found in the file or copied from another run; `false` (and nothing
-    /// changes) when its key is already there.
+    /// Adds a line found in the file; `false` (and nothing changes) when its key is already
+    /// there.
     pub(super) fn insert_by_key(&mut self, spec: &str, key: &str, sample_id: &str) -> bool {
         let lines = self.spec_mut(spec);
         if lines.by_key.contains(key) {
@@ -191,7 +191,7 @@ impl Index {
         true
     }
 
-    /// Adds a line this process made; `false` (and nothing changes) when its key or its place
+    /// Adds a line this process wrote; `false` (and nothing changes) when its key or its place
     /// is already there.
     pub(super) fn insert_by_place(&mut self, spec: &str, key: &str, place: Place) -> bool {
         let lines = self.spec_mut(spec);

@@ -386,21 +386,9 @@ impl RunDir {
         samples.index.contains(&spec, &key, place)
     }
 
-    /// Appends one record this process made. A sample already recorded in this run is refused
-    /// with [`ResultsError::Duplicate`].
+    /// Appends one record. A sample already recorded in this run is refused with
+    /// [`ResultsError::Duplicate`].
     pub fn append(&self, record: &SampleRecord) -> Result<(), ResultsError> {
-        self.append_line(record, true)
-    }
-
-    /// Appends a record copied from another run (what `merge` does with shards). It is known
-    /// by its key from then on, as the lines read from a file are: the places of two shards'
-    /// records can coincide (a specification that reads an earlier one's records numbers them
-    /// in each shard).
-    pub fn append_copy(&self, record: &SampleRecord) -> Result<(), ResultsError> {
-        self.append_line(record, false)
-    }
-
-    fn append_line(&self, record: &SampleRecord, by_place: bool) -> Result<(), ResultsError> {
         let key = (redact(&record.spec).into_owned(), redact(&record.key()).into_owned());
         let place = Place::new(record.sample_index, record.trial, record.part);
         let what = format!("sample `{}` of `{}`", key.1, key.0);
@@ -435,11 +423,7 @@ impl RunDir {
             return Err(ResultsError::io("append to", &self.samples_path, error));
         }
         samples.len += line.len() as u64;
-        if by_place {
-            samples.index.insert_by_place(&key.0, &key.1, place);
-        } else {
-            samples.index.insert_by_key(&key.0, &key.1, &redact(&record.sample_id));
-        }
+        samples.index.insert_by_place(&key.0, &key.1, place);
         Ok(())
     }
 

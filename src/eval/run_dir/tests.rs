@@ -458,34 +458,40 @@ fn a_killed_writer_leaves_a_resumable_run() {
 }
 
 #[test]
-fn copied_records_are_known_by_key_and_made_ones_by_place() {
+fn records_read_are_known_by_key_and_records_written_by_place() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = new_run(&tmp.path().join("run"));
+    let dir = tmp.path().join("run");
     let at = |spec: &str, id: &str, index: u64| SampleRecord::new(spec, id, index, row(json!({})));
-    // Two shards each numbered the samples of `b` from 0: a merge copies both.
-    run.append_copy(&at("b", "x#p0", 0)).unwrap();
-    run.append_copy(&at("b", "y#p0", 0)).unwrap();
+    let run = new_run(&dir);
+    run.append(&at("a", "x", 3)).unwrap();
+    assert!(run.is_recorded("a", "x", Place::new(3, None, None)));
+    assert!(
+        !run.is_recorded("a", "x", Place::new(4, None, None)),
+        "written: known by place"
+    );
     assert!(matches!(
-        run.append_copy(&at("b", "x#p0", 4)),
+        run.append(&at("a", "y", 3)),
         Err(ResultsError::Duplicate { .. })
     ));
-    assert!(run.is_recorded("b", "y#p0", Place::new(7, None, None)), "found by key");
-    assert!(run.has_sample("b", "x#p0", 9));
+    drop(run);
 
-    // What this process makes is known by place as well as by key.
-    run.append(&at("a", "p", 3)).unwrap();
-    assert!(run.is_recorded("a", "p", Place::new(3, None, None)));
-    assert!(!run.is_recorded("a", "p", Place::new(4, None, None)));
+    // Resumed after rows moved: `x` now sits at 7 and `y` at 3.
+    let (run, _) = resume_when_free(&dir);
+    assert!(
+        run.is_recorded("a", "x", Place::new(7, None, None)),
+        "read: known by key"
+    );
+    assert!(!run.is_recorded("a", "y", Place::new(3, None, None)));
+    run.append(&at("a", "y", 3)).unwrap();
     assert!(matches!(
-        run.append(&at("a", "q", 3)),
+        run.append(&at("a", "x", 7)),
         Err(ResultsError::Duplicate { .. })
     ));
-    assert!(matches!(
-        run.append(&at("b", "x#p0", 1)),
-        Err(ResultsError::Duplicate { .. })
-    ));
-    assert_eq!((run.recorded_count("a"), run.recorded_count("b")), (1, 2));
+    assert!(run.has_sample("a", "x", 7) && run.has_sample("a", "y", 3) && !run.has_sample("a", "z", 5));
+    assert_eq!(run.recorded_count("a"), 2);
     let samples = run.recorded_samples().unwrap();
-    assert_eq!(samples.len(), 3);
-    assert_eq!(samples[0], ("a".to_owned(), "p".to_owned()));
+    assert_eq!(
+        samples,
+        [("a".to_owned(), "x".to_owned()), ("a".to_owned(), "y".to_owned())]
+    );
 }
