@@ -51,6 +51,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most entries one write transaction commits.
 const BATCH: usize = 512;
 
+/// The most stores that wait for the writer at once (of [`CacheHandle::store`]): past them a
+/// store waits for room, so a disk slower than the model holds the run back instead of the
+/// queue growing without end.
+const QUEUE_LIMIT: usize = 4 * BATCH;
+
 /// How long the writer waits for more entries before committing what it has.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
@@ -151,6 +156,9 @@ pub struct ResponseCache {
     pending: Arc<Mutex<Pending>>,
     stores: AtomicU64,
     queue: Arc<Queue>,
+    /// Room in the queue, [`QUEUE_LIMIT`] stores' worth: a permit rides with its store and is
+    /// given back once the writer has committed it.
+    room: Arc<tokio::sync::Semaphore>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The first 64 bits of every key known to exist, loaded by the first lookup or store;
     /// `None` inside when the file holds more than [`FILTER_MAX`] entries.
@@ -276,6 +284,7 @@ enum Message {
         key: String,
         row: Arc<Row>,
         number: u64,
+        room: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// Answered once everything sent before it is committed.
     Flush(mpsc::Sender<()>),
@@ -354,6 +363,7 @@ impl ResponseCache {
             pending,
             stores: AtomicU64::new(0),
             queue,
+            room: Arc::new(tokio::sync::Semaphore::new(QUEUE_LIMIT)),
             writer: Mutex::new(Some(writer)),
             known: OnceLock::new(),
             failed,
@@ -441,8 +451,26 @@ impl ResponseCache {
         }))
     }
 
-    /// Stores (or replaces) the response for `key`, masking secrets in everything stored.
+    /// Stores (or replaces) the response for `key`, masking secrets in everything stored; never
+    /// waits.
     pub fn put(&self, key: &str, model_key: &str, response: &CachedResponse) -> Result<(), CacheError> {
+        self.enqueue(key, model_key, response, None)
+    }
+
+    /// Like [`ResponseCache::put`], once the queue has room.
+    pub async fn put_when_room(&self, key: &str, model_key: &str, response: &CachedResponse) -> Result<(), CacheError> {
+        // The semaphore is never closed; were it, the store would go ahead without a permit.
+        let room = Arc::clone(&self.room).acquire_owned().await.ok();
+        self.enqueue(key, model_key, response, room)
+    }
+
+    fn enqueue(
+        &self,
+        key: &str,
+        model_key: &str,
+        response: &CachedResponse,
+        room: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<(), CacheError> {
         let headers: Vec<(Cow<'_, str>, Cow<'_, str>)> = response
             .headers
             .iter()
@@ -474,6 +502,7 @@ impl ResponseCache {
             key: key.to_owned(),
             row,
             number,
+            room,
         })
     }
 
@@ -661,9 +690,10 @@ impl CacheHandle {
         }
     }
 
-    /// Hands the response to the writer thread; never waits for the disk.
-    pub fn store(&self, key: &str, model_key: &str, response: &CachedResponse) {
-        let _ = self.cache.put(key, model_key, response);
+    /// Hands the response to the writer thread. Waits only when [`QUEUE_LIMIT`] stores are
+    /// already waiting for the disk.
+    pub async fn store(&self, key: &str, model_key: &str, response: &CachedResponse) {
+        let _ = self.cache.put_when_room(key, model_key, response).await;
     }
 }
 
@@ -698,7 +728,7 @@ fn start_writer(
                 let mut flushes = Vec::new();
                 for message in messages {
                     match message {
-                        Message::Store { key, row, number } => batch.push((key, row, number)),
+                        Message::Store { key, row, number, room } => batch.push((key, row, number, room)),
                         Message::Flush(done) => flushes.push(done),
                     }
                 }
@@ -713,12 +743,14 @@ fn start_writer(
                     // there must take a snapshot that has it.
                     commits.fetch_add(1, Ordering::Release);
                     let mut pending = lock(&pending);
-                    for (key, _, number) in chunk {
+                    for (key, _, number, _) in chunk {
                         if pending.get(key).is_some_and(|(n, _)| n == number) {
                             pending.remove(key);
                         }
                     }
                 }
+                // Their room goes back before a flush is answered: a flushed queue is empty.
+                drop(batch);
                 for done in flushes {
                     let _ = done.send(());
                 }
@@ -727,12 +759,16 @@ fn start_writer(
         .unwrap_or_else(|e| panic!("cannot start the cache writer thread: {e}"))
 }
 
-fn write_batch(connection: &mut Connection, batch: &[(String, Arc<Row>, u64)]) -> rusqlite::Result<()> {
+/// A store as the writer holds it: the key, the row, the store's number and its room in the
+/// queue.
+type Stored = (String, Arc<Row>, u64, Option<tokio::sync::OwnedSemaphorePermit>);
+
+fn write_batch(connection: &mut Connection, batch: &[Stored]) -> rusqlite::Result<()> {
     let created_at = jiff::Timestamp::now().to_string();
     let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         let mut statement = tx.prepare_cached(UPSERT)?;
-        for (key, row, _) in batch {
+        for (key, row, _, _) in batch {
             statement.execute(params![
                 key,
                 row.model_key,
@@ -835,6 +871,40 @@ mod tests {
         cache.flush().unwrap();
         assert_eq!(cache.get(&key).unwrap(), Some(second));
         assert_eq!(cache.stats().unwrap(), (1, 2 + 9));
+    }
+
+    #[test]
+    fn stores_wait_for_room_while_the_disk_holds_the_writer_up() {
+        use std::future::Future;
+        use std::task::Poll;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("cache.sqlite");
+        let cache = ResponseCache::open(&path).unwrap();
+        // Another process's write transaction holds the writer at its first commit.
+        let blocker = Connection::open(&path).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            for i in 0..QUEUE_LIMIT {
+                let key = ResponseCache::key("fp", &i.to_string());
+                cache.put_when_room(&key, "m", &response("queued")).await.unwrap();
+            }
+            assert_eq!(cache.room.available_permits(), 0);
+            let (last, answer) = (ResponseCache::key("fp", "last"), response("last"));
+            let waiting = cache.put_when_room(&last, "m", &answer);
+            let mut waiting = std::pin::pin!(waiting);
+            let polled = std::future::poll_fn(|cx| Poll::Ready(waiting.as_mut().poll(cx).is_ready())).await;
+            assert!(!polled, "a store past the limit waits");
+            assert!(!lock(&cache.pending).contains_key(&last));
+
+            blocker.execute_batch("ROLLBACK").unwrap();
+            waiting.await.unwrap();
+            cache.flush().unwrap();
+            assert_eq!(cache.get(&last).unwrap(), Some(response("last")));
+            assert_eq!(cache.room.available_permits(), QUEUE_LIMIT, "every permit came back");
+        });
+        assert_eq!(cache.stats().unwrap().0, QUEUE_LIMIT as u64 + 1);
     }
 
     #[test]

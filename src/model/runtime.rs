@@ -179,7 +179,7 @@ impl ModelRuntime {
                 body: response.body.clone(),
                 captured: response.captured.clone(),
             };
-            handle.store(key, &self.model.key, &cached);
+            handle.store(key, &self.model.key, &cached).await;
         }
         drop(claim);
         Ok(output)
