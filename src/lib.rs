@@ -13,6 +13,7 @@ pub mod entity;
 pub mod error_class;
 pub mod eval;
 pub mod exit_status;
+pub mod file_window;
 pub mod fuzzing;
 pub mod memory;
 pub mod millis;

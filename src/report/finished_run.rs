@@ -5,7 +5,7 @@
 //! one line at a time, so memory holds only their positions.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek};
+use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use crate::eval::policy::Policy;
 use crate::eval::record::RecordIdentity;
 use crate::eval::run_dir::{RUN_CONFIG_FILE, SAMPLES_FILE, SESSIONS_FILE, SUMMARY_FILE};
 use crate::eval::summary::RunSummary;
+use crate::file_window::FileWindow;
 use crate::report::record_view::RecordView;
 
 #[derive(Debug, thiserror::Error)]
@@ -145,9 +146,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, RunRe
 /// Where each record sits in `samples.jsonl`, in report order.
 pub struct OrderedRecords {
     path: PathBuf,
-    file: BufReader<File>,
-    /// Where the reader is, so reading records in file order keeps its buffer.
-    pos: u64,
+    file: FileWindow,
     /// Each line's offset and length, in two arrays (12 bytes a record, not 16 with padding).
     offsets: Arc<[u64]>,
     lengths: Arc<[u32]>,
@@ -197,7 +196,6 @@ impl OrderedRecords {
             }
             offset += n as u64;
         }
-        let pos = reader.stream_position().map_err(io_error(path))?;
         // Stable, so records of one sample (its trials and parts) keep their file order.
         found.sort_by_key(|p| (p.rank, p.sample_index));
         // Records that share a position (a dataset with duplicate positions after a merge) are
@@ -233,8 +231,7 @@ impl OrderedRecords {
         let lengths = found.iter().map(|p| p.length).collect();
         Ok(OrderedRecords {
             path: path.to_path_buf(),
-            file: reader,
-            pos,
+            file: FileWindow::new(reader.into_inner()),
             offsets,
             lengths,
             per_spec,
@@ -250,8 +247,7 @@ impl OrderedRecords {
         let file = File::open(&self.path).map_err(io_error(&self.path))?;
         Ok(OrderedRecords {
             path: self.path.clone(),
-            file: BufReader::new(file),
-            pos: 0,
+            file: FileWindow::new(file),
             offsets: Arc::clone(&self.offsets),
             lengths: Arc::clone(&self.lengths),
             per_spec: self.per_spec.clone(),
@@ -266,12 +262,7 @@ impl OrderedRecords {
     pub fn line(&mut self, i: usize, buf: &mut Vec<u8>) -> Result<(), RunReadError> {
         let (offset, len) = (self.offsets[i], self.lengths[i] as usize);
         buf.clear();
-        buf.resize(len, 0);
-        self.file
-            .seek_relative(offset as i64 - self.pos as i64)
-            .map_err(io_error(&self.path))?;
-        self.file.read_exact(buf).map_err(io_error(&self.path))?;
-        self.pos = offset + len as u64;
+        buf.extend_from_slice(self.file.read(offset, len).map_err(io_error(&self.path))?);
         if buf.last() == Some(&b'\n') {
             buf.pop();
         }

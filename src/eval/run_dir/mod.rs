@@ -22,7 +22,7 @@
 //! [`RunDir`] lives, so a second `--resume` of the same directory fails instead of interleaving.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -30,6 +30,7 @@ use jiff::Timestamp;
 use serde_json::{Map, Value};
 
 use crate::eval::record::{RecordIdentity, SampleRecord};
+use crate::file_window::FileWindow;
 use crate::redact::redact;
 
 mod index;
@@ -599,21 +600,17 @@ impl RunDir {
             let at = RecordIdentity::of_line(buf).map_err(|e| invalid(&path, line, e.to_string()))?;
             if at.spec == spec {
                 let key = (at.sample_index, at.sample_id, at.trial, at.part);
-                lines.push((key, offset, line));
+                lines.push((key, offset, buf.len(), line));
             }
             offset += buf.len() as u64;
             Ok(())
         })?;
         lines.sort();
-        let mut reader = BufReader::with_capacity(64 * 1024, file);
-        // Where the reader is: records mostly finish in sample order, so most reads continue
-        // where the last one ended and keep the buffer instead of seeking.
-        let mut pos = None;
-        let mut buf = Vec::new();
+        let mut window = FileWindow::new(file);
         let spec = spec.to_owned();
         Ok(lines
             .into_iter()
-            .map(move |((sample_index, sample_id, trial, part), offset, line)| {
+            .map(move |((sample_index, sample_id, trial, part), offset, len, line)| {
                 let identity = RecordIdentity {
                     spec: spec.clone(),
                     sample_id,
@@ -624,18 +621,10 @@ impl RunDir {
                 if known(&identity) {
                     return Ok(InOrder::Known(identity));
                 }
-                let io = |e| ResultsError::io("read", &path, e);
-                match pos {
-                    Some(at) if at == offset => {}
-                    Some(at) => reader.seek_relative(offset as i64 - at as i64).map_err(io)?,
-                    None => {
-                        reader.seek(SeekFrom::Start(offset)).map_err(io)?;
-                    }
-                }
-                buf.clear();
-                let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
-                pos = Some(offset + n as u64);
-                parse_line(&buf)
+                let buf = window
+                    .read(offset, len)
+                    .map_err(|e| ResultsError::io("read", &path, e))?;
+                parse_line(buf)
                     .map(InOrder::Record)
                     .map_err(|message| invalid(&path, line, message))
             }))
