@@ -2,14 +2,15 @@
 //!
 //! Lines that were in the file when it was opened are known by their key (the masked sample id,
 //! with its trial and part): a resume matches them to the dataset by id, wherever the sample
-//! sits in it now. Their ids sit end to end in one buffer,
-//! found through a table of positions (~20 bytes a sample); a line whose key is its sample id
-//! (no trials, no parts: most runs) is a flag beside the id rather than a second copy of it.
+//! sits in it now. Their ids sit end to end in one buffer, found through a table of positions
+//! (~20 bytes a sample); a line whose key is its sample id (no trials, no parts: most runs) is
+//! a flag beside the id rather than a second copy of it.
 //!
 //! Lines this process wrote are known by their place (sample index, trial, part): within one
 //! process a specification's samples come from one pass over an unchanging dataset (a merge
-//! numbers them as one run would), so a place stands for one sample. A plain line is one bit of a compressed bitmap: a fresh run of
-//! 100,000 samples keeps ~16 KB here instead of a copy of every id.
+//! numbers them as one run would), so a place stands for one sample. A plain line is one bit
+//! of a compressed bitmap: a fresh run of 100,000 samples keeps ~16 KB here instead of a copy
+//! of every id.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
