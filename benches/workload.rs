@@ -11,7 +11,7 @@
 //!   `--no-cache`), interpreter start included, the median of five runs;
 //! - peak RSS at 10,000 and 100,000 samples (medians of five and three runs);
 //! - wall time against the limit `samples / in-flight × latency` for 2,000 samples at 64 in
-//!   flight against 50 ms, the median of three runs: `custom_connection`, a module-level
+//!   flight against 50 ms, the median of five runs: `custom_connection`, a module-level
 //!   `httpx.Client` snippet, and a bare Python thread pool sharing one `httpx.Client` (no harness
 //!   at all; whole processes on both sides, in alternating runs), plus `lfeval.http` snippets
 //!   when the binary provides them;
@@ -176,8 +176,10 @@ fn throughput(venv: &Path, python: &Path, scale: &dyn Fn(usize) -> usize) {
     }
 }
 
-/// Runs of each throughput figure; the figure is the run with the median wall time.
-const THROUGHPUT_RUNS: usize = 3;
+/// Runs of each throughput figure; the figure is the run with the median wall time. The httpx
+/// snippet and the bare pool vary most: httpcore polls and counts its idle connections on every
+/// request, so the same 2,000 calls cost it 1.3 to 4.7 s of CPU from one run to the next.
+const THROUGHPUT_RUNS: usize = 5;
 
 fn median_by_wall(mut runs: Vec<Usage>) -> Usage {
     runs.sort_by_key(|u| u.wall);
