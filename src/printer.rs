@@ -57,6 +57,16 @@ impl Printer {
         self.errln(&format!("{label}: {text}"));
     }
 
+    /// Something worth knowing that is not wrong, such as what held a run back.
+    pub fn note(&self, text: &str) {
+        let label = if self.color {
+            "note".cyan().bold().to_string()
+        } else {
+            "note".to_owned()
+        };
+        self.errln(&format!("{label}: {text}"));
+    }
+
     pub fn heading(&self, text: &str) -> String {
         if self.color {
             text.bold().to_string()

@@ -41,6 +41,7 @@ pub fn run(global: &GlobalArgs, args: &MergeArgs, printer: &Printer) -> anyhow::
             super::gates::write_report(&summary.run_dir, args.json, printer);
             let outcome = RunOutcome {
                 summary: Some(*summary),
+                notes: Vec::new(),
                 stopped_early: false,
                 cost_limit: None,
             };

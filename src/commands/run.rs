@@ -210,6 +210,9 @@ fn report(outcome: &RunOutcome, run_dir: &Path, json: bool, printer: &Printer) {
         }
         printer.outln(&format!("results: {}", summary.run_dir.display()));
     }
+    for note in &outcome.notes {
+        printer.note(note);
+    }
     if let Some((spent, limit)) = outcome.cost_limit {
         printer.warn(&format!(
             "stopped starting samples: `--max-cost {limit}` would be passed (${spent:.6} spent)\nhint: resume with `lfeval run --resume {}` and a higher `--max-cost` to finish the rest",

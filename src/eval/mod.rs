@@ -18,6 +18,7 @@ pub mod metric;
 pub mod policy;
 pub mod prepare;
 pub mod process;
+pub mod python_busy;
 pub mod record;
 pub mod run;
 pub mod run_config;

@@ -21,6 +21,7 @@ use crate::eval::evidence_spool::{EvidenceSpool, SealedSpool};
 use crate::eval::fingerprint::{Change, FINGERPRINT_FILE, Fingerprint, RunFlags};
 use crate::eval::prepare::{Prepared, Samples, prepare};
 use crate::eval::process;
+use crate::eval::python_busy::{self, BusyMeter};
 use crate::eval::record::{RecordIdentity, SampleError, Scores};
 use crate::eval::run_config::RunConfig;
 use crate::eval::run_dir::{InOrder, Place, RunDir, SessionLog};
@@ -91,6 +92,9 @@ pub enum RunError {
 pub struct RunOutcome {
     /// `None` when the run was interrupted before it could be summarised.
     pub summary: Option<RunSummary>,
+    /// What held the run back that the user can change, one paragraph each (see
+    /// [`python_busy`]).
+    pub notes: Vec<String>,
     /// The run stopped starting samples after `--fail-fast` / `--max-errors`.
     pub stopped_early: bool,
     /// `(spent, limit)` in USD when `--max-cost` held samples back.
@@ -204,10 +208,16 @@ pub fn run(
     // The dispatch loop stays on this thread: on a worker, tokio would run the task it spawned
     // last first, so samples would start out of dataset order.
     let mut started_specs = HashSet::new();
+    let mut notes = Vec::new();
     runtime.block_on(async {
         for p in &prepared {
             started_specs.insert(p.spec.key.clone());
-            match run_spec(Arc::clone(p), Arc::clone(&shared)).await? {
+            let (busy, started) = (shared.python.busy(), Instant::now());
+            let end = run_spec(Arc::clone(p), Arc::clone(&shared)).await?;
+            let concurrency = p.model.as_ref().map_or(0, |m| m.gate.concurrency);
+            let busy = shared.python.busy().since(busy);
+            notes.extend(python_busy::note(&p.spec.key, concurrency, busy, started.elapsed()));
+            match end {
                 SpecEnd::Done => {}
                 SpecEnd::Interrupted | SpecEnd::Stopped => break,
             }
@@ -239,6 +249,7 @@ pub fn run(
     runtime.shutdown_background();
     Ok(RunOutcome {
         summary,
+        notes,
         stopped_early: shared.stop.load(Ordering::Relaxed),
         cost_limit: shared
             .budget
@@ -382,6 +393,7 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
     crate::memory::collect();
     let mut ticker = tokio::time::interval(REPORT_EVERY);
     let mut last_report = Instant::now();
+    let mut python_meter = BusyMeter::new(shared.python.busy());
     let end = 'dispatch: loop {
         if shared.stop.load(Ordering::Relaxed) {
             break SpecEnd::Stopped;
@@ -453,7 +465,7 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
             break SpecEnd::Interrupted;
         }
         if last_report.elapsed() >= REPORT_EVERY {
-            report_limit(&p, &shared);
+            report_limit(&p, &shared, &mut python_meter);
             last_report = Instant::now();
         }
     };
@@ -473,16 +485,17 @@ async fn run_spec(p: Arc<Prepared>, shared: Arc<Shared>) -> anyhow::Result<SpecE
                 shared.progress.end();
                 return Ok(SpecEnd::Interrupted);
             }
-            _ = ticker.tick() => report_limit(&p, &shared),
+            _ = ticker.tick() => report_limit(&p, &shared, &mut python_meter),
         }
     }
     shared.progress.end();
     Ok(end)
 }
 
-fn report_limit(p: &Prepared, shared: &Shared) {
+fn report_limit(p: &Prepared, shared: &Shared, python: &mut BusyMeter) {
     let Some(model) = &p.model else { return };
     let gate = &model.gate;
+    let python = python.status(shared.python.busy());
     let text = match gate.holding() {
         Some(Holding::Paused) => {
             let left = gate.paused_remaining().unwrap_or_default();
@@ -493,7 +506,7 @@ fn report_limit(p: &Prepared, shared: &Shared) {
             )
         }
         Some(h) => format!("held by {} of `{}`", h.describe(gate), model.model.key),
-        None => String::new(),
+        None => python.unwrap_or_default(),
     };
     shared.progress.set_limit(text);
 }

@@ -407,9 +407,14 @@ pub(super) fn run_sync(
             return internal("the snippet is not loaded in this process");
         };
         let started = Instant::now();
+        let cpu_before = thread_cpu();
         ctl.in_python.store(true, Ordering::SeqCst);
         let result = rt.support.call_sync.bind(py).call1((func.bind(py), py_args, &buf));
         ctl.in_python.store(false, Ordering::SeqCst);
+        let cpu = thread_cpu().saturating_sub(cpu_before);
+        rt.busy_ns
+            .fetch_add(u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        rt.busy_calls.fetch_add(1, Ordering::Relaxed);
         if ctl.injected.load(Ordering::SeqCst) {
             // Drop a timeout injected too late to be delivered, so it cannot hit the thread's
             // next call. (Both flags change only while attached, so this cannot miss one.)
@@ -425,6 +430,19 @@ pub(super) fn run_sync(
         };
         Outcome { captured, result }
     })
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; this clock exists on every Linux and macOS.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
 }
 
 pub(super) fn build_args<'py>(py: Python<'py>, args: &[Value], arity: usize) -> PyResult<Bound<'py, PyTuple>> {

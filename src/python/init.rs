@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -107,6 +107,8 @@ pub(super) fn start(lazy: &Lazy) -> Result<RuntimeInner, PythonError> {
     Ok(RuntimeInner {
         support,
         startup: started.elapsed(),
+        busy_ns: AtomicU64::new(0),
+        busy_calls: AtomicU64::new(0),
     })
 }
 

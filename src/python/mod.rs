@@ -26,7 +26,7 @@ mod tests;
 pub mod worker;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -165,6 +165,28 @@ pub(super) struct Lazy {
 pub(super) struct RuntimeInner {
     pub(super) support: Support,
     pub(super) startup: Duration,
+    /// CPU time the threads of sync snippet calls spent inside them (nanoseconds), and the
+    /// number of those calls: Python runs one thread at a time, so this is how close the
+    /// snippets came to the interpreter's ceiling.
+    pub(super) busy_ns: AtomicU64,
+    pub(super) busy_calls: AtomicU64,
+}
+
+/// How much CPU this process's sync snippet calls used so far (see [`PythonRuntime::busy`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Busy {
+    pub cpu: Duration,
+    pub calls: u64,
+}
+
+impl Busy {
+    /// What was used between `earlier` and `self`.
+    pub fn since(self, earlier: Busy) -> Busy {
+        Busy {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            calls: self.calls.saturating_sub(earlier.calls),
+        }
+    }
 }
 
 /// Handles to `_lfeval_support`'s functions.
@@ -210,6 +232,18 @@ impl PythonRuntime {
     /// How long starting the interpreter took (starting it now if nothing has yet).
     pub fn startup_time(&self) -> Duration {
         self.started().map(|rt| rt.startup).unwrap_or_default()
+    }
+
+    /// The CPU time sync snippet calls spent in this process's interpreter so far (zero while it
+    /// has not started; calls in `isolation: process` workers count in their own processes).
+    pub fn busy(&self) -> Busy {
+        match self.lazy.started.get() {
+            Some(Ok(rt)) => Busy {
+                cpu: Duration::from_nanos(rt.busy_ns.load(Ordering::Relaxed)),
+                calls: rt.busy_calls.load(Ordering::Relaxed),
+            },
+            _ => Busy::default(),
+        }
     }
 
     /// Describes the interpreter. Imports `httpx` on first use, so call it from a blocking context.

@@ -21,6 +21,7 @@ mod lfeval_http;
 mod limits;
 mod model_test;
 mod providers;
+mod python_busy;
 mod redis;
 mod report;
 mod resume;
