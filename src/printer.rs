@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use owo_colors::OwoColorize;
+use owo_colors::{OwoColorize, Style};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {
@@ -40,29 +40,24 @@ impl Printer {
     }
 
     pub fn error(&self, text: &str) {
-        let label = if self.color {
-            "error".red().bold().to_string()
-        } else {
-            "error".to_owned()
-        };
-        self.errln(&format!("{label}: {text}"));
+        self.labelled("error", Style::new().red().bold(), text);
     }
 
     pub fn warn(&self, text: &str) {
-        let label = if self.color {
-            "warning".yellow().bold().to_string()
-        } else {
-            "warning".to_owned()
-        };
-        self.errln(&format!("{label}: {text}"));
+        self.labelled("warning", Style::new().yellow().bold(), text);
     }
 
     /// Something worth knowing that is not wrong, such as what held a run back.
     pub fn note(&self, text: &str) {
+        self.labelled("note", Style::new().cyan().bold(), text);
+    }
+
+    /// `label: text` on stderr, the label in `style` when colour is on.
+    fn labelled(&self, label: &str, style: Style, text: &str) {
         let label = if self.color {
-            "note".cyan().bold().to_string()
+            label.style(style).to_string()
         } else {
-            "note".to_owned()
+            label.to_owned()
         };
         self.errln(&format!("{label}: {text}"));
     }

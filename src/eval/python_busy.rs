@@ -19,16 +19,18 @@ pub fn note(spec: &str, concurrency: usize, busy: Busy, wall: Duration) -> Optio
     if concurrency <= 1 || wall < MIN_WALL || busy.calls == 0 {
         return None;
     }
-    let share = busy.cpu.as_secs_f64() / wall.as_secs_f64();
-    if share < SATURATED {
-        return None;
-    }
+    let share = percent_busy(busy, wall)?;
     let per_call = busy.cpu.as_secs_f64() * 1000.0 / busy.calls as f64;
     Some(format!(
-        "snippets kept Python busy {:.0}% of `{spec}`'s {:.1} s ({per_call:.2} ms of CPU a call): Python runs one thread at a time, so more concurrency will not make them faster\nhint: a snippet waiting on HTTP can wait outside Python with `from lfeval import http`; a CPU-bound one can run in `isolation: process` workers, each with an interpreter of its own",
-        (share * 100.0).min(100.0),
+        "snippets kept Python busy {share:.0}% of `{spec}`'s {:.1} s ({per_call:.2} ms of CPU a call): Python runs one thread at a time, so more concurrency will not make them faster\nhint: a snippet waiting on HTTP can wait outside Python with `from lfeval import http`; a CPU-bound one can run in `isolation: process` workers, each with an interpreter of its own",
         wall.as_secs_f64(),
     ))
+}
+
+/// How much of `wall` Python was busy, in percent (at most 100), when that is saturation.
+fn percent_busy(busy: Busy, wall: Duration) -> Option<f64> {
+    let share = busy.cpu.as_secs_f64() / wall.as_secs_f64().max(1e-3);
+    (share >= SATURATED).then(|| (share * 100.0).min(100.0))
 }
 
 /// How busy Python was since the previous look, for the progress line.
@@ -52,8 +54,7 @@ impl BusyMeter {
         let used = now.since(self.last);
         self.last = now;
         self.at = Instant::now();
-        let share = used.cpu.as_secs_f64() / elapsed.as_secs_f64().max(1e-3);
-        (share >= SATURATED).then(|| format!("held by Python (busy {:.0}%)", (share * 100.0).min(100.0)))
+        percent_busy(used, elapsed).map(|share| format!("held by Python (busy {share:.0}%)"))
     }
 }
 
