@@ -27,7 +27,9 @@ def run_inference(body, environment, sample):
 fn snippets_that_keep_python_busy_end_the_run_with_a_note_saying_so_and_what_to_do() {
     // 30 ms of CPU a call (thread time, so a loaded machine cannot shorten it), four at a time.
     let busy = snippet("end = time.thread_time() + 0.03\n    while time.thread_time() < end:\n        pass");
-    let test = snippet_run("max_concurrent_requests: 4", 30, &busy, &WORDS);
+    let test = snippet_run("max_concurrent_requests: 4", 30, &busy, &WORDS)
+        .filter(r"busy \d+%", "busy [N]%")
+        .filter(r"\d+\.\d+ (ms|s)\b", "[TIME] $1");
     let out = test.success();
     assert!(out.stdout.contains("40 sample(s), 0 failed"), "{}", out.stdout);
     let note = out
@@ -50,6 +52,8 @@ fn snippets_that_keep_python_busy_end_the_run_with_a_note_saying_so_and_what_to_
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{note}"));
     assert!((30.0..60.0).contains(&per_call), "{note}");
+    let from_note = &out.stderr[out.stderr.find("note: ").unwrap_or(0)..];
+    insta::assert_snapshot!(test.filtered(from_note.trim_end()));
     assert!(
         out.stderr
             .contains("hint: a snippet waiting on HTTP can wait outside Python with `from lfeval import http`"),
