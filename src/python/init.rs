@@ -107,7 +107,7 @@ pub(super) fn start(lazy: &Lazy) -> Result<RuntimeInner, PythonError> {
     Ok(RuntimeInner {
         support,
         startup: started.elapsed(),
-        busy_ns: AtomicU64::new(0),
+        busy_ns: Arc::new(AtomicU64::new(0)),
         busy_calls: AtomicU64::new(0),
     })
 }

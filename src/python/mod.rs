@@ -23,6 +23,7 @@ mod pool;
 mod snippet;
 #[cfg(test)]
 mod tests;
+mod throttle;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -168,7 +169,7 @@ pub(super) struct RuntimeInner {
     /// CPU time the threads of sync snippet calls spent inside them (nanoseconds), and the
     /// number of those calls: Python runs one thread at a time, so this is how close the
     /// snippets came to the interpreter's ceiling.
-    pub(super) busy_ns: AtomicU64,
+    pub(super) busy_ns: Arc<AtomicU64>,
     pub(super) busy_calls: AtomicU64,
 }
 

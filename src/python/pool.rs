@@ -5,13 +5,18 @@
 //! worker whether to keep serving; a job whose caller gave up on it exits its thread, and the
 //! caller starts a replacement, so a snippet stuck in C code never shrinks the pool. Abandoned
 //! threads are counted until they finally return; past [`Pool::stuck_limit`] of them the
-//! snippet's calls fail fast instead of piling up more threads.
+//! snippet's calls fail fast instead of piling up more threads. A [`Throttle`] decides how many
+//! of the threads run calls at once.
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use pyo3::ffi;
+
+use super::call::thread_cpu;
+use super::throttle::Throttle;
 
 /// What a worker does after running a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +43,13 @@ struct Shared {
     /// Threads whose call was given up on and that have not returned yet.
     stuck: AtomicUsize,
     size: usize,
+    throttle: Throttle,
 }
 
 impl Pool {
-    /// Starts `size` (at least one) workers. The interpreter must already be initialised.
-    pub(super) fn new(label: &str, size: usize) -> io::Result<Self> {
+    /// Starts `size` (at least one) workers. The interpreter must already be initialised;
+    /// `busy_ns` counts the CPU time of every sync snippet call in the process.
+    pub(super) fn new(label: &str, size: usize, busy_ns: Arc<AtomicU64>) -> io::Result<Self> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let pool = Self {
             tx,
@@ -53,6 +60,7 @@ impl Pool {
                 live: AtomicUsize::new(0),
                 stuck: AtomicUsize::new(0),
                 size: size.max(1),
+                throttle: Throttle::new(size, busy_ns),
             }),
         };
         for _ in 0..size.max(1) {
@@ -82,14 +90,17 @@ impl Pool {
         (stuck >= self.stuck_limit()).then_some(stuck)
     }
 
-    /// Records that a call's thread was given up on; it counts until its job returns.
+    /// Records that a call's thread was given up on; it counts until its job returns, and its
+    /// place goes to the replacement.
     pub(super) fn abandoned(&self) {
         self.shared.stuck.fetch_add(1, Ordering::SeqCst);
+        self.shared.throttle.give_up();
     }
 
     /// Takes back [`Pool::abandoned`] for a call that finished after all.
     pub(super) fn not_abandoned(&self) {
         self.shared.stuck.fetch_sub(1, Ordering::SeqCst);
+        self.shared.throttle.reenter();
     }
 
     /// Starts one more worker; called when a job (and with it its thread) was abandoned.
@@ -110,12 +121,18 @@ impl Pool {
 fn worker(shared: &Shared) {
     let _state = ThreadState::keep();
     loop {
+        shared.throttle.enter();
         let Ok(job) = shared.rx.recv() else { break };
+        let (started, cpu) = (Instant::now(), thread_cpu());
         if job() == AfterJob::Exit {
-            // The call that was given up on has returned at last: the thread is no longer stuck.
+            // The call that was given up on has returned at last: the thread is no longer stuck
+            // (its place went to its replacement when it was given up).
             shared.stuck.fetch_sub(1, Ordering::SeqCst);
             break;
         }
+        shared
+            .throttle
+            .leave(started.elapsed(), thread_cpu().saturating_sub(cpu));
     }
     shared.live.fetch_sub(1, Ordering::SeqCst);
 }

@@ -252,7 +252,7 @@ impl PythonRuntime {
         } else {
             let label: String = slug.chars().take(16).collect();
             Some(
-                Pool::new(&label, spec.workers)
+                Pool::new(&label, spec.workers, Arc::clone(&rt.busy_ns))
                     .map_err(|e| load_error(LoadErrorKind::Other, format!("cannot start worker threads: {e}")))?,
             )
         };

@@ -35,5 +35,6 @@ mod shards;
 mod shared_limits;
 mod signals;
 mod snippet_errors;
+mod snippet_threads;
 mod test;
 mod timeouts;
