@@ -120,19 +120,21 @@ impl Pool {
 
 fn worker(shared: &Shared) {
     let _state = ThreadState::keep();
+    // Only a worker's first call is timed: the throttle needs the pool's first call to finish,
+    // which is always some worker's first, and thread CPU time costs a system call.
+    let mut first = true;
     loop {
         shared.throttle.enter();
         let Ok(job) = shared.rx.recv() else { break };
-        let (started, cpu) = (Instant::now(), thread_cpu());
+        let measured = std::mem::take(&mut first).then(|| (Instant::now(), thread_cpu()));
         if job() == AfterJob::Exit {
             // The call that was given up on has returned at last: the thread is no longer stuck
             // (its place went to its replacement when it was given up).
             shared.stuck.fetch_sub(1, Ordering::SeqCst);
             break;
         }
-        shared
-            .throttle
-            .leave(started.elapsed(), thread_cpu().saturating_sub(cpu));
+        let first_call = measured.map(|(started, cpu)| (started.elapsed(), thread_cpu().saturating_sub(cpu)));
+        shared.throttle.leave(first_call);
     }
     shared.live.fetch_sub(1, Ordering::SeqCst);
 }

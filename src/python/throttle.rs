@@ -74,21 +74,20 @@ impl Throttle {
         state.active += 1;
     }
 
-    /// Gives a place back after a call ran to its end, which took `wall` and `cpu` on its
-    /// thread.
-    pub(super) fn leave(&self, wall: Duration, cpu: Duration) {
+    /// Gives a place back after a call ran to its end. `first` is the (wall, CPU) time of a
+    /// worker's first call, the only one measured: the pool's first call to finish is one.
+    pub(super) fn leave(&self, first: Option<(Duration, Duration)>) {
         let mut state = self.lock();
         let before = state.control.limit;
         let busy = self.busy_ns.load(Ordering::Relaxed);
-        state.control.finished(Instant::now(), busy, wall, cpu);
-        self.release(state, before);
+        state.control.finished(Instant::now(), busy, first);
+        let grew = state.control.limit > before;
+        self.release(state, grew);
     }
 
     /// Gives back the place of a call that was given up on: its thread may never return.
     pub(super) fn give_up(&self) {
-        let state = self.lock();
-        let before = state.control.limit;
-        self.release(state, before);
+        self.release(self.lock(), false);
     }
 
     /// Takes a place without waiting: a call that was given up on returned after all, and its
@@ -97,9 +96,10 @@ impl Throttle {
         self.lock().active += 1;
     }
 
-    fn release(&self, mut state: MutexGuard<'_, State>, limit_before: usize) {
+    /// `grew`: the limit rose, so more than one waiting worker may go.
+    fn release(&self, mut state: MutexGuard<'_, State>, grew: bool) {
         state.active = state.active.saturating_sub(1);
-        let (grew, room) = (state.control.limit > limit_before, state.active < state.control.limit);
+        let room = state.active < state.control.limit;
         drop(state);
         if grew {
             self.freed.notify_all();
@@ -119,8 +119,7 @@ impl Throttle {
 struct Control {
     size: usize,
     limit: usize,
-    /// Whether the first finished call set the limit yet.
-    sized: bool,
+    /// `None` until the first call finished and set the limit.
     epoch: Option<Epoch>,
     probe: Option<Probe>,
     /// Epochs to sit out before the next probe, and how long the next loss will make it.
@@ -147,7 +146,6 @@ impl Control {
         Control {
             size,
             limit: size.min(START),
-            sized: false,
             epoch: None,
             probe: None,
             hold: 0,
@@ -155,26 +153,23 @@ impl Control {
         }
     }
 
-    /// A call that took `wall` and `cpu` finished at `now`, when the busy counter read
-    /// `busy_ns`.
-    fn finished(&mut self, now: Instant, busy_ns: u64, wall: Duration, cpu: Duration) {
+    /// A call finished at `now`, when the busy counter read `busy_ns`; `first` is its (wall,
+    /// CPU) time if it was measured.
+    fn finished(&mut self, now: Instant, busy_ns: u64, first: Option<(Duration, Duration)>) {
         let fresh = Epoch {
             start: now,
             busy_ns,
             calls: 0,
         };
-        if !self.sized {
-            // One call alone says how many could share Python: a call that waits 50 ms for its
-            // endpoint and spends 1 ms of CPU leaves room for about 50.
-            self.sized = true;
-            // Never lower than the start: a call that is all CPU may be C code running outside the
-            // GIL, in parallel; the probes below find out.
-            let room = wall.as_secs_f64() / cpu.as_secs_f64().max(1e-9) * TARGET;
-            self.limit = (room.min(self.size as f64) as usize).clamp(self.limit, self.size);
-            self.epoch = Some(fresh);
-            return;
-        }
         let Some(epoch) = &mut self.epoch else {
+            // One call alone says how many could share Python: a call that waits 50 ms for its
+            // endpoint and spends 1 ms of CPU leaves room for about 50. Never lower than the
+            // start: a call that is all CPU may be C code running outside the GIL, in parallel;
+            // the probes below find out.
+            if let Some((wall, cpu)) = first {
+                let room = wall.as_secs_f64() / cpu.as_secs_f64().max(1e-9) * TARGET;
+                self.limit = (room.min(self.size as f64) as usize).clamp(self.limit, self.size);
+            }
             self.epoch = Some(fresh);
             return;
         };
@@ -237,7 +232,7 @@ mod tests {
         let mut now = Instant::now();
         let mut busy_ns = 0u64;
         now += first.0;
-        control.finished(now, busy_ns, first.0, first.1);
+        control.finished(now, busy_ns, Some(first));
         let mut limits = vec![control.limit];
         for _ in 0..epochs {
             let (rate, busy) = workload(control.limit);
@@ -246,7 +241,7 @@ mod tests {
             for _ in 0..calls {
                 now += step;
                 busy_ns += (busy * step.as_secs_f64() * 1e9) as u64;
-                control.finished(now, busy_ns, first.0, first.1);
+                control.finished(now, busy_ns, None);
             }
             limits.push(control.limit);
         }
@@ -310,7 +305,7 @@ mod tests {
     #[test]
     fn a_lost_probe_waits_longer_each_time() {
         let mut control = Control::new(64);
-        (control.limit, control.sized) = (64, true);
+        control.limit = 64;
         control.decide(1000.0, 1.0);
         assert_eq!(control.limit, 48, "saturated: probes lower");
         control.decide(500.0, 1.0);
